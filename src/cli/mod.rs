@@ -1,0 +1,101 @@
+//! The command line: a thin layer that parses flags into the stages' config structs, runs the stage,
+//! and prints. Progress and summaries go to stderr; stdout carries data only (`forge stats` output).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use forge::import::ImportConfig;
+use forge::synth::SynthConfig;
+use forge::{Context, Outcome, OutputArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "forge",
+    version,
+    about = "Make reasoning data and train on it",
+    long_about = "Make reasoning data and train on it: import or synthesise problems, then (in coming \
+                  stages) generate teacher traces, verify, deduplicate, weave in journey data and train.\n\n\
+                  Every stage reads and writes datasets: directories of Parquet shards plus manifest.json."
+)]
+pub struct Cli {
+    /// Print nothing but errors: no progress bars, no summaries
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Turn JSONL, Parquet or CSV into a problems dataset
+    #[command(after_help = "Examples:
+  forge import --preset gsm8k ../shared/data/gsm8k/train.jsonl -o problems/
+  forge import --preset math500 ../shared/data/math500/test.jsonl -o math500/
+  forge import --prompt-col q --answer-col a --id-col id my.csv -o problems/
+  forge import --preset gsm8k train.jsonl -o problems/ --shard 3/8   # slice 3 of 8")]
+    Import {
+        #[command(flatten)]
+        config: ImportConfig,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Generate verifiable problems with step-by-step reference solutions
+    #[command(after_help = "Examples:
+  forge synth igsm --n 1000 --seed 7 -o igsm/
+  forge synth igsm --n 200 --ops 8..10 --seed 8 -o igsm-hard/   # harder, out-of-distribution split
+  forge synth arith --n 5000 --ops 3 -o arith/
+  forge synth countdown --n 1000 --ops 3 -o countdown/           # 4 numbers")]
+    Synth {
+        #[command(flatten)]
+        config: SynthConfig,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Summarise a dataset: rows, and per column nulls, lengths and top values
+    #[command(after_help = "Examples:
+  forge stats problems/
+  forge stats problems/ --json | jq '.columns[] | {name, nulls}'
+  forge stats ../shared/data/gsm8k/test.jsonl")]
+    Stats {
+        /// A dataset directory, Parquet file or JSONL file
+        dataset: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context { command: std::env::args().collect(), quiet: cli.quiet };
+    match cli.command {
+        Command::Import { config, output } => {
+            let outcome = forge::import::run(&config, &output, &ctx)?;
+            summarise(&outcome, &output, &ctx);
+        }
+        Command::Synth { config, output } => {
+            let outcome = forge::synth::run(&config, &output, &ctx)?;
+            summarise(&outcome, &output, &ctx);
+        }
+        Command::Stats { dataset, json } => {
+            let stats = forge::stats::run(&dataset, ctx.quiet)?;
+            let text = if json { serde_json::to_string_pretty(&stats)? + "\n" } else { stats.table() };
+            std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summarise(outcome: &Outcome, output: &OutputArgs, ctx: &Context) {
+    if ctx.quiet {
+        return;
+    }
+    let m = outcome.manifest();
+    match outcome {
+        Outcome::UpToDate(_) => eprintln!("`{}` is up to date ({} rows); nothing to do", output.output.display(), m.rows),
+        Outcome::Written(_) => eprintln!("{}\nwrote {} rows in {} file(s) to `{}`", m.report, m.rows, m.files.len(), output.output.display()),
+    }
+}

@@ -1,0 +1,175 @@
+//! The tables forge writes: their kinds, Arrow schemas and row types. `schemas/*.md` documents each
+//! column; a test renders these schemas and compares them with those files, so the two cannot drift.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+/// A kind of table. The manifest records it, and readers use it to check what they were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TableKind {
+    Problems,
+    Traces,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 2] = [TableKind::Problems, TableKind::Traces];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Problems => "problems",
+            TableKind::Traces => "traces",
+        }
+    }
+
+    /// Bumped whenever a column is added, removed or changes type.
+    pub fn version(self) -> u32 {
+        match self {
+            TableKind::Problems => 1,
+            TableKind::Traces => 1,
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            TableKind::Problems => problems_schema(),
+            TableKind::Traces => traces_schema(),
+        }
+    }
+}
+
+fn string(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, false)))
+}
+
+/// One problem: what the teacher is asked, and what a verifier needs to judge the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The source's own id when it has one, else `h` + 16 hex digits of a content hash.
+    pub id: String,
+    /// Where the problem comes from, e.g. `gsm8k/train` or `synth/igsm`.
+    pub source: String,
+    /// How an answer is judged: `math` (answer equivalence), `code` (tests), `countdown` (expression).
+    pub domain: String,
+    pub prompt: String,
+    pub gold: Option<String>,
+    /// Python snippets for code problems; each one, appended to the candidate program, exits 0 iff it passes.
+    pub tests: Option<Vec<String>>,
+    pub steps: Option<Vec<Step>>,
+    /// A JSON object with whatever else the source had (level, subject, numbers, the synth graph, ...).
+    pub metadata: String,
+}
+
+/// One step of a reference solution; `calcs` are the calculations in it a checker can redo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub text: String,
+    pub calcs: Vec<Calc>,
+}
+
+/// A checkable calculation: `expr` evaluates to `result` (`%` is the remainder, as in Python).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Calc {
+    pub expr: String,
+    pub result: String,
+}
+
+pub fn problems_schema() -> SchemaRef {
+    let calc = Fields::from(vec![string("expr", false), string("result", false)]);
+    let step = Fields::from(vec![
+        string("text", false),
+        Field::new("calcs", list_of(DataType::Struct(calc)), false),
+    ]);
+    Arc::new(Schema::new(vec![
+        string("id", false),
+        string("source", false),
+        string("domain", false),
+        string("prompt", false),
+        string("gold", true),
+        Field::new("tests", list_of(DataType::Utf8), true),
+        Field::new("steps", list_of(DataType::Struct(step)), true),
+        string("metadata", false),
+    ]))
+}
+
+/// One sampled solution of one problem (draft: the generation stage fills it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub id: String,
+    pub problem_id: String,
+    pub source: String,
+    pub domain: String,
+    pub prompt: String,
+    pub gold: Option<String>,
+    pub teacher: String,
+    pub sample_index: u32,
+    pub sampling: Sampling,
+    pub completion: String,
+    pub reasoning: Option<String>,
+    pub solution: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub finish_reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: Option<u32>,
+    pub max_new_tokens: u32,
+    pub seed: u64,
+}
+
+pub fn traces_schema() -> SchemaRef {
+    let sampling = Fields::from(vec![
+        Field::new("temperature", DataType::Float32, false),
+        Field::new("top_p", DataType::Float32, false),
+        Field::new("top_k", DataType::UInt32, true),
+        Field::new("max_new_tokens", DataType::UInt32, false),
+        Field::new("seed", DataType::UInt64, false),
+    ]);
+    Arc::new(Schema::new(vec![
+        string("id", false),
+        string("problem_id", false),
+        string("source", false),
+        string("domain", false),
+        string("prompt", false),
+        string("gold", true),
+        string("teacher", false),
+        Field::new("sample_index", DataType::UInt32, false),
+        Field::new("sampling", DataType::Struct(sampling), false),
+        string("completion", false),
+        string("reasoning", true),
+        string("solution", false),
+        Field::new("prompt_tokens", DataType::UInt32, false),
+        Field::new("completion_tokens", DataType::UInt32, false),
+        string("finish_reason", false),
+    ]))
+}
+
+/// The compact type notation used in `schemas/*.md`: `string`, `list<string>`,
+/// `struct<text: string, note?: string>` (`?` marks a nullable nested field).
+pub fn type_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::List(item) | DataType::LargeList(item) => format!("list<{}>", type_name(item.data_type())),
+        DataType::Struct(fields) => {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let mark = if f.is_nullable() { "?" } else { "" };
+                    format!("{}{mark}: {}", f.name(), type_name(f.data_type()))
+                })
+                .collect();
+            format!("struct<{}>", inner.join(", "))
+        }
+        other => other.to_string().to_lowercase(),
+    }
+}

@@ -1,0 +1,95 @@
+//! The library's error type. Every data error carries a [`Location`] (file, line or row, column) so the
+//! message says where the problem is; hints say what to do about it. `anyhow` appears only in `cli/`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where in an input a problem was found. Lines are 1-based (text formats), rows 0-based (Parquet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub row: Option<u64>,
+    pub column: Option<String>,
+}
+
+impl Location {
+    pub fn file(file: impl Into<PathBuf>) -> Self {
+        Location { file: file.into(), ..Default::default() }
+    }
+    pub fn line(file: impl Into<PathBuf>, line: u64) -> Self {
+        Location { line: Some(line), ..Location::file(file) }
+    }
+    pub fn row(file: impl Into<PathBuf>, row: u64) -> Self {
+        Location { row: Some(row), ..Location::file(file) }
+    }
+    pub fn column(mut self, column: impl Into<String>) -> Self {
+        self.column = Some(column.into());
+        self
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(row) = self.row {
+            write!(f, ", row {row}")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, ", column `{column}`")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input data is wrong: bad syntax, a missing column, a wrong type, a truncated file.
+    #[error("{location}: {message}")]
+    Data { location: Location, message: String, hint: Option<String> },
+    /// The request cannot be carried out as asked (bad flag values, an existing output, ...).
+    #[error("{message}")]
+    Usage { message: String, hint: Option<String> },
+    /// File system errors; `fs-err` puts the path into the message.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("{context}: {source}")]
+    Arrow { context: String, source: arrow_schema::ArrowError },
+}
+
+impl Error {
+    pub fn data(location: Location, message: impl Into<String>) -> Self {
+        Error::Data { location, message: message.into(), hint: None }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage { message: message.into(), hint: None }
+    }
+    /// Attach a `hint:` line telling the user what to do next.
+    pub fn with_hint(mut self, text: impl Into<String>) -> Self {
+        match &mut self {
+            Error::Data { hint, .. } | Error::Usage { hint, .. } => *hint = Some(text.into()),
+            _ => {}
+        }
+        self
+    }
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Data { hint, .. } | Error::Usage { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
+        Error::Parquet { path: path.into(), source }
+    }
+    pub fn arrow(context: impl Into<String>, source: arrow_schema::ArrowError) -> Self {
+        Error::Arrow { context: context.into(), source }
+    }
+}

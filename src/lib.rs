@@ -1,0 +1,67 @@
+//! forge makes reasoning data and trains on it.
+//!
+//! ```text
+//! problems ──generate──▶ traces ──filter──▶ curated ──journey──▶ sft set ──train-sft──▶ checkpoint ──eval──▶ report
+//!    ▲ (import, synth)
+//! ```
+//!
+//! Every stage reads a dataset and writes a dataset ([`dataset`]); each stage module exposes a config
+//! struct shared by its CLI flags and pipeline TOML, and a `run` function returning the output's
+//! manifest with its [`report::StageReport`].
+
+pub mod error;
+pub mod expr;
+pub mod progress;
+pub mod report;
+
+pub mod dataset;
+
+pub mod import;
+pub mod synth;
+
+pub mod stats;
+
+pub use error::{Error, Location, Result};
+
+use std::path::PathBuf;
+
+use dataset::{Manifest, Shard, WriteOptions};
+
+/// Where and how a stage writes its output dataset (flattened into every writing subcommand).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
+pub struct OutputArgs {
+    /// Output dataset directory
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Process only the I-th of N slices of the input (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/64`;
+    /// the N runs write into the same directory
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    pub shard: Shard,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub write: WriteOptions,
+}
+
+/// How this invocation was made, for provenance and for how much to print.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub command: Vec<String>,
+    pub quiet: bool,
+}
+
+/// A writing stage's result.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The output was written (or its unfinished part was).
+    Written(Manifest),
+    /// The output already held the finished result of this same command; nothing was done.
+    UpToDate(Manifest),
+}
+
+impl Outcome {
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            Outcome::Written(m) | Outcome::UpToDate(m) => m,
+        }
+    }
+}

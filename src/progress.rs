@@ -1,0 +1,28 @@
+//! Progress on stderr: rows done, rate and ETA. Hidden with `--quiet` and when stderr is not a terminal,
+//! so logs and pipes stay clean.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    pub fn rows(label: &str, total: u64, quiet: bool) -> Self {
+        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let bar = ProgressBar::with_draw_target(Some(total), target);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        Progress(bar)
+    }
+
+    pub fn inc(&self, rows: u64) {
+        self.0.inc(rows);
+    }
+
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}

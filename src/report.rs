@@ -1,0 +1,50 @@
+//! What every stage reports: rows in, rows kept, rows rejected by reason, time. The report goes to the
+//! terminal and into the output manifest; [`StageReport::check`] enforces in = kept + rejected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// Rejected rows by reason code (snake_case, stable).
+    pub rejected: BTreeMap<String, u64>,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+}
+
+impl StageReport {
+    pub fn new(stage: &str, rows_in: u64, rows_out: u64, seconds: f64) -> Self {
+        StageReport {
+            stage: stage.to_string(),
+            rows_in,
+            rows_out,
+            rejected: BTreeMap::new(),
+            seconds,
+            rows_per_second: if seconds > 0.0 { rows_in as f64 / seconds } else { 0.0 },
+        }
+    }
+
+    /// Every input row is either kept or rejected with a reason; nothing is silently lost.
+    pub fn check(&self) -> bool {
+        self.rows_in == self.rows_out + self.rejected.values().sum::<u64>()
+    }
+}
+
+impl fmt::Display for StageReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} rows in, {} out in {:.2}s ({:.0} rows/s)",
+            self.stage, self.rows_in, self.rows_out, self.seconds, self.rows_per_second
+        )?;
+        for (reason, n) in &self.rejected {
+            write!(f, "\n  rejected {reason}: {n}")?;
+        }
+        Ok(())
+    }
+}

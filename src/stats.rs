@@ -1,0 +1,223 @@
+//! `forge stats`: what is in a dataset. Row count, and per column: types seen, nulls, lengths (characters
+//! of strings, items of lists) as percentiles, numeric range, and the top values of columns with few
+//! distinct values. Works on any input forge reads, its own datasets or not.
+//!
+//! Memory stays flat: lengths are kept as a histogram and value counts are dropped once a column shows
+//! more than [`MAX_DISTINCT`] distinct values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::dataset::{Input, TableKind, json_type_name};
+use crate::error::Result;
+use crate::progress::Progress;
+
+/// Value counts are kept up to this many distinct values per column.
+pub const MAX_DISTINCT: usize = 1000;
+/// A column is shown as categorical when it has at most this many distinct values.
+pub const CATEGORICAL: usize = 50;
+const TOP: usize = 5;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub path: PathBuf,
+    pub kind: Option<TableKind>,
+    pub files: usize,
+    pub rows: u64,
+    pub columns: Vec<ColumnStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnStats {
+    pub name: String,
+    /// JSON types seen (`a string`, `a number`, ...) and how often.
+    pub types: BTreeMap<String, u64>,
+    pub nulls: u64,
+    /// Characters of strings, items of lists.
+    pub length: Option<Summary>,
+    pub numbers: Option<NumberRange>,
+    /// Exact when the column has at most `MAX_DISTINCT` distinct values.
+    pub distinct: Option<u64>,
+    pub top: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NumberRange {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Default)]
+struct Acc {
+    types: BTreeMap<String, u64>,
+    non_null: u64,
+    lengths: HashMap<u64, u64>,
+    number_count: u64,
+    number_sum: f64,
+    number_min: f64,
+    number_max: f64,
+    values: Option<HashMap<String, u64>>,
+}
+
+impl Acc {
+    fn new() -> Self {
+        Acc { values: Some(HashMap::new()), number_min: f64::INFINITY, number_max: f64::NEG_INFINITY, ..Default::default() }
+    }
+
+    fn add(&mut self, value: &Value) {
+        *self.types.entry(json_type_name(value).trim_start_matches("a ").trim_start_matches("an ").to_string()).or_default() += 1;
+        if value.is_null() {
+            return;
+        }
+        self.non_null += 1;
+        let key = match value {
+            Value::String(s) => {
+                *self.lengths.entry(s.chars().count() as u64).or_default() += 1;
+                (s.len() <= 200).then(|| s.clone())
+            }
+            Value::Array(items) => {
+                *self.lengths.entry(items.len() as u64).or_default() += 1;
+                None
+            }
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                self.number_count += 1;
+                self.number_sum += x;
+                self.number_min = self.number_min.min(x);
+                self.number_max = self.number_max.max(x);
+                Some(n.to_string())
+            }
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        match (key, &mut self.values) {
+            (Some(key), Some(values)) => {
+                *values.entry(key).or_default() += 1;
+                if values.len() > MAX_DISTINCT {
+                    self.values = None;
+                }
+            }
+            (None, Some(_)) => self.values = None,
+            _ => {}
+        }
+    }
+
+    fn finish(self, name: String, rows: u64) -> ColumnStats {
+        let length = summary(&self.lengths);
+        let numbers = (self.number_count > 0).then(|| NumberRange {
+            min: self.number_min,
+            max: self.number_max,
+            mean: self.number_sum / self.number_count as f64,
+        });
+        let distinct = self.values.as_ref().map(|v| v.len() as u64);
+        let mut top: Vec<(String, u64)> = match self.values {
+            Some(values) if values.len() <= CATEGORICAL && values.len() as u64 * 2 <= self.non_null.max(2) => values.into_iter().collect(),
+            _ => vec![],
+        };
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(TOP);
+        ColumnStats { name, types: self.types, nulls: rows - self.non_null, length, numbers, distinct, top }
+    }
+}
+
+fn summary(histogram: &HashMap<u64, u64>) -> Option<Summary> {
+    let total: u64 = histogram.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut sorted: Vec<(u64, u64)> = histogram.iter().map(|(k, v)| (*k, *v)).collect();
+    sorted.sort_unstable();
+    let at = |q: f64| {
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (len, n) in &sorted {
+            seen += n;
+            if seen >= rank {
+                return *len as f64;
+            }
+        }
+        sorted.last().expect("non-empty").0 as f64
+    };
+    let sum: f64 = sorted.iter().map(|(len, n)| *len as f64 * *n as f64).sum();
+    Some(Summary {
+        min: sorted[0].0 as f64,
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: sorted.last().expect("non-empty").0 as f64,
+        mean: sum / total as f64,
+    })
+}
+
+pub fn run(path: &Path, quiet: bool) -> Result<Stats> {
+    let input = Input::open(path)?;
+    let rows = input.rows();
+    let progress = Progress::rows("stats", rows, quiet);
+    let mut columns: Vec<(String, Acc)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for record in input.records(0..rows) {
+        let record = record?;
+        for (name, value) in &record.fields {
+            let i = *index.entry(name.clone()).or_insert_with(|| {
+                columns.push((name.clone(), Acc::new()));
+                columns.len() - 1
+            });
+            columns[i].1.add(value);
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok(Stats {
+        path: path.to_path_buf(),
+        kind: input.kind,
+        files: input.files.len(),
+        rows,
+        columns: columns.into_iter().map(|(name, acc)| acc.finish(name, rows)).collect(),
+    })
+}
+
+impl Stats {
+    /// A readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let kind = self.kind.map(|k| format!("{}, ", k.name())).unwrap_or_default();
+        let _ = writeln!(out, "{} ({kind}{} file{}, {} rows)", self.path.display(), self.files, if self.files == 1 { "" } else { "s" }, self.rows);
+        let width = self.columns.iter().map(|c| c.name.len()).max().unwrap_or(6).max(6);
+        let _ = writeln!(out, "{:width$}  {:<8} {:>8}  {:<28}  values", "column", "type", "nulls", "length min/p50/p90/p99/max");
+        for c in &self.columns {
+            let types: Vec<&str> = c.types.keys().filter(|t| *t != "null").map(String::as_str).collect();
+            let length = c
+                .length
+                .as_ref()
+                .map(|s| format!("{}/{}/{}/{}/{}", s.min, s.p50, s.p90, s.p99, s.max))
+                .unwrap_or_else(|| "-".into());
+            let values = if !c.top.is_empty() {
+                c.top.iter().map(|(v, n)| format!("{v:?} {n}")).collect::<Vec<_>>().join(", ")
+            } else if let Some(n) = &c.numbers {
+                format!("min {} max {} mean {:.2}", n.min, n.max, n.mean)
+            } else {
+                match c.distinct {
+                    Some(d) => format!("{d} distinct"),
+                    None => format!("> {MAX_DISTINCT} distinct"),
+                }
+            };
+            let _ = writeln!(out, "{:width$}  {:<8} {:>8}  {:<28}  {values}", c.name, types.join("|"), c.nulls, length);
+        }
+        out
+    }
+}
