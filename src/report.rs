@@ -13,6 +13,9 @@ pub struct StageReport {
     pub rows_out: u64,
     /// Rejected rows by reason code (snake_case, stable).
     pub rejected: BTreeMap<String, u64>,
+    /// Rows kept but marked, by reason (e.g. `no_gold`: a problem without a gold answer).
+    #[serde(default)]
+    pub flagged: BTreeMap<String, u64>,
     pub seconds: f64,
     pub rows_per_second: f64,
 }
@@ -24,6 +27,7 @@ impl StageReport {
             rows_in,
             rows_out,
             rejected: BTreeMap::new(),
+            flagged: BTreeMap::new(),
             seconds,
             rows_per_second: if seconds > 0.0 { rows_in as f64 / seconds } else { 0.0 },
         }
@@ -44,6 +48,9 @@ impl fmt::Display for StageReport {
         )?;
         for (reason, n) in &self.rejected {
             write!(f, "\n  rejected {reason}: {n}")?;
+        }
+        for (reason, n) in &self.flagged {
+            write!(f, "\n  flagged {reason}: {n}")?;
         }
         Ok(())
     }

@@ -200,16 +200,21 @@ impl Stats {
         let width = self.columns.iter().map(|c| c.name.len()).max().unwrap_or(6).max(6);
         let _ = writeln!(out, "{:width$}  {:<8} {:>8}  {:<28}  values", "column", "type", "nulls", "length min/p50/p90/p99/max");
         for c in &self.columns {
-            let types: Vec<&str> = c.types.keys().filter(|t| *t != "null").map(String::as_str).collect();
+            let mut types: Vec<&str> = c.types.keys().filter(|t| *t != "null").map(String::as_str).collect();
+            if types.is_empty() {
+                types.push("null");
+            }
             let length = c
                 .length
                 .as_ref()
                 .map(|s| format!("{}/{}/{}/{}/{}", s.min, s.p50, s.p90, s.p99, s.max))
                 .unwrap_or_else(|| "-".into());
             let values = if !c.top.is_empty() {
-                c.top.iter().map(|(v, n)| format!("{v:?} {n}")).collect::<Vec<_>>().join(", ")
+                c.top.iter().map(|(v, n)| format!("{} {n}", shorten(v, 40))).collect::<Vec<_>>().join(", ")
             } else if let Some(n) = &c.numbers {
                 format!("min {} max {} mean {:.2}", n.min, n.max, n.mean)
+            } else if c.types.contains_key("array") || c.types.contains_key("object") || c.nulls == self.rows {
+                "-".into()
             } else {
                 match c.distinct {
                     Some(d) => format!("{d} distinct"),
@@ -219,5 +224,14 @@ impl Stats {
             let _ = writeln!(out, "{:width$}  {:<8} {:>8}  {:<28}  {values}", c.name, types.join("|"), c.nulls, length);
         }
         out
+    }
+}
+
+/// `"text"`, cut to `max` characters with an ellipsis.
+fn shorten(value: &str, max: usize) -> String {
+    if value.chars().count() <= max {
+        format!("{value:?}")
+    } else {
+        format!("{:?}…", value.chars().take(max).collect::<String>())
     }
 }

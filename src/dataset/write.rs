@@ -107,19 +107,20 @@ impl DatasetWriter {
             } else {
                 None
             };
-            match existing {
+            match &existing {
+                None => {}
                 Some(_) if options.overwrite => remove_run(dir, shard)?,
-                Some(("finished", f)) if f == provenance.fingerprint => {
+                Some(("finished", f)) if *f == provenance.fingerprint => {
                     return Ok(Start::UpToDate(Manifest::read(&manifest_path)?));
                 }
-                Some((state, _)) if !options.overwrite => {
+                Some(("unfinished", f)) if *f == provenance.fingerprint => {} // resume
+                Some((state, _)) => {
                     return Err(Error::usage(format!(
-                        "`{}` holds a {state} dataset made by a different command, config or input",
+                        "`{}` holds {state} output of a different command, config or input",
                         dir.display()
                     ))
                     .with_hint("pass `--overwrite` to replace it, or write to another directory"));
                 }
-                _ => {}
             }
             fresh = existing.is_none() || options.overwrite;
         }

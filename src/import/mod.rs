@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 pub use math::last_boxed;
 
 use crate::dataset::{DatasetWriter, Format, Input, InputRef, Problem, Provenance, Record, Start, TableKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Location, Result};
 use crate::progress::Progress;
 use crate::report::StageReport;
 use crate::{Context, Outcome, OutputArgs};
@@ -136,6 +136,15 @@ impl ImportConfig {
         }
     }
 
+    /// Whether every row should have a gold answer (rows without one are counted as `no_gold`).
+    fn expects_gold(&self) -> bool {
+        match self.preset {
+            Some(Preset::Humaneval | Preset::Mbpp) => false,
+            Some(_) => true,
+            None => self.answer_col.is_some(),
+        }
+    }
+
     fn convert(&self, row: &Row) -> Result<Problem> {
         match self.preset {
             Some(Preset::Gsm8k) => gsm8k::convert(row),
@@ -178,9 +187,13 @@ pub fn run(cfg: &ImportConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcom
     let progress = Progress::rows("import", range.end - range.start, ctx.quiet);
     let mut rows = Vec::with_capacity(CHUNK);
     let mut count = 0;
+    let mut no_gold: Option<(u64, Location)> = None;
     for record in input.records(range) {
         let record = record?;
         let mut problem = cfg.convert(&Row(&record))?;
+        if problem.gold.is_none() && cfg.expects_gold() {
+            no_gold.get_or_insert((0, record.location.clone())).0 += 1;
+        }
         problem.source.clone_from(&source);
         rows.push(problem);
         count += 1;
@@ -192,7 +205,13 @@ pub fn run(cfg: &ImportConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcom
     }
     writer.write_rows(&rows)?;
     progress.finish();
-    let report = StageReport::new("import", count, count, started.elapsed().as_secs_f64());
+    let mut report = StageReport::new("import", count, count, started.elapsed().as_secs_f64());
+    if let Some((n, first)) = no_gold {
+        report.flagged.insert("no_gold".into(), n);
+        if !ctx.quiet {
+            eprintln!("warning: {n} row(s) have no gold answer (kept, gold is null); the first is {first}");
+        }
+    }
     Ok(Outcome::Written(writer.finish(report)?))
 }
 
@@ -202,6 +221,10 @@ pub(crate) struct Row<'a>(&'a Record);
 impl Row<'_> {
     fn error(&self, column: &str, message: impl Into<String>) -> Error {
         Error::data(self.0.location.clone().column(column), message)
+    }
+
+    fn has(&self, column: &str) -> bool {
+        self.0.fields.get(column).is_some_and(|v| !v.is_null())
     }
 
     fn get(&self, column: &str) -> Result<&Value> {

@@ -46,9 +46,7 @@ struct Quantity {
 pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     let p = cfg.modulus.max(2);
     let ops = ops.max(1) as usize;
-    let mut names: Vec<(usize, usize)> = (0..PLACES.len()).flat_map(|i| (0..THINGS.len()).map(move |j| (i, j))).collect();
-    rng.shuffle(&mut names);
-    let mut names = names.into_iter().map(|(i, j)| format!("the number of {} in {}", THINGS[j], PLACES[i]));
+    let mut names = Names([false; PLACES.len() * THINGS.len()]);
     let mut qs: Vec<Quantity> = Vec::new();
     let given = |qs: &mut Vec<Quantity>, rng: &mut Rng, name: String| {
         qs.push(Quantity { name, def: Def::Given, value: rng.below(p), needed: true });
@@ -58,7 +56,12 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     // Leaves first; every operation then consumes at least one not-yet-used quantity, and enough of them
     // merge two unused ones that exactly one (the answer) is left unused at the end.
     let leaves = 1 + rng.below(ops.div_ceil(2) as u64 + 1) as usize;
-    let mut unused: Vec<usize> = (0..leaves).map(|_| given(&mut qs, rng, names.next().expect("576 names"))).collect();
+    let mut unused: Vec<usize> = (0..leaves)
+        .map(|_| {
+            let name = names.next(rng);
+            given(&mut qs, rng, name)
+        })
+        .collect();
     for step in 0..ops {
         let remaining = ops - step;
         let must_merge = unused.len() > remaining;
@@ -82,7 +85,7 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
             }
         };
         let value = eval(&qs, def, p);
-        qs.push(Quantity { name: names.next().expect("576 names"), def, value, needed: true });
+        qs.push(Quantity { name: names.next(rng), def, value, needed: true });
         unused.push(qs.len() - 1);
     }
     debug_assert_eq!(unused.len(), 1);
@@ -97,7 +100,7 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
             binary(rng, a, b)
         };
         let value = eval(&qs, def, p);
-        qs.push(Quantity { name: names.next().expect("576 names"), def, value, needed: false });
+        qs.push(Quantity { name: names.next(rng), def, value, needed: false });
     }
 
     let mut statements: Vec<String> = qs.iter().map(|q| statement(&qs, q)).collect();
@@ -134,6 +137,20 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
         tests: None,
         steps: Some(steps),
         metadata: serde_json::json!({ "modulus": p, "ops": ops, "target": target, "quantities": qs }).to_string(),
+    }
+}
+
+/// Distinct quantity names, drawn by rejection: a problem uses a few dozen of the 576 pairs.
+struct Names([bool; PLACES.len() * THINGS.len()]);
+
+impl Names {
+    fn next(&mut self, rng: &mut Rng) -> String {
+        loop {
+            let k = rng.below(self.0.len() as u64) as usize;
+            if !std::mem::replace(&mut self.0[k], true) {
+                return format!("the number of {} in {}", THINGS[k % THINGS.len()], PLACES[k / THINGS.len()]);
+            }
+        }
     }
 }
 

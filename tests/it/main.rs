@@ -1,1 +1,17 @@
+//! forge's integration tests: one binary (every extra test binary re-links arrow and parquet).
+//! Tests that read `../shared/data` are `#[ignore = "needs ../shared/data"]`; `.ci/run` runs them too.
 
+mod util;
+
+/// Bad input: every kind gets a located one-line cause, exit status 2 and no output left behind.
+mod bad_input;
+/// Reading and writing datasets: formats, casts, shards, atomic writes, kill and resume.
+mod dataset;
+/// `forge import`: presets on small fixtures and on every file in `../shared/data`.
+mod import;
+/// `schemas/*.md` match the code's Arrow schemas.
+mod schemas;
+/// `forge stats`.
+mod stats;
+/// `forge synth`: determinism, sharding, checkable steps.
+mod synth;

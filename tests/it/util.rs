@@ -1,0 +1,63 @@
+//! Helpers: a scratch directory per test, running the `forge` binary, reading datasets back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch(tempfile::Builder::new().prefix("forge-it-").tempdir().expect("temp dir"))
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write fixture");
+        path
+    }
+}
+
+pub fn forge() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forge"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// Run forge with `args`; returns (exit code, stdout, stderr).
+pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
+    let out: Output = forge().args(args.iter().map(|a| a.as_ref())).output().expect("run forge");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Run forge and insist on success.
+pub fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let (code, stdout, stderr) = run(args);
+    assert_eq!(code, 0, "forge failed:\n{stderr}");
+    stdout
+}
+
+pub fn problems(dir: &Path) -> Vec<forge::dataset::Problem> {
+    let input = forge::dataset::Input::open(dir).expect("open dataset");
+    input
+        .rows_of::<forge::dataset::Problem>(forge::dataset::TableKind::Problems, 0..input.rows())
+        .map(|b| b.expect("readable"))
+        .flatten()
+        .collect()
+}
+
+/// Bytes of every `part-*` file, in name order.
+pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("part-"))
+        .collect();
+    files.sort();
+    files.into_iter().map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(&p).unwrap())).collect()
+}
+
+pub fn shared_data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
+}
