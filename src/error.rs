@@ -52,7 +52,7 @@ impl fmt::Display for Location {
 pub enum Error {
     /// The input data is wrong: bad syntax, a missing column, a wrong type, a truncated file.
     #[error("{location}: {message}")]
-    Data { location: Location, message: String, hint: Option<String> },
+    Data { location: Box<Location>, message: String, hint: Option<String> },
     /// The request cannot be carried out as asked (bad flag values, an existing output, ...).
     #[error("{message}")]
     Usage { message: String, hint: Option<String> },
@@ -67,7 +67,7 @@ pub enum Error {
 
 impl Error {
     pub fn data(location: Location, message: impl Into<String>) -> Self {
-        Error::Data { location, message: message.into(), hint: None }
+        Error::Data { location: Box::new(location), message: message.into(), hint: None }
     }
     pub fn usage(message: impl Into<String>) -> Self {
         Error::Usage { message: message.into(), hint: None }

@@ -76,8 +76,14 @@ impl Op {
         let overflow = || "number too large".to_string();
         let mul = |x: i128, y: i128| x.checked_mul(y).ok_or_else(overflow);
         match self {
-            Op::Add => Rational::new(mul(a.num, b.den)?.checked_add(mul(b.num, a.den)?).ok_or_else(overflow)?, mul(a.den, b.den)?),
-            Op::Sub => Rational::new(mul(a.num, b.den)?.checked_sub(mul(b.num, a.den)?).ok_or_else(overflow)?, mul(a.den, b.den)?),
+            Op::Add => Rational::new(
+                mul(a.num, b.den)?.checked_add(mul(b.num, a.den)?).ok_or_else(overflow)?,
+                mul(a.den, b.den)?,
+            ),
+            Op::Sub => Rational::new(
+                mul(a.num, b.den)?.checked_sub(mul(b.num, a.den)?).ok_or_else(overflow)?,
+                mul(a.den, b.den)?,
+            ),
             Op::Mul => Rational::new(mul(a.num, b.num)?, mul(a.den, b.den)?),
             Op::Div => Rational::new(mul(a.num, b.den)?, mul(a.den, b.num)?),
             Op::Rem => match (a.as_int(), b.as_int()) {
@@ -162,7 +168,11 @@ impl fmt::Display for Expr {
             Expr::Num(n) => write!(f, "{n}"),
             Expr::Bin(a, op, b) => {
                 let p = op.precedence();
-                if a.precedence() < p { write!(f, "({a})")? } else { write!(f, "{a}")? }
+                if a.precedence() < p {
+                    write!(f, "({a})")?
+                } else {
+                    write!(f, "{a}")?
+                }
                 write!(f, " {} ", op.symbol())?;
                 if b.precedence() <= p { write!(f, "({b})") } else { write!(f, "{b}") }
             }
@@ -256,7 +266,9 @@ mod tests {
 
     #[test]
     fn parses_evaluates_and_prints_back() {
-        for (text, value) in [("74 - ((96 + 37) / 7)", "55"), ("(17 + 25) * 3 - 8", "118"), ("39 / (36 - 33)", "13"), ("1 / 3", "1/3")] {
+        for (text, value) in
+            [("74 - ((96 + 37) / 7)", "55"), ("(17 + 25) * 3 - 8", "118"), ("39 / (36 - 33)", "13"), ("1 / 3", "1/3")]
+        {
             let e = parse(text).unwrap();
             assert_eq!(e.eval().unwrap().to_string(), value, "{text}");
             assert_eq!(parse(&e.to_string()).unwrap(), e, "{text} printed as {e}");

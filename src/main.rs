@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            let broken_pipe = err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));
+            let broken_pipe = err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
@@ -20,7 +22,8 @@ fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  Caused by: {cause}");
             }
-            if let Some(hint) = err.chain().find_map(|c| c.downcast_ref::<forge::Error>()).and_then(forge::Error::hint) {
+            if let Some(hint) = err.chain().find_map(|c| c.downcast_ref::<forge::Error>()).and_then(forge::Error::hint)
+            {
                 eprintln!("\nhint: {hint}");
             }
             ExitCode::from(2)

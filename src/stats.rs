@@ -76,11 +76,19 @@ struct Acc {
 
 impl Acc {
     fn new() -> Self {
-        Acc { values: Some(HashMap::new()), number_min: f64::INFINITY, number_max: f64::NEG_INFINITY, ..Default::default() }
+        Acc {
+            values: Some(HashMap::new()),
+            number_min: f64::INFINITY,
+            number_max: f64::NEG_INFINITY,
+            ..Default::default()
+        }
     }
 
     fn add(&mut self, value: &Value) {
-        *self.types.entry(json_type_name(value).trim_start_matches("a ").trim_start_matches("an ").to_string()).or_default() += 1;
+        *self
+            .types
+            .entry(json_type_name(value).trim_start_matches("a ").trim_start_matches("an ").to_string())
+            .or_default() += 1;
         if value.is_null() {
             return;
         }
@@ -126,7 +134,9 @@ impl Acc {
         });
         let distinct = self.values.as_ref().map(|v| v.len() as u64);
         let mut top: Vec<(String, u64)> = match self.values {
-            Some(values) if values.len() <= CATEGORICAL && values.len() as u64 * 2 <= self.non_null.max(2) => values.into_iter().collect(),
+            Some(values) if values.len() <= CATEGORICAL && values.len() as u64 * 2 <= self.non_null.max(2) => {
+                values.into_iter().collect()
+            }
             _ => vec![],
         };
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -196,9 +206,20 @@ impl Stats {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let kind = self.kind.map(|k| format!("{}, ", k.name())).unwrap_or_default();
-        let _ = writeln!(out, "{} ({kind}{} file{}, {} rows)", self.path.display(), self.files, if self.files == 1 { "" } else { "s" }, self.rows);
+        let _ = writeln!(
+            out,
+            "{} ({kind}{} file{}, {} rows)",
+            self.path.display(),
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            self.rows
+        );
         let width = self.columns.iter().map(|c| c.name.len()).max().unwrap_or(6).max(6);
-        let _ = writeln!(out, "{:width$}  {:<8} {:>8}  {:<28}  values", "column", "type", "nulls", "length min/p50/p90/p99/max");
+        let _ = writeln!(
+            out,
+            "{:width$}  {:<8} {:>8}  {:<28}  values",
+            "column", "type", "nulls", "length min/p50/p90/p99/max"
+        );
         for c in &self.columns {
             let mut types: Vec<&str> = c.types.keys().filter(|t| *t != "null").map(String::as_str).collect();
             if types.is_empty() {

@@ -95,7 +95,15 @@ fn summarise(outcome: &Outcome, output: &OutputArgs, ctx: &Context) {
     }
     let m = outcome.manifest();
     match outcome {
-        Outcome::UpToDate(_) => eprintln!("`{}` is up to date ({} rows); nothing to do", output.output.display(), m.rows),
-        Outcome::Written(_) => eprintln!("{}\nwrote {} rows in {} file(s) to `{}`", m.report, m.rows, m.files.len(), output.output.display()),
+        Outcome::UpToDate(_) => {
+            eprintln!("`{}` is up to date ({} rows); nothing to do", output.output.display(), m.rows)
+        }
+        Outcome::Written(_) => eprintln!(
+            "{}\nwrote {} rows in {} file(s) to `{}`",
+            m.report,
+            m.rows,
+            m.files.len(),
+            output.output.display()
+        ),
     }
 }

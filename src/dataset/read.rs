@@ -3,14 +3,14 @@
 //! batches checked against a table schema (for the stages). Every error names the file, the line or
 //! row, and the column.
 
-use std::io::{BufRead, BufReader};
-use std::ops::Range;
-use std::path::{Path, PathBuf};
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde_json::{Map, Value};
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
 use super::schema::{TableKind, type_name};
@@ -83,7 +83,11 @@ impl Input {
         if rows == 0 {
             return Err(Error::data(Location::file(path), "the file has no rows"));
         }
-        Ok(Input { path: path.to_path_buf(), files: vec![InputFile { path: path.to_path_buf(), format, rows }], kind: None })
+        Ok(Input {
+            path: path.to_path_buf(),
+            files: vec![InputFile { path: path.to_path_buf(), format, rows }],
+            kind: None,
+        })
     }
 
     pub fn rows(&self) -> u64 {
@@ -95,9 +99,9 @@ impl Input {
         self.per_file(range).flat_map(|(file, local)| -> Box<dyn Iterator<Item = Result<Record>>> {
             match file.format {
                 Format::Jsonl => Box::new(JsonlRecords::open(&file.path, local)),
-                Format::Csv => Box::new(csv_records(&file.path, local)),
-                Format::Parquet => Box::new(
-                    parquet_batches(&file.path, None, local).flat_map(|batch| match batch {
+                Format::Csv => csv_records(&file.path, local),
+                Format::Parquet => Box::new(parquet_batches(&file.path, None, local).flat_map(|batch| {
+                    match batch {
                         Err(e) => vec![Err(e)],
                         Ok((first_row, batch)) => match to_objects(&batch) {
                             Err(e) => vec![Err(e)],
@@ -107,8 +111,8 @@ impl Input {
                                 .map(|(fields, row)| Ok(Record { location: Location::row(&file.path, row), fields }))
                                 .collect(),
                         },
-                    }),
-                ),
+                    }
+                })),
             }
         })
     }
@@ -145,7 +149,8 @@ impl Input {
     ) -> impl Iterator<Item = Result<Vec<T>>> + '_ {
         self.batches(kind, range).map(move |batch| {
             let batch = batch?;
-            serde_arrow::from_record_batch(&batch).map_err(|e| Error::usage(format!("cannot read {} rows: {e}", kind.name())))
+            serde_arrow::from_record_batch(&batch)
+                .map_err(|e| Error::usage(format!("cannot read {} rows: {e}", kind.name())))
         })
     }
 
@@ -199,7 +204,11 @@ fn open_dir(dir: &Path) -> Result<Input> {
             if m.kind != kind {
                 return Err(Error::data(Location::file(dir), "shard manifests disagree on the table kind"));
             }
-            files.extend(m.files.iter().map(|f| InputFile { path: dir.join(&f.path), format: Format::Parquet, rows: f.rows }));
+            files.extend(m.files.iter().map(|f| InputFile {
+                path: dir.join(&f.path),
+                format: Format::Parquet,
+                rows: f.rows,
+            }));
         }
         return Ok(Input { path: dir.to_path_buf(), files, kind: Some(kind) });
     }
@@ -307,7 +316,9 @@ impl JsonlRecords {
         })?;
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(fields)) => Ok(fields),
-            Ok(other) => Err(Error::data(location(), format!("expected a JSON object, found {}", json_type_name(&other)))),
+            Ok(other) => {
+                Err(Error::data(location(), format!("expected a JSON object, found {}", json_type_name(&other))))
+            }
             Err(e) => Err(Error::data(location(), format!("JSON syntax error at character {}: {e}", e.column()))),
         }
     }
@@ -342,7 +353,8 @@ impl Iterator for JsonlRecords {
             if self.row <= self.range.start {
                 continue;
             }
-            let record = self.parse().map(|fields| Record { location: Location::line(&self.path, self.line_no), fields });
+            let record =
+                self.parse().map(|fields| Record { location: Location::line(&self.path, self.line_no), fields });
             if record.is_err() {
                 self.reader = None;
             }
@@ -397,29 +409,22 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
     Error::data(Location::line(path, line), message)
 }
 
-fn csv_records(path: &Path, range: Range<u64>) -> impl Iterator<Item = Result<Record>> {
+fn csv_records(path: &Path, range: Range<u64>) -> Box<dyn Iterator<Item = Result<Record>>> {
     let path = path.to_path_buf();
-    let mut state = csv_reader(&path).and_then(|mut r| {
+    let opened = csv_reader(&path).and_then(|mut r| {
         let headers = r.headers().map_err(|e| csv_error(&path, e))?.clone();
         Ok((r, headers))
     });
+    let (mut reader, headers) = match opened {
+        Ok(state) => state,
+        Err(e) => return Box::new(std::iter::once(Err(e))),
+    };
     let mut row = 0u64;
     let mut failed = false;
-    std::iter::from_fn(move || {
-        if failed {
-            return None;
-        }
-        let (reader, headers) = match &mut state {
-            Ok(s) => s,
-            Err(_) => {
-                failed = true;
-                let e = std::mem::replace(&mut state, Err(Error::usage(""))).err().expect("error state");
-                return Some(Err(e));
-            }
-        };
+    Box::new(std::iter::from_fn(move || {
         let mut record = csv::StringRecord::new();
         loop {
-            if row >= range.end {
+            if failed || row >= range.end {
                 return None;
             }
             match reader.read_record(&mut record) {
@@ -436,9 +441,10 @@ fn csv_records(path: &Path, range: Range<u64>) -> impl Iterator<Item = Result<Re
             }
         }
         let line = record.position().map(|p| p.line()).unwrap_or(row);
-        let fields = headers.iter().zip(record.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
+        let fields =
+            headers.iter().zip(record.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
         Some(Ok(Record { location: Location::line(&path, line), fields }))
-    })
+    }))
 }
 
 fn parquet_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
@@ -504,10 +510,12 @@ fn compatible(from: &DataType, to: &DataType) -> bool {
     match (from, to) {
         (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
         (List(a) | LargeList(a), List(b) | LargeList(b)) => compatible(a.data_type(), b.data_type()),
-        (Struct(a), Struct(b)) => b.iter().all(|fb| match a.iter().find(|fa| fa.name() == fb.name()) {
-            Some(fa) => compatible(fa.data_type(), fb.data_type()),
-            None => false,
-        }) && a.len() == b.len(),
+        (Struct(a), Struct(b)) => {
+            b.iter().all(|fb| match a.iter().find(|fa| fa.name() == fb.name()) {
+                Some(fa) => compatible(fa.data_type(), fb.data_type()),
+                None => false,
+            }) && a.len() == b.len()
+        }
         (a, b) if a.is_integer() && b.is_integer() => true,
         (a, b) if (a.is_integer() || a.is_floating()) && b.is_floating() => true,
         (a, b) => a == b,

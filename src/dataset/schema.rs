@@ -82,10 +82,7 @@ pub struct Calc {
 
 pub fn problems_schema() -> SchemaRef {
     let calc = Fields::from(vec![string("expr", false), string("result", false)]);
-    let step = Fields::from(vec![
-        string("text", false),
-        Field::new("calcs", list_of(DataType::Struct(calc)), false),
-    ]);
+    let step = Fields::from(vec![string("text", false), Field::new("calcs", list_of(DataType::Struct(calc)), false)]);
     Arc::new(Schema::new(vec![
         string("id", false),
         string("source", false),

@@ -98,7 +98,10 @@ mod tests {
             prompt: "1+1?".into(),
             gold: Some("2".into()),
             tests: None,
-            steps: Some(vec![Step { text: "1 + 1 = 2".into(), calcs: vec![Calc { expr: "1 + 1".into(), result: "2".into() }] }]),
+            steps: Some(vec![Step {
+                text: "1 + 1 = 2".into(),
+                calcs: vec![Calc { expr: "1 + 1".into(), result: "2".into() }],
+            }]),
             metadata: "{}".into(),
         }
     }

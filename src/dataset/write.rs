@@ -45,6 +45,7 @@ impl Default for WriteOptions {
 }
 
 /// What [`DatasetWriter::create`] found.
+#[allow(clippy::large_enum_variant)] // made once per run; boxing buys nothing
 pub enum Start {
     /// Write (a fresh run, or the rest of an interrupted one).
     Write(DatasetWriter),
@@ -140,7 +141,8 @@ impl DatasetWriter {
             finished: false,
         };
         writer.scan_finished_shards()?;
-        let progress = Progress { fingerprint: writer.provenance.fingerprint.clone(), rows_per_shard: options.rows_per_shard };
+        let progress =
+            Progress { fingerprint: writer.provenance.fingerprint.clone(), rows_per_shard: options.rows_per_shard };
         write_atomic(&progress_path, &serde_json::to_vec_pretty(&progress).expect("serialisable"))?;
         Ok(Start::Write(writer))
     }
@@ -160,7 +162,11 @@ impl DatasetWriter {
     /// Step over `rows` rows that an earlier run finished, without producing them.
     pub fn skip(&mut self, rows: u64) -> Result<()> {
         if rows > 0 && !(self.skips(self.rows) && self.skips(self.rows + rows - 1)) {
-            return Err(Error::usage(format!("rows {}..{} are not finished yet and cannot be skipped", self.rows, self.rows + rows)));
+            return Err(Error::usage(format!(
+                "rows {}..{} are not finished yet and cannot be skipped",
+                self.rows,
+                self.rows + rows
+            )));
         }
         self.rows += rows;
         Ok(())
@@ -245,7 +251,8 @@ impl DatasetWriter {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| Error::parquet(&temp, e))?;
+        let writer =
+            ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| Error::parquet(&temp, e))?;
         self.open = Some(OpenShard { index, temp, writer, rows: 0 });
         Ok(())
     }
@@ -253,7 +260,8 @@ impl DatasetWriter {
     fn close_shard(&mut self) -> Result<()> {
         let Some(open) = self.open.take() else { return Ok(()) };
         let file = open.writer.into_inner().map_err(|e| Error::parquet(&open.temp, e))?;
-        file.sync_all().map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", open.temp.display()))))?;
+        file.sync_all()
+            .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", open.temp.display()))))?;
         let bytes = file.metadata()?.len();
         let name = self.names.part(open.index);
         fs_err::rename(&open.temp, self.dir.join(&name))?;
@@ -281,7 +289,6 @@ impl DatasetWriter {
         }
         Ok(())
     }
-
 }
 
 impl Drop for DatasetWriter {
@@ -325,8 +332,11 @@ fn check_is_forge_dir(dir: &Path) -> Result<()> {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
         if !is_forge_name(&name) {
-            return Err(Error::usage(format!("`{}` exists and is not a forge dataset (it holds `{name}`)", dir.display()))
-                .with_hint("write to a new directory; forge never deletes files it did not write"));
+            return Err(Error::usage(format!(
+                "`{}` exists and is not a forge dataset (it holds `{name}`)",
+                dir.display()
+            ))
+            .with_hint("write to a new directory; forge never deletes files it did not write"));
         }
     }
     Ok(())

@@ -15,7 +15,8 @@ pub fn convert(row: &Row, cfg: &ImportConfig) -> Result<Problem> {
         Some(col) => row.scalar(col)?,
         None => content_id(&prompt, gold.as_deref()),
     };
-    let used: Vec<&str> = [Some(prompt_col), cfg.answer_col.as_deref(), cfg.id_col.as_deref()].into_iter().flatten().collect();
+    let used: Vec<&str> =
+        [Some(prompt_col), cfg.answer_col.as_deref(), cfg.id_col.as_deref()].into_iter().flatten().collect();
     let mut p = problem(id, cfg.domain.name(), prompt, gold);
     p.metadata = row.metadata(&used);
     Ok(p)

@@ -17,11 +17,14 @@ pub fn convert(row: &Row) -> Result<Problem> {
             used.sort_unstable();
             given.sort_unstable();
             if used != given || e.eval().ok().and_then(|v| v.as_int()) != Some(target) {
-                return Err(row.error("ref_solution", format!("`{text}` does not reach {target} using each of {nums:?} once")));
+                return Err(
+                    row.error("ref_solution", format!("`{text}` does not reach {target} using each of {nums:?} once"))
+                );
             }
             e
         }
-        None => solve(&nums, target).ok_or_else(|| row.error("target", format!("{target} cannot be reached from {nums:?}")))?,
+        None => solve(&nums, target)
+            .ok_or_else(|| row.error("target", format!("{target} cannot be reached from {nums:?}")))?,
     };
     let mut p = from_solution(&nums, target, &solution);
     p.id = match row.opt_scalar("id")? {
@@ -29,7 +32,8 @@ pub fn convert(row: &Row) -> Result<Problem> {
         None => content_id(&p.prompt, p.gold.as_deref()),
     };
     let mut metadata: serde_json::Value = serde_json::from_str(&p.metadata).expect("valid JSON");
-    let rest: serde_json::Value = serde_json::from_str(&row.metadata(&["nums", "target", "ref_solution", "id"])).expect("valid JSON");
+    let rest: serde_json::Value =
+        serde_json::from_str(&row.metadata(&["nums", "target", "ref_solution", "id"])).expect("valid JSON");
     metadata.as_object_mut().expect("object").extend(rest.as_object().expect("object").clone());
     p.metadata = metadata.to_string();
     Ok(p)

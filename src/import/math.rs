@@ -24,7 +24,11 @@ pub fn convert(row: &Row) -> Result<Problem> {
     };
     let mut p = problem(id, "math", prompt, gold);
     p.steps = solution.map(|s| {
-        s.split("\n\n").map(str::trim).filter(|t| !t.is_empty()).map(|t| Step { text: t.to_string(), calcs: vec![] }).collect()
+        s.split("\n\n")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Step { text: t.to_string(), calcs: vec![] })
+            .collect()
     });
     p.metadata = row.metadata(&["problem", "solution", "answer", "unique_id"]);
     Ok(p)
@@ -36,10 +40,10 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     let starts = text.match_indices("\\boxed").chain(text.match_indices("\\fbox")).map(|(i, m)| i + m.len());
     let mut best: Option<(usize, &str)> = None;
     for start in starts {
-        if let Some(content) = boxed_at(text, start) {
-            if best.is_none_or(|(b, _)| start > b) {
-                best = Some((start, content));
-            }
+        if let Some(content) = boxed_at(text, start)
+            && best.is_none_or(|(b, _)| start > b)
+        {
+            best = Some((start, content));
         }
     }
     best.map(|(_, c)| c)

@@ -13,7 +13,10 @@ pub fn convert(row: &Row) -> Result<Problem> {
     let prompt = format!("{text}\nYour code should pass these tests:\n\n{}", asserts.join("\n"));
     let mut p = problem(row.scalar("task_id")?, "code", prompt, None);
     p.tests = Some(
-        asserts.iter().map(|a| if setup.trim().is_empty() { format!("{a}\n") } else { format!("{setup}\n{a}\n") }).collect(),
+        asserts
+            .iter()
+            .map(|a| if setup.trim().is_empty() { format!("{a}\n") } else { format!("{setup}\n{a}\n") })
+            .collect(),
     );
     p.steps = row.opt_text("code")?.map(|code| vec![Step { text: code.replace("\r\n", "\n"), calcs: vec![] }]);
     p.metadata = row.metadata(&["task_id", "text", "code", "test_list", "test_setup_code"]);

@@ -280,18 +280,30 @@ impl Row<'_> {
     fn int_list(&self, column: &str) -> Result<Vec<i128>> {
         let value = self.get(column)?;
         let items = value.as_array().ok_or_else(|| self.wrong_type(column, "a list of integers", value))?;
-        items.iter().map(|v| v.as_i64().map(i128::from).ok_or_else(|| self.wrong_type(column, "a list of integers", v))).collect()
+        items
+            .iter()
+            .map(|v| v.as_i64().map(i128::from).ok_or_else(|| self.wrong_type(column, "a list of integers", v)))
+            .collect()
     }
 
     fn text_list(&self, column: &str) -> Result<Vec<String>> {
         let value = self.get(column)?;
         let items = value.as_array().ok_or_else(|| self.wrong_type(column, "a list of strings", value))?;
-        items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong_type(column, "a list of strings", v))).collect()
+        items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong_type(column, "a list of strings", v)))
+            .collect()
     }
 
     /// The columns not in `used`, as the JSON object text stored in `metadata`.
     fn metadata(&self, used: &[&str]) -> String {
-        let rest: Map<String, Value> = self.0.fields.iter().filter(|(k, _)| !used.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let rest: Map<String, Value> = self
+            .0
+            .fields
+            .iter()
+            .filter(|(k, _)| !used.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Value::Object(rest).to_string()
     }
 }
@@ -306,6 +318,14 @@ pub fn content_id(prompt: &str, gold: Option<&str>) -> String {
 }
 
 fn problem(id: String, domain: &str, prompt: String, gold: Option<String>) -> Problem {
-    Problem { id, source: String::new(), domain: domain.into(), prompt, gold, tests: None, steps: None, metadata: "{}".into() }
+    Problem {
+        id,
+        source: String::new(),
+        domain: domain.into(),
+        prompt,
+        gold,
+        tests: None,
+        steps: None,
+        metadata: "{}".into(),
+    }
 }
-

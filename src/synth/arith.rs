@@ -15,7 +15,10 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
         .steps()
         .expect("generated expressions evaluate")
         .into_iter()
-        .map(|s| Step { text: format!("{} = {}", s.expr, s.value), calcs: vec![Calc { expr: s.expr, result: s.value.to_string() }] })
+        .map(|s| Step {
+            text: format!("{} = {}", s.expr, s.value),
+            calcs: vec![Calc { expr: s.expr, result: s.value.to_string() }],
+        })
         .collect();
     Problem {
         id: String::new(),

@@ -49,7 +49,10 @@ pub fn steps(solution: &Expr) -> Vec<Step> {
         .steps()
         .unwrap_or_default()
         .into_iter()
-        .map(|s| Step { text: format!("{} = {}", s.expr, s.value), calcs: vec![Calc { expr: s.expr, result: s.value.to_string() }] })
+        .map(|s| Step {
+            text: format!("{} = {}", s.expr, s.value),
+            calcs: vec![Calc { expr: s.expr, result: s.value.to_string() }],
+        })
         .collect();
     if let Ok(value) = solution.eval() {
         steps.push(Step {

@@ -12,15 +12,56 @@ use super::{Rng, SynthConfig};
 use crate::dataset::{Calc, Problem, Step};
 
 const PLACES: [&str; 24] = [
-    "Maple School", "Pine Hill Library", "Riverside Zoo", "Oakwood Mall", "Cedar Park", "Harbor Bakery",
-    "Sunset Farm", "Granite Museum", "Willow Clinic", "Lakeside Camp", "Summit Lab", "Elm Street Shop",
-    "Birch Theater", "Coral Aquarium", "Meadow Garden", "Falcon Airport", "Ivy College", "Copper Mine",
-    "Juniper Hotel", "Aspen Station", "Marble Court", "Orchard Market", "Quartz Studio", "Hazel Gym",
+    "Maple School",
+    "Pine Hill Library",
+    "Riverside Zoo",
+    "Oakwood Mall",
+    "Cedar Park",
+    "Harbor Bakery",
+    "Sunset Farm",
+    "Granite Museum",
+    "Willow Clinic",
+    "Lakeside Camp",
+    "Summit Lab",
+    "Elm Street Shop",
+    "Birch Theater",
+    "Coral Aquarium",
+    "Meadow Garden",
+    "Falcon Airport",
+    "Ivy College",
+    "Copper Mine",
+    "Juniper Hotel",
+    "Aspen Station",
+    "Marble Court",
+    "Orchard Market",
+    "Quartz Studio",
+    "Hazel Gym",
 ];
 const THINGS: [&str; 24] = [
-    "backpacks", "pencils", "lamps", "chairs", "crates", "baskets", "boxes", "bottles", "tickets", "keys",
-    "ropes", "tables", "kites", "drums", "maps", "coins", "hammers", "candles", "plates", "shells",
-    "buckets", "flags", "brushes", "ladders",
+    "backpacks",
+    "pencils",
+    "lamps",
+    "chairs",
+    "crates",
+    "baskets",
+    "boxes",
+    "bottles",
+    "tickets",
+    "keys",
+    "ropes",
+    "tables",
+    "kites",
+    "drums",
+    "maps",
+    "coins",
+    "hammers",
+    "candles",
+    "plates",
+    "shells",
+    "buckets",
+    "flags",
+    "brushes",
+    "ladders",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,7 +163,10 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
                 def => {
                     let (sym, expr) = formula(&qs, def, &var);
                     let calc = format!("({expr}) % {p}");
-                    (format!("{head} {} = {sym} = {calc} = {}.", var(i), q.value), vec![Calc { expr: calc, result: q.value.to_string() }])
+                    (
+                        format!("{head} {} = {sym} = {calc} = {}.", var(i), q.value),
+                        vec![Calc { expr: calc, result: q.value.to_string() }],
+                    )
                 }
             };
             Step { text, calcs }

@@ -31,6 +31,8 @@ use crate::{Context, Outcome, OutputArgs};
 pub const DEFAULT_N: u64 = 1000;
 pub const DEFAULT_SEED: u64 = 0;
 pub const DEFAULT_MODULUS: u64 = 23;
+/// Small primes keep the arithmetic doable by a tiny model (and far from overflow).
+pub const MAX_MODULUS: u64 = 1000;
 pub const DEFAULT_DISTRACTORS: u64 = 2;
 pub const DEFAULT_MAX_OPERAND: u64 = 20;
 
@@ -168,8 +170,11 @@ impl SynthConfig {
             return Err(Error::usage(format!("`--ops {ops}` is out of range for {}", self.task.name()))
                 .with_hint("countdown takes 1..4 operations (2 to 5 numbers); other tasks at least 1"));
         }
-        if self.task == Task::Igsm && (self.modulus < 3 || (2..self.modulus).any(|d| d * d <= self.modulus && self.modulus % d == 0)) {
-            return Err(Error::usage(format!("`--modulus {}` must be a prime of at least 3", self.modulus)));
+        let m = self.modulus;
+        if self.task == Task::Igsm
+            && (!(3..=MAX_MODULUS).contains(&m) || (2..).take_while(|d| d * d <= m).any(|d| m.is_multiple_of(d)))
+        {
+            return Err(Error::usage(format!("`--modulus {m}` must be a prime between 3 and {MAX_MODULUS}")));
         }
         Ok(ops)
     }

@@ -20,7 +20,10 @@ fn fails(s: &Scratch, args: &[&str]) -> String {
 #[test]
 fn json_syntax_error_names_the_line() {
     let s = Scratch::new();
-    let f = s.write("bad.jsonl", "{\"question\": \"a\", \"answer\": \"#### 1\"}\n{\"question\": \"b\", \"answer\" \"#### 2\"}\n");
+    let f = s.write(
+        "bad.jsonl",
+        "{\"question\": \"a\", \"answer\": \"#### 1\"}\n{\"question\": \"b\", \"answer\" \"#### 2\"}\n",
+    );
     let err = fails(&s, &["--preset", "gsm8k", f.to_str().unwrap()]);
     assert_eq!(err, "error: <dir>/bad.jsonl:2: JSON syntax error at character 28: expected `:` at line 1 column 28");
 }

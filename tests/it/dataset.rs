@@ -11,7 +11,8 @@ use crate::util::{Scratch, forge, ok, problems, run, shard_bytes};
 
 fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     let fields: Vec<Field> = columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let batch =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
     let file = std::fs::File::create(path).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
@@ -28,14 +29,17 @@ fn parquet_from_other_tools_is_cast_to_the_table_schema() {
     let s = Scratch::new();
     let f = s.path("polars.parquet");
     let three = |v: &'static str| large(&[Some(v), Some(v), Some(v)]);
-    write_parquet(&f, vec![
-        ("id", large(&[Some("a"), Some("b"), Some("c")])),
-        ("source", three("s")),
-        ("domain", three("math")),
-        ("prompt", large(&[Some("1+1"), Some("2+2"), Some("3+3")])),
-        ("metadata", three("{}")),
-        ("extra", three("ignored")),
-    ]);
+    write_parquet(
+        &f,
+        vec![
+            ("id", large(&[Some("a"), Some("b"), Some("c")])),
+            ("source", three("s")),
+            ("domain", three("math")),
+            ("prompt", large(&[Some("1+1"), Some("2+2"), Some("3+3")])),
+            ("metadata", three("{}")),
+            ("extra", three("ignored")),
+        ],
+    );
     let input = Input::open(&f).unwrap();
     let batches: Vec<RecordBatch> = input.batches(TableKind::Problems, 0..3).map(|b| b.unwrap()).collect();
     assert_eq!(batches[0].schema(), TableKind::Problems.schema());
@@ -48,16 +52,22 @@ fn null_in_a_required_column_names_the_row() {
     let s = Scratch::new();
     let f = s.path("nulls.parquet");
     let three = |v: &'static str| large(&[Some(v), Some(v), Some(v)]);
-    write_parquet(&f, vec![
-        ("id", three("x")),
-        ("source", three("s")),
-        ("domain", three("math")),
-        ("prompt", large(&[Some("1+1"), Some("2+2"), None])),
-        ("metadata", three("{}")),
-    ]);
+    write_parquet(
+        &f,
+        vec![
+            ("id", three("x")),
+            ("source", three("s")),
+            ("domain", three("math")),
+            ("prompt", large(&[Some("1+1"), Some("2+2"), None])),
+            ("metadata", three("{}")),
+        ],
+    );
     let input = Input::open(&f).unwrap();
     let err = input.batches(TableKind::Problems, 0..3).find_map(Result::err).expect("an error");
-    assert_eq!(err.to_string(), format!("{}, row 2, column `prompt`: is null, but the column is required", f.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("{}, row 2, column `prompt`: is null, but the column is required", f.display())
+    );
 }
 
 #[test]
@@ -69,7 +79,8 @@ fn jsonl_rows_are_checked_against_the_schema_down_to_nested_columns() {
     let input = Input::open(&f).unwrap();
     let err = input.batches(TableKind::Problems, 0..2).find_map(Result::err).expect("an error");
     assert_eq!(err.to_string(), format!("{}:2, column `steps[0].text`: expected string, found a number", f.display()));
-    let rows: Vec<forge::dataset::Problem> = input.rows_of(TableKind::Problems, 0..1).flat_map(|b| b.unwrap()).collect();
+    let rows: Vec<forge::dataset::Problem> =
+        input.rows_of(TableKind::Problems, 0..1).flat_map(|b| b.unwrap()).collect();
     assert_eq!(rows[0].steps.as_ref().unwrap()[0].text, "1 = 1");
 }
 
@@ -94,7 +105,19 @@ fn sharded_runs_together_equal_the_unsharded_run() {
     let imported = s.path("imported");
     for i in 0..4 {
         let shard = format!("{i}/4");
-        ok(&[&"import", &"--prompt-col", &"prompt", &"--id-col", &"id", &"--shard", &shard, &src, &"-o", &imported, &"-q"]);
+        ok(&[
+            &"import",
+            &"--prompt-col",
+            &"prompt",
+            &"--id-col",
+            &"id",
+            &"--shard",
+            &shard,
+            &src,
+            &"-o",
+            &imported,
+            &"-q",
+        ]);
     }
     let ids: Vec<String> = problems(&imported).into_iter().map(|p| p.id).collect();
     let expected: Vec<String> = problems(&whole).into_iter().map(|p| p.id).collect();

@@ -27,10 +27,27 @@ fn generic_mapping_from_csv_keeps_other_columns_as_metadata() {
     let s = Scratch::new();
     let f = s.write("m.csv", "id,q,a,level\n7,\"What is 2+2, really?\",4,easy\n8,What is 3+3?,6,easy\n");
     let d = s.path("d");
-    ok(&[&"import", &"--prompt-col", &"q", &"--answer-col", &"a", &"--id-col", &"id", &"--source", &"mine", &f, &"-o", &d, &"-q"]);
+    ok(&[
+        &"import",
+        &"--prompt-col",
+        &"q",
+        &"--answer-col",
+        &"a",
+        &"--id-col",
+        &"id",
+        &"--source",
+        &"mine",
+        &f,
+        &"-o",
+        &d,
+        &"-q",
+    ]);
     let rows = problems(&d);
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0].id.as_str(), rows[0].prompt.as_str(), rows[0].gold.as_deref()), ("7", "What is 2+2, really?", Some("4")));
+    assert_eq!(
+        (rows[0].id.as_str(), rows[0].prompt.as_str(), rows[0].gold.as_deref()),
+        ("7", "What is 2+2, really?", Some("4"))
+    );
     assert_eq!(rows[0].source, "mine");
     assert_eq!(rows[0].metadata, r#"{"level":"easy"}"#);
 }
@@ -65,16 +82,25 @@ fn code_presets_keep_runnable_tests() {
 #[test]
 fn countdown_reference_solutions_are_checked() {
     let s = Scratch::new();
-    let good = s.write("c.jsonl", r#"{"id": "t-0", "target": 55, "nums": [96, 7, 37, 74], "ref_solution": "74 - ((96 + 37) / 7)"}"#);
+    let good = s.write(
+        "c.jsonl",
+        r#"{"id": "t-0", "target": 55, "nums": [96, 7, 37, 74], "ref_solution": "74 - ((96 + 37) / 7)"}"#,
+    );
     let d = s.path("d");
     ok(&[&"import", &"--preset", &"countdown", &good, &"-o", &d, &"-q"]);
     let p = &problems(&d)[0];
     let texts: Vec<&str> = p.steps.as_ref().unwrap().iter().map(|s| s.text.as_str()).collect();
     assert_eq!(texts, ["96 + 37 = 133", "133 / 7 = 19", "74 - 19 = 55", "74 - (96 + 37) / 7 = 55"]);
-    let bad = s.write("bad.jsonl", r#"{"id": "t-1", "target": 56, "nums": [96, 7, 37, 74], "ref_solution": "74 - ((96 + 37) / 7)"}"#);
+    let bad = s.write(
+        "bad.jsonl",
+        r#"{"id": "t-1", "target": 56, "nums": [96, 7, 37, 74], "ref_solution": "74 - ((96 + 37) / 7)"}"#,
+    );
     let (code, _, stderr) = crate::util::run(&[&"import", &"--preset", &"countdown", &bad, &"-o", &s.path("e")]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("bad.jsonl:1, column `ref_solution`: `74 - ((96 + 37) / 7)` does not reach 56"), "{stderr}");
+    assert!(
+        stderr.contains("bad.jsonl:1, column `ref_solution`: `74 - ((96 + 37) / 7)` does not reach 56"),
+        "{stderr}"
+    );
 }
 
 /// Every file in `../shared/data` imports with exactly its row count; MATH rows all get a gold answer

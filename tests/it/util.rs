@@ -28,7 +28,11 @@ pub fn forge() -> Command {
 /// Run forge with `args`; returns (exit code, stdout, stderr).
 pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
     let out: Output = forge().args(args.iter().map(|a| a.as_ref())).output().expect("run forge");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// Run forge and insist on success.
@@ -42,8 +46,7 @@ pub fn problems(dir: &Path) -> Vec<forge::dataset::Problem> {
     let input = forge::dataset::Input::open(dir).expect("open dataset");
     input
         .rows_of::<forge::dataset::Problem>(forge::dataset::TableKind::Problems, 0..input.rows())
-        .map(|b| b.expect("readable"))
-        .flatten()
+        .flat_map(|b| b.expect("readable"))
         .collect()
 }
 
@@ -55,7 +58,10 @@ pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("part-"))
         .collect();
     files.sort();
-    files.into_iter().map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(&p).unwrap())).collect()
+    files
+        .into_iter()
+        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(&p).unwrap()))
+        .collect()
 }
 
 pub fn shared_data(rel: &str) -> PathBuf {
