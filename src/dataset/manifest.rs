@@ -46,6 +46,8 @@ pub struct Provenance {
 pub struct InputRef {
     pub path: PathBuf,
     pub rows: u64,
+    /// xxh3-128 of the input files' bytes, in reading order: a changed input is a different run.
+    pub xxh3: String,
 }
 
 impl Manifest {

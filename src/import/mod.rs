@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 pub use math::last_boxed;
 
-use crate::dataset::{DatasetWriter, Format, Input, InputRef, Problem, Provenance, Record, Start, TableKind};
+use crate::dataset::{DatasetWriter, Format, Input, Problem, Provenance, Record, Start, TableKind};
 use crate::error::{Error, Location, Result};
 use crate::progress::Progress;
 use crate::report::StageReport;
@@ -174,7 +174,7 @@ pub fn run(cfg: &ImportConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcom
         stage: "import".into(),
         command: ctx.command.clone(),
         config: serde_json::to_value(cfg).expect("serialisable"),
-        inputs: vec![InputRef { path: cfg.input.clone(), rows: input.rows() }],
+        inputs: vec![input.reference()?],
         fingerprint: String::new(),
         started_at: crate::dataset::now(),
         finished_at: String::new(),
@@ -327,5 +327,26 @@ fn problem(id: String, domain: &str, prompt: String, gold: Option<String>) -> Pr
         tests: None,
         steps: None,
         metadata: "{}".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ImportConfig,
+    }
+
+    /// Flags and pipeline TOML share one struct; their defaults must agree.
+    #[test]
+    fn flag_defaults_equal_serde_defaults() {
+        let flags = Cli::parse_from(["import", "in.jsonl"]).config;
+        let table: ImportConfig = serde_json::from_value(serde_json::json!({ "input": "in.jsonl" })).unwrap();
+        assert_eq!(flags, table);
     }
 }

@@ -296,6 +296,23 @@ mod tests {
         assert_ne!(cfg.problem(ops, 17).prompt, cfg.problem(ops, 18).prompt);
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: SynthConfig,
+    }
+
+    /// Flags and pipeline TOML share one struct; their defaults must agree.
+    #[test]
+    fn flag_defaults_equal_serde_defaults() {
+        use clap::Parser;
+        let flags = Cli::parse_from(["synth", "igsm"]).config;
+        let table: SynthConfig = serde_json::from_value(serde_json::json!({ "task": "igsm" })).unwrap();
+        assert_eq!(flags, table);
+        let table: SynthConfig = serde_json::from_value(serde_json::json!({ "task": "igsm", "ops": 4 })).unwrap();
+        assert_eq!(table.ops, Some(Span { min: 4, max: 4 }));
+    }
+
     #[test]
     fn span_parses_counts_and_ranges() {
         assert_eq!("4".parse::<Span>().unwrap(), Span { min: 4, max: 4 });
