@@ -40,8 +40,10 @@ pub struct ColumnStats {
     /// Characters of strings, items of lists.
     pub length: Option<Summary>,
     pub numbers: Option<NumberRange>,
-    /// Exact when the column has at most `MAX_DISTINCT` distinct values.
+    /// Distinct values, exact up to `MAX_DISTINCT`; null when the column holds lists, objects or long text.
     pub distinct: Option<u64>,
+    /// More than `MAX_DISTINCT` distinct values.
+    pub many_distinct: bool,
     pub top: Vec<(String, u64)>,
 }
 
@@ -72,6 +74,8 @@ struct Acc {
     number_min: f64,
     number_max: f64,
     values: Option<HashMap<String, u64>>,
+    /// Lists, objects or strings too long to count as values.
+    uncountable: bool,
 }
 
 impl Acc {
@@ -120,7 +124,7 @@ impl Acc {
                     self.values = None;
                 }
             }
-            (None, Some(_)) => self.values = None,
+            (None, _) => self.uncountable = true,
             _ => {}
         }
     }
@@ -132,8 +136,10 @@ impl Acc {
             max: self.number_max,
             mean: self.number_sum / self.number_count as f64,
         });
-        let distinct = self.values.as_ref().map(|v| v.len() as u64);
-        let mut top: Vec<(String, u64)> = match self.values {
+        let many_distinct = self.values.is_none();
+        let values = if self.uncountable { None } else { self.values };
+        let distinct = values.as_ref().map(|v| v.len() as u64);
+        let mut top: Vec<(String, u64)> = match values {
             Some(values) if values.len() <= CATEGORICAL && values.len() as u64 * 2 <= self.non_null.max(2) => {
                 values.into_iter().collect()
             }
@@ -141,7 +147,16 @@ impl Acc {
         };
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(TOP);
-        ColumnStats { name, types: self.types, nulls: rows - self.non_null, length, numbers, distinct, top }
+        ColumnStats {
+            name,
+            types: self.types,
+            nulls: rows - self.non_null,
+            length,
+            numbers,
+            distinct,
+            many_distinct,
+            top,
+        }
     }
 }
 
@@ -234,13 +249,12 @@ impl Stats {
                 c.top.iter().map(|(v, n)| format!("{} {n}", shorten(v, 40))).collect::<Vec<_>>().join(", ")
             } else if let Some(n) = &c.numbers {
                 format!("min {} max {} mean {:.2}", n.min, n.max, n.mean)
-            } else if c.types.contains_key("array") || c.types.contains_key("object") || c.nulls == self.rows {
-                "-".into()
+            } else if let Some(d) = c.distinct.filter(|_| c.nulls < self.rows) {
+                format!("{d} distinct")
+            } else if c.many_distinct {
+                format!("> {MAX_DISTINCT} distinct")
             } else {
-                match c.distinct {
-                    Some(d) => format!("{d} distinct"),
-                    None => format!("> {MAX_DISTINCT} distinct"),
-                }
+                "-".into()
             };
             let _ = writeln!(out, "{:width$}  {:<8} {:>8}  {:<28}  {values}", c.name, types.join("|"), c.nulls, length);
         }

@@ -47,6 +47,7 @@ pub struct InputRef {
     pub path: PathBuf,
     pub rows: u64,
     /// xxh3-128 of the input files' bytes, in reading order: a changed input is a different run.
+    #[serde(default)]
     pub xxh3: String,
 }
 
