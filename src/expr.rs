@@ -17,7 +17,8 @@ impl Rational {
         Rational { num: n, den: 1 }
     }
 
-    fn new(num: i128, den: i128) -> Result<Self, String> {
+    /// `num / den` in lowest terms.
+    pub fn new(num: i128, den: i128) -> Result<Self, String> {
         if den == 0 {
             return Err("division by zero".into());
         }

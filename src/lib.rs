@@ -20,6 +20,7 @@ pub mod import;
 pub mod synth;
 
 pub mod stats;
+pub mod verify;
 
 pub use error::{Error, Location, Result};
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use forge::import::ImportConfig;
 use forge::synth::SynthConfig;
+use forge::verify::VerifyConfig;
 use forge::{Context, Outcome, OutputArgs};
 
 #[derive(Debug, Parser)]
@@ -55,6 +56,15 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Check model outputs against gold answers: extraction, equivalence, format, truncation
+    #[command(after_help = "Examples:
+  forge verify --gold '\\frac12' --pred 'so the answer is \\boxed{0.5}'   # exit 0: equivalent, 1: not
+  forge verify --input traces.jsonl --output verdicts.jsonl
+  forge verify --input runs.parquet --output checked.parquet --gold-col gold --output-col response")]
+    Verify {
+        #[command(flatten)]
+        config: VerifyConfig,
+    },
     /// Summarise a dataset: rows, and per column nulls, lengths and top values
     #[command(after_help = "Examples:
   forge stats problems/
@@ -79,6 +89,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth { config, output } => {
             let outcome = forge::synth::run(&config, &output, &ctx)?;
             summarise(&outcome, &output, &ctx);
+        }
+        Command::Verify { config } => {
+            if let (Some(gold), Some(pred)) = (&config.gold, &config.pred) {
+                let verdict = forge::verify::verify_answer(gold, pred, &config.settings);
+                let text = serde_json::to_string_pretty(&verdict)? + "\n";
+                std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
+                return Ok(if verdict.correct { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            let report = forge::verify::run(&config, &ctx)?;
+            if !ctx.quiet {
+                eprintln!("{report}");
+            }
         }
         Command::Stats { dataset, json } => {
             let stats = forge::stats::run(&dataset, ctx.quiet)?;

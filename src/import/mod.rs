@@ -18,13 +18,13 @@ mod humaneval;
 mod math;
 mod mbpp;
 
+pub use gsm8k::step as gsm8k_step;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-pub use math::last_boxed;
 
 use crate::dataset::{DatasetWriter, Format, Input, Problem, Provenance, Record, Start, TableKind};
 use crate::error::{Error, Location, Result};

@@ -15,3 +15,5 @@ mod schemas;
 mod stats;
 /// `forge synth`: determinism, sharding, checkable steps.
 mod synth;
+/// `forge verify`: pair and file modes, and agreement with labelled real data.
+mod verify;

@@ -1,0 +1,754 @@
+//! Are two final answers the same? Both sides are normalised (LaTeX spacing and sizing commands, `\text{}`
+//! and unit words, `$`, degrees, `x =` prefixes), then parsed into numbers, tuples, intervals, sets or text
+//! and compared by structure.
+//!
+//! Numbers are exact rationals wherever the notation is exact (integers with thousands separators,
+//! decimals, scientific notation, `\frac`, `a/b`, mixed numbers, percentages, powers): exact values compare
+//! exactly, so `0.1` and `0.10000001` differ and `1/2004!`-style near-zero values never collapse together.
+//! A value with `\sqrt` or `\pi` is compared with a relative tolerance ([`DEFAULT_TOLERANCE`]); a decimal
+//! against a non-terminating exact value matches when it is that value correctly rounded to at least
+//! [`MIN_DECIMAL_PLACES`] places (`0.333` for `1/3`). Percent is a notation: `28\%` equals `0.28` and `28`.
+//!
+//! Limits of this version: symbolic expressions with variables, inequalities, matrices and equations
+//! compare as normalised text. Work is bounded: inputs are capped at [`MAX_LEN`] characters, nesting and
+//! exponents are limited, so hostile input gets a verdict, not a hang.
+
+use std::f64::consts::PI;
+
+use serde::Serialize;
+
+use crate::expr::Rational;
+
+/// Relative tolerance for values that are not exact (`\sqrt`, `\pi`).
+pub const DEFAULT_TOLERANCE: f64 = 1e-6;
+/// A decimal matches a non-terminating exact value when it is that value rounded to this many places or more.
+pub const MIN_DECIMAL_PLACES: u32 = 3;
+/// Longer answers are compared as text only.
+pub const MAX_LEN: usize = 10_000;
+const MAX_DEPTH: usize = 64;
+
+/// How a verdict was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Exact,
+    Tolerance,
+    Rounding,
+    Structure,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Num(Num),
+    /// `(a, b)`, `[a, b)`, ...: ordered; the brackets must agree (a tuple is not a closed interval).
+    Seq(char, Vec<Value>, char),
+    /// `\{a, b\}` or a bare list `a, b`: unordered.
+    Set(Vec<Value>),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Num {
+    exact: Option<Rational>,
+    approx: f64,
+    percent: bool,
+    /// Decimal places when written as a decimal literal.
+    places: Option<u32>,
+}
+
+/// `Some(method)` when `pred` is equivalent to `gold`.
+pub fn equivalent(gold: &str, pred: &str, tolerance: f64) -> Option<Method> {
+    let (g, p) = (normalize(gold), normalize(pred));
+    if g.is_empty() || p.is_empty() {
+        return None;
+    }
+    if g == p {
+        return Some(Method::Exact);
+    }
+    same(&parse(&g), &parse(&p), tolerance)
+}
+
+/// The exact value of a numeric answer (`24`, `1,000`, `\frac{1}{2}`, `3.5`), if it has one.
+pub fn exact_value(answer: &str) -> Option<Rational> {
+    match parse(&normalize(answer)) {
+        Value::Num(n) if !n.percent => n.exact,
+        _ => None,
+    }
+}
+
+fn same(g: &Value, p: &Value, tol: f64) -> Option<Method> {
+    match (g, p) {
+        (Value::Num(a), Value::Num(b)) => same_number(a, b, tol),
+        (Value::Seq(o1, a, c1), Value::Seq(o2, b, c2)) if o1 == o2 && c1 == c2 && a.len() == b.len() => {
+            a.iter().zip(b).all(|(x, y)| same(x, y, tol).is_some()).then_some(Method::Structure)
+        }
+        (Value::Set(a), Value::Set(b)) if a.len() == b.len() => {
+            let mut used = vec![false; b.len()];
+            for x in a {
+                let hit = (0..b.len()).find(|&j| !used[j] && same(x, &b[j], tol).is_some())?;
+                used[hit] = true;
+            }
+            Some(Method::Structure)
+        }
+        (Value::Text(a), Value::Text(b)) => (text_key(a) == text_key(b)).then_some(Method::Text),
+        _ => None,
+    }
+}
+
+fn same_number(a: &Num, b: &Num, tol: f64) -> Option<Method> {
+    let candidates = |n: &Num| {
+        let mut v = vec![*n];
+        if n.percent {
+            // 28% is also read as its numeral, 28.
+            let scale = Rational::int(100);
+            v.push(Num {
+                exact: n.exact.and_then(|x| crate::expr::Op::Mul.apply(x, scale).ok()),
+                approx: n.approx * 100.0,
+                percent: false,
+                places: n.places,
+            });
+        }
+        v
+    };
+    for x in candidates(a) {
+        for y in candidates(b) {
+            if let Some(m) = same_value(&x, &y, tol) {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+fn same_value(a: &Num, b: &Num, tol: f64) -> Option<Method> {
+    match (a.exact, b.exact) {
+        (Some(x), Some(y)) if x == y => Some(Method::Exact),
+        (Some(x), Some(y)) => {
+            // A decimal written for a value it can only approximate (1/3 as 0.333).
+            let rounded = |dec: &Num, val: Rational| {
+                let places = dec.places?;
+                (places >= MIN_DECIMAL_PLACES && !terminates(val) && {
+                    let scale = 10f64.powi(places as i32);
+                    let v = val.num as f64 / val.den as f64;
+                    (v * scale).round() == (dec.approx * scale).round()
+                        || (v * scale).trunc() == (dec.approx * scale).trunc()
+                })
+                .then_some(Method::Rounding)
+            };
+            rounded(a, y).or_else(|| rounded(b, x))
+        }
+        _ => {
+            let (x, y) = (a.approx, b.approx);
+            (x.is_finite() && y.is_finite() && (x - y).abs() <= tol * x.abs().max(y.abs())).then_some(Method::Tolerance)
+        }
+    }
+}
+
+/// Does the decimal expansion of `r` end?
+fn terminates(r: Rational) -> bool {
+    let mut d = r.den;
+    while d % 2 == 0 {
+        d /= 2;
+    }
+    while d % 5 == 0 {
+        d /= 5;
+    }
+    d == 1
+}
+
+/// Case, articles, plural `s`, spaces and `\text` already gone: the key text answers compare by.
+fn text_key(s: &str) -> String {
+    let s = s.to_lowercase();
+    let words: Vec<String> = s
+        .split(|c: char| c.is_whitespace())
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .map(|w| {
+            let w = w.trim_matches(|c: char| c == '(' || c == ')' || c == '.');
+            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+                w[..w.len() - 1].to_string()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    words.concat()
+}
+
+/// Strip notation that never changes the value.
+pub fn normalize(answer: &str) -> String {
+    let mut s: String = answer.chars().take(MAX_LEN).collect();
+    for (from, to) in [
+        ("\\left", ""),
+        ("\\right", ""),
+        ("\\displaystyle", ""),
+        ("\\dfrac", "\\frac"),
+        ("\\tfrac", "\\frac"),
+        ("\\!", ""),
+        ("\\,", ""),
+        ("\\;", ""),
+        ("\\:", ""),
+        ("\\ ", " "),
+        ("\\quad", " "),
+        ("~", " "),
+        ("{,}", ""),
+        ("^{\\circ}", ""),
+        ("^\\circ", ""),
+        ("\\circ", ""),
+        ("°", ""),
+        ("\\$", ""),
+        ("$", ""),
+        ("\\%", "%"),
+        ("\\cdot", "*"),
+        ("\\times", "*"),
+        ("×", "*"),
+        ("\\infty", "∞"),
+        ("\\lbrace", "\\{"),
+        ("\\rbrace", "\\}"),
+    ] {
+        if s.contains(from) {
+            s = s.replace(from, to);
+        }
+    }
+    for wrapper in ["\\text", "\\textbf", "\\mathrm", "\\mathbf", "\\mbox", "\\textit", "\\operatorname"] {
+        s = unwrap(&s, wrapper);
+    }
+    let mut s = s.trim().trim_end_matches('.').trim().to_string();
+    // `x = 3`, `k = 5 + 1 = 6`: the value is the last right-hand side of a short name.
+    if let Some((lhs, _)) = s.split_once('=') {
+        let lhs = lhs.trim();
+        if !lhs.is_empty() && lhs.len() <= 3 && lhs.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            s = s.rsplit('=').next().unwrap_or("").trim().to_string();
+        }
+    }
+    strip_units(&s)
+}
+
+/// `\text{abc}` → `abc` (for each occurrence; braces matched).
+fn unwrap(s: &str, command: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(command) {
+        let after = &rest[i + command.len()..];
+        if !after.starts_with('{') {
+            out.push_str(&rest[..i + command.len()]);
+            rest = after;
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (j, c) in after.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push_str(&after[1..end.max(1)]);
+        rest = if end < after.len() { &after[end + 1..] } else { "" };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `15 cm`, `5 dollars`, `12 apples`: a number followed only by words is the number.
+fn strip_units(s: &str) -> String {
+    let t = s.trim();
+    let cut = t.find(|c: char| c.is_alphabetic());
+    if let Some(i) = cut {
+        let (head, tail) = t.split_at(i);
+        let head = head.trim();
+        // Unit words, possibly with a power (`cm^2`, `m^{3}`); `e3` in `1.5e3` is not one.
+        let tail_is_words = tail.split_whitespace().all(|w| {
+            let w = w.split('^').next().unwrap_or(w);
+            w.len() >= 2 && w.chars().all(char::is_alphabetic)
+        });
+        if !head.is_empty() && !head.ends_with('\\') && tail_is_words && Lexer::number_only(head) {
+            return head.to_string();
+        }
+    }
+    t.to_string()
+}
+
+fn parse(s: &str) -> Value {
+    parse_depth(s, 0)
+}
+
+fn parse_depth(s: &str, depth: usize) -> Value {
+    let s = s.trim();
+    if depth > MAX_DEPTH {
+        return Value::Text(s.to_string());
+    }
+    // A whole number with thousands separators (1,234,567.5) is one number, not a list.
+    let is_thousands = {
+        let int = s.split('.').next().unwrap_or("");
+        let groups: Vec<&str> = int.trim_start_matches('-').split(',').collect();
+        groups.len() > 1
+            && (1..=3).contains(&groups[0].len())
+            && groups.iter().all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+            && groups[1..].iter().all(|g| g.len() == 3)
+    };
+    if is_thousands {
+        return parse_depth(&s.replace(',', ""), depth + 1);
+    }
+    let brackets = [("\\{", "\\}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")];
+    for (open, close) in brackets {
+        if let Some(inner) = s.strip_prefix(open).and_then(|r| r.strip_suffix(close))
+            && balanced(inner)
+        {
+            let items = split_top(inner);
+            if open == "\\{" {
+                return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
+            }
+            if items.len() > 1 {
+                let o = open.chars().next().expect("bracket");
+                let c = close.chars().next().expect("bracket");
+                return Value::Seq(o, items.iter().map(|i| parse_depth(i, depth + 1)).collect(), c);
+            }
+        }
+    }
+    let items = split_top(s);
+    if items.len() > 1 {
+        return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
+    }
+    match Lexer::evaluate(s) {
+        Some(n) => Value::Num(n),
+        None => Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" ")),
+    }
+}
+
+fn balanced(s: &str) -> bool {
+    let mut depth = 0i64;
+    for c in s.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
+}
+
+/// Split at commas (and `;`) outside brackets and braces.
+fn split_top(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0i64;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' | ';' if depth == 0 => {
+                parts.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(s[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// A small evaluator for numeric LaTeX: numbers, `+ - * /`, `^`, `\frac{}{}`, `\sqrt{}`, `\sqrt[n]{}`,
+/// `\pi`, parentheses and braces, implicit products (`2\sqrt{3}`, `3\pi`), mixed numbers (`3 1/2`), `%`.
+struct Lexer<'a> {
+    s: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+#[derive(Clone, Copy)]
+struct V {
+    exact: Option<Rational>,
+    approx: f64,
+}
+
+impl V {
+    fn exact(r: Rational) -> V {
+        V { exact: Some(r), approx: r.num as f64 / r.den as f64 }
+    }
+    fn approx(x: f64) -> V {
+        V { exact: None, approx: x }
+    }
+    fn op(self, op: crate::expr::Op, other: V) -> Option<V> {
+        let approx = match op {
+            crate::expr::Op::Add => self.approx + other.approx,
+            crate::expr::Op::Sub => self.approx - other.approx,
+            crate::expr::Op::Mul => self.approx * other.approx,
+            crate::expr::Op::Div => self.approx / other.approx,
+            crate::expr::Op::Rem => return None,
+        };
+        let exact = match (self.exact, other.exact) {
+            (Some(a), Some(b)) => Some(op.apply(a, b).ok()?),
+            _ => None,
+        };
+        approx.is_finite().then_some(V { exact, approx })
+    }
+}
+
+impl<'a> Lexer<'a> {
+    fn evaluate(s: &str) -> Option<Num> {
+        let t = s.trim();
+        let (t, percent) = match t.strip_suffix('%') {
+            Some(rest) => (rest.trim(), true),
+            None => (t, false),
+        };
+        let t = t.strip_suffix("percent").map(str::trim).unwrap_or(t);
+        // Mixed number: `3 1/2` or `3\frac{1}{2}` (a whole number, then a proper fraction).
+        if let Some(mixed) = mixed_number(t) {
+            return Some(Num {
+                exact: Some(mixed),
+                approx: mixed.num as f64 / mixed.den as f64,
+                percent,
+                places: None,
+            });
+        }
+        let mut lx = Lexer { s: t.as_bytes(), pos: 0, depth: 0 };
+        let v = lx.sum()?;
+        lx.skip_ws();
+        if lx.pos != lx.s.len() {
+            return None;
+        }
+        let v = if percent { v.op(crate::expr::Op::Div, V::exact(Rational::int(100)))? } else { v };
+        let places = decimal_places(t);
+        Some(Num { exact: v.exact, approx: v.approx, percent, places })
+    }
+
+    fn number_only(s: &str) -> bool {
+        Lexer::evaluate(s).is_some()
+    }
+
+    fn skip_ws(&mut self) {
+        while self.pos < self.s.len() && self.s[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.s.get(self.pos).copied()
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip_ws();
+        if self.s[self.pos..].starts_with(token.as_bytes()) {
+            self.pos += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn sum(&mut self) -> Option<V> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        let mut v = self.product()?;
+        loop {
+            if self.eat("+") {
+                v = v.op(crate::expr::Op::Add, self.product()?)?;
+            } else if self.peek() == Some(b'-') {
+                self.pos += 1;
+                v = v.op(crate::expr::Op::Sub, self.product()?)?;
+            } else {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Some(v)
+    }
+
+    fn product(&mut self) -> Option<V> {
+        let mut v = self.unary()?;
+        loop {
+            if self.eat("*") {
+                v = v.op(crate::expr::Op::Mul, self.unary()?)?;
+            } else if self.eat("/") || self.eat("\\div") {
+                v = v.op(crate::expr::Op::Div, self.unary()?)?;
+            } else if matches!(self.peek(), Some(b'(' | b'{' | b'\\')) && !self.s[self.pos..].starts_with(b"\\}") {
+                // Implicit product: 2\sqrt{3}, 3\pi, 2(5).
+                v = v.op(crate::expr::Op::Mul, self.unary()?)?;
+            } else {
+                break;
+            }
+        }
+        Some(v)
+    }
+
+    fn unary(&mut self) -> Option<V> {
+        if self.eat("-") {
+            return self.unary()?.op(crate::expr::Op::Mul, V::exact(Rational::int(-1)));
+        }
+        if self.eat("+") {
+            return self.unary();
+        }
+        let base = self.atom()?;
+        if self.eat("^") {
+            let exponent = self.atom_or_signed()?;
+            return power(base, exponent);
+        }
+        Some(base)
+    }
+
+    fn atom_or_signed(&mut self) -> Option<V> {
+        if self.eat("-") {
+            return self.atom()?.op(crate::expr::Op::Mul, V::exact(Rational::int(-1)));
+        }
+        self.atom()
+    }
+
+    fn group(&mut self, open: &str, close: &str) -> Option<V> {
+        if !self.eat(open) {
+            return None;
+        }
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        let v = self.sum()?;
+        self.depth -= 1;
+        self.eat(close).then_some(v)
+    }
+
+    fn atom(&mut self) -> Option<V> {
+        match self.peek()? {
+            b'(' => self.group("(", ")"),
+            b'{' => self.group("{", "}"),
+            b'\\' => {
+                if self.eat("\\frac") {
+                    let n = self.braced_or_digit()?;
+                    let d = self.braced_or_digit()?;
+                    n.op(crate::expr::Op::Div, d)
+                } else if self.eat("\\sqrt") {
+                    let index =
+                        if self.peek() == Some(b'[') { self.group("[", "]")? } else { V::exact(Rational::int(2)) };
+                    let radicand = self.braced_or_digit()?;
+                    root(radicand, index)
+                } else if self.eat("\\pi") {
+                    Some(V::approx(PI))
+                } else {
+                    None
+                }
+            }
+            b'0'..=b'9' | b'.' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// `{...}` or, as in `\frac12`, a single digit.
+    fn braced_or_digit(&mut self) -> Option<V> {
+        if self.peek() == Some(b'{') {
+            return self.group("{", "}");
+        }
+        let c = self.peek()?;
+        c.is_ascii_digit().then(|| {
+            self.pos += 1;
+            V::exact(Rational::int(i128::from(c - b'0')))
+        })
+    }
+
+    fn number(&mut self) -> Option<V> {
+        self.skip_ws();
+        let start = self.pos;
+        while self.pos < self.s.len() && (self.s[self.pos].is_ascii_digit() || self.s[self.pos] == b'.') {
+            self.pos += 1;
+        }
+        let text = std::str::from_utf8(&self.s[start..self.pos]).ok()?;
+        let v = decimal(text)?;
+        // Scientific notation: 1.5e3, 1.5E-3.
+        if self.pos < self.s.len() && matches!(self.s[self.pos], b'e' | b'E') {
+            let save = self.pos;
+            self.pos += 1;
+            let neg = self.s.get(self.pos) == Some(&b'-');
+            if neg || self.s.get(self.pos) == Some(&b'+') {
+                self.pos += 1;
+            }
+            let digits = self.pos;
+            while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
+                self.pos += 1;
+            }
+            if self.pos == digits {
+                self.pos = save;
+                return Some(v);
+            }
+            let e: i128 = std::str::from_utf8(&self.s[digits..self.pos]).ok()?.parse().ok()?;
+            let scale = power(V::exact(Rational::int(10)), V::exact(Rational::int(if neg { -e } else { e })))?;
+            return v.op(crate::expr::Op::Mul, scale);
+        }
+        Some(v)
+    }
+}
+
+/// A decimal literal as an exact rational.
+fn decimal(text: &str) -> Option<V> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() + frac.len() > 36 {
+        return None;
+    }
+    let digits: i128 = format!("{int}{frac}").parse().ok()?;
+    let den = 10i128.checked_pow(frac.len() as u32)?;
+    Some(V::exact(Rational::new(digits, den).ok()?))
+}
+
+fn decimal_places(t: &str) -> Option<u32> {
+    let t = t.trim();
+    let (_, frac) = t.split_once('.')?;
+    frac.bytes().all(|b| b.is_ascii_digit()).then_some(frac.len() as u32)
+}
+
+fn power(base: V, exponent: V) -> Option<V> {
+    if let (Some(b), Some(e)) = (base.exact, exponent.exact.and_then(|e| e.as_int())) {
+        // Bounded: 10^{10^{10}} is refused, not computed.
+        if e.abs() <= 128 {
+            let mut acc = Rational::int(1);
+            for _ in 0..e.abs() {
+                acc = crate::expr::Op::Mul.apply(acc, b).ok()?;
+            }
+            return if e < 0 {
+                V::exact(Rational::int(1)).op(crate::expr::Op::Div, V::exact(acc))
+            } else {
+                Some(V::exact(acc))
+            };
+        }
+        return None;
+    }
+    let x = base.approx.powf(exponent.approx);
+    x.is_finite().then_some(V::approx(x))
+}
+
+fn root(radicand: V, index: V) -> Option<V> {
+    let n = index.exact.and_then(|i| i.as_int()).filter(|&n| (2..=16).contains(&n))?;
+    if let Some(r) = radicand.exact {
+        let (a, b) = (int_root(r.num, n), int_root(r.den, n));
+        if let (Some(a), Some(b)) = (a, b) {
+            return Some(V::exact(Rational::new(a, b).ok()?));
+        }
+    }
+    let x = radicand.approx.powf(1.0 / n as f64);
+    x.is_finite().then_some(V::approx(x))
+}
+
+fn int_root(x: i128, n: i128) -> Option<i128> {
+    if x < 0 {
+        return None;
+    }
+    let guess = (x as f64).powf(1.0 / n as f64).round() as i128;
+    (guess.max(0) - 1..=guess + 1).find(|&g| g >= 0 && g.checked_pow(n as u32) == Some(x))
+}
+
+fn mixed_number(t: &str) -> Option<Rational> {
+    let (whole, frac) = t.split_once([' ', '\\'])?;
+    let frac = if t.contains("\\frac") { &t[whole.len()..] } else { frac };
+    let w: i128 = whole.trim().parse().ok()?;
+    let f = Lexer::evaluate(frac.trim()).and_then(|n| n.exact)?;
+    if w < 0 || f.num <= 0 || f.num >= f.den || frac.contains('.') {
+        return None;
+    }
+    crate::expr::Op::Add.apply(Rational::int(w), f).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (gold, prediction, equivalent?)
+    const CASES: &[(&str, &str, bool)] = &[
+        ("72", "72", true),
+        ("1000", "1,000", true),
+        ("1000", "1{,}000", true),
+        ("1000", "1000.00", true),
+        ("0.5", "\\frac12", true),
+        ("\\frac{1}{2}", "0.5", true),
+        ("\\dfrac{3}{4}", "3/4", true),
+        ("\\frac{2}{4}", "\\frac{1}{2}", true),
+        ("3\\frac{1}{2}", "3.5", true),
+        ("3 1/2", "7/2", true),
+        ("28\\%", "0.28", true),
+        ("28\\%", "28", true),
+        ("0.28", "28%", true),
+        ("1.5e3", "1500", true),
+        ("1.5 \\times 10^{3}", "1500", true),
+        ("2^{10}", "1024", true),
+        ("\\sqrt{16}", "4", true),
+        ("2\\sqrt{3}", "\\sqrt{12}", true),
+        ("\\sqrt{17}", "4.12310562561766", true),
+        ("\\frac{\\pi}{2}", "1.5707963267948966", true),
+        ("90^\\circ", "90", true),
+        ("\\$18", "18", true),
+        ("15\\text{ cm}", "15", true),
+        ("5 dollars", "5", true),
+        ("x = 3", "3", true),
+        ("3", "k = 3", true),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", true),
+        ("(1, 2)", "(1,2)", true),
+        ("\\{1, 2\\}", "\\{2, 1\\}", true),
+        ("1, 2, 3", "3, 2, 1", true),
+        ("[1, 2)", "[1,2)", true),
+        ("\\text{Evelyn}", "evelyn", true),
+        ("\\text{(C)}", "C", true),
+        ("the apples", "apple", true),
+        ("\\frac{1}{3}", "0.333", true),
+        ("\\frac{1}{3}", "0.33333", true),
+        ("-5", "-5", true),
+        ("-\\frac{1}{2}", "-0.5", true),
+        // Non-equivalent pairs a careless verifier accepts.
+        ("0.1", "0.10000001", false),
+        ("1000000", "1000000.4", false),
+        ("(1, 2)", "[1, 2]", false),
+        ("\\{1, 2\\}", "(1, 2)", false),
+        ("(1, 2)", "(2, 1)", false),
+        ("[1, 2)", "[1, 2]", false),
+        ("1, 2", "1, 2, 3", false),
+        ("\\frac{1}{3}", "0.33", false),
+        ("\\frac{1}{3}", "0.334", false),
+        ("0.0000001", "0.0000002", false),
+        ("\\sqrt{17}", "4.1231", false),
+        ("72", "27", false),
+        ("1,000", "1", false),
+        ("28\\%", "2.8", false),
+        ("\\frac{1}{2}", "2", false),
+        ("-5", "5", false),
+        ("2^{10}", "1000", false),
+        ("\\text{Evelyn}", "Eve", false),
+        ("(C)", "D", false),
+        ("x = 3", "y", false),
+        ("10^{10^{10}}", "10", false),
+    ];
+
+    #[test]
+    fn table() {
+        for (gold, pred, expected) in CASES {
+            let got = equivalent(gold, pred, DEFAULT_TOLERANCE);
+            assert_eq!(got.is_some(), *expected, "gold {gold:?} vs pred {pred:?}: got {got:?}");
+            if *expected {
+                // Equivalence is symmetric for every case in this table.
+                assert!(equivalent(pred, gold, DEFAULT_TOLERANCE).is_some(), "symmetric: {pred:?} vs {gold:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_input_finishes_with_a_verdict() {
+        let deep = format!("{}1{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(equivalent(&deep, "1", DEFAULT_TOLERANCE), None);
+        let huge = "9".repeat(1_000_000);
+        assert_eq!(equivalent(&huge, "9", DEFAULT_TOLERANCE), None);
+        assert_eq!(equivalent("10^{10^{10}}", "10^{10^{10}}", DEFAULT_TOLERANCE), Some(Method::Exact));
+        let parens = format!("{}2{}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(equivalent(&parens, "2", DEFAULT_TOLERANCE), None);
+    }
+}

@@ -1,0 +1,349 @@
+//! `forge verify`: decide which model outputs are right. The same functions are the library API that
+//! the filter stage and reward functions call.
+//!
+//! For each row: split off the reasoning, extract the final answer ([`extract`]), compare it with the gold
+//! answer ([`answer`]) or, for Countdown rows, check the expression ([`checks`]); flag truncated output
+//! (an unclosed `<think>`, `finish_reason = length`) and bad format (no answer, delimiters out of order).
+//!
+//! ```text
+//! forge verify --gold '\frac12' --pred 'so the answer is \boxed{0.5}'     # exit 0 if equivalent, 1 if not
+//! forge verify --input traces.jsonl --output verdicts.jsonl               # columns `answer`, `completion`
+//! ```
+//!
+//! Not yet here (issue #3 continues): symbolic expressions with variables, inequalities and matrices
+//! (they compare as normalised text), repetition loops and language consistency.
+
+pub mod answer;
+pub mod checks;
+pub mod extract;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Context;
+use crate::dataset::{Format, Input};
+use crate::error::{Error, Location, Result};
+use crate::progress::Progress;
+use crate::report::StageReport;
+
+pub use answer::{DEFAULT_TOLERANCE, Method, equivalent};
+pub use extract::Rule;
+
+/// Recorded in every verdict, so a dataset says which verifier judged it.
+pub const VERIFIER: &str = concat!("forge-verify/", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_GOLD_COL: &str = "answer";
+pub const DEFAULT_OUTPUT_COL: &str = "completion";
+
+/// How answers are found and compared (shared by `forge verify`, the filter stage and rewards).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    /// Relative tolerance for answers that are not exact numbers (`\sqrt`, `\pi`); exact numbers compare exactly
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
+    pub tolerance: f64,
+    /// Do not fall back to the last number in the output when no answer is marked
+    #[arg(long)]
+    pub no_last_number: bool,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings { tolerance: DEFAULT_TOLERANCE, no_last_number: false }
+    }
+}
+
+/// `forge verify` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Rows to verify: JSONL or Parquet (a file or a dataset directory)
+    #[arg(long, value_name = "FILE", requires = "output", conflicts_with_all = ["gold", "pred"])]
+    pub input: Option<PathBuf>,
+    /// Where to write every row with its verdict columns: `.jsonl` or `.parquet`
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Column with the gold answer
+    #[arg(long, default_value = DEFAULT_GOLD_COL, value_name = "COL")]
+    pub gold_col: String,
+    /// Column with the model output
+    #[arg(long, default_value = DEFAULT_OUTPUT_COL, value_name = "COL")]
+    pub output_col: String,
+    /// Check one pair: the gold answer
+    #[arg(long, requires = "pred")]
+    pub gold: Option<String>,
+    /// Check one pair: the model output
+    #[arg(long, requires = "gold")]
+    pub pred: Option<String>,
+    /// Output format when the extension does not say
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub settings: VerifySettings,
+}
+
+/// The verdict on one output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// The answer found, as written.
+    pub extracted: Option<String>,
+    /// Which rule found it (`boxed`, `answer_tag`, ..., `last_number` for the fallback).
+    pub extraction_rule: Option<Rule>,
+    pub correct: bool,
+    /// How equivalence was decided (`exact`, `tolerance`, `rounding`, `structure`, `text`).
+    pub match_method: Option<Method>,
+    /// An answer is present and the reasoning delimiters are balanced and in order.
+    pub format_ok: bool,
+    /// The reasoning never closed, or the generation hit its token limit.
+    pub truncated: bool,
+    /// Stable reason codes of every failed check.
+    pub failed: Vec<String>,
+    pub verifier: &'static str,
+}
+
+/// Check a math-style output against a gold answer.
+pub fn verify_answer(gold: &str, output: &str, settings: &VerifySettings) -> Verdict {
+    let mut v = base_verdict(output, settings);
+    if let Some(pred) = &v.extracted {
+        v.match_method = equivalent(gold, pred, settings.tolerance);
+        v.correct = v.match_method.is_some();
+        if !v.correct {
+            v.failed.push("wrong_answer".into());
+        }
+    }
+    v
+}
+
+/// Check a Countdown output: the extracted expression uses each of `nums` once and reaches `target`.
+pub fn verify_countdown(nums: &[i128], target: i128, output: &str, settings: &VerifySettings) -> Verdict {
+    let mut v = base_verdict(output, settings);
+    if let Some(pred) = &v.extracted {
+        match checks::countdown(pred, nums, target) {
+            Ok(()) => {
+                v.correct = true;
+                v.match_method = Some(Method::Exact);
+            }
+            Err(e) => {
+                v.failed.push(serde_json::to_value(e).expect("serialisable").as_str().unwrap_or("wrong").to_string())
+            }
+        }
+    }
+    v
+}
+
+fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
+    let parts = extract::split(output);
+    let found = extract::extract(output, !settings.no_last_number);
+    let mut failed = Vec::new();
+    if parts.unclosed {
+        failed.push("unclosed_reasoning".to_string());
+    }
+    let ordered = delimiters_in_order(output);
+    if !ordered {
+        failed.push("bad_delimiters".to_string());
+    }
+    if found.is_none() {
+        failed.push("no_answer".to_string());
+    }
+    Verdict {
+        format_ok: found.is_some() && !parts.unclosed && ordered,
+        truncated: parts.unclosed,
+        extracted: found.as_ref().map(|f| f.0.clone()),
+        extraction_rule: found.map(|f| f.1),
+        correct: false,
+        match_method: None,
+        failed,
+        verifier: VERIFIER,
+    }
+}
+
+/// At most one `<think>` and one `</think>`, the opening (if any) before the closing.
+fn delimiters_in_order(text: &str) -> bool {
+    let (opens, closes) = (text.matches("<think>").count(), text.matches("</think>").count());
+    if opens > 1 || closes > 1 {
+        return false;
+    }
+    match (text.find("<think>"), text.find("</think>")) {
+        (Some(o), Some(c)) => o < c,
+        _ => true,
+    }
+}
+
+/// Verify every row of `cfg.input` into `cfg.output`.
+pub fn run(cfg: &VerifyConfig, ctx: &Context) -> Result<StageReport> {
+    let started = Instant::now();
+    let (Some(input_path), Some(output_path)) = (&cfg.input, &cfg.output) else {
+        return Err(Error::usage("`forge verify` needs `--input` and `--output`, or `--gold` and `--pred`"));
+    };
+    let format = cfg.format.or_else(|| Format::of(output_path)).filter(|f| *f != Format::Csv).ok_or_else(|| {
+        Error::usage(format!("cannot tell the output format of `{}`", output_path.display()))
+            .with_hint("name it `.jsonl` or `.parquet`, or pass `--format`")
+    })?;
+    let input = Input::open(input_path)?;
+    let progress = Progress::rows("verify", input.rows(), ctx.quiet);
+    let mut sink = Sink::create(output_path, format)?;
+    let mut report = StageReport::new("verify", 0, 0, 0.0);
+    let mut batch = Vec::with_capacity(1024);
+    for record in input.records(0..input.rows()) {
+        let record = record?;
+        let verdict = verify_record(&record.fields, &record.location, cfg)?;
+        report.rows_in += 1;
+        report.rows_out += 1;
+        *report.flagged.entry(if verdict.correct { "correct" } else { "incorrect" }.into()).or_default() += 1;
+        let mut row = record.fields;
+        if let Value::Object(v) = serde_json::to_value(&verdict).expect("serialisable") {
+            row.extend(v);
+        }
+        batch.push(Value::Object(row));
+        if batch.len() == 1024 {
+            sink.write(&batch)?;
+            progress.inc(batch.len() as u64);
+            batch.clear();
+        }
+    }
+    sink.write(&batch)?;
+    sink.finish()?;
+    progress.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyConfig) -> Result<Verdict> {
+    let column = |name: &str| -> Result<String> {
+        match fields.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(other) => Err(Error::data(
+                location.clone().column(name),
+                format!("expected a string, found {}", crate::dataset::json_type_name(other)),
+            )),
+            None => Err(Error::data(location.clone().column(name), "required column is missing")
+                .with_hint("name the columns with `--gold-col` and `--output-col`")),
+        }
+    };
+    let output = column(&cfg.output_col)?;
+    let countdown = fields.get("domain").and_then(Value::as_str) == Some("countdown");
+    let mut verdict = if countdown {
+        let meta: Value = fields
+            .get("metadata")
+            .and_then(Value::as_str)
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_default();
+        let nums: Option<Vec<i128>> =
+            meta["nums"].as_array().map(|a| a.iter().filter_map(Value::as_i64).map(i128::from).collect());
+        let target = meta["target"].as_i64();
+        match (nums, target) {
+            (Some(nums), Some(target)) => verify_countdown(&nums, i128::from(target), &output, &cfg.settings),
+            _ => {
+                return Err(Error::data(
+                    location.clone().column("metadata"),
+                    "a countdown row needs `nums` and `target` in its metadata",
+                ));
+            }
+        }
+    } else {
+        verify_answer(&column(&cfg.gold_col)?, &output, &cfg.settings)
+    };
+    if fields.get("finish_reason").and_then(Value::as_str) == Some("length") && !verdict.truncated {
+        verdict.truncated = true;
+        verdict.format_ok = false;
+        verdict.failed.push("truncated".into());
+    }
+    Ok(verdict)
+}
+
+/// The output file: written under a temporary name and renamed when complete.
+struct Sink {
+    path: PathBuf,
+    temp: PathBuf,
+    kind: SinkKind,
+}
+
+#[allow(clippy::large_enum_variant)] // one per run
+enum SinkKind {
+    Jsonl(std::io::BufWriter<fs_err::File>),
+    Parquet(Option<parquet::arrow::ArrowWriter<std::fs::File>>, Option<Arc<arrow_schema::Schema>>),
+}
+
+impl Sink {
+    fn create(path: &Path, format: Format) -> Result<Sink> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+        let temp = path.with_file_name(format!(".{name}.tmp"));
+        let file = fs_err::File::create(&temp)?;
+        let kind = match format {
+            Format::Parquet => SinkKind::Parquet(None, None),
+            _ => SinkKind::Jsonl(std::io::BufWriter::new(file)),
+        };
+        Ok(Sink { path: path.to_path_buf(), temp, kind })
+    }
+
+    fn write(&mut self, rows: &[Value]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match &mut self.kind {
+            SinkKind::Jsonl(w) => {
+                for row in rows {
+                    serde_json::to_writer(&mut *w, row).map_err(std::io::Error::from)?;
+                    w.write_all(b"\n")?;
+                }
+            }
+            SinkKind::Parquet(writer, schema) => {
+                // The schema is inferred from the first rows; later rows must fit it.
+                let schema = schema
+                    .get_or_insert_with(|| {
+                        Arc::new(
+                            arrow_json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok))
+                                .unwrap_or_else(|_| arrow_schema::Schema::empty()),
+                        )
+                    })
+                    .clone();
+                let arrow = |e: arrow_schema::ArrowError| Error::arrow(self.path.display().to_string(), e);
+                let mut decoder = arrow_json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(arrow)?;
+                decoder.serialize(rows).map_err(arrow)?;
+                let Some(batch) = decoder.flush().map_err(arrow)? else { return Ok(()) };
+                if writer.is_none() {
+                    let file = fs_err::File::create(&self.temp)?.into_file();
+                    *writer = Some(
+                        parquet::arrow::ArrowWriter::try_new(file, schema, None)
+                            .map_err(|e| Error::parquet(&self.temp, e))?,
+                    );
+                }
+                writer.as_mut().expect("created").write(&batch).map_err(|e| Error::parquet(&self.temp, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        match &mut self.kind {
+            SinkKind::Jsonl(w) => {
+                w.flush()?;
+                w.get_ref().sync_all()?;
+            }
+            SinkKind::Parquet(writer, _) => {
+                if let Some(w) = writer.take() {
+                    let file = w.into_inner().map_err(|e| Error::parquet(&self.temp, e))?;
+                    file.sync_all()?;
+                }
+            }
+        }
+        fs_err::rename(&self.temp, &self.path)?;
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
