@@ -18,6 +18,8 @@ pub enum Rule {
     AnswerIs,
     AnswerColon,
     Gsm8k,
+    /// The whole (short) output is one answer: `\frac12`, `(1, 2)`, `Evelyn`.
+    Whole,
     LastNumber,
 }
 
@@ -30,6 +32,7 @@ impl Rule {
             Rule::AnswerIs => "answer_is",
             Rule::AnswerColon => "answer_colon",
             Rule::Gsm8k => "gsm8k",
+            Rule::Whole => "whole",
             Rule::LastNumber => "last_number",
         }
     }
@@ -76,7 +79,21 @@ pub fn extract(text: &str, last_number: bool) -> Option<(String, Rule)> {
             return Some(found);
         }
     }
+    if let Some(whole) = whole_answer(parts.solution) {
+        return Some((whole, Rule::Whole));
+    }
     if last_number { extract_in(text, true) } else { None }
+}
+
+/// A short output that is nothing but an answer: a number or structure the comparer can read, or a
+/// few words without digits.
+fn whole_answer(text: &str) -> Option<String> {
+    let t = text.trim().trim_end_matches('.').trim().trim_matches('$').trim();
+    if t.is_empty() || t.chars().count() > 64 {
+        return None;
+    }
+    let answer_like = super::answer::is_structured(t) || (t.chars().count() <= 32 && !t.chars().any(|c| c.is_ascii_digit()));
+    answer_like.then(|| t.to_string())
 }
 
 fn extract_in(text: &str, last_number: bool) -> Option<(String, Rule)> {
@@ -229,11 +246,14 @@ mod tests {
             ("3 + 4 = 7\n#### 7", "7", Rule::Gsm8k),
             ("She makes 13 * 2 = $<<13*2=26>>26\nA: 26", "26", Rule::LastNumber),
             ("It costs 1,250 dollars.", "1250", Rule::LastNumber),
+            ("\\frac12", "\\frac12", Rule::Whole),
+            ("$(1, 2)$.", "(1, 2)", Rule::Whole),
+            ("Evelyn", "Evelyn", Rule::Whole),
         ];
         for (text, answer, rule) in cases {
             assert_eq!(extract(text, true), Some((answer.to_string(), *rule)), "{text}");
         }
-        assert_eq!(extract("no digits here", true), None);
+        assert_eq!(extract("There is no number anywhere in this output.", true), None);
         assert_eq!(extract("It is 5", false), None);
     }
 
