@@ -4,6 +4,7 @@
 use criterion::{criterion_group, criterion_main};
 
 mod dataset;
+mod verify;
 
-criterion_group!(benches, dataset::read_write);
+criterion_group!(benches, dataset::read_write, verify::throughput);
 criterion_main!(benches);

@@ -92,7 +92,8 @@ fn whole_answer(text: &str) -> Option<String> {
     if t.is_empty() || t.chars().count() > 64 {
         return None;
     }
-    let answer_like = super::answer::is_structured(t) || (t.chars().count() <= 32 && !t.chars().any(|c| c.is_ascii_digit()));
+    let answer_like =
+        super::answer::is_structured(t) || (t.chars().count() <= 32 && !t.chars().any(|c| c.is_ascii_digit()));
     answer_like.then(|| t.to_string())
 }
 

@@ -1,0 +1,123 @@
+"""forge verify vs HF Math-Verify on the same inputs: verdict disagreements and items/s, one core each.
+
+Workloads:
+  cases  - the team's (gold, prediction) pairs, tests/fixtures/answer_cases.tsv (short answer pairs)
+  gsm8k  - GSM8K model solutions with human is_correct labels (full chain-of-thought outputs)
+  math   - MATH train/test and MATH-500 reference solutions against their gold answers
+
+Usage: python scripts/compare_math_verify.py [--forge PATH] [--limit N] [--show K]
+Needs ../shared/data and `pip install -r scripts/requirements.txt`. forge runs as `forge verify --input
+--output` (process start and JSON I/O included); Math-Verify runs parse(gold) + parse(pred) + verify
+per item in this process.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+from math_verify import parse, verify
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+def cases():
+    rows = []
+    for line in (ROOT / "tests/fixtures/answer_cases.tsv").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        gold, pred, expected = line.split("\t")
+        # Answer-vs-answer pairs: Math-Verify needs LaTeX in a math environment, so both sides get `$`.
+        rows.append({"answer": gold, "completion": pred, "mv_completion": f"${pred}$", "expected": expected == "yes"})
+    return rows
+
+
+def last_number(text):
+    import re
+
+    found = re.findall(r"-?\d[\d,]*\.?\d*", text)
+    return found[-1].replace(",", "").rstrip(".") if found else ""
+
+
+def gsm8k():
+    rows = []
+    for line in open(DATA / "gsm8k/example_model_solutions.jsonl"):
+        d = json.loads(line)
+        gold = last_number(d["ground_truth"].split("A:")[-1])
+        for model in ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"]:
+            rows.append({"answer": gold, "completion": d[model]["solution"], "expected": d[model]["is_correct"]})
+    return rows
+
+
+def math():
+    rows = []
+    for name in ["math/train.jsonl", "math/test.jsonl", "math500/test.jsonl"]:
+        for line in open(DATA / name):
+            d = json.loads(line)
+            gold = d.get("answer")
+            if gold is None:
+                continue  # gold comes from the solution itself; only MATH-500's separate answer field is a test
+            rows.append({"answer": gold, "completion": d["solution"], "expected": True})
+    return rows
+
+
+def run_forge(forge, rows):
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+        with open(src, "w") as f:
+            for r in rows:
+                f.write(json.dumps({"answer": r["answer"], "completion": r["completion"]}) + "\n")
+        start = time.perf_counter()
+        subprocess.run([forge, "verify", "--input", src, "--output", dst, "-q"], check=True)
+        seconds = time.perf_counter() - start
+        verdicts = [json.loads(line)["correct"] for line in open(dst)]
+    return verdicts, seconds
+
+
+def run_math_verify(rows):
+    verdicts = []
+    start = time.perf_counter()
+    for r in rows:
+        try:
+            gold = parse(f"${r['answer']}$")
+            pred = parse(r.get("mv_completion", r["completion"]))
+            verdicts.append(bool(verify(gold, pred)))
+        except Exception:
+            verdicts.append(False)
+    return verdicts, time.perf_counter() - start
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--forge", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"), "release", "forge"))
+    ap.add_argument("--limit", type=int, default=0, help="at most N items per workload (0: all)")
+    ap.add_argument("--show", type=int, default=15, help="disagreements to print per workload")
+    args = ap.parse_args()
+    print(f"{'workload':8} {'items':>6} {'forge ok':>9} {'MV ok':>7} {'differ':>7} {'forge/s':>10} {'MV/s':>8} {'ratio':>7}")
+    report = []
+    for name, make in [("cases", cases), ("gsm8k", gsm8k), ("math", math)]:
+        rows = make()
+        if args.limit:
+            rows = rows[: args.limit]
+        f, fs = run_forge(args.forge, rows)
+        m, ms = run_math_verify(rows)
+        right_f = sum(a == r["expected"] for a, r in zip(f, rows))
+        right_m = sum(a == r["expected"] for a, r in zip(m, rows))
+        differ = [(r, a, b) for r, a, b in zip(rows, f, m) if a != b]
+        n = len(rows)
+        print(f"{name:8} {n:6} {right_f:9} {right_m:7} {len(differ):7} {n / fs:10.0f} {n / ms:8.0f} {(n / fs) / (n / ms):7.1f}")
+        report.append((name, differ))
+    for name, differ in report:
+        for r, a, b in differ[: args.show]:
+            tail = r["completion"][-120:].replace("\n", " ")
+            print(f"[{name}] expected={r['expected']} forge={a} math-verify={b} gold={r['answer']!r} pred=...{tail!r}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
