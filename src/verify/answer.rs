@@ -13,10 +13,9 @@
 //! compare as normalised text. Work is bounded: inputs are capped at [`MAX_LEN`] characters, nesting and
 //! exponents are limited, so hostile input gets a verdict, not a hang.
 
-use std::f64::consts::PI;
-
 use serde::Serialize;
 
+use super::latex::{self, V};
 use crate::expr::Rational;
 
 /// Relative tolerance for values that are not exact (`\sqrt`, `\pi`).
@@ -35,6 +34,8 @@ pub enum Method {
     Tolerance,
     Rounding,
     Structure,
+    /// Equal at every one of several exact random points (expressions with variables).
+    Symbolic,
     Text,
 }
 
@@ -45,6 +46,8 @@ enum Value {
     Seq(char, Vec<Value>, char),
     /// `\{a, b\}` or a bare list `a, b`: unordered.
     Set(Vec<Value>),
+    /// An expression with variables, compared by evaluation at the same points.
+    Sym(latex::Expr),
     Text(String),
 }
 
@@ -83,6 +86,7 @@ pub fn is_structured(answer: &str) -> bool {
         match v {
             Value::Num(_) => true,
             Value::Seq(_, items, _) | Value::Set(items) => items.iter().all(no_text),
+            Value::Sym(_) => true,
             Value::Text(_) => false,
         }
     }
@@ -103,6 +107,7 @@ fn same(g: &Value, p: &Value, tol: f64) -> Option<Method> {
             }
             Some(Method::Structure)
         }
+        (Value::Sym(a), Value::Sym(b)) => symbolic(a, b, tol),
         (Value::Text(a), Value::Text(b)) => (text_key(a) == text_key(b)).then_some(Method::Text),
         _ => None,
     }
@@ -155,6 +160,28 @@ fn same_value(a: &Num, b: &Num, tol: f64) -> Option<Method> {
             (x.is_finite() && y.is_finite() && (x - y).abs() <= tol * x.abs().max(y.abs())).then_some(Method::Tolerance)
         }
     }
+}
+
+/// Points at which symbolic answers are compared: exact rationals unlikely to be special.
+const POINTS: [(i128, i128); 11] =
+    [(2, 7), (5, 3), (-3, 11), (7, 5), (11, 13), (13, 4), (-9, 7), (3, 17), (19, 6), (-5, 2), (23, 9)];
+
+/// Same value at several points, each variable bound to a different exact rational at each point.
+fn symbolic(a: &latex::Expr, b: &latex::Expr, tol: f64) -> Option<Method> {
+    let vars: Vec<&String> = a.vars.union(&b.vars).collect();
+    let mut agreed = 0;
+    for k in 0..7 {
+        let env = |name: &str| {
+            let i = vars.iter().position(|v| v.as_str() == name)?;
+            let (n, d) = POINTS[(i + 3 * k) % POINTS.len()];
+            Some(V::exact(Rational::new(n, d).ok()?))
+        };
+        let (Some(x), Some(y)) = (a.eval(&env), b.eval(&env)) else { continue };
+        let num = |v: V| Num { exact: v.exact, approx: v.approx, percent: false, places: None };
+        same_value(&num(x), &num(y), tol)?;
+        agreed += 1;
+    }
+    (agreed >= 3).then_some(Method::Symbolic)
 }
 
 /// Does the decimal expansion of `r` end?
@@ -282,7 +309,7 @@ fn strip_units(s: &str) -> String {
             let w = w.split('^').next().unwrap_or(w);
             w.len() >= 2 && w.chars().all(char::is_alphabetic)
         });
-        if !head.is_empty() && !head.ends_with('\\') && tail_is_words && Lexer::number_only(head) {
+        if !head.is_empty() && !head.ends_with('\\') && tail_is_words && latex::parse(head).is_some_and(|e| e.vars.is_empty()) {
             return head.to_string();
         }
     }
@@ -330,8 +357,12 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     if items.len() > 1 {
         return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
     }
-    match Lexer::evaluate(s) {
-        Some(n) => Value::Num(n),
+    match latex::parse(s) {
+        Some(e) if e.vars.is_empty() => match e.value() {
+            Some(v) => Value::Num(Num { exact: v.exact, approx: v.approx, percent: e.percent, places: e.places }),
+            None => Value::Text(s.to_string()),
+        },
+        Some(e) => Value::Sym(e),
         None => Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" ")),
     }
 }
@@ -372,305 +403,6 @@ fn split_top(s: &str) -> Vec<&str> {
     parts.push(s[start..].trim());
     parts.retain(|p| !p.is_empty());
     parts
-}
-
-/// A small evaluator for numeric LaTeX: numbers, `+ - * /`, `^`, `\frac{}{}`, `\sqrt{}`, `\sqrt[n]{}`,
-/// `\pi`, parentheses and braces, implicit products (`2\sqrt{3}`, `3\pi`), mixed numbers (`3 1/2`), `%`.
-struct Lexer<'a> {
-    s: &'a [u8],
-    pos: usize,
-    depth: usize,
-}
-
-#[derive(Clone, Copy)]
-struct V {
-    exact: Option<Rational>,
-    approx: f64,
-}
-
-impl V {
-    fn exact(r: Rational) -> V {
-        V { exact: Some(r), approx: r.num as f64 / r.den as f64 }
-    }
-    fn approx(x: f64) -> V {
-        V { exact: None, approx: x }
-    }
-    fn op(self, op: crate::expr::Op, other: V) -> Option<V> {
-        let approx = match op {
-            crate::expr::Op::Add => self.approx + other.approx,
-            crate::expr::Op::Sub => self.approx - other.approx,
-            crate::expr::Op::Mul => self.approx * other.approx,
-            crate::expr::Op::Div => self.approx / other.approx,
-            crate::expr::Op::Rem => return None,
-        };
-        let exact = match (self.exact, other.exact) {
-            (Some(a), Some(b)) => Some(op.apply(a, b).ok()?),
-            _ => None,
-        };
-        approx.is_finite().then_some(V { exact, approx })
-    }
-}
-
-impl<'a> Lexer<'a> {
-    fn evaluate(s: &str) -> Option<Num> {
-        let t = s.trim();
-        let (t, percent) = match t.strip_suffix('%') {
-            Some(rest) => (rest.trim(), true),
-            None => (t, false),
-        };
-        let t = t.strip_suffix("percent").map(str::trim).unwrap_or(t);
-        // Mixed number: `3 1/2` or `3\frac{1}{2}` (a whole number, then a proper fraction).
-        if let Some(mixed) = mixed_number(t) {
-            return Some(Num {
-                exact: Some(mixed),
-                approx: mixed.num as f64 / mixed.den as f64,
-                percent,
-                places: None,
-            });
-        }
-        let mut lx = Lexer { s: t.as_bytes(), pos: 0, depth: 0 };
-        let v = lx.sum()?;
-        lx.skip_ws();
-        if lx.pos != lx.s.len() {
-            return None;
-        }
-        let v = if percent { v.op(crate::expr::Op::Div, V::exact(Rational::int(100)))? } else { v };
-        let places = decimal_places(t);
-        Some(Num { exact: v.exact, approx: v.approx, percent, places })
-    }
-
-    fn number_only(s: &str) -> bool {
-        Lexer::evaluate(s).is_some()
-    }
-
-    fn skip_ws(&mut self) {
-        while self.pos < self.s.len() && self.s[self.pos].is_ascii_whitespace() {
-            self.pos += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_ws();
-        self.s.get(self.pos).copied()
-    }
-
-    fn eat(&mut self, token: &str) -> bool {
-        self.skip_ws();
-        if self.s[self.pos..].starts_with(token.as_bytes()) {
-            self.pos += token.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn sum(&mut self) -> Option<V> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
-        let mut v = self.product()?;
-        loop {
-            if self.eat("+") {
-                v = v.op(crate::expr::Op::Add, self.product()?)?;
-            } else if self.peek() == Some(b'-') {
-                self.pos += 1;
-                v = v.op(crate::expr::Op::Sub, self.product()?)?;
-            } else {
-                break;
-            }
-        }
-        self.depth -= 1;
-        Some(v)
-    }
-
-    fn product(&mut self) -> Option<V> {
-        let mut v = self.unary()?;
-        loop {
-            if self.eat("*") {
-                v = v.op(crate::expr::Op::Mul, self.unary()?)?;
-            } else if self.eat("/") || self.eat("\\div") {
-                v = v.op(crate::expr::Op::Div, self.unary()?)?;
-            } else if matches!(self.peek(), Some(b'(' | b'{' | b'\\')) && !self.s[self.pos..].starts_with(b"\\}") {
-                // Implicit product: 2\sqrt{3}, 3\pi, 2(5).
-                v = v.op(crate::expr::Op::Mul, self.unary()?)?;
-            } else {
-                break;
-            }
-        }
-        Some(v)
-    }
-
-    fn unary(&mut self) -> Option<V> {
-        if self.eat("-") {
-            return self.unary()?.op(crate::expr::Op::Mul, V::exact(Rational::int(-1)));
-        }
-        if self.eat("+") {
-            return self.unary();
-        }
-        let base = self.atom()?;
-        if self.eat("^") {
-            let exponent = self.atom_or_signed()?;
-            return power(base, exponent);
-        }
-        Some(base)
-    }
-
-    fn atom_or_signed(&mut self) -> Option<V> {
-        if self.eat("-") {
-            return self.atom()?.op(crate::expr::Op::Mul, V::exact(Rational::int(-1)));
-        }
-        self.atom()
-    }
-
-    fn group(&mut self, open: &str, close: &str) -> Option<V> {
-        if !self.eat(open) {
-            return None;
-        }
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
-        let v = self.sum()?;
-        self.depth -= 1;
-        self.eat(close).then_some(v)
-    }
-
-    fn atom(&mut self) -> Option<V> {
-        match self.peek()? {
-            b'(' => self.group("(", ")"),
-            b'{' => self.group("{", "}"),
-            b'\\' => {
-                if self.eat("\\frac") {
-                    let n = self.braced_or_digit()?;
-                    let d = self.braced_or_digit()?;
-                    n.op(crate::expr::Op::Div, d)
-                } else if self.eat("\\sqrt") {
-                    let index =
-                        if self.peek() == Some(b'[') { self.group("[", "]")? } else { V::exact(Rational::int(2)) };
-                    let radicand = self.braced_or_digit()?;
-                    root(radicand, index)
-                } else if self.eat("\\pi") {
-                    Some(V::approx(PI))
-                } else {
-                    None
-                }
-            }
-            b'0'..=b'9' | b'.' => self.number(),
-            _ => None,
-        }
-    }
-
-    /// `{...}` or, as in `\frac12`, a single digit.
-    fn braced_or_digit(&mut self) -> Option<V> {
-        if self.peek() == Some(b'{') {
-            return self.group("{", "}");
-        }
-        let c = self.peek()?;
-        c.is_ascii_digit().then(|| {
-            self.pos += 1;
-            V::exact(Rational::int(i128::from(c - b'0')))
-        })
-    }
-
-    fn number(&mut self) -> Option<V> {
-        self.skip_ws();
-        let start = self.pos;
-        while self.pos < self.s.len() && (self.s[self.pos].is_ascii_digit() || self.s[self.pos] == b'.') {
-            self.pos += 1;
-        }
-        let text = std::str::from_utf8(&self.s[start..self.pos]).ok()?;
-        let v = decimal(text)?;
-        // Scientific notation: 1.5e3, 1.5E-3.
-        if self.pos < self.s.len() && matches!(self.s[self.pos], b'e' | b'E') {
-            let save = self.pos;
-            self.pos += 1;
-            let neg = self.s.get(self.pos) == Some(&b'-');
-            if neg || self.s.get(self.pos) == Some(&b'+') {
-                self.pos += 1;
-            }
-            let digits = self.pos;
-            while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
-                self.pos += 1;
-            }
-            if self.pos == digits {
-                self.pos = save;
-                return Some(v);
-            }
-            let e: i128 = std::str::from_utf8(&self.s[digits..self.pos]).ok()?.parse().ok()?;
-            let scale = power(V::exact(Rational::int(10)), V::exact(Rational::int(if neg { -e } else { e })))?;
-            return v.op(crate::expr::Op::Mul, scale);
-        }
-        Some(v)
-    }
-}
-
-/// A decimal literal as an exact rational.
-fn decimal(text: &str) -> Option<V> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() + frac.len() > 36 {
-        return None;
-    }
-    let digits: i128 = format!("{int}{frac}").parse().ok()?;
-    let den = 10i128.checked_pow(frac.len() as u32)?;
-    Some(V::exact(Rational::new(digits, den).ok()?))
-}
-
-fn decimal_places(t: &str) -> Option<u32> {
-    let t = t.trim();
-    let (_, frac) = t.split_once('.')?;
-    frac.bytes().all(|b| b.is_ascii_digit()).then_some(frac.len() as u32)
-}
-
-fn power(base: V, exponent: V) -> Option<V> {
-    if let (Some(b), Some(e)) = (base.exact, exponent.exact.and_then(|e| e.as_int())) {
-        // Bounded: 10^{10^{10}} is refused, not computed.
-        if e.abs() <= 128 {
-            let mut acc = Rational::int(1);
-            for _ in 0..e.abs() {
-                acc = crate::expr::Op::Mul.apply(acc, b).ok()?;
-            }
-            return if e < 0 {
-                V::exact(Rational::int(1)).op(crate::expr::Op::Div, V::exact(acc))
-            } else {
-                Some(V::exact(acc))
-            };
-        }
-        return None;
-    }
-    let x = base.approx.powf(exponent.approx);
-    x.is_finite().then_some(V::approx(x))
-}
-
-fn root(radicand: V, index: V) -> Option<V> {
-    let n = index.exact.and_then(|i| i.as_int()).filter(|&n| (2..=16).contains(&n))?;
-    if let Some(r) = radicand.exact {
-        let (a, b) = (int_root(r.num, n), int_root(r.den, n));
-        if let (Some(a), Some(b)) = (a, b) {
-            return Some(V::exact(Rational::new(a, b).ok()?));
-        }
-    }
-    let x = radicand.approx.powf(1.0 / n as f64);
-    x.is_finite().then_some(V::approx(x))
-}
-
-fn int_root(x: i128, n: i128) -> Option<i128> {
-    if x < 0 {
-        return None;
-    }
-    let guess = (x as f64).powf(1.0 / n as f64).round() as i128;
-    (guess.max(0) - 1..=guess + 1).find(|&g| g >= 0 && g.checked_pow(n as u32) == Some(x))
-}
-
-fn mixed_number(t: &str) -> Option<Rational> {
-    let (whole, frac) = t.split_once([' ', '\\'])?;
-    let frac = if t.contains("\\frac") { &t[whole.len()..] } else { frac };
-    let w: i128 = whole.trim().parse().ok()?;
-    let f = Lexer::evaluate(frac.trim()).and_then(|n| n.exact)?;
-    if w < 0 || f.num <= 0 || f.num >= f.den || frac.contains('.') {
-        return None;
-    }
-    crate::expr::Op::Add.apply(Rational::int(w), f).ok()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 pub mod answer;
 pub mod checks;
 pub mod extract;
+mod latex;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
