@@ -297,23 +297,30 @@ fn unwrap(s: &str, command: &str) -> String {
     out
 }
 
-/// `15 cm`, `5 dollars`, `12 apples`: a number followed only by words is the number.
+/// `15 cm`, `5 dollars`, `\frac{1}{3} meters`, `15 cm^2`: a number followed only by words is the number.
 fn strip_units(s: &str) -> String {
     let t = s.trim();
-    let cut = t.find(|c: char| c.is_alphabetic());
-    if let Some(i) = cut {
-        let (head, tail) = t.split_at(i);
-        let head = head.trim();
-        // Unit words, possibly with a power (`cm^2`, `m^{3}`); `e3` in `1.5e3` is not one.
-        let tail_is_words = tail.split_whitespace().all(|w| {
-            let w = w.split('^').next().unwrap_or(w);
-            w.len() >= 2 && w.chars().all(char::is_alphabetic)
-        });
-        if !head.is_empty() && !head.ends_with('\\') && tail_is_words && latex::parse(head).is_some_and(|e| e.vars.is_empty()) {
-            return head.to_string();
+    let is_unit = |w: &str| {
+        let w = w.split('^').next().unwrap_or(w);
+        w.len() >= 2 && w.chars().all(char::is_alphabetic)
+    };
+    let mut head = t;
+    while let Some((rest, last)) = head.rsplit_once(char::is_whitespace) {
+        if !is_unit(last) {
+            break;
         }
+        head = rest.trim_end();
     }
-    t.to_string()
+    // `15cm` with no space: cut at the first letter.
+    if head == t
+        && let Some(i) = t.find(|c: char| c.is_ascii_alphabetic())
+        && i > 0
+        && !t[..i].ends_with('\\')
+        && is_unit(&t[i..])
+    {
+        head = t[..i].trim_end();
+    }
+    if head != t && latex::parse(head).is_some_and(|e| e.vars.is_empty()) { head.to_string() } else { t.to_string() }
 }
 
 fn parse(s: &str) -> Value {
@@ -425,15 +432,19 @@ mod tests {
     #[test]
     fn table() {
         let cases = cases();
-        assert!(cases.len() >= 50);
+        assert!(cases.len() >= 250, "{} cases", cases.len());
+        let mut wrong = Vec::new();
         for (gold, pred, expected) in &cases {
             let got = equivalent(gold, pred, DEFAULT_TOLERANCE);
-            assert_eq!(got.is_some(), *expected, "gold {gold:?} vs pred {pred:?}: got {got:?}");
-            if *expected {
-                // Equivalence is symmetric for every case in this table.
-                assert!(equivalent(pred, gold, DEFAULT_TOLERANCE).is_some(), "symmetric: {pred:?} vs {gold:?}");
+            if got.is_some() != *expected {
+                wrong.push(format!("{gold:?} vs {pred:?}: expected {expected}, got {got:?}"));
+            }
+            // Every equivalence in the table holds in both directions.
+            if *expected && equivalent(pred, gold, DEFAULT_TOLERANCE).is_none() {
+                wrong.push(format!("{pred:?} vs {gold:?} (reversed): expected true"));
             }
         }
+        assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
     }
 
     #[test]

@@ -256,8 +256,14 @@ struct Parser<'a> {
 
 const GREEK: [&str; 12] =
     ["alpha", "beta", "gamma", "delta", "theta", "lambda", "mu", "phi", "omega", "sigma", "rho", "tau"];
-const FUNCS: [(&str, Func); 6] =
-    [("sin", Func::Sin), ("cos", Func::Cos), ("tan", Func::Tan), ("ln", Func::Ln), ("log", Func::Log), ("exp", Func::Exp)];
+const FUNCS: [(&str, Func); 6] = [
+    ("sin", Func::Sin),
+    ("cos", Func::Cos),
+    ("tan", Func::Tan),
+    ("ln", Func::Ln),
+    ("log", Func::Log),
+    ("exp", Func::Exp),
+];
 
 impl Parser<'_> {
     fn skip_ws(&mut self) {
