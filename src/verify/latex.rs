@@ -120,7 +120,7 @@ fn has_word(t: &str) -> bool {
             letter_then_space = false;
         } else if c.is_ascii_alphabetic() {
             run += 1;
-            if (run >= 3 && !command) || (letter_then_space && !command) {
+            if !command && (run >= 3 || letter_then_space) {
                 return true;
             }
         } else if c == ' ' {
