@@ -92,7 +92,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { config } => {
             if let (Some(gold), Some(pred)) = (&config.gold, &config.pred) {
-                let verdict = forge::verify::verify_answer(gold, pred, &config.settings);
+                let mut verdict = forge::verify::verify_answer(gold, pred, &config.settings);
+                if let Some(prompt) = &config.prompt {
+                    forge::verify::check_language(&mut verdict, prompt, pred, &config.settings);
+                }
                 let text = serde_json::to_string_pretty(&verdict)? + "\n";
                 std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
                 return Ok(if verdict.correct { ExitCode::SUCCESS } else { ExitCode::from(1) });

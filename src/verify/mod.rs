@@ -16,7 +16,9 @@
 pub mod answer;
 pub mod checks;
 pub mod extract;
+pub mod language;
 mod latex;
+pub mod repetition;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ pub use extract::Rule;
 pub const VERIFIER: &str = concat!("forge-verify/", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_GOLD_COL: &str = "answer";
 pub const DEFAULT_OUTPUT_COL: &str = "completion";
+pub const DEFAULT_PROMPT_COL: &str = "prompt";
 
 /// How answers are found and compared (shared by `forge verify`, the filter stage and rewards).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -50,11 +53,22 @@ pub struct VerifySettings {
     /// Do not fall back to the last number in the output when no answer is marked
     #[arg(long)]
     pub no_last_number: bool,
+    /// An n-gram repeated back to back this many times is a repetition loop
+    #[arg(long, default_value_t = repetition::DEFAULT_MIN_REPEATS)]
+    pub max_repeats: usize,
+    /// Largest share of the reasoning's letters allowed in a script other than the prompt's
+    #[arg(long, default_value_t = language::DEFAULT_MAX_FOREIGN_SHARE)]
+    pub max_foreign_share: f64,
 }
 
 impl Default for VerifySettings {
     fn default() -> Self {
-        VerifySettings { tolerance: DEFAULT_TOLERANCE, no_last_number: false }
+        VerifySettings {
+            tolerance: DEFAULT_TOLERANCE,
+            no_last_number: false,
+            max_repeats: repetition::DEFAULT_MIN_REPEATS,
+            max_foreign_share: language::DEFAULT_MAX_FOREIGN_SHARE,
+        }
     }
 }
 
@@ -74,12 +88,18 @@ pub struct VerifyConfig {
     /// Column with the model output
     #[arg(long, default_value = DEFAULT_OUTPUT_COL, value_name = "COL")]
     pub output_col: String,
+    /// Column with the prompt, for the language check (skipped when the column is absent)
+    #[arg(long, default_value = DEFAULT_PROMPT_COL, value_name = "COL")]
+    pub prompt_col: String,
     /// Check one pair: the gold answer
     #[arg(long, requires = "pred")]
     pub gold: Option<String>,
     /// Check one pair: the model output
     #[arg(long, requires = "gold")]
     pub pred: Option<String>,
+    /// Check one pair: the prompt, to check the output's language against
+    #[arg(long, requires = "pred")]
+    pub prompt: Option<String>,
     /// Output format when the extension does not say
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -102,6 +122,11 @@ pub struct Verdict {
     pub format_ok: bool,
     /// The reasoning never closed, or the generation hit its token limit.
     pub truncated: bool,
+    /// An n-gram repeats back to back past `max_repeats`.
+    pub repetition: bool,
+    /// The reasoning is in the prompt's language and script (null when there is no prompt).
+    pub language_ok: Option<bool>,
+    pub foreign_script_share: Option<f64>,
     /// Stable reason codes of every failed check.
     pub failed: Vec<String>,
     pub verifier: &'static str,
@@ -151,7 +176,14 @@ fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
     if found.is_none() {
         failed.push("no_answer".to_string());
     }
+    let repetition = repetition::has_loop(output, settings.max_repeats.max(2));
+    if repetition {
+        failed.push("repetition".to_string());
+    }
     Verdict {
+        repetition,
+        language_ok: None,
+        foreign_script_share: None,
         format_ok: found.is_some() && !parts.unclosed && ordered,
         truncated: parts.unclosed,
         extracted: found.as_ref().map(|f| f.0.clone()),
@@ -160,6 +192,18 @@ fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
         match_method: None,
         failed,
         verifier: VERIFIER,
+    }
+}
+
+/// Add the language check of `output`'s reasoning (or all of it, when it has none) against `prompt`.
+pub fn check_language(verdict: &mut Verdict, prompt: &str, output: &str, settings: &VerifySettings) {
+    let parts = extract::split(output);
+    let text = parts.reasoning.unwrap_or(output);
+    let check = language::check(prompt, text, settings.max_foreign_share);
+    verdict.language_ok = Some(check.ok);
+    verdict.foreign_script_share = Some(check.foreign_script_share);
+    if !check.ok {
+        verdict.failed.push("language".into());
     }
 }
 
@@ -251,6 +295,9 @@ fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyC
     } else {
         verify_answer(&column(&cfg.gold_col)?, &output, &cfg.settings)
     };
+    if let Some(Value::String(prompt)) = fields.get(&cfg.prompt_col) {
+        check_language(&mut verdict, prompt, &output, &cfg.settings);
+    }
     if fields.get("finish_reason").and_then(Value::as_str) == Some("length") && !verdict.truncated {
         verdict.truncated = true;
         verdict.format_ok = false;

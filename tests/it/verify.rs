@@ -23,6 +23,7 @@ fn file_mode_writes_every_row_with_its_verdict() {
         r#"{"id": 1, "answer": "72", "completion": "<think>48 + 24 = 72</think>The answer is $\\boxed{72}$."}"#,
         r#"{"id": 2, "answer": "\\frac{1}{2}", "completion": "<think>half of it... wait"}"#,
         r#"{"id": 3, "answer": "5", "completion": "It is 6.", "finish_reason": "length"}"#,
+        r#"{"id": 5, "answer": "24", "prompt": "How many clips did Natalia sell in May, half of the 48 she sold in April?", "completion": "<think>She sold 48 in April. 等一下，我需要重新计算一下五月份卖出的数量，四十八的一半是二十四。</think>\\boxed{24}"}"#,
         r#"{"id": 4, "answer": "98", "domain": "countdown", "metadata": "{\"nums\": [44, 19, 35], \"target\": 98}", "completion": "<answer>35 + (44 + 19)</answer>"}"#,
     ];
     let input = s.write("in.jsonl", rows.join("\n"));
@@ -30,7 +31,7 @@ fn file_mode_writes_every_row_with_its_verdict() {
         let output = s.path(&format!("out.{ext}"));
         ok(&[&"verify", &"--input", &input, &"--output", &output, &"-q"]);
         let stats: Value = serde_json::from_str(&ok(&[&"stats", &output, &"--json"])).unwrap();
-        assert_eq!(stats["rows"], 4, "{ext}");
+        assert_eq!(stats["rows"], 5, "{ext}");
     }
     let text = std::fs::read_to_string(s.path("out.jsonl")).unwrap();
     let verdicts: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -42,6 +43,10 @@ fn file_mode_writes_every_row_with_its_verdict() {
     assert_eq!(field(2, "truncated"), true);
     assert_eq!(field(2, "failed"), serde_json::json!(["wrong_answer", "truncated"]));
     assert_eq!(field(3, "correct"), true);
+    assert_eq!(field(3, "language_ok"), false);
+    assert_eq!(field(3, "failed"), serde_json::json!(["language"]));
+    assert_eq!(field(4, "correct"), true);
+    assert_eq!(field(4, "language_ok"), Value::Null);
 }
 
 #[test]
