@@ -155,6 +155,7 @@ fn same_value(a: &Num, b: &Num, tol: f64) -> Option<Method> {
             };
             rounded(a, y).or_else(|| rounded(b, x))
         }
+        _ if a.approx.is_infinite() || b.approx.is_infinite() => (a.approx == b.approx).then_some(Method::Exact),
         _ => {
             let (x, y) = (a.approx, b.approx);
             (x.is_finite() && y.is_finite() && (x - y).abs() <= tol * x.abs().max(y.abs())).then_some(Method::Tolerance)
@@ -217,39 +218,49 @@ fn text_key(s: &str) -> String {
 /// Strip notation that never changes the value.
 pub fn normalize(answer: &str) -> String {
     let mut s: String = answer.chars().take(MAX_LEN).collect();
-    for (from, to) in [
-        ("\\left", ""),
-        ("\\right", ""),
-        ("\\displaystyle", ""),
-        ("\\dfrac", "\\frac"),
-        ("\\tfrac", "\\frac"),
-        ("\\!", ""),
-        ("\\,", ""),
-        ("\\;", ""),
-        ("\\:", ""),
-        ("\\ ", " "),
-        ("\\quad", " "),
-        ("~", " "),
-        ("{,}", ""),
-        ("^{\\circ}", ""),
-        ("^\\circ", ""),
-        ("\\circ", ""),
-        ("°", ""),
-        ("\\$", ""),
-        ("$", ""),
-        ("\\%", "%"),
-        ("\\cdot", "*"),
-        ("\\times", "*"),
-        ("×", "*"),
-        ("\\infty", "∞"),
-        ("\\lbrace", "\\{"),
-        ("\\rbrace", "\\}"),
-    ] {
+    // Most answers are plain numbers or words: skip the rewriting passes when nothing can match.
+    let plain = s.is_ascii() && !s.bytes().any(|b| matches!(b, b'\\' | b'$' | b'~' | b'{' | b'^' | b'%'));
+    for (from, to) in if plain {
+        &[][..]
+    } else {
+        &[
+            ("\\left", ""),
+            ("\\right", ""),
+            ("\\displaystyle", ""),
+            ("\\dfrac", "\\frac"),
+            ("\\tfrac", "\\frac"),
+            ("\\!", ""),
+            ("\\,", ""),
+            ("\\;", ""),
+            ("\\:", ""),
+            ("\\ ", " "),
+            ("\\quad", " "),
+            ("~", " "),
+            ("{,}", ""),
+            ("^{\\circ}", ""),
+            ("^\\circ", ""),
+            ("\\circ", ""),
+            ("°", ""),
+            ("\\$", ""),
+            ("$", ""),
+            ("\\%", "%"),
+            ("\\cdot", "*"),
+            ("\\times", "*"),
+            ("×", "*"),
+            ("\\infty", "∞"),
+            ("\\lbrace", "\\{"),
+            ("\\rbrace", "\\}"),
+        ][..]
+    } {
         if s.contains(from) {
             s = s.replace(from, to);
         }
     }
-    for wrapper in ["\\text", "\\textbf", "\\mathrm", "\\mathbf", "\\mbox", "\\textit", "\\operatorname"] {
+    for wrapper in if plain {
+        &[][..]
+    } else {
+        &["\\boxed", "\\fbox", "\\text", "\\textbf", "\\mathrm", "\\mathbf", "\\mbox", "\\textit", "\\operatorname"][..]
+    } {
         s = unwrap(&s, wrapper);
     }
     let mut s = s.trim().trim_end_matches('.').trim().to_string();
@@ -363,6 +374,10 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     let items = split_top(s);
     if items.len() > 1 {
         return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
+    }
+    if let Some(sign) = ["∞", "+∞", "-∞"].iter().position(|i| *i == s) {
+        let approx = if sign == 2 { f64::NEG_INFINITY } else { f64::INFINITY };
+        return Value::Num(Num { exact: None, approx, percent: false, places: None });
     }
     match latex::parse(s) {
         Some(e) if e.vars.is_empty() => match e.value() {

@@ -35,6 +35,9 @@ pub enum Func {
     Ln,
     Log,
     Exp,
+    Sec,
+    Csc,
+    Cot,
 }
 
 /// A parsed answer expression.
@@ -182,6 +185,9 @@ fn eval(node: &Node, env: &dyn Fn(&str) -> Option<V>, depth: usize) -> Option<V>
                 Func::Ln => x.ln(),
                 Func::Log => x.log10(),
                 Func::Exp => x.exp(),
+                Func::Sec => 1.0 / x.cos(),
+                Func::Csc => 1.0 / x.sin(),
+                Func::Cot => 1.0 / x.tan(),
             })
         }
     }
@@ -256,10 +262,13 @@ struct Parser<'a> {
 
 const GREEK: [&str; 12] =
     ["alpha", "beta", "gamma", "delta", "theta", "lambda", "mu", "phi", "omega", "sigma", "rho", "tau"];
-const FUNCS: [(&str, Func); 6] = [
+const FUNCS: [(&str, Func); 9] = [
     ("sin", Func::Sin),
     ("cos", Func::Cos),
     ("tan", Func::Tan),
+    ("sec", Func::Sec),
+    ("csc", Func::Csc),
+    ("cot", Func::Cot),
     ("ln", Func::Ln),
     ("log", Func::Log),
     ("exp", Func::Exp),
@@ -418,7 +427,13 @@ impl Parser<'_> {
                     g if GREEK.contains(&g) => Some(Node::Var(g.to_string())),
                     f => {
                         let func = FUNCS.iter().find(|(n, _)| *n == f)?.1;
-                        Some(Node::Func(func, Box::new(self.unary()?)))
+                        // `\tan^2 x` is `(\tan x)^2`.
+                        let exponent = if self.eat("^") { Some(self.argument()?) } else { None };
+                        let node = Node::Func(func, Box::new(self.unary()?));
+                        Some(match exponent {
+                            Some(e) => Node::Pow(Box::new(node), Box::new(e)),
+                            None => node,
+                        })
                     }
                 }
             }

@@ -14,7 +14,12 @@ fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF)
 }
 
-fn tokens(text: &str) -> Vec<&str> {
+/// Tokens as hashes: comparing two u64s is what the scan does most.
+fn tokens(text: &str) -> Vec<u64> {
+    tokens_str(text).into_iter().map(|t| xxhash_rust::xxh3::xxh3_64(t.as_bytes())).collect()
+}
+
+fn tokens_str(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     for word in text.split_whitespace() {
         let mut start = 0;
@@ -36,7 +41,16 @@ fn tokens(text: &str) -> Vec<&str> {
 
 /// The most repeated back-to-back n-gram: (n, repeats). `(0, 0)` for empty text.
 pub fn longest_loop(text: &str) -> (usize, usize) {
-    let t = tokens(text);
+    scan(&tokens(text), usize::MAX)
+}
+
+/// Does `text` contain a loop of at least `min_repeats`?
+pub fn has_loop(text: &str, min_repeats: usize) -> bool {
+    scan(&tokens(text), min_repeats).1 >= min_repeats
+}
+
+/// The best (n, repeats), stopping early once `enough` repeats are found.
+fn scan(t: &[u64], enough: usize) -> (usize, usize) {
     let mut best = (0, 0);
     for n in 1..=MAX_NGRAM.min(t.len() / 2) {
         // run[i]: how many tokens from i on equal the tokens n further back, consecutively.
@@ -47,6 +61,9 @@ pub fn longest_loop(text: &str) -> (usize, usize) {
                 let repeats = run / n + 1;
                 if repeats > best.1 {
                     best = (n, repeats);
+                    if repeats >= enough {
+                        return best;
+                    }
                 }
             } else {
                 run = 0;
@@ -54,11 +71,6 @@ pub fn longest_loop(text: &str) -> (usize, usize) {
         }
     }
     best
-}
-
-/// Does `text` contain a loop of at least `min_repeats`?
-pub fn has_loop(text: &str, min_repeats: usize) -> bool {
-    longest_loop(text).1 >= min_repeats
 }
 
 #[cfg(test)]
