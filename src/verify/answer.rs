@@ -46,6 +46,10 @@ enum Value {
     Seq(char, Vec<Value>, char),
     /// `\{a, b\}` or a bare list `a, b`: unordered.
     Set(Vec<Value>),
+    /// `(0, 1) \\cup (2, 3)`: unordered, like a set, but only equal to another union.
+    Union(Vec<Value>),
+    /// `\\begin{pmatrix} … \\end{pmatrix}` (any matrix environment): rows of cells.
+    Matrix(Vec<Vec<Value>>),
     /// An expression with variables, compared by evaluation at the same points.
     Sym(latex::Expr),
     Text(String),
@@ -85,7 +89,8 @@ pub fn is_structured(answer: &str) -> bool {
     fn no_text(v: &Value) -> bool {
         match v {
             Value::Num(_) => true,
-            Value::Seq(_, items, _) | Value::Set(items) => items.iter().all(no_text),
+            Value::Seq(_, items, _) | Value::Set(items) | Value::Union(items) => items.iter().all(no_text),
+            Value::Matrix(rows) => rows.iter().flatten().all(no_text),
             Value::Sym(_) => true,
             Value::Text(_) => false,
         }
@@ -99,15 +104,17 @@ fn same(g: &Value, p: &Value, tol: f64) -> Option<Method> {
         (Value::Seq(o1, a, c1), Value::Seq(o2, b, c2)) if o1 == o2 && c1 == c2 && a.len() == b.len() => {
             a.iter().zip(b).all(|(x, y)| same(x, y, tol).is_some()).then_some(Method::Structure)
         }
-        (Value::Set(a), Value::Set(b)) if a.len() == b.len() => {
-            let mut used = vec![false; b.len()];
-            for x in a {
-                let hit = (0..b.len()).find(|&j| !used[j] && same(x, &b[j], tol).is_some())?;
-                used[hit] = true;
-            }
-            Some(Method::Structure)
-        }
+        (Value::Set(a), Value::Set(b)) | (Value::Union(a), Value::Union(b)) => unordered(a, b, tol),
         (Value::Sym(a), Value::Sym(b)) => symbolic(a, b, tol),
+        (Value::Matrix(a), Value::Matrix(b))
+            if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len()) =>
+        {
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .all(|(x, y)| same(x, y, tol).is_some())
+                .then_some(Method::Structure)
+        }
         (Value::Text(a), Value::Text(b)) => (text_key(a) == text_key(b)).then_some(Method::Text),
         _ => None,
     }
@@ -161,6 +168,19 @@ fn same_value(a: &Num, b: &Num, tol: f64) -> Option<Method> {
             (x.is_finite() && y.is_finite() && (x - y).abs() <= tol * x.abs().max(y.abs())).then_some(Method::Tolerance)
         }
     }
+}
+
+/// The same items in any order (each item matched once).
+fn unordered(a: &[Value], b: &[Value], tol: f64) -> Option<Method> {
+    if a.len() != b.len() {
+        return None;
+    }
+    let mut used = vec![false; b.len()];
+    for x in a {
+        let hit = (0..b.len()).find(|&j| !used[j] && same(x, &b[j], tol).is_some())?;
+        used[hit] = true;
+    }
+    Some(Method::Structure)
 }
 
 /// Points at which symbolic answers are compared: exact rationals unlikely to be special.
@@ -217,7 +237,8 @@ fn text_key(s: &str) -> String {
 
 /// Strip notation that never changes the value.
 pub fn normalize(answer: &str) -> String {
-    let mut s: String = answer.chars().take(MAX_LEN).collect();
+    // `\\\\` (a matrix row break) must survive the rewrites of `\\ `, `\\,` and friends.
+    let mut s: String = answer.chars().take(MAX_LEN).collect::<String>().replace("\\\\", "\u{0}");
     // Most answers are plain numbers or words: skip the rewriting passes when nothing can match.
     let plain = s.is_ascii() && !s.bytes().any(|b| matches!(b, b'\\' | b'$' | b'~' | b'{' | b'^' | b'%'));
     for (from, to) in if plain {
@@ -248,6 +269,14 @@ pub fn normalize(answer: &str) -> String {
             ("\\times", "*"),
             ("×", "*"),
             ("\\infty", "∞"),
+            ("\\leq", "<="),
+            ("\\geq", ">="),
+            ("\\le", "<="),
+            ("\\ge", ">="),
+            ("\\lt", "<"),
+            ("\\gt", ">"),
+            ("≤", "<="),
+            ("≥", ">="),
             ("\\lbrace", "\\{"),
             ("\\rbrace", "\\}"),
         ][..]
@@ -271,7 +300,7 @@ pub fn normalize(answer: &str) -> String {
             s = s.rsplit('=').next().unwrap_or("").trim().to_string();
         }
     }
-    strip_units(&s)
+    strip_units(&s).replace('\u{0}', "\\\\")
 }
 
 /// `\text{abc}` → `abc` (for each occurrence; braces matched).
@@ -343,6 +372,15 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     if depth > MAX_DEPTH {
         return Value::Text(s.to_string());
     }
+    if let Some(m) = matrix(s, depth) {
+        return m;
+    }
+    if s.contains("\\cup") {
+        return Value::Union(s.split("\\cup").map(|part| parse_depth(part, depth + 1)).collect());
+    }
+    if let Some(interval) = inequality(s, depth) {
+        return interval;
+    }
     // A whole number with thousands separators (1,234,567.5) is one number, not a list.
     let is_thousands = {
         let int = s.split('.').next().unwrap_or("");
@@ -387,6 +425,76 @@ fn parse_depth(s: &str, depth: usize) -> Value {
         Some(e) => Value::Sym(e),
         None => Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" ")),
     }
+}
+
+/// `\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}` (also bmatrix, vmatrix, matrix, array).
+fn matrix(s: &str, depth: usize) -> Option<Value> {
+    let body = s.strip_prefix("\\begin{")?;
+    let (env, body) = body.split_once('}')?;
+    let body = body.strip_suffix(&format!("\\end{{{env}}}"))?;
+    // `array` carries a column spec: `\\begin{array}{cc}`.
+    let body = if env == "array" {
+        body.trim_start().strip_prefix('{').and_then(|b| b.split_once('}')).map_or(body, |(_, b)| b)
+    } else {
+        body
+    };
+    let rows: Vec<Vec<Value>> = body
+        .split("\\\\")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.split('&').map(|c| parse_depth(c, depth + 1)).collect())
+        .collect();
+    (!rows.is_empty()).then_some(Value::Matrix(rows))
+}
+
+/// A one-variable inequality or chain (`x > 3`, `-2 <= x < 7`, `3 <= x`) as the interval it describes,
+/// so it compares with interval notation.
+fn inequality(s: &str, depth: usize) -> Option<Value> {
+    if !s.contains(['<', '>']) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut ops = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(['<', '>']) {
+        parts.push(rest[..i].trim());
+        let strict = !rest[i + 1..].starts_with('=');
+        ops.push((rest.as_bytes()[i] == b'<', strict));
+        rest = &rest[i + if strict { 1 } else { 2 }..];
+    }
+    parts.push(rest.trim());
+    let is_var = |p: &str| p.len() == 1 && p.chars().all(|c| c.is_ascii_alphabetic());
+    let bound = |p: &str| match parse_depth(p, depth + 1) {
+        Value::Num(n) => Some(Value::Num(n)),
+        _ => None,
+    };
+    let infinite = |negative: bool| {
+        Value::Num(Num {
+            exact: None,
+            approx: if negative { f64::NEG_INFINITY } else { f64::INFINITY },
+            percent: false,
+            places: None,
+        })
+    };
+    // (lower bound, closed), (upper bound, closed)
+    let (lo, hi) = match (parts.as_slice(), ops.as_slice()) {
+        ([x, a], [(less, strict)]) if is_var(x) => {
+            let b = (bound(a)?, !strict);
+            if *less { ((infinite(true), false), b) } else { (b, (infinite(false), false)) }
+        }
+        ([a, x], [(less, strict)]) if is_var(x) => {
+            let b = (bound(a)?, !strict);
+            if *less { (b, (infinite(false), false)) } else { ((infinite(true), false), b) }
+        }
+        ([a, x, b], [(l1, s1), (l2, s2)]) if is_var(x) && l1 == l2 => {
+            let (a, b) = ((bound(a)?, !s1), (bound(b)?, !s2));
+            if *l1 { (a, b) } else { (b, a) }
+        }
+        _ => return None,
+    };
+    let open = if lo.1 { '[' } else { '(' };
+    let close = if hi.1 { ']' } else { ')' };
+    Some(Value::Seq(open, vec![lo.0, hi.0], close))
 }
 
 fn balanced(s: &str) -> bool {
