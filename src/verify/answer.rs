@@ -106,6 +106,11 @@ fn same(g: &Value, p: &Value, tol: f64) -> Option<Method> {
         }
         (Value::Set(a), Value::Set(b)) | (Value::Union(a), Value::Union(b)) => unordered(a, b, tol),
         (Value::Sym(a), Value::Sym(b)) => symbolic(a, b, tol),
+        // An identity such as `\\sin^2 x + \\cos^2 x` against a number.
+        (Value::Sym(a), Value::Num(n)) | (Value::Num(n), Value::Sym(a)) => {
+            let constant = latex::Expr::constant(n.exact, n.approx);
+            symbolic(a, &constant, tol)
+        }
         (Value::Matrix(a), Value::Matrix(b))
             if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len()) =>
         {
@@ -296,7 +301,11 @@ pub fn normalize(answer: &str) -> String {
     // `x = 3`, `k = 5 + 1 = 6`: the value is the last right-hand side of a short name.
     if let Some((lhs, _)) = s.split_once('=') {
         let lhs = lhs.trim();
-        if !lhs.is_empty() && lhs.len() <= 3 && lhs.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let name = |n: &str| !n.is_empty() && n.len() <= 3 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // `f(x) = …` names a function by its formula.
+        let function =
+            lhs.strip_suffix(')').and_then(|l| l.split_once('(')).is_some_and(|(f, args)| name(f) && name(args.trim()));
+        if name(lhs) || function {
             s = s.rsplit('=').next().unwrap_or("").trim().to_string();
         }
     }

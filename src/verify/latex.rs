@@ -14,16 +14,22 @@ use crate::expr::{Op, Rational};
 
 /// Exact powers are computed up to this exponent; larger ones are not evaluated.
 pub const MAX_EXPONENT: i128 = 128;
+/// Factorials are computed up to this argument (33! still fits an i128).
+pub const MAX_FACTORIAL: i128 = 33;
 const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     Lit(Rational),
+    /// A value known only approximately.
+    Approx(f64),
     Pi,
     Var(String),
     Bin(Op, Box<Node>, Box<Node>),
     Pow(Box<Node>, Box<Node>),
     Root(Box<Node>, u32),
+    /// `n!`, exact up to [`MAX_FACTORIAL`].
+    Factorial(Box<Node>),
     Func(Func, Box<Node>),
 }
 
@@ -140,6 +146,8 @@ fn has_word(t: &str) -> bool {
 
 fn collect_vars(node: &Node, vars: &mut BTreeSet<String>) {
     match node {
+        // `e` is Euler's number, as in nearly every answer that writes it.
+        Node::Var(v) if v == "e" => {}
         Node::Var(v) => {
             vars.insert(v.clone());
         }
@@ -147,8 +155,8 @@ fn collect_vars(node: &Node, vars: &mut BTreeSet<String>) {
             collect_vars(a, vars);
             collect_vars(b, vars);
         }
-        Node::Root(a, _) | Node::Func(_, a) => collect_vars(a, vars),
-        Node::Lit(_) | Node::Pi => {}
+        Node::Root(a, _) | Node::Func(_, a) | Node::Factorial(a) => collect_vars(a, vars),
+        Node::Lit(_) | Node::Approx(_) | Node::Pi => {}
     }
 }
 
@@ -156,6 +164,15 @@ impl Expr {
     /// The value with each variable bound by `env`.
     pub fn eval(&self, env: &dyn Fn(&str) -> Option<V>) -> Option<V> {
         eval(&self.node, env, 0)
+    }
+
+    /// A constant (exact when `exact` is).
+    pub fn constant(exact: Option<Rational>, approx: f64) -> Expr {
+        let node = match exact {
+            Some(r) => Node::Lit(r),
+            None => Node::Approx(approx),
+        };
+        Expr { node, vars: BTreeSet::new(), percent: false, places: None }
     }
 
     /// The value of a variable-free expression.
@@ -171,11 +188,17 @@ fn eval(node: &Node, env: &dyn Fn(&str) -> Option<V>, depth: usize) -> Option<V>
     let ev = |n: &Node| eval(n, env, depth + 1);
     match node {
         Node::Lit(r) => Some(V::exact(*r)),
+        Node::Approx(x) => V::approx(*x),
         Node::Pi => V::approx(PI),
+        Node::Var(v) if v == "e" => V::approx(std::f64::consts::E),
         Node::Var(v) => env(v),
         Node::Bin(op, a, b) => ev(a)?.op(*op, ev(b)?),
         Node::Pow(a, b) => power(ev(a)?, ev(b)?),
         Node::Root(a, n) => root(ev(a)?, *n),
+        Node::Factorial(a) => {
+            let n = ev(a)?.exact?.as_int().filter(|n| (0..=MAX_FACTORIAL).contains(n))?;
+            Some(V::exact(Rational::int((1..=n).product())))
+        }
         Node::Func(f, a) => {
             let x = ev(a)?.approx;
             V::approx(match f {
@@ -359,7 +382,11 @@ impl Parser<'_> {
         if self.eat("+") {
             return self.unary();
         }
-        let base = self.atom()?;
+        let mut base = self.atom()?;
+        while self.s.get(self.pos) == Some(&b'!') {
+            self.pos += 1;
+            base = Node::Factorial(Box::new(base));
+        }
         if self.eat("^") {
             let exponent = if self.eat("-") {
                 Node::Bin(Op::Mul, Box::new(Node::Lit(Rational::int(-1))), Box::new(self.atom()?))
