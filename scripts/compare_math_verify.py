@@ -3,7 +3,7 @@
 Workloads:
   cases  - the team's (gold, prediction) pairs, tests/fixtures/answer_cases.tsv (short answer pairs)
   gsm8k  - GSM8K model solutions with human is_correct labels (full chain-of-thought outputs)
-  math   - MATH train/test and MATH-500 reference solutions against their gold answers
+  math   - MATH train/test and MATH-500 reference solutions against the gold answers forge imports
 
 Usage: python scripts/compare_math_verify.py [--forge PATH] [--limit N] [--show K]
 Needs ../shared/data and `pip install -r scripts/requirements.txt`. forge runs as `forge verify --input
@@ -54,15 +54,20 @@ def gsm8k():
     return rows
 
 
-def math():
+def math(forge):
+    """MATH train/test and MATH-500 solutions against the gold answers `forge import` gives them."""
+    import polars as pl
+
     rows = []
-    for name in ["math/train.jsonl", "math/test.jsonl", "math500/test.jsonl"]:
-        for line in open(DATA / name):
-            d = json.loads(line)
-            gold = d.get("answer")
-            if gold is None:
-                continue  # gold comes from the solution itself; only MATH-500's separate answer field is a test
-            rows.append({"answer": gold, "completion": d["solution"], "expected": True})
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset, name in [("math", "math/train.jsonl"), ("math", "math/test.jsonl"), ("math500", "math500/test.jsonl")]:
+            out = os.path.join(tmp, name.replace("/", "_"))
+            subprocess.run([forge, "import", "--preset", preset, str(DATA / name), "-o", out, "-q"], check=True)
+            gold = dict(pl.read_parquet(os.path.join(out, "*.parquet")).select("id", "gold").iter_rows())
+            for line in open(DATA / name):
+                d = json.loads(line)
+                if gold.get(d["unique_id"]) is not None:  # two MATH train rows box nothing
+                    rows.append({"answer": gold[d["unique_id"]], "completion": d["solution"], "expected": True})
     return rows
 
 
@@ -100,7 +105,7 @@ def main():
     args = ap.parse_args()
     print(f"{'workload':8} {'items':>6} {'forge ok':>9} {'MV ok':>7} {'differ':>7} {'forge/s':>10} {'MV/s':>8} {'ratio':>7}")
     report = []
-    for name, make in [("cases", cases), ("gsm8k", gsm8k), ("math", math)]:
+    for name, make in [("cases", cases), ("gsm8k", gsm8k), ("math", lambda: math(args.forge))]:
         rows = make()
         if args.limit:
             rows = rows[: args.limit]
