@@ -26,16 +26,7 @@ fn rows() -> Vec<Problem> {
 }
 
 fn write(dir: &Path, rows: &[Problem]) {
-    let provenance = Provenance {
-        forge_version: String::new(),
-        stage: "bench".into(),
-        command: vec![],
-        config: serde_json::Value::Null,
-        inputs: vec![],
-        fingerprint: String::new(),
-        started_at: String::new(),
-        finished_at: String::new(),
-    };
+    let provenance = Provenance::start("bench", &[], &(), vec![]);
     let Start::Write(mut writer) =
         DatasetWriter::create(dir, TableKind::Problems, Shard::ALL, &WriteOptions::default(), provenance).unwrap()
     else {

@@ -42,6 +42,22 @@ pub struct Provenance {
     pub finished_at: String,
 }
 
+impl Provenance {
+    /// The provenance of a run starting now; the fingerprint and end time are filled in by the writer.
+    pub fn start(stage: &str, command: &[String], config: &impl Serialize, inputs: Vec<InputRef>) -> Provenance {
+        Provenance {
+            forge_version: env!("CARGO_PKG_VERSION").into(),
+            stage: stage.into(),
+            command: command.to_vec(),
+            config: serde_json::to_value(config).expect("configs serialise"),
+            inputs,
+            fingerprint: String::new(),
+            started_at: super::now(),
+            finished_at: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRef {
     pub path: PathBuf,

@@ -169,16 +169,7 @@ pub fn run(cfg: &ImportConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcom
     }
     let input = Input::open_as(&cfg.input, cfg.format)?;
     let range = out.shard.range(input.rows());
-    let provenance = Provenance {
-        forge_version: env!("CARGO_PKG_VERSION").into(),
-        stage: "import".into(),
-        command: ctx.command.clone(),
-        config: serde_json::to_value(cfg).expect("serialisable"),
-        inputs: vec![input.reference()?],
-        fingerprint: String::new(),
-        started_at: crate::dataset::now(),
-        finished_at: String::new(),
-    };
+    let provenance = Provenance::start("import", &ctx.command, cfg, vec![input.reference()?]);
     let mut writer = match DatasetWriter::create(&out.output, TableKind::Problems, out.shard, &out.write, provenance)? {
         Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
         Start::Write(w) => w,

@@ -200,16 +200,7 @@ const CHUNK: u64 = 4096;
 pub fn run(cfg: &SynthConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
     let started = Instant::now();
     let ops = cfg.check()?;
-    let provenance = Provenance {
-        forge_version: env!("CARGO_PKG_VERSION").into(),
-        stage: "synth".into(),
-        command: ctx.command.clone(),
-        config: serde_json::to_value(cfg).expect("serialisable"),
-        inputs: vec![],
-        fingerprint: String::new(),
-        started_at: crate::dataset::now(),
-        finished_at: String::new(),
-    };
+    let provenance = Provenance::start("synth", &ctx.command, cfg, vec![]);
     let mut writer = match DatasetWriter::create(&out.output, TableKind::Problems, out.shard, &out.write, provenance)? {
         Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
         Start::Write(w) => w,
