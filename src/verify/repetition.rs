@@ -16,24 +16,21 @@ fn is_cjk(c: char) -> bool {
 
 /// Tokens as hashes: comparing two u64s is what the scan does most.
 fn tokens(text: &str) -> Vec<u64> {
-    tokens_str(text).into_iter().map(|t| xxhash_rust::xxh3::xxh3_64(t.as_bytes())).collect()
-}
-
-fn tokens_str(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(text.len() / 5);
+    let mut push = |t: &str| out.push(xxhash_rust::xxh3::xxh3_64(t.as_bytes()));
     for word in text.split_whitespace() {
         let mut start = 0;
         for (i, c) in word.char_indices() {
             if is_cjk(c) {
                 if start < i {
-                    out.push(&word[start..i]);
+                    push(&word[start..i]);
                 }
-                out.push(&word[i..i + c.len_utf8()]);
+                push(&word[i..i + c.len_utf8()]);
                 start = i + c.len_utf8();
             }
         }
         if start < word.len() {
-            out.push(&word[start..]);
+            push(&word[start..]);
         }
     }
     out
@@ -41,18 +38,20 @@ fn tokens_str(text: &str) -> Vec<&str> {
 
 /// The most repeated back-to-back n-gram: (n, repeats). `(0, 0)` for empty text.
 pub fn longest_loop(text: &str) -> (usize, usize) {
-    scan(&tokens(text), usize::MAX)
+    scan(&tokens(text), usize::MAX, 2)
 }
 
 /// Does `text` contain a loop of at least `min_repeats`?
 pub fn has_loop(text: &str, min_repeats: usize) -> bool {
-    scan(&tokens(text), min_repeats).1 >= min_repeats
+    scan(&tokens(text), min_repeats, min_repeats).1 >= min_repeats
 }
 
-/// The best (n, repeats), stopping early once `enough` repeats are found.
-fn scan(t: &[u64], enough: usize) -> (usize, usize) {
+/// The best (n, repeats), stopping early once `enough` repeats are found; n-grams that cannot repeat
+/// `at_least` times in `t` are not tried.
+fn scan(t: &[u64], enough: usize, at_least: usize) -> (usize, usize) {
     let mut best = (0, 0);
-    for n in 1..=MAX_NGRAM.min(t.len() / 2) {
+    // `at_least` repeats of an n-gram need n * at_least tokens: longer n-grams cannot loop that often.
+    for n in 1..=MAX_NGRAM.min(t.len() / at_least.max(2)) {
         // run[i]: how many tokens from i on equal the tokens n further back, consecutively.
         let mut run = 0usize;
         for i in n..t.len() {
