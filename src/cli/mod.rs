@@ -18,8 +18,8 @@ use forge::{Context, Outcome, OutputArgs};
     name = "forge",
     version,
     about = "Make reasoning data and train on it",
-    long_about = "Make reasoning data and train on it: import or synthesise problems, then (in coming \
-                  stages) generate teacher traces, verify, deduplicate, weave in journey data and train.\n\n\
+    long_about = "Make reasoning data and train on it. Today: import or synthesise problems, verify model \
+                  outputs, summarise datasets; teacher generation, curation, journey data and training come next.\n\n\
                   Every stage reads and writes datasets: directories of Parquet shards plus manifest.json."
 )]
 pub struct Cli {
