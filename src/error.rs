@@ -59,10 +59,11 @@ pub enum Error {
     /// File system errors; `fs-err` puts the path into the message.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("{path}: {source}")]
-    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
-    #[error("{context}: {source}")]
-    Arrow { context: String, source: arrow_schema::ArrowError },
+    // The cause is part of the message, not a `source`, so it is not printed twice as "Caused by".
+    #[error("{path}: {error}")]
+    Parquet { path: PathBuf, error: parquet::errors::ParquetError },
+    #[error("{context}: {error}")]
+    Arrow { context: String, error: arrow_schema::ArrowError, hint: Option<String> },
 }
 
 impl Error {
@@ -75,21 +76,23 @@ impl Error {
     /// Attach a `hint:` line telling the user what to do next.
     pub fn with_hint(mut self, text: impl Into<String>) -> Self {
         match &mut self {
-            Error::Data { hint, .. } | Error::Usage { hint, .. } => *hint = Some(text.into()),
+            Error::Data { hint, .. } | Error::Usage { hint, .. } | Error::Arrow { hint, .. } => {
+                *hint = Some(text.into())
+            }
             _ => {}
         }
         self
     }
     pub fn hint(&self) -> Option<&str> {
         match self {
-            Error::Data { hint, .. } | Error::Usage { hint, .. } => hint.as_deref(),
+            Error::Data { hint, .. } | Error::Usage { hint, .. } | Error::Arrow { hint, .. } => hint.as_deref(),
             _ => None,
         }
     }
     pub fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
-        Error::Parquet { path: path.into(), source }
+        Error::Parquet { path: path.into(), error: source }
     }
     pub fn arrow(context: impl Into<String>, source: arrow_schema::ArrowError) -> Self {
-        Error::Arrow { context: context.into(), source }
+        Error::Arrow { context: context.into(), error: source, hint: None }
     }
 }

@@ -343,17 +343,32 @@ impl Sink {
                 }
             }
             SinkKind::Parquet(writer, schema) => {
-                // The schema is inferred from the first rows; later rows must fit it.
-                let schema = schema
-                    .get_or_insert_with(|| {
-                        Arc::new(
-                            arrow_json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok))
-                                .unwrap_or_else(|_| arrow_schema::Schema::empty()),
-                        )
-                    })
-                    .clone();
-                let arrow = |e: arrow_schema::ArrowError| Error::arrow(self.path.display().to_string(), e);
-                let mut decoder = arrow_json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(arrow)?;
+                // The schema is inferred from the first rows, with all-null columns read as text and
+                // numbers accepted in text columns, so that later rows fit it.
+                let schema = match schema {
+                    Some(schema) => schema.clone(),
+                    None => {
+                        let inferred = arrow_json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok))
+                            .map_err(|e| Error::arrow(self.path.display().to_string(), e))?;
+                        let fields: Vec<arrow_schema::Field> = inferred
+                            .fields()
+                            .iter()
+                            .map(|f| {
+                                let known = verdict_type(f.name());
+                                f.as_ref().clone().with_data_type(known.unwrap_or_else(|| widen(f.data_type())))
+                            })
+                            .collect();
+                        schema.insert(Arc::new(arrow_schema::Schema::new(fields))).clone()
+                    }
+                };
+                let arrow = |e: arrow_schema::ArrowError| {
+                    Error::arrow(self.path.display().to_string(), e)
+                        .with_hint("a column changed type after the first rows; write `.jsonl` instead")
+                };
+                let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+                    .with_coerce_primitive(true)
+                    .build_decoder()
+                    .map_err(arrow)?;
                 decoder.serialize(rows).map_err(arrow)?;
                 let Some(batch) = decoder.flush().map_err(arrow)? else { return Ok(()) };
                 if writer.is_none() {
@@ -385,6 +400,31 @@ impl Sink {
         fs_err::rename(&self.temp, &self.path)?;
         self.temp = PathBuf::new();
         Ok(())
+    }
+}
+
+/// The types of the verdict columns, whatever the first rows happened to hold.
+fn verdict_type(column: &str) -> Option<arrow_schema::DataType> {
+    use arrow_schema::DataType;
+    Some(match column {
+        "extracted" | "extraction_rule" | "match_method" | "verifier" => DataType::Utf8,
+        "correct" | "format_ok" | "truncated" | "repetition" | "language_ok" => DataType::Boolean,
+        "foreign_script_share" => DataType::Float64,
+        "failed" => DataType::List(Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true))),
+        _ => return None,
+    })
+}
+
+/// `Null` (a column without values so far) becomes text, recursively.
+fn widen(data_type: &arrow_schema::DataType) -> arrow_schema::DataType {
+    use arrow_schema::DataType;
+    match data_type {
+        DataType::Null => DataType::Utf8,
+        DataType::List(item) => DataType::List(Arc::new(item.as_ref().clone().with_data_type(widen(item.data_type())))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| f.as_ref().clone().with_data_type(widen(f.data_type()))).collect())
+        }
+        other => other.clone(),
     }
 }
 

@@ -49,6 +49,24 @@ fn file_mode_writes_every_row_with_its_verdict() {
     assert_eq!(field(4, "language_ok"), Value::Null);
 }
 
+/// Columns that are null in the first rows, or hold numbers where text came before, still fit Parquet.
+#[test]
+fn parquet_output_survives_columns_that_change_type() {
+    let s = Scratch::new();
+    let mut rows: Vec<String> =
+        (0..1500).map(|_| r#"{"answer": "1", "completion": "1", "note": null}"#.to_string()).collect();
+    rows.push(r#"{"answer": 2, "completion": "2", "note": "x"}"#.to_string());
+    let input = s.write("in.jsonl", rows.join("\n"));
+    let output = s.path("out.parquet");
+    ok(&[&"verify", &"--input", &input, &"--output", &output, &"-q"]);
+    let stats: Value = serde_json::from_str(&ok(&[&"stats", &output, &"--json"])).unwrap();
+    assert_eq!(stats["rows"], 1501);
+    let column = |name: &str| stats["columns"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(column("note")["nulls"], 1500);
+    assert_eq!(column("language_ok")["nulls"], 1501);
+    assert_eq!(column("correct")["types"]["boolean"], 1501);
+}
+
 #[test]
 fn missing_output_column_is_a_located_error() {
     let s = Scratch::new();
