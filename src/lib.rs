@@ -19,8 +19,10 @@ pub mod dataset;
 pub mod import;
 pub mod synth;
 
-pub mod stats;
+pub mod filter;
 pub mod verify;
+
+pub mod stats;
 
 pub use error::{Error, Location, Result};
 

@@ -7,6 +7,8 @@ mod util;
 mod bad_input;
 /// Reading and writing datasets: formats, casts, shards, atomic writes, kill and resume.
 mod dataset;
+/// Curation parts: decontamination against labelled GSM-Plus variants.
+mod filter;
 /// `forge import`: presets on small fixtures and on every file in `../shared/data`.
 mod import;
 /// `schemas/*.md` match the code's Arrow schemas.

@@ -1,0 +1,160 @@
+//! Decontamination: is a training text a (possibly edited) copy of an evaluation item?
+//!
+//! Evaluation texts go into an [`Index`] of word n-gram hashes; a candidate is contaminated when it
+//! shares at least one n-gram with an indexed item (the s1 / open-r1 rule, default n = 8). Each hit also
+//! carries a containment score, the share of the item's n-grams the candidate contains (the Tulu-style
+//! coverage), so a stricter threshold is a setting away. Words are `\w+` runs, lowercased; with
+//! `normalize_digits` every digit reads as `0`, which catches numerical substitutions ("4 inch heels" for
+//! "5 inch heels").
+//!
+//! Limits: paraphrases share few 8-grams (about 6% of GPT-4 rephrasings of GSM8K questions are caught,
+//! `../shared/notes/dedup.md`); catching those needs embeddings.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// n for word n-grams, as s1 and open-r1.
+pub const DEFAULT_NGRAM: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecontamConfig {
+    /// Words per n-gram.
+    pub ngram: usize,
+    /// Read every digit as `0` before hashing.
+    pub normalize_digits: bool,
+}
+
+impl Default for DecontamConfig {
+    fn default() -> Self {
+        DecontamConfig { ngram: DEFAULT_NGRAM, normalize_digits: false }
+    }
+}
+
+/// An evaluation item a candidate overlaps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Index of the item, in the order items were added.
+    pub item: usize,
+    /// Distinct n-grams the candidate shares with the item.
+    pub shared: usize,
+    /// `shared` over the item's distinct n-grams.
+    pub containment: f64,
+}
+
+/// Word n-gram hashes of evaluation items.
+#[derive(Debug, Default)]
+pub struct Index {
+    config: DecontamConfig,
+    grams: HashMap<u64, Vec<u32>>,
+    sizes: Vec<usize>,
+}
+
+impl Index {
+    pub fn new(config: DecontamConfig) -> Self {
+        Index { config, ..Default::default() }
+    }
+
+    /// Add an evaluation item; returns its index.
+    pub fn add(&mut self, text: &str) -> usize {
+        let item = self.sizes.len();
+        let grams = ngrams(text, &self.config);
+        self.sizes.push(grams.len());
+        for g in grams {
+            self.grams.entry(g).or_default().push(item as u32);
+        }
+        item
+    }
+
+    pub fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sizes.is_empty()
+    }
+
+    /// The item `text` overlaps most (by shared n-grams), if it shares any.
+    pub fn check(&self, text: &str) -> Option<Hit> {
+        let mut shared: HashMap<u32, usize> = HashMap::new();
+        for g in ngrams(text, &self.config) {
+            for &item in self.grams.get(&g).into_iter().flatten() {
+                *shared.entry(item).or_default() += 1;
+            }
+        }
+        let (item, count) = shared.into_iter().max_by_key(|&(item, n)| (n, std::cmp::Reverse(item)))?;
+        let item = item as usize;
+        Some(Hit { item, shared: count, containment: count as f64 / self.sizes[item].max(1) as f64 })
+    }
+}
+
+/// Distinct hashes of the word n-grams of `text` (the whole text when it has fewer than n words).
+fn ngrams(text: &str, config: &DecontamConfig) -> Vec<u64> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let w = w.to_lowercase();
+            if config.normalize_digits {
+                w.chars().map(|c| if c.is_ascii_digit() { '0' } else { c }).collect()
+            } else {
+                w
+            }
+        })
+        .collect();
+    let n = config.ngram.max(1);
+    let mut out: Vec<u64> = if words.len() < n {
+        if words.is_empty() { vec![] } else { vec![hash(&words)] }
+    } else {
+        words.windows(n).map(hash).collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn hash(words: &[String]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for w in words {
+        h.update(w.as_bytes());
+        h.update(b" ");
+    }
+    h.digest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "Three of the women at the cocktail party are wearing 4 inch heels and three are wearing 2 inch heels. What is the average height of heels at this party?";
+
+    #[test]
+    fn edited_copies_hit_and_other_problems_do_not() {
+        let mut index = Index::new(DecontamConfig::default());
+        index.add("Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning.");
+        let seed = index.add(SEED);
+        let distracted = "Three of the women at the cocktail party are wearing 4 inch heels and three are wearing 2 inch heels. The party started at 8 pm. What is the average height of heels at this party?";
+        let hit = index.check(distracted).expect("a distraction insertion keeps 8-grams");
+        assert_eq!(hit.item, seed);
+        assert!(hit.containment > 0.5, "{hit:?}");
+        let renumbered = "Four of the women at the cocktail party are wearing 5 inch heels and two are wearing 3 inch heels. What is the average height of heels at this party?";
+        let strict = index.check(renumbered).map(|h| h.shared).unwrap_or(0);
+        let mut digits = Index::new(DecontamConfig { normalize_digits: true, ..Default::default() });
+        digits.add(SEED);
+        let loose = digits.check(renumbered).expect("digits normalised").shared;
+        assert!(loose > strict, "{loose} vs {strict}");
+        assert_eq!(
+            index.check("A train leaves the station at noon and travels 60 miles per hour for three hours."),
+            None
+        );
+    }
+
+    #[test]
+    fn short_texts_match_whole() {
+        let mut index = Index::new(DecontamConfig::default());
+        index.add("What is 2 + 2?");
+        assert!(index.check("what is 2 + 2").is_some());
+        assert!(index.check("what is 2 + 3").is_none());
+    }
+}
