@@ -89,38 +89,8 @@ impl Index {
     }
 }
 
-/// Distinct hashes of the word n-grams of `text` (the whole text when it has fewer than n words).
 fn ngrams(text: &str, config: &DecontamConfig) -> Vec<u64> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            let w = w.to_lowercase();
-            if config.normalize_digits {
-                w.chars().map(|c| if c.is_ascii_digit() { '0' } else { c }).collect()
-            } else {
-                w
-            }
-        })
-        .collect();
-    let n = config.ngram.max(1);
-    let mut out: Vec<u64> = if words.len() < n {
-        if words.is_empty() { vec![] } else { vec![hash(&words)] }
-    } else {
-        words.windows(n).map(hash).collect()
-    };
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-fn hash(words: &[String]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for w in words {
-        h.update(w.as_bytes());
-        h.update(b" ");
-    }
-    h.digest()
+    super::text::ngram_hashes(&super::text::words(text, config.normalize_digits), config.ngram)
 }
 
 #[cfg(test)]

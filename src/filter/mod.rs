@@ -1,4 +1,6 @@
 //! Curation (`forge filter`, issue #6). The stage itself is not built yet; its parts land here first:
-//! [`decontam`], the benchmark-contamination index.
+//! [`decontam`], the benchmark-contamination index, and [`near_dup`], MinHash LSH clustering.
 
 pub mod decontam;
+pub mod near_dup;
+mod text;
