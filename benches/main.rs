@@ -4,7 +4,8 @@
 use criterion::{criterion_group, criterion_main};
 
 mod dataset;
+mod filter;
 mod verify;
 
-criterion_group!(benches, dataset::read_write, verify::throughput);
+criterion_group!(benches, dataset::read_write, verify::throughput, filter::throughput);
 criterion_main!(benches);
