@@ -26,6 +26,10 @@ pub struct Cli {
     /// Print nothing but errors: no progress bars, no summaries
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Print the stage's resolved settings (defaults filled in, as a pipeline TOML table would hold them)
+    /// as JSON, and exit without running
+    #[arg(long, global = true)]
+    pub show_config: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +85,17 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context { command: std::env::args().collect(), quiet: cli.quiet };
+    if cli.show_config {
+        let config = match &cli.command {
+            Command::Import { config, output } => serde_json::json!({ "import": config, "output": output }),
+            Command::Synth { config, output } => serde_json::json!({ "synth": config, "output": output }),
+            Command::Verify { config } => serde_json::json!({ "verify": config }),
+            Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
+        };
+        let text = serde_json::to_string_pretty(&config)? + "\n";
+        std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
         Command::Import { config, output } => {
             let outcome = forge::import::run(&config, &output, &ctx)?;

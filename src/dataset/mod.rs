@@ -28,8 +28,9 @@ pub use schema::{Calc, Problem, Sampling, Step, TableKind, Trace, problems_schem
 pub use value::{json_type_name, to_batch};
 pub use write::{DEFAULT_ROWS_PER_SHARD, DatasetWriter, Start, WriteOptions, now};
 
-/// The I-th of N deterministic slices of an input (`--shard I/N`, 0-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The I-th of N deterministic slices of an input (`--shard I/N`, 0-based); written `"I/N"` in TOML, JSON
+/// and manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     pub index: u64,
     pub count: u64,
@@ -55,6 +56,18 @@ impl Default for Shard {
 impl fmt::Display for Shard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Serialize for Shard {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -48,3 +48,15 @@ fn out_of_range_settings_are_refused() {
     assert!(stderr.contains("must be a prime"), "{stderr}");
     assert!(!s.path("x").exists());
 }
+
+#[test]
+fn show_config_prints_resolved_defaults_and_writes_nothing() {
+    let s = Scratch::new();
+    let out = ok(&[&"synth", &"igsm", &"--n", &"5", &"-o", &s.path("d"), &"--show-config"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["synth"]["task"], "igsm");
+    assert_eq!(v["synth"]["n"], 5);
+    assert_eq!(v["synth"]["modulus"], forge::synth::DEFAULT_MODULUS);
+    assert_eq!(v["output"]["rows_per_shard"], forge::dataset::DEFAULT_ROWS_PER_SHARD);
+    assert!(!s.path("d").exists());
+}
