@@ -126,5 +126,6 @@ mod tests {
         index.add("What is 2 + 2?");
         assert!(index.check("what is 2 + 2").is_some());
         assert!(index.check("what is 2 + 3").is_none());
+        assert!(index.check("Ｗｈａｔ ｉｓ ２ + ２？").is_some(), "full-width forms fold under NFKC");
     }
 }

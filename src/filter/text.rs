@@ -1,8 +1,14 @@
-//! Text as the curation filters see it: `\w+` words, lowercased (optionally with every digit read as `0`),
-//! and hashed word n-grams (xxh3, stable across versions).
+//! Text as the curation filters see it: Unicode NFKC, `\w+` words, lowercased (optionally with every digit
+//! read as `0`), and hashed word n-grams (xxh3, stable across versions).
 
-/// The words of `text`, lowercased.
+use std::borrow::Cow;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The words of `text`, NFKC-folded and lowercased.
 pub fn words(text: &str, normalize_digits: bool) -> Vec<String> {
+    // NFKC changes nothing in ASCII text, which most of it is: skip the pass there.
+    let text: Cow<str> = if text.is_ascii() { Cow::Borrowed(text) } else { Cow::Owned(text.nfkc().collect()) };
     text.split(|c: char| !c.is_alphanumeric() && c != '_')
         .filter(|w| !w.is_empty())
         .map(|w| {
