@@ -9,6 +9,25 @@
 //! struct shared by its CLI flags and pipeline TOML, and a `run` function returning the output's
 //! manifest with its [`report::StageReport`].
 
+/// Serialize a type as its `Display` text and read it back with `FromStr`, so flags, pipeline TOML and
+/// manifests all write it the same way (`"3/8"`, `"0.1:0.9"`).
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                <String as serde::Deserialize>::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use serde_as_string;
+
 pub mod error;
 pub mod expr;
 pub mod progress;

@@ -55,3 +55,18 @@ impl fmt::Display for StageReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_in_must_equal_kept_plus_rejected() {
+        let mut r = StageReport::new("filter", 10, 7, 1.0);
+        assert!(!r.check());
+        r.rejected.insert("near_dup".into(), 3);
+        assert!(r.check());
+        r.flagged.insert("no_gold".into(), 5); // flagged rows are kept rows: they do not count twice
+        assert!(r.check());
+    }
+}

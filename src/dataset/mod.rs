@@ -20,8 +20,6 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
 pub use manifest::{InputRef, Manifest, Provenance, ShardFile};
 pub use read::{Format, Input, InputFile, Record};
 pub use schema::{Calc, Problem, Sampling, Step, TableKind, Trace, problems_schema, traces_schema, type_name};
@@ -59,17 +57,7 @@ impl fmt::Display for Shard {
     }
 }
 
-impl Serialize for Shard {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Shard {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_string!(Shard);
 
 impl FromStr for Shard {
     type Err = String;
@@ -103,6 +91,14 @@ mod tests {
                 assert_eq!(next, total);
             }
         }
+    }
+
+    #[test]
+    fn shards_are_written_as_i_slash_n() {
+        let shard = Shard { index: 3, count: 8 };
+        assert_eq!(serde_json::to_string(&shard).unwrap(), "\"3/8\"");
+        assert_eq!(serde_json::from_str::<Shard>("\"3/8\"").unwrap(), shard);
+        assert!(serde_json::from_str::<Shard>("\"8/8\"").is_err());
     }
 
     #[test]

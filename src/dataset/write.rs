@@ -172,11 +172,6 @@ impl DatasetWriter {
         Ok(())
     }
 
-    /// Rows finished by an earlier, interrupted run of this same command.
-    pub fn resumed_rows(&self) -> u64 {
-        self.done.values().map(|f| f.rows).sum()
-    }
-
     pub fn write_rows<T: Serialize>(&mut self, rows: &[T]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -215,6 +210,16 @@ impl DatasetWriter {
 
     /// Close the last shard and write the manifest: from here on the directory is a finished dataset.
     pub fn finish(mut self, report: StageReport) -> Result<Manifest> {
+        if !report.check() {
+            return Err(Error::usage(format!(
+                "{}: the {} report does not add up ({} in, {} out, {:?} rejected); nothing was finished",
+                self.dir.display(),
+                report.stage,
+                report.rows_in,
+                report.rows_out,
+                report.rejected
+            )));
+        }
         if self.open.is_some() {
             self.close_shard()?;
         }

@@ -67,14 +67,6 @@ impl Index {
         item
     }
 
-    pub fn len(&self) -> usize {
-        self.sizes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sizes.is_empty()
-    }
-
     /// The item `text` overlaps most (by shared n-grams), if it shares any.
     pub fn check(&self, text: &str) -> Option<Hit> {
         let mut shared: HashMap<u32, usize> = HashMap::new();

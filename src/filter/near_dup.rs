@@ -64,8 +64,12 @@ impl MinHasher {
 
     /// The MinHash signature of `text` (`bands × rows` values; all `u64::MAX` for an empty text).
     pub fn signature(&self, text: &str) -> Vec<u64> {
+        self.sign(&shingles(text, self.config.ngram))
+    }
+
+    fn sign(&self, shingles: &[u64]) -> Vec<u64> {
         let mut sig = vec![u64::MAX; self.permutations.len()];
-        for h in shingles(text, self.config.ngram) {
+        for &h in shingles {
             let h = h % MERSENNE;
             for (slot, &(a, b)) in sig.iter_mut().zip(&self.permutations) {
                 let v = mod_mersenne(u128::from(a) * u128::from(h) + u128::from(b));
@@ -100,10 +104,11 @@ impl MinHasher {
         let mut buckets: HashMap<u64, usize> = HashMap::new();
         for (i, doc) in docs.into_iter().enumerate() {
             parent.push(i);
-            if shingles(doc, self.config.ngram).is_empty() {
+            let doc_shingles = shingles(doc, self.config.ngram);
+            if doc_shingles.is_empty() {
                 continue; // empty documents are no one's duplicate
             }
-            for key in self.bands(&self.signature(doc)) {
+            for key in self.bands(&self.sign(&doc_shingles)) {
                 match buckets.get(&key) {
                     Some(&j) => union(&mut parent, i, j),
                     None => {

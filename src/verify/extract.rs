@@ -23,21 +23,6 @@ pub enum Rule {
     LastNumber,
 }
 
-impl Rule {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::AnswerTag => "answer_tag",
-            Rule::Boxed => "boxed",
-            Rule::FinalAnswerIs => "final_answer_is",
-            Rule::AnswerIs => "answer_is",
-            Rule::AnswerColon => "answer_colon",
-            Rule::Gsm8k => "gsm8k",
-            Rule::Whole => "whole",
-            Rule::LastNumber => "last_number",
-        }
-    }
-}
-
 // memchr's SIMD substring search: these scans run over every output, and std's two-way search showed
 // up as the largest single cost in profiles of `forge verify`.
 fn find(haystack: &str, needle: &str) -> Option<usize> {
@@ -79,7 +64,11 @@ pub fn split(text: &str) -> Split<'_> {
 
 /// The answer found in `text` and the rule that found it.
 pub fn extract(text: &str, last_number: bool) -> Option<(String, Rule)> {
-    let parts = split(text);
+    extract_split(text, &split(text), last_number)
+}
+
+/// As [`extract`], for a caller that has split `text` already.
+pub fn extract_split(text: &str, parts: &Split<'_>, last_number: bool) -> Option<(String, Rule)> {
     let mut places = vec![parts.solution];
     if parts.reasoning.is_some() {
         places.push(text);

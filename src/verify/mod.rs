@@ -164,7 +164,7 @@ pub fn verify_countdown(nums: &[i128], target: i128, output: &str, settings: &Ve
 
 fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
     let parts = extract::split(output);
-    let found = extract::extract(output, !settings.no_last_number);
+    let found = extract::extract_split(output, &parts, !settings.no_last_number);
     let mut failed = Vec::new();
     if parts.unclosed {
         failed.push("unclosed_reasoning".to_string());
