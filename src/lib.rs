@@ -28,6 +28,7 @@ macro_rules! serde_as_string {
 }
 pub(crate) use serde_as_string;
 
+pub mod config;
 pub mod error;
 pub mod expr;
 pub mod progress;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use forge::filter::{FilterConfig, FilterStep};
 use forge::import::ImportConfig;
 use forge::synth::SynthConfig;
 use forge::verify::VerifyConfig;
@@ -69,6 +70,42 @@ pub enum Command {
         #[command(flatten)]
         config: VerifyConfig,
     },
+    /// Turn raw traces into training data: verify, decontaminate, deduplicate, select
+    #[command(
+        long_about = "Turn raw traces into training data. Each row is kept or rejected with a reason: \
+                      contaminated (shares a word 8-gram with an evaluation item), truncated, repetition, \
+                      language, bad_format, no_answer, too_short, too_long, no_consensus (no majority answer \
+                      for a problem without gold), pass_rate, incorrect, duplicate_prompt, exact_duplicate, \
+                      near_duplicate, max_per_problem. Kept rows land in OUT (a `curated` table for traces), \
+                      rejected ones in OUT/rejected with `reject_reason` and `reject_detail`; \
+                      OUT/filter-report.json counts them and lists the benchmark items hit.\n\n\
+                      Settings come from flags or from `--config FILE.toml` with the same names (flags given \
+                      win; `--show-config` prints them all).",
+        after_help = "Examples:
+  forge filter --input traces/ -o curated/
+  forge filter --input traces/ -o curated/ --near-dup --decontaminate math500/ --max-per-problem 4 --pass-rate 0.1:0.9
+  forge filter --input problems/ -o clean/ --decontaminate ../shared/data/gsm8k/test.jsonl --decontam-digits
+  forge filter --input traces/ -o curated/ --config filter.toml
+
+  # the same on many machines (map/reduce over shared storage; N = 4 here):
+  forge filter --input traces/ -o curated/ --near-dup --step signatures --shard $I/4   # I = 0..3
+  forge filter --input traces/ -o curated/ --near-dup --step buckets --shard $I/4      # I = 0..3
+  forge filter --input traces/ -o curated/ --near-dup --step clusters                  # once
+  forge filter --input traces/ -o curated/ --near-dup --step write --shard $I/4        # I = 0..3"
+    )]
+    Filter {
+        #[command(flatten)]
+        config: FilterConfig,
+        /// TOML file with the settings (the names of the flags, `[minhash]`, `[decontam]` and `[verify]`
+        /// tables for theirs); flags given on the command line override it
+        #[arg(long = "config", value_name = "FILE")]
+        config_file: Option<PathBuf>,
+        /// Run one map/reduce step (for `--shard` over machines); without it, all four run here
+        #[arg(long, value_enum)]
+        step: Option<FilterStep>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Summarise a dataset: rows, and per column nulls, lengths and top values
     #[command(after_help = "Examples:
   forge stats problems/
@@ -83,13 +120,24 @@ pub enum Command {
     },
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let ctx = Context { command: std::env::args().collect(), quiet: cli.quiet };
+    let mut cli = cli;
+    if let Command::Filter { config, config_file: Some(file), .. } = &mut cli.command {
+        let sub = matches.subcommand_matches("filter").expect("the filter subcommand");
+        let given: Vec<String> = sub
+            .ids()
+            .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect();
+        *config = forge::config::load(file, config, &given)?;
+    }
     if cli.show_config {
         let config = match &cli.command {
             Command::Import { config, output } => serde_json::json!({ "import": config, "output": output }),
             Command::Synth { config, output } => serde_json::json!({ "synth": config, "output": output }),
             Command::Verify { config } => serde_json::json!({ "verify": config }),
+            Command::Filter { config, output, .. } => serde_json::json!({ "filter": config, "output": output }),
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
         };
         let text = serde_json::to_string_pretty(&config)? + "\n";
@@ -118,6 +166,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = forge::verify::run(&config, &ctx)?;
             if !ctx.quiet {
                 eprintln!("{report}");
+            }
+        }
+        Command::Filter { config, step, output, .. } => {
+            if let Some(outcome) = forge::filter::run(&config, &output, step, &ctx)? {
+                summarise(&outcome, &output, &ctx);
             }
         }
         Command::Stats { dataset, json } => {

@@ -12,15 +12,18 @@ use serde::{Deserialize, Serialize};
 pub enum TableKind {
     Problems,
     Traces,
+    /// Traces that passed `forge filter`, with their verdict.
+    Curated,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 2] = [TableKind::Problems, TableKind::Traces];
+    pub const ALL: [TableKind; 3] = [TableKind::Problems, TableKind::Traces, TableKind::Curated];
 
     pub fn name(self) -> &'static str {
         match self {
             TableKind::Problems => "problems",
             TableKind::Traces => "traces",
+            TableKind::Curated => "curated",
         }
     }
 
@@ -29,6 +32,7 @@ impl TableKind {
         match self {
             TableKind::Problems => 1,
             TableKind::Traces => 1,
+            TableKind::Curated => 1,
         }
     }
 
@@ -36,6 +40,7 @@ impl TableKind {
         match self {
             TableKind::Problems => problems_schema(),
             TableKind::Traces => traces_schema(),
+            TableKind::Curated => curated_schema(),
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Trace {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub finish_reason: String,
+    /// Copied from the problem (Countdown's numbers and target live here).
+    pub metadata: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,7 +155,19 @@ pub fn traces_schema() -> SchemaRef {
         Field::new("prompt_tokens", DataType::UInt32, false),
         Field::new("completion_tokens", DataType::UInt32, false),
         string("finish_reason", false),
+        string("metadata", false),
     ]))
+}
+
+/// The traces columns plus the filter's verdict.
+pub fn curated_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = traces_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend([
+        string("extracted", true),
+        Field::new("correct", DataType::Boolean, true),
+        string("gold_origin", true),
+    ]);
+    Arc::new(Schema::new(fields))
 }
 
 /// The compact type notation used in `schemas/*.md`: `string`, `list<string>`,

@@ -147,6 +147,18 @@ impl DatasetWriter {
         Ok(Start::Write(writer))
     }
 
+    /// Add columns after the kind's own (a filter's `rejected` table: the input columns plus the reason);
+    /// readers of the kind ignore them. Call before writing.
+    pub fn append_columns(&mut self, fields: impl IntoIterator<Item = arrow_schema::Field>) {
+        let mut all: Vec<arrow_schema::Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        all.extend(fields);
+        self.schema = std::sync::Arc::new(arrow_schema::Schema::new(all));
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// Does output row `row` fall in a shard an earlier, interrupted run already wrote? Producers ask
     /// this to skip work; [`DatasetWriter::write`] drops such rows either way.
     pub fn skips(&self, row: u64) -> bool {
@@ -327,9 +339,14 @@ fn is_forge_name(name: &str) -> bool {
         || name.starts_with(".forge-progress")
         || (name.starts_with(".part-") && name.ends_with(".tmp"))
         || (name.starts_with(".manifest") && name.ends_with(".tmp"))
+        // what `forge filter` writes beside its kept rows
+        || name == "rejected"
+        || name == "filter-report.json"
+        || name == ".forge-filter"
 }
 
-fn check_is_forge_dir(dir: &Path) -> Result<()> {
+/// `dir` exists and holds nothing but what forge writes (so forge may write there).
+pub fn check_is_forge_dir(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::usage(format!("`{}` exists and is not a directory", dir.display())));
     }

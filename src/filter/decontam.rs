@@ -17,18 +17,23 @@ use serde::{Deserialize, Serialize};
 /// n for word n-grams, as s1 and open-r1.
 pub const DEFAULT_NGRAM: usize = 8;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecontamConfig {
-    /// Words per n-gram.
+    /// Words per decontamination n-gram (8 as s1 and open-r1)
+    #[arg(long = "decontam-ngram", id = "decontam.ngram", default_value_t = DEFAULT_NGRAM, value_name = "WORDS")]
     pub ngram: usize,
-    /// Read every digit as `0` before hashing.
+    /// Read every digit as `0` before matching, to catch copies with the numbers changed
+    #[arg(long = "decontam-digits", id = "decontam.normalize_digits")]
     pub normalize_digits: bool,
+    /// Flag a row only when it holds at least this share of an item's n-grams (0: any shared n-gram)
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub min_containment: f64,
 }
 
 impl Default for DecontamConfig {
     fn default() -> Self {
-        DecontamConfig { ngram: DEFAULT_NGRAM, normalize_digits: false }
+        DecontamConfig { ngram: DEFAULT_NGRAM, normalize_digits: false, min_containment: 0.0 }
     }
 }
 
@@ -77,12 +82,16 @@ impl Index {
         }
         let (item, count) = shared.into_iter().max_by_key(|&(item, n)| (n, std::cmp::Reverse(item)))?;
         let item = item as usize;
-        Some(Hit { item, shared: count, containment: count as f64 / self.sizes[item].max(1) as f64 })
+        let containment = count as f64 / self.sizes[item].max(1) as f64;
+        if containment < self.config.min_containment {
+            return None;
+        }
+        Some(Hit { item, shared: count, containment })
     }
 }
 
 fn ngrams(text: &str, config: &DecontamConfig) -> Vec<u64> {
-    super::text::ngram_hashes(&super::text::words(text, config.normalize_digits), config.ngram)
+    super::text::ngram_hashes(text, config.ngram, config.normalize_digits)
 }
 
 #[cfg(test)]

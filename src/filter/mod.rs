@@ -1,9 +1,354 @@
-//! Curation (`forge filter`, issue #6). The stage itself is not built yet; its parts land here first:
-//! [`decontam`], the benchmark-contamination index, [`exact_dup`], normalised exact duplicates,
-//! [`near_dup`], MinHash LSH clustering, and [`select`], majority vote and the pass-rate window.
+//! `forge filter`: raw traces in, training data out. Every row is kept or rejected with a reason; the
+//! rejected rows go to `OUT/rejected/` with `reject_reason` and `reject_detail`, and in = kept + rejected.
+//!
+//! Checks, in the order a row meets them (the first that fails names the reason):
+//! 1. per row (`signatures`): benchmark contamination of the prompt or the trace ([`decontam`]), the
+//!    verifier's trace checks (truncated, repetition loop, language, delimiters, no answer), length limits;
+//! 2. per problem (`clusters`): majority vote for problems without gold ([`select`]), the pass-rate
+//!    window, wrong answers, prompts that repeat an earlier problem's;
+//! 3. across rows: exact duplicates ([`exact_dup`]) and MinHash near-duplicates ([`near_dup`]) with a
+//!    keep policy per cluster, then at most k samples per problem.
+//!
+//! The stage runs as four map/reduce steps so that `--shard I/N` spreads it over machines and gives the
+//! same result as one process: `signatures` (per input slice: row facts, decontamination, MinHash band
+//! keys), `buckets` (per band: candidate pairs), `clusters` (one process: union-find and every
+//! decision), `write` (per input slice: kept and rejected rows). Without `--step` one process runs all
+//! four and removes the working files (`OUT/.forge-filter/`) when done.
+//!
+//! ```text
+//! forge filter --input traces/ -o curated/ --near-dup --decontaminate math500/ --max-per-problem 4
+//! ```
 
+mod clusters;
 pub mod decontam;
 pub mod exact_dup;
 pub mod near_dup;
 pub mod select;
+mod signatures;
 mod text;
+mod work;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Input, InputRef, Provenance, Shard, TableKind};
+use crate::error::{Error, Result};
+use crate::verify::VerifySettings;
+use crate::{Context, Outcome, OutputArgs};
+
+pub use clusters::Report;
+use decontam::DecontamConfig;
+use near_dup::MinHashConfig;
+use select::PassRate;
+
+/// `forge filter` settings: flags, or a TOML file (`--config`) with the same names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Traces (or problems) to filter: a dataset directory, Parquet or JSONL
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    /// Drop rows that overlap an evaluation set (any dataset or JSONL with a `prompt`, `problem`,
+    /// `question` or `text` column); repeat for several
+    #[arg(long = "decontaminate", value_name = "EVAL")]
+    #[serde(default)]
+    pub decontaminate: Vec<PathBuf>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub decontam: DecontamConfig,
+    /// Keep only the trace checks: do not reject wrong answers (still checked and recorded)
+    #[arg(long)]
+    #[serde(default)]
+    pub keep_incorrect: bool,
+    /// Skip verification altogether (no answer checks, no trace checks)
+    #[arg(long)]
+    #[serde(default)]
+    pub no_verify: bool,
+    /// Remove exact duplicates only when asked not to: keep them
+    #[arg(long)]
+    #[serde(default)]
+    pub no_exact_dup: bool,
+    /// Read every digit as `0` in exact-duplicate keys (template copies with other numbers collapse)
+    #[arg(long)]
+    #[serde(default)]
+    pub dedup_digits: bool,
+    /// Remove near-duplicates (MinHash LSH over word shingles)
+    #[arg(long)]
+    #[serde(default)]
+    pub near_dup: bool,
+    #[command(flatten)]
+    #[serde(default)]
+    pub minhash: MinHashConfig,
+    /// Which row of a duplicate cluster to keep
+    #[arg(long, value_enum, default_value_t = Keep::First)]
+    #[serde(default)]
+    pub keep: Keep,
+    /// Reject texts shorter than this many characters
+    #[arg(long, value_name = "N")]
+    pub min_chars: Option<u64>,
+    /// Reject texts longer than this many characters
+    #[arg(long, value_name = "N")]
+    pub max_chars: Option<u64>,
+    /// Reject traces of more than this many completion tokens
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Keep at most this many samples per problem
+    #[arg(long, value_name = "K")]
+    pub max_per_problem: Option<usize>,
+    /// Which samples `--max-per-problem` keeps
+    #[arg(long, value_enum, default_value_t = Pick::Shortest)]
+    #[serde(default)]
+    pub pick: Pick,
+    /// Keep problems whose share of correct samples lies in LO:HI (as open-r1 filters for difficulty)
+    #[arg(long, value_name = "LO:HI")]
+    pub pass_rate: Option<PassRate>,
+    /// A problem without gold takes its samples' majority answer as gold when at least this share of
+    /// its answers agree; below it, its rows are rejected as `no_consensus`
+    #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+    #[serde(default = "default_vote_share")]
+    pub min_vote_share: f64,
+    /// Seed of `--pick random`
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub seed: u64,
+    #[command(flatten)]
+    #[serde(default)]
+    pub verify: VerifySettings,
+}
+
+fn default_vote_share() -> f64 {
+    0.5
+}
+
+/// Which row of a duplicate cluster survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The first in input order (as datatrove)
+    #[default]
+    First,
+    Shortest,
+    Longest,
+    /// Correct before unjudged before wrong, then the shortest
+    Best,
+}
+
+/// Which samples of a problem `--max-per-problem` keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Pick {
+    /// Shortest first (correct ones before others when wrong answers are kept)
+    #[default]
+    Shortest,
+    First,
+    /// A seeded shuffle (`--seed`)
+    Random,
+}
+
+/// One of the four map/reduce steps (`--step`); without it one process runs them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FilterStep {
+    /// Per input slice (`--shard I/N`): row checks, decontamination, MinHash band keys
+    Signatures,
+    /// Per band (`--shard I/N` takes bands I, I+N, ...): candidate pairs
+    Buckets,
+    /// One process: clusters, per-problem selection, every decision, `filter-report.json`
+    Clusters,
+    /// Per input slice (the same N as `signatures`): kept rows and `rejected/`
+    Write,
+}
+
+/// Why a row was rejected (stable codes, in the order the checks run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Contaminated,
+    Truncated,
+    Repetition,
+    Language,
+    BadFormat,
+    NoAnswer,
+    TooShort,
+    TooLong,
+    NoConsensus,
+    PassRate,
+    Incorrect,
+    DuplicatePrompt,
+    ExactDuplicate,
+    NearDuplicate,
+    MaxPerProblem,
+}
+
+impl Reason {
+    const ALL: [Reason; 15] = [
+        Reason::Contaminated,
+        Reason::Truncated,
+        Reason::Repetition,
+        Reason::Language,
+        Reason::BadFormat,
+        Reason::NoAnswer,
+        Reason::TooShort,
+        Reason::TooLong,
+        Reason::NoConsensus,
+        Reason::PassRate,
+        Reason::Incorrect,
+        Reason::DuplicatePrompt,
+        Reason::ExactDuplicate,
+        Reason::NearDuplicate,
+        Reason::MaxPerProblem,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Contaminated => "contaminated",
+            Reason::Truncated => "truncated",
+            Reason::Repetition => "repetition",
+            Reason::Language => "language",
+            Reason::BadFormat => "bad_format",
+            Reason::NoAnswer => "no_answer",
+            Reason::TooShort => "too_short",
+            Reason::TooLong => "too_long",
+            Reason::NoConsensus => "no_consensus",
+            Reason::PassRate => "pass_rate",
+            Reason::Incorrect => "incorrect",
+            Reason::DuplicatePrompt => "duplicate_prompt",
+            Reason::ExactDuplicate => "exact_duplicate",
+            Reason::NearDuplicate => "near_duplicate",
+            Reason::MaxPerProblem => "max_per_problem",
+        }
+    }
+
+    fn code(self) -> u8 {
+        Reason::ALL.iter().position(|r| *r == self).expect("listed") as u8 + 1
+    }
+
+    fn from_code(code: u8) -> Option<Reason> {
+        code.checked_sub(1).and_then(|i| Reason::ALL.get(usize::from(i)).copied())
+    }
+}
+
+/// The input as the filter reads it.
+pub(crate) struct Source {
+    pub input: Input,
+    /// `traces` (also for a `curated` input, filtered again) or `problems`.
+    pub kind: TableKind,
+    pub refs: Vec<InputRef>,
+}
+
+impl Source {
+    fn open(cfg: &FilterConfig) -> Result<Source> {
+        let input = Input::open(&cfg.input)?;
+        let kind = match input.kind {
+            Some(TableKind::Problems) => TableKind::Problems,
+            Some(_) => TableKind::Traces,
+            None => match input.records(0..1).next().transpose()? {
+                Some(record) if record.fields.contains_key("completion") => TableKind::Traces,
+                _ => TableKind::Problems,
+            },
+        };
+        let mut refs = vec![input.reference()?];
+        for eval in &cfg.decontaminate {
+            refs.push(Input::open(eval)?.reference()?);
+        }
+        Ok(Source { input, kind, refs })
+    }
+
+    /// The column that is deduplicated: a trace's completion, a problem's prompt.
+    fn text_column(&self) -> &'static str {
+        if self.kind == TableKind::Traces { "completion" } else { "prompt" }
+    }
+
+    /// What the kept rows are: curated traces, or problems.
+    fn output_kind(&self) -> TableKind {
+        if self.kind == TableKind::Traces { TableKind::Curated } else { TableKind::Problems }
+    }
+}
+
+/// Run `forge filter` (all steps, or the one `step` names) into `out`; `None` for a step that writes no
+/// dataset.
+pub fn run(cfg: &FilterConfig, out: &OutputArgs, step: Option<FilterStep>, ctx: &Context) -> Result<Option<Outcome>> {
+    check(cfg)?;
+    let started = Instant::now();
+    let source = Source::open(cfg)?;
+    let provenance = Provenance::start("filter", &ctx.command, cfg, source.refs.clone());
+    let fingerprint = {
+        let key = serde_json::json!({ "config": cfg, "inputs": source.refs, "version": env!("CARGO_PKG_VERSION") });
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.to_string().as_bytes()))
+    };
+    let dir = &out.output;
+    let Some(step) = step else {
+        if out.shard.count != 1 {
+            return Err(Error::usage("a sharded filter runs as steps: pass `--step` with `--shard`").with_hint(
+                "run `--step signatures` for every shard, `--step buckets` for every shard, `--step clusters` \
+                 once, then `--step write` for every shard",
+            ));
+        }
+        if let Some(done) = write::up_to_date(dir, &source, out, &provenance)? {
+            return Ok(Some(Outcome::UpToDate(done)));
+        }
+        prepare_dir(dir)?;
+        let work = work::Work::open(dir, &fingerprint, out.write.overwrite)?;
+        signatures::run(cfg, &source, &work, Shard::ALL, ctx)?;
+        if cfg.near_dup {
+            clusters::buckets(cfg, &work, Shard::ALL)?;
+        }
+        let report = clusters::run(cfg, &source, &work, dir, ctx)?;
+        let manifest = write::run(cfg, &source, &work, out, provenance, started, ctx)?;
+        fs_err::remove_dir_all(&work.dir)?;
+        if !ctx.quiet {
+            eprint!("{}", report.summary());
+        }
+        return Ok(Some(Outcome::Written(manifest)));
+    };
+    prepare_dir(dir)?;
+    let work = work::Work::open(dir, &fingerprint, out.write.overwrite && step == FilterStep::Signatures)?;
+    match step {
+        FilterStep::Signatures => signatures::run(cfg, &source, &work, out.shard, ctx)?,
+        FilterStep::Buckets => {
+            if cfg.near_dup {
+                clusters::buckets(cfg, &work, out.shard)?
+            }
+        }
+        FilterStep::Clusters => {
+            if out.shard.count != 1 {
+                return Err(Error::usage("`--step clusters` runs once, over everything: drop `--shard`"));
+            }
+            let report = clusters::run(cfg, &source, &work, dir, ctx)?;
+            if !ctx.quiet {
+                eprint!("{}", report.summary());
+            }
+        }
+        FilterStep::Write => {
+            if let Some(done) = write::up_to_date(dir, &source, out, &provenance)? {
+                return Ok(Some(Outcome::UpToDate(done)));
+            }
+            return Ok(Some(Outcome::Written(write::run(cfg, &source, &work, out, provenance, started, ctx)?)));
+        }
+    }
+    Ok(None)
+}
+
+fn check(cfg: &FilterConfig) -> Result<()> {
+    if cfg.minhash.bands == 0 || cfg.minhash.rows == 0 || cfg.minhash.ngram == 0 {
+        return Err(Error::usage("`--bands`, `--rows` and `--shingle` must be at least 1"));
+    }
+    if cfg.max_per_problem == Some(0) {
+        return Err(Error::usage("`--max-per-problem` must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&cfg.min_vote_share) || !(0.0..=1.0).contains(&cfg.decontam.min_containment) {
+        return Err(Error::usage("`--min-vote-share` and `--min-containment` are shares between 0 and 1"));
+    }
+    Ok(())
+}
+
+/// The output directory must be new or forge's own: the working files go nowhere else.
+fn prepare_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        crate::dataset::check_output_dir(dir)?;
+    }
+    fs_err::create_dir_all(dir)?;
+    Ok(())
+}

@@ -1,43 +1,52 @@
-//! Near-duplicates with MinHash and LSH (the core of `--near-dup`; the sharded map/reduce stage comes
-//! with `forge filter`).
+//! Near-duplicates with MinHash and LSH: the signatures and band keys of `forge filter --near-dup`.
 //!
-//! A document's shingles are its word n-grams (`\w+` runs, lowercased; default n = 5 as datatrove). Each is
+//! A document's shingles are its word n-grams (`\w+` runs, NFKC, lowercased; n = 5 as datatrove). Each is
 //! hashed with xxh3 (stable across versions, so signatures written to disk stay valid) and mapped through
 //! `bands × rows` permutations `(a·h + b) mod (2^61 − 1)`, as datatrove does; the signature keeps each
-//! permutation's minimum. Documents whose signatures agree on every row of some band are candidates, and
-//! candidates are joined with union-find (the smallest document index is the root, so clusters do not
-//! depend on the order pairs are found in).
+//! permutation's minimum. Documents whose signatures agree on every row of some band are candidates.
 //!
-//! Defaults are datatrove's: 5-grams, 14 bands × 8 rows (112 hashes), an S-curve with its threshold near a
-//! Jaccard similarity of 0.72: pairs at 0.9 are found with probability 0.9996, pairs at 0.5 with 0.05.
-
-use std::collections::HashMap;
+//! Defaults differ from datatrove's 14 bands × 8 rows on purpose: forge checks every candidate pair's
+//! exact Jaccard similarity (`--jaccard`, 0.8) before calling it a duplicate, so the bands only have to
+//! find pairs, and 20 × 6 (120 hashes, about the same cost) finds a pair at similarity 0.8 with
+//! probability 0.998 where 14 × 8 finds it with 0.924. The false candidates this lets through (a pair at
+//! 0.5 becomes one with probability 0.27) are removed by the exact check. `--bands 14 --rows 8
+//! --jaccard 0` is datatrove's behaviour.
 
 use serde::{Deserialize, Serialize};
 
 const MERSENNE: u64 = (1 << 61) - 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct MinHashConfig {
-    /// Words per shingle.
+    /// Words per MinHash shingle
+    #[arg(long = "shingle", id = "minhash.ngram", default_value_t = 5, value_name = "WORDS")]
     pub ngram: usize,
+    /// LSH bands: a pair is a candidate when all rows of one band agree
+    #[arg(long, default_value_t = 14)]
     pub bands: usize,
+    /// Rows (hashes) per band; bands × rows permutations in all
+    #[arg(long, default_value_t = 8)]
     pub rows: usize,
-    /// Seed of the permutations: signatures compare only under the same seed.
+    /// Seed of the permutations: signatures compare only under the same seed
+    #[arg(long = "minhash-seed", id = "minhash.seed", default_value_t = 1)]
     pub seed: u64,
+    /// Candidate pairs are duplicates only at this exact Jaccard similarity of their shingles or above
+    /// (0: every LSH candidate is one, as datatrove)
+    #[arg(long, default_value_t = 0.8, value_name = "SIMILARITY")]
+    pub jaccard: f64,
 }
 
 impl Default for MinHashConfig {
     fn default() -> Self {
-        MinHashConfig { ngram: 5, bands: 14, rows: 8, seed: 1 }
+        MinHashConfig { ngram: 5, bands: 20, rows: 6, seed: 1, jaccard: 0.8 }
     }
 }
 
 impl MinHashConfig {
-    /// The similarity at which a pair becomes a candidate with probability about 1/2: (1/b)^(1/r).
-    pub fn threshold(&self) -> f64 {
-        (1.0 / self.bands as f64).powf(1.0 / self.rows as f64)
+    /// The probability that a pair of Jaccard similarity `j` becomes a candidate: 1 − (1 − j^r)^b.
+    pub fn candidate_probability(&self, j: f64) -> f64 {
+        1.0 - (1.0 - j.powi(self.rows as i32)).powi(self.bands as i32)
     }
 }
 
@@ -60,6 +69,12 @@ impl MinHasher {
         };
         let permutations = (0..config.bands * config.rows).map(|_| (next().max(1), next())).collect();
         MinHasher { config, permutations }
+    }
+
+    /// One bucket key per band for `text`, or `None` when it has no words (no one's duplicate).
+    pub fn band_keys(&self, text: &str) -> Option<Vec<u64>> {
+        let shingles = shingles(text, self.config.ngram);
+        (!shingles.is_empty()).then(|| self.bands(&self.sign(&shingles)))
     }
 
     /// The MinHash signature of `text` (`bands × rows` values; all `u64::MAX` for an empty text).
@@ -96,29 +111,6 @@ impl MinHasher {
             })
             .collect()
     }
-
-    /// The cluster of every document: the smallest index of the documents it is (transitively) a
-    /// candidate pair with, itself when it has none.
-    pub fn clusters<'a>(&self, docs: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
-        let mut parent: Vec<usize> = Vec::new();
-        let mut buckets: HashMap<u64, usize> = HashMap::new();
-        for (i, doc) in docs.into_iter().enumerate() {
-            parent.push(i);
-            let doc_shingles = shingles(doc, self.config.ngram);
-            if doc_shingles.is_empty() {
-                continue; // empty documents are no one's duplicate
-            }
-            for key in self.bands(&self.sign(&doc_shingles)) {
-                match buckets.get(&key) {
-                    Some(&j) => union(&mut parent, i, j),
-                    None => {
-                        buckets.insert(key, i);
-                    }
-                }
-            }
-        }
-        (0..parent.len()).map(|i| find(&mut parent, i)).collect()
-    }
 }
 
 /// `x mod (2^61 − 1)` for `x < 2^122` without a 128-bit division: 2^61 ≡ 1, so the high bits fold onto
@@ -129,30 +121,18 @@ fn mod_mersenne(x: u128) -> u64 {
     if folded >= MERSENNE { folded - MERSENNE } else { folded }
 }
 
-fn find(parent: &mut [usize], mut i: usize) -> usize {
-    while parent[i] != i {
-        parent[i] = parent[parent[i]];
-        i = parent[i];
-    }
-    i
-}
-
-fn union(parent: &mut [usize], a: usize, b: usize) {
-    let (ra, rb) = (find(parent, a), find(parent, b));
-    if ra != rb {
-        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-        parent[hi] = lo;
-    }
-}
-
 /// Distinct hashes of the word n-grams (the whole text when it is shorter than n words).
 pub fn shingles(text: &str, n: usize) -> Vec<u64> {
-    super::text::ngram_hashes(&super::text::words(text, false), n)
+    super::text::ngram_hashes(text, n, false)
 }
 
 /// Exact Jaccard similarity of two texts' shingle sets.
 pub fn jaccard(a: &str, b: &str, n: usize) -> f64 {
-    let (x, y) = (shingles(a, n), shingles(b, n));
+    jaccard_sorted(&shingles(a, n), &shingles(b, n))
+}
+
+/// Jaccard similarity of two sorted, distinct hash sets (1 for two empty ones).
+pub fn jaccard_sorted(x: &[u64], y: &[u64]) -> f64 {
     if x.is_empty() && y.is_empty() {
         return 1.0;
     }
@@ -184,7 +164,9 @@ mod tests {
         let agree = sa.iter().zip(&sb).filter(|(x, y)| x == y).count() as f64 / sa.len() as f64;
         let exact = jaccard(a, b, 5);
         assert!((agree - exact).abs() < 0.15, "estimate {agree} vs exact {exact}");
-        assert!((MinHashConfig::default().threshold() - 0.719).abs() < 0.01);
+        let datatrove = MinHashConfig { bands: 14, rows: 8, ..Default::default() };
+        assert!((datatrove.candidate_probability(0.8) - 0.924).abs() < 0.001);
+        assert!(MinHashConfig::default().candidate_probability(0.8) > 0.997);
     }
 
     #[test]
@@ -195,15 +177,5 @@ mod tests {
             assert_eq!(u128::from(mod_mersenne(x)), x % u128::from(MERSENNE));
         }
         assert_eq!(mod_mersenne(u128::from(MERSENNE)), 0);
-    }
-
-    #[test]
-    fn clusters_join_copies_and_keep_the_smallest_index() {
-        let hasher = MinHasher::new(MinHashConfig::default());
-        let base = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg.";
-        let copy = format!("{base}  ");
-        let other = "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take to make the robe?";
-        let clusters = hasher.clusters([other, base, copy.as_str(), "", ""]);
-        assert_eq!(clusters, vec![0, 1, 1, 3, 4]);
     }
 }

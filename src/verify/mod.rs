@@ -260,45 +260,75 @@ pub fn run(cfg: &VerifyConfig, ctx: &Context) -> Result<StageReport> {
 }
 
 fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyConfig) -> Result<Verdict> {
-    let column = |name: &str| -> Result<String> {
+    let column = |name: &str| -> Result<Option<&str>> {
         match fields.get(name) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Value::Null) | None => Ok(None),
             Some(other) => Err(Error::data(
                 location.clone().column(name),
                 format!("expected a string, found {}", crate::dataset::json_type_name(other)),
             )),
-            None => Err(Error::data(location.clone().column(name), "required column is missing")
-                .with_hint("name the columns with `--gold-col` and `--output-col`")),
         }
     };
-    let output = column(&cfg.output_col)?;
-    let countdown = fields.get("domain").and_then(Value::as_str) == Some("countdown");
-    let mut verdict = if countdown {
-        let meta: Value = fields
-            .get("metadata")
-            .and_then(Value::as_str)
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
+    let required = |name: &str| -> Result<String> {
+        match fields.get(name) {
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => column(name)?.map(str::to_string).ok_or_else(|| {
+                Error::data(location.clone().column(name), "required column is missing")
+                    .with_hint("name the columns with `--gold-col` and `--output-col`")
+            }),
+        }
+    };
+    let output = required(&cfg.output_col)?;
+    let domain = column("domain")?.unwrap_or("math");
+    let gold = if domain == "countdown" { None } else { Some(required(&cfg.gold_col)?) };
+    let trace = TraceRef {
+        domain,
+        gold: gold.as_deref(),
+        output: &output,
+        prompt: column(&cfg.prompt_col)?,
+        metadata: column("metadata")?,
+        finish_reason: column("finish_reason")?,
+    };
+    verify_trace(&trace, &cfg.settings).map_err(|(col, message)| Error::data(location.clone().column(col), message))
+}
+
+/// The columns of one row that a verdict needs.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceRef<'a> {
+    /// `math` (answer equivalence), `countdown` (expression check); anything else is judged as math.
+    pub domain: &'a str,
+    /// Without one, the verdict has the checks but `correct` stays false and `match_method` null.
+    pub gold: Option<&'a str>,
+    pub output: &'a str,
+    /// For the language check (skipped without it).
+    pub prompt: Option<&'a str>,
+    /// A JSON object; Countdown's `nums` and `target`.
+    pub metadata: Option<&'a str>,
+    /// `length` marks the output truncated.
+    pub finish_reason: Option<&'a str>,
+}
+
+/// Verify one row; an `Err` names the column that is unusable and why.
+pub fn verify_trace(t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
+    let mut verdict = if t.domain == "countdown" {
+        let meta: Value = t.metadata.and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
         let nums: Option<Vec<i128>> =
             meta["nums"].as_array().map(|a| a.iter().filter_map(Value::as_i64).map(i128::from).collect());
-        let target = meta["target"].as_i64();
-        match (nums, target) {
-            (Some(nums), Some(target)) => verify_countdown(&nums, i128::from(target), &output, &cfg.settings),
-            _ => {
-                return Err(Error::data(
-                    location.clone().column("metadata"),
-                    "a countdown row needs `nums` and `target` in its metadata",
-                ));
-            }
+        match (nums, meta["target"].as_i64()) {
+            (Some(nums), Some(target)) => verify_countdown(&nums, i128::from(target), t.output, settings),
+            _ => return Err(("metadata", "a countdown row needs `nums` and `target` in its metadata".into())),
         }
     } else {
-        verify_answer(&column(&cfg.gold_col)?, &output, &cfg.settings)
+        match t.gold {
+            Some(gold) => verify_answer(gold, t.output, settings),
+            None => base_verdict(t.output, settings),
+        }
     };
-    if let Some(Value::String(prompt)) = fields.get(&cfg.prompt_col) {
-        check_language(&mut verdict, prompt, &output, &cfg.settings);
+    if let Some(prompt) = t.prompt {
+        check_language(&mut verdict, prompt, t.output, settings);
     }
-    if fields.get("finish_reason").and_then(Value::as_str) == Some("length") && !verdict.truncated {
+    if t.finish_reason == Some("length") && !verdict.truncated {
         verdict.truncated = true;
         verdict.format_ok = false;
         verdict.failed.push("truncated".into());

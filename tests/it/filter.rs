@@ -1,10 +1,213 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use forge::filter::decontam::{DecontamConfig, Index};
 use forge::filter::near_dup::{MinHashConfig, MinHasher, jaccard};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::util::shared_data;
+use crate::util::{Scratch, jsonl, ok, records, rejected, run, shared_data, trace};
+
+const APPLES: &str = "Tom has 3 boxes with 4 apples in each box. How many apples does Tom have?";
+const TRAINS: &str = "A train leaves the station at noon and travels 60 miles per hour for three hours. How far does it go?";
+
+/// A long solution; `word` changes one word of it (5-gram Jaccard of two variants about 0.87).
+fn long_solution(answer: &str, word: &str) -> String {
+    format!(
+        "First we read the problem carefully and write down every quantity it gives us. The baker makes \
+         twelve loaves each morning and sells them at the market before noon on every weekday. He keeps two \
+         loaves for his {word} family and gives one loaf to the neighbour who helps him carry the baskets \
+         home. So the number he sells is twelve minus two minus one, which is nine loaves, and at two \
+         dollars per loaf he earns eighteen dollars each day of the week. The answer is \\boxed{{{answer}}}."
+    )
+}
+
+fn with(mut row: Value, key: &str, value: Value) -> Value {
+    row[key] = value;
+    row
+}
+
+/// Every kind of rejection on a small hand-made traces set: each row gets the reason the rules give it,
+/// kept + rejected = input, and the report names the contaminated benchmark item.
+#[test]
+fn filter_keeps_and_rejects_every_row_with_a_reason() {
+    let s = Scratch::new();
+    let looping = format!("Let me see. {}The answer is \\boxed{{12}}.", "I think that ".repeat(12));
+    let rows = vec![
+        trace("apples", 0, APPLES, Some("12"), "Three boxes of four apples: 3 * 4 = 12. The answer is \\boxed{12}."),
+        trace("apples", 1, APPLES, Some("12"), "three boxes of four apples:   3*4 = 12.  The ANSWER is \\boxed{12}"),
+        trace("apples", 2, APPLES, Some("12"), "Three plus four is 7. The answer is \\boxed{7}."),
+        with(trace("apples", 3, APPLES, Some("12"), "Three boxes, and each box has"), "finish_reason", json!("length")),
+        trace("apples", 4, APPLES, Some("12"), &looping),
+        trace("trains", 0, TRAINS, Some("180"), "60 * 3 = 180 miles. The answer is \\boxed{180}."),
+        trace("apples-again", 0, APPLES, Some("12"), "Four apples in each of 3 boxes make 12. \\boxed{12}"),
+        trace("bakery", 0, "How much does the baker earn each day?", Some("18"), &long_solution("18", "own")),
+        trace("bakery", 1, "How much does the baker earn each day?", Some("18"), &long_solution("18", "big")),
+        trace("vote", 0, "Pick a number that is five.", None, "It is five, so \\boxed{5}."),
+        trace("vote", 1, "Pick a number that is five.", None, "Five it is: the answer is \\boxed{5}."),
+        trace("vote", 2, "Pick a number that is five.", None, "Maybe six? The answer is \\boxed{6}."),
+        trace("split", 0, "Pick any number.", None, "\\boxed{1}"),
+        trace("split", 1, "Pick any number.", None, "I choose \\boxed{2}"),
+        trace("split", 2, "Pick any number.", None, "Say \\boxed{3}"),
+    ];
+    let input = s.write("traces.jsonl", jsonl(&rows));
+    let eval = s.write("eval.jsonl", format!("{}\n", json!({"question": TRAINS, "id": "train-7"})));
+    let out = s.path("curated");
+    let (code, _, stderr) = run(&[
+        &"filter", &"--input", &input, &"-o", &out, &"--near-dup", &"--decontaminate", &eval, &"--max-per-problem",
+        &"1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let reasons: BTreeMap<String, String> = rejected(&out).into_iter().map(|(id, (r, _))| (id, r)).collect();
+    let expected: BTreeMap<String, String> = [
+        ("apples#1", "exact_duplicate"),
+        ("apples#2", "incorrect"),
+        ("apples#3", "truncated"),
+        ("apples#4", "repetition"),
+        ("trains#0", "contaminated"),
+        ("apples-again#0", "duplicate_prompt"),
+        ("bakery#1", "near_duplicate"),
+        ("vote#1", "max_per_problem"),
+        ("vote#2", "incorrect"),
+        ("split#0", "no_consensus"),
+        ("split#1", "no_consensus"),
+        ("split#2", "no_consensus"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(reasons, expected);
+    let kept = records(&out);
+    let ids: Vec<&str> = kept.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["apples#0", "bakery#0", "vote#0"]);
+    assert_eq!(kept[2]["gold"], "5");
+    assert_eq!(kept[2]["gold_origin"], "majority");
+    assert_eq!(kept[0]["gold_origin"], "reference");
+    assert_eq!(kept[0]["correct"], true);
+    assert_eq!(kept[0]["extracted"], "12");
+    let details = rejected(&out);
+    assert_eq!(details["apples#1"].1["kept"], "apples#0");
+    assert_eq!(details["bakery#1"].1["kept"], "bakery#0");
+    assert!(details["bakery#1"].1["jaccard"].as_f64().unwrap() >= 0.8);
+    assert_eq!(details["trains#0"].1["item"], "train-7");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["kind"], "curated");
+    assert_eq!(manifest["report"]["rows_in"], 15);
+    assert_eq!(manifest["report"]["rows_out"], 3);
+    assert_eq!(manifest["report"]["rejected"]["no_consensus"], 3);
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("filter-report.json")).unwrap()).unwrap();
+    let hits = &report["contamination"][eval.display().to_string()];
+    assert_eq!(hits["items"], json!([{"item": "train-7", "rows": 1}]), "{report}");
+    assert!(!out.join(".forge-filter").exists(), "working files are removed after a one-process run");
+    assert!(stderr.contains("1 item(s) hit by 1 row(s)"), "{stderr}");
+    // The same command again is up to date; another config needs --overwrite.
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--near-dup", &"--decontaminate", &eval, &"--max-per-problem", &"1"]);
+    assert_eq!(code, 0);
+    assert!(stderr.contains("up to date"), "{stderr}");
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+    ok(&[&"filter", &"--input", &input, &"-o", &out, &"--overwrite", &"--keep-incorrect", &"--no-exact-dup"]);
+    let reasons: BTreeSet<String> = rejected(&out).into_values().map(|(r, _)| r).collect();
+    assert!(!reasons.contains("incorrect") && !reasons.contains("exact_duplicate"), "{reasons:?}");
+}
+
+/// A synthetic corpus with planted near-duplicates: seed texts of random words, each with a few copies
+/// that change one word or drop one.
+fn corpus(n: usize) -> Vec<Value> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let vocab: Vec<String> = (0..400).map(|i| format!("w{i}")).collect();
+    let mut rows = Vec::new();
+    for p in 0..n {
+        let words: Vec<String> = (0..60).map(|_| vocab[(next() % 400) as usize].clone()).collect();
+        let copies = next() % 4;
+        for c in 0..=copies {
+            let mut w = words.clone();
+            if c > 0 {
+                let at = (next() % 60) as usize;
+                if next() % 2 == 0 { w[at] = "changed".into() } else { w.remove(at); }
+            }
+            let text = format!("{} The answer is \\boxed{{7}}.", w.join(" "));
+            let problem = p % (n / 3).max(1);
+            rows.push(trace(&format!("p{problem}"), c as u32 + 10 * p as u32, &format!("Problem {problem}"), Some("7"), &text));
+        }
+    }
+    rows
+}
+
+/// `--shard` map/reduce over 4 slices (each step run per slice, clusters once) gives the same kept and
+/// rejected rows, with the same reasons and details, as one process.
+#[test]
+fn sharded_filter_equals_one_process() {
+    let s = Scratch::new();
+    let input = s.write("traces.jsonl", jsonl(&corpus(240)));
+    let filter = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = ["filter", "--near-dup", "--max-per-problem", "3", "--keep", "shortest"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.extend(["--input".into(), input.clone().into_os_string(), "-o".into(), out.into()]);
+        args.extend(extra.iter().map(Into::into));
+        let (code, _, stderr) = run(&args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{stderr}");
+    };
+    let single = s.path("single");
+    filter(&single, &[]);
+    let sharded = s.path("sharded");
+    for step in ["signatures", "buckets"] {
+        for i in 0..4 {
+            filter(&sharded, &["--step", step, "--shard", &format!("{i}/4")]);
+        }
+    }
+    filter(&sharded, &["--step", "clusters"]);
+    for i in 0..4 {
+        filter(&sharded, &["--step", "write", "--shard", &format!("{i}/4")]);
+    }
+    let ids = |dir: &Path| records(dir).into_iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let kept = ids(&single);
+    assert_eq!(kept, ids(&sharded));
+    let gone = rejected(&single);
+    assert_eq!(gone, rejected(&sharded));
+    let reasons: BTreeSet<&str> = gone.values().map(|(r, _)| r.as_str()).collect();
+    assert!(reasons.contains("near_duplicate") && reasons.contains("max_per_problem"), "{reasons:?}");
+    assert_eq!(kept.len() + gone.len(), records(&input).len());
+    assert_eq!(
+        std::fs::read(single.join("filter-report.json")).unwrap(),
+        std::fs::read(sharded.join("filter-report.json")).unwrap()
+    );
+    // A step out of order says what to run first.
+    let early = s.path("early");
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &early, &"--near-dup", &"--step", &"clusters"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--step signatures"), "{stderr}");
+}
+
+/// `--config FILE.toml` holds the same settings as the flags; flags given on the command line win, and
+/// a misspelt key is an error naming the file.
+#[test]
+fn config_file_settings_and_flag_overrides() {
+    let s = Scratch::new();
+    let input = s.write("traces.jsonl", jsonl(&corpus(6)));
+    let toml = s.write("filter.toml", "near_dup = true\nmax_per_problem = 2\n[minhash]\nbands = 10\nrows = 4\n");
+    let out = s.path("out");
+    let shown = ok(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &toml, &"--rows", &"5", &"--show-config"]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["filter"]["near_dup"], true);
+    assert_eq!(shown["filter"]["max_per_problem"], 2);
+    assert_eq!(shown["filter"]["minhash"]["bands"], 10);
+    assert_eq!(shown["filter"]["minhash"]["rows"], 5, "the flag wins over the file");
+    assert_eq!(shown["filter"]["input"], input.display().to_string(), "flags fill what the file leaves out");
+    let bad = s.write("bad.toml", "near_dupe = true\n");
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &bad]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("bad.toml") && stderr.contains("near_dupe"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}
 
 /// GSM-Plus variants of GSM8K test questions: the 8-gram rule flags every variant that shares an 8-gram
 /// with its seed (per edit type), and under 1% of the different-problem negatives.
@@ -52,11 +255,12 @@ fn gsm_plus_variants_are_flagged_per_edit_type() {
     assert!(negatives >= 300 && false_hits * 100 < negatives, "{false_hits}/{negatives}");
 }
 
-/// MinHash LSH on the GSM-Plus question and solution pairs: pairs with exact 5-gram Jaccard >= 0.9 land in
-/// one cluster, pairs below 0.5 almost never do (the S-curve of 14 bands x 8 rows).
+/// MinHash LSH on the GSM-Plus question and solution pairs: with the default 20 bands x 6 rows, pairs
+/// with exact 5-gram Jaccard >= 0.8 become candidates (the exact check then decides), and the share of
+/// pairs below 0.5 that become candidates (work for the exact check, never duplicates) stays modest.
 #[test]
 #[ignore = "needs ../shared/data"]
-fn near_dup_clusters_follow_exact_jaccard_on_real_pairs() {
+fn lsh_candidates_follow_exact_jaccard_on_real_pairs() {
     let text = std::fs::read_to_string(shared_data("contamination/derived/pairs_gsmplus.jsonl")).unwrap();
     let hasher = MinHasher::new(MinHashConfig::default());
     let (mut high, mut high_found, mut low, mut low_found) = (0, 0, 0, 0);
@@ -64,16 +268,17 @@ fn near_dup_clusters_follow_exact_jaccard_on_real_pairs() {
         let pair: Value = serde_json::from_str(line).unwrap();
         let (a, b) = (pair["a"].as_str().unwrap(), pair["b"].as_str().unwrap());
         let j = jaccard(a, b, 5);
-        let together = hasher.clusters([a, b]) == [0, 0];
-        if j >= 0.9 {
+        let (ka, kb) = (hasher.band_keys(a).unwrap(), hasher.band_keys(b).unwrap());
+        let candidate = ka.iter().zip(&kb).any(|(x, y)| x == y);
+        if j >= 0.8 {
             high += 1;
-            high_found += usize::from(together);
+            high_found += usize::from(candidate);
         } else if j < 0.5 {
             low += 1;
-            low_found += usize::from(together);
+            low_found += usize::from(candidate);
         }
     }
-    eprintln!("J >= 0.9: {high_found}/{high} clustered; J < 0.5: {low_found}/{low} clustered");
-    assert!(high >= 100 && high_found * 100 >= high * 98, "{high_found}/{high}");
-    assert!(low >= 1000 && low_found * 100 <= low * 2, "{low_found}/{low}");
+    eprintln!("J >= 0.8: {high_found}/{high} candidates; J < 0.5: {low_found}/{low} candidates");
+    assert!(high >= 100 && high_found * 100 >= high * 99, "{high_found}/{high}");
+    assert!(low >= 1000 && low_found * 100 <= low * 10, "{low_found}/{low}");
 }

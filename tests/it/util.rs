@@ -67,3 +67,36 @@ pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 pub fn shared_data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
 }
+
+/// One `traces` row as JSON (the columns a teacher would fill; sampling fixed).
+pub fn trace(problem: &str, sample: u32, prompt: &str, gold: Option<&str>, completion: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("{problem}#{sample}"), "problem_id": problem, "source": "test", "domain": "math",
+        "prompt": prompt, "gold": gold, "teacher": "local:test", "sample_index": sample,
+        "sampling": {"temperature": 0.7, "top_p": 1.0, "top_k": null, "max_new_tokens": 256, "seed": sample},
+        "completion": completion, "reasoning": null, "solution": completion,
+        "prompt_tokens": 10, "completion_tokens": completion.split_whitespace().count(),
+        "finish_reason": "stop", "metadata": "{}",
+    })
+}
+
+pub fn jsonl(rows: &[serde_json::Value]) -> String {
+    rows.iter().map(|r| r.to_string() + "\n").collect()
+}
+
+/// Every row of a dataset (directory, Parquet or JSONL) as JSON objects, in order.
+pub fn records(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let input = forge::dataset::Input::open(path).expect("open dataset");
+    input.records(0..input.rows()).map(|r| r.expect("readable").fields).collect()
+}
+
+/// `id -> (reject_reason, reject_detail)` of a filter output's `rejected/` table.
+pub fn rejected(out: &Path) -> std::collections::BTreeMap<String, (String, serde_json::Value)> {
+    records(&out.join("rejected"))
+        .into_iter()
+        .map(|r| {
+            let detail = r["reject_detail"].as_str().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+            (r["id"].as_str().unwrap().to_string(), (r["reject_reason"].as_str().unwrap().to_string(), detail))
+        })
+        .collect()
+}

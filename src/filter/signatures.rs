@@ -1,0 +1,349 @@
+//! Step 1 (map, per input slice): what the later steps need to know of each row, the [`Facts`], and its
+//! MinHash band keys. Everything that depends on one row alone is decided here: contamination, the
+//! verifier's trace checks, length limits.
+
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt32Type;
+use arrow_array::{Array, RecordBatch, StringArray};
+use rayon::prelude::*;
+use serde_json::Value;
+
+use super::decontam::Index;
+use super::near_dup::MinHasher;
+use super::work::{Dec, Enc, Sink, Work, write_file};
+use super::{FilterConfig, Reason, Source};
+use crate::Context;
+use crate::dataset::{Input, Shard, TableKind};
+use crate::error::{Error, Location, Result};
+use crate::progress::Progress;
+use crate::verify::{TraceRef, Verdict, verify_trace};
+
+/// Columns tried, in order, for an evaluation item's text and its id.
+const EVAL_TEXT: [&str; 4] = ["prompt", "problem", "question", "text"];
+const EVAL_ID: [&str; 4] = ["id", "task_id", "unique_id", "problem_id"];
+
+/// What the reduce steps know of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    pub id: String,
+    /// The problem it answers (its own id for a problems table).
+    pub problem: String,
+    /// Exact-duplicate key of the normalised prompt.
+    pub prompt_key: u128,
+    /// Exact-duplicate key of the normalised text (the completion of a trace, the prompt of a problem).
+    pub text_key: u128,
+    /// Characters of the text.
+    pub chars: u64,
+    /// The first per-row check it failed, with details.
+    pub early: Option<(Reason, String)>,
+    /// The evaluation item it overlaps, when contaminated.
+    pub contam: Option<u32>,
+    pub has_gold: bool,
+    /// `None`: not judged (no gold, verification off).
+    pub correct: Option<bool>,
+    pub extracted: Option<String>,
+}
+
+impl Facts {
+    fn encode(&self, e: &mut Enc) {
+        e.str(&self.id);
+        e.str(&self.problem);
+        e.u128(self.prompt_key);
+        e.u128(self.text_key);
+        e.u64(self.chars);
+        match &self.early {
+            None => e.u8(0),
+            Some((reason, detail)) => {
+                e.u8(reason.code());
+                e.str(detail);
+            }
+        }
+        e.u32(self.contam.map_or(u32::MAX, |i| i));
+        e.u8(u8::from(self.has_gold));
+        e.opt_bool(self.correct);
+        e.opt_str(self.extracted.as_deref());
+    }
+
+    fn decode(d: &mut Dec) -> Result<Facts> {
+        Ok(Facts {
+            id: d.string()?,
+            problem: d.string()?,
+            prompt_key: d.u128()?,
+            text_key: d.u128()?,
+            chars: d.u64()?,
+            early: match Reason::from_code(d.u8()?) {
+                None => None,
+                Some(reason) => Some((reason, d.string()?)),
+            },
+            contam: Some(d.u32()?).filter(|&i| i != u32::MAX),
+            has_gold: d.u8()? == 1,
+            correct: d.opt_bool()?,
+            extracted: d.opt_string()?,
+        })
+    }
+}
+
+/// Read the facts of every map slice, in row order.
+pub fn read_facts(work: &Work, shards: u64) -> Result<Vec<Facts>> {
+    let mut all = Vec::new();
+    for index in 0..shards {
+        let path = work.facts(Shard { index, count: shards });
+        let bytes = fs_err::read(&path)?;
+        let mut d = Dec::new(&bytes, &path);
+        while !d.is_empty() {
+            all.push(Facts::decode(&mut d)?);
+        }
+    }
+    Ok(all)
+}
+
+/// The evaluation items of `--decontaminate`, indexed.
+pub struct Evals {
+    pub index: Index,
+    /// `(benchmark path, item id)` per indexed item.
+    pub items: Vec<(String, String)>,
+}
+
+impl Evals {
+    pub fn load(cfg: &FilterConfig) -> Result<Evals> {
+        let mut evals = Evals { index: Index::new(cfg.decontam.clone()), items: Vec::new() };
+        for path in &cfg.decontaminate {
+            let input = Input::open(path)?;
+            let benchmark = path.display().to_string();
+            for (row, record) in input.records(0..input.rows()).enumerate() {
+                let record = record?;
+                let Some(text) = EVAL_TEXT.iter().find_map(|c| record.fields.get(*c).and_then(Value::as_str)) else {
+                    return Err(Error::data(record.location, "no question text in this row").with_hint(format!(
+                        "an evaluation set needs one of the columns {}",
+                        EVAL_TEXT.map(|c| format!("`{c}`")).join(", ")
+                    )));
+                };
+                let id = EVAL_ID
+                    .iter()
+                    .find_map(|c| match record.fields.get(*c) {
+                        Some(Value::String(s)) => Some(s.clone()),
+                        Some(Value::Number(n)) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| format!("row {row}"));
+                evals.index.add(text);
+                evals.items.push((benchmark.clone(), id));
+            }
+        }
+        Ok(evals)
+    }
+}
+
+/// The columns of one typed batch.
+struct Columns<'a> {
+    id: &'a StringArray,
+    problem: &'a StringArray,
+    domain: &'a StringArray,
+    prompt: &'a StringArray,
+    gold: &'a StringArray,
+    metadata: &'a StringArray,
+    completion: Option<&'a StringArray>,
+    finish_reason: Option<&'a StringArray>,
+    tokens: Option<&'a arrow_array::PrimitiveArray<UInt32Type>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch, kind: TableKind) -> Columns<'a> {
+        let s = |name: &str| batch.column_by_name(name).expect("conformed batch").as_string::<i32>();
+        let traces = kind == TableKind::Traces;
+        Columns {
+            id: s("id"),
+            problem: s(if traces { "problem_id" } else { "id" }),
+            domain: s("domain"),
+            prompt: s("prompt"),
+            gold: s("gold"),
+            metadata: s("metadata"),
+            completion: traces.then(|| s("completion")),
+            finish_reason: traces.then(|| s("finish_reason")),
+            tokens: traces
+                .then(|| batch.column_by_name("completion_tokens").expect("conformed").as_primitive::<UInt32Type>()),
+        }
+    }
+}
+
+fn opt(a: &StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+/// Run the signatures step over slice `shard` of the input.
+pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: &Context) -> Result<()> {
+    let bands = if cfg.near_dup { cfg.minhash.bands } else { 0 };
+    let facts_path = work.facts(shard);
+    if facts_path.exists() && (0..bands).all(|b| work.band(b, shard).exists()) {
+        return Ok(()); // finished by an earlier run of this same command
+    }
+    let evals = Evals::load(cfg)?;
+    if shard.index == 0 {
+        let items: Vec<_> = evals.items.iter().map(|(b, i)| serde_json::json!([b, i])).collect();
+        write_file(&work.evals(), &serde_json::to_vec(&items).expect("serialisable"))?;
+    }
+    let hasher = MinHasher::new(cfg.minhash.clone());
+    let range = shard.range(source.input.rows());
+    let progress = Progress::rows("filter 1/2", range.end - range.start, ctx.quiet);
+    let mut band_sinks = (0..bands).map(|b| Sink::create(work.band(b, shard))).collect::<Result<Vec<_>>>()?;
+    let mut facts_sink = Sink::create(facts_path)?;
+    let mut row = range.start;
+    for batch in source.input.batches(source.kind, range) {
+        let batch = batch?;
+        let cols = Columns::of(&batch, source.kind);
+        let file = &source.input.path;
+        let rows: Vec<(Facts, Option<Vec<u64>>)> = (0..batch.num_rows())
+            .into_par_iter()
+            .map(|i| row_facts(cfg, &cols, i, &evals, &hasher, file, row + i as u64))
+            .collect::<Result<_>>()?;
+        let mut enc = Enc::default();
+        let mut band_bytes: Vec<Vec<u8>> = vec![Vec::new(); bands];
+        for (i, (facts, keys)) in rows.iter().enumerate() {
+            facts.encode(&mut enc);
+            for (b, key) in keys.iter().flatten().enumerate() {
+                band_bytes[b].extend_from_slice(&key.to_le_bytes());
+                band_bytes[b].extend_from_slice(&(row + i as u64).to_le_bytes());
+            }
+        }
+        facts_sink.put(&enc.0)?;
+        for (sink, bytes) in band_sinks.iter_mut().zip(&band_bytes) {
+            sink.put(bytes)?;
+        }
+        row += batch.num_rows() as u64;
+        progress.inc(batch.num_rows() as u64);
+    }
+    for sink in band_sinks {
+        sink.finish()?;
+    }
+    facts_sink.finish()?; // last: its presence marks the step done
+    progress.finish();
+    Ok(())
+}
+
+fn row_facts(
+    cfg: &FilterConfig,
+    cols: &Columns,
+    i: usize,
+    evals: &Evals,
+    hasher: &MinHasher,
+    file: &Path,
+    row: u64,
+) -> Result<(Facts, Option<Vec<u64>>)> {
+    let prompt = cols.prompt.value(i);
+    let text = cols.completion.map_or(prompt, |c| c.value(i));
+    let gold = opt(cols.gold, i);
+    let mut facts = Facts {
+        id: cols.id.value(i).to_string(),
+        problem: cols.problem.value(i).to_string(),
+        prompt_key: super::exact_dup::key(prompt, cfg.dedup_digits),
+        text_key: super::exact_dup::key(text, cfg.dedup_digits),
+        chars: text.chars().count() as u64,
+        early: None,
+        contam: None,
+        has_gold: gold.is_some(),
+        correct: None,
+        extracted: None,
+    };
+    let mut early: Vec<(Reason, String)> = Vec::new();
+    let fields: &[(&str, &str)] =
+        if cols.completion.is_some() { &[("prompt", prompt), ("completion", text)] } else { &[("prompt", prompt)] };
+    for (field, value) in fields {
+        if let Some(hit) = evals.index.check(value) {
+            let (benchmark, item) = &evals.items[hit.item];
+            facts.contam = Some(hit.item as u32);
+            let detail = serde_json::json!({
+                "benchmark": benchmark, "item": item, "field": field,
+                "shared_ngrams": hit.shared, "containment": (hit.containment * 1e4).round() / 1e4,
+            });
+            early.push((Reason::Contaminated, detail.to_string()));
+            break;
+        }
+    }
+    if let Some(completion) = cols.completion.filter(|_| !cfg.no_verify) {
+        let trace = TraceRef {
+            domain: cols.domain.value(i),
+            gold,
+            output: completion.value(i),
+            prompt: Some(prompt),
+            metadata: Some(cols.metadata.value(i)),
+            finish_reason: cols.finish_reason.map(|f| f.value(i)),
+        };
+        let verdict = verify_trace(&trace, &cfg.verify).map_err(|(column, message)| {
+            Error::data(Location::row(file, row).column(column), message)
+        })?;
+        if let Some(reason) = trace_check(&verdict) {
+            early.push((reason, verdict.failed.join(",")));
+        }
+        let countdown = trace.domain == "countdown";
+        facts.has_gold |= countdown;
+        if facts.has_gold {
+            facts.correct = Some(verdict.correct);
+        }
+        facts.extracted = verdict.extracted;
+    }
+    let tokens = cols.tokens.map(|t| u64::from(t.value(i)));
+    if cfg.min_chars.is_some_and(|n| facts.chars < n) {
+        early.push((Reason::TooShort, format!("{} characters", facts.chars)));
+    } else if cfg.max_chars.is_some_and(|n| facts.chars > n) {
+        early.push((Reason::TooLong, format!("{} characters", facts.chars)));
+    } else if let (Some(max), Some(tokens)) = (cfg.max_tokens, tokens)
+        && tokens > max
+    {
+        early.push((Reason::TooLong, format!("{tokens} tokens")));
+    }
+    facts.early = early.into_iter().min_by_key(|(r, _)| *r);
+    let keys = if cfg.near_dup { hasher.band_keys(text) } else { None };
+    Ok((facts, keys))
+}
+
+/// The verifier's failed checks as a rejection reason (a wrong answer is not one here: the pass rate
+/// counts it first).
+fn trace_check(v: &Verdict) -> Option<Reason> {
+    let has = |code: &str| v.failed.iter().any(|f| f == code);
+    if v.truncated {
+        Some(Reason::Truncated)
+    } else if v.repetition {
+        Some(Reason::Repetition)
+    } else if v.language_ok == Some(false) {
+        Some(Reason::Language)
+    } else if has("bad_delimiters") {
+        Some(Reason::BadFormat)
+    } else if has("no_answer") {
+        Some(Reason::NoAnswer)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_round_trip() {
+        let facts = Facts {
+            id: "p1#0".into(),
+            problem: "p1".into(),
+            prompt_key: 7,
+            text_key: u128::MAX,
+            chars: 12,
+            early: Some((Reason::Contaminated, "{}".into())),
+            contam: Some(3),
+            has_gold: true,
+            correct: Some(false),
+            extracted: Some("42".into()),
+        };
+        let plain = Facts { early: None, contam: None, correct: None, extracted: None, ..facts.clone() };
+        let mut e = Enc::default();
+        facts.encode(&mut e);
+        plain.encode(&mut e);
+        let path = Path::new("x");
+        let mut d = Dec::new(&e.0, path);
+        assert_eq!(Facts::decode(&mut d).unwrap(), facts);
+        assert_eq!(Facts::decode(&mut d).unwrap(), plain);
+        assert!(d.is_empty());
+        assert!(Facts::decode(&mut Dec::new(&e.0[..10], path)).is_err());
+    }
+}
