@@ -23,7 +23,8 @@ pub fn load<T: Serialize + DeserializeOwned>(path: &Path, cli: &T, given: &[Stri
         }
     }
     serde_json::from_value(base).map_err(|e| {
-        Error::data(Location::file(path), format!("{e}")).with_hint("`--show-config` prints every setting with its default")
+        Error::data(Location::file(path), format!("{e}"))
+            .with_hint("`--show-config` prints every setting with its default")
     })
 }
 

@@ -24,7 +24,9 @@ pub use manifest::{InputRef, Manifest, Provenance, ShardFile};
 pub use read::{Format, Input, InputFile, Record};
 pub use schema::{Calc, Problem, Sampling, Step, TableKind, Trace, problems_schema, traces_schema, type_name};
 pub use value::{json_type_name, to_batch};
-pub use write::{DEFAULT_ROWS_PER_SHARD, DatasetWriter, Start, WriteOptions, check_is_forge_dir as check_output_dir, now};
+pub use write::{
+    DEFAULT_ROWS_PER_SHARD, DatasetWriter, Start, WriteOptions, check_is_forge_dir as check_output_dir, now,
+};
 
 /// The I-th of N deterministic slices of an input (`--shard I/N`, 0-based); written `"I/N"` in TOML, JSON
 /// and manifests.

@@ -184,8 +184,7 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
     }
     if !cfg.no_exact_dup {
         let by_key = groups(facts.iter().map(|f| f.text_key));
-        report.exact_duplicate_clusters =
-            dedup(cfg.keep, by_key.values(), &facts, &mut decisions);
+        report.exact_duplicate_clusters = dedup(cfg.keep, by_key.values(), &facts, &mut decisions);
     }
     if cfg.near_dup {
         report.near_duplicate_clusters = near_dedup(cfg, source, work, &facts, &mut decisions)?;
@@ -277,7 +276,10 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
                 for &r in rows {
                     let d = &mut decisions[r];
                     d.correct = Some(
-                        facts[r].extracted.as_deref().is_some_and(|a| equivalent(&vote.answer, a, cfg.verify.tolerance).is_some()),
+                        facts[r]
+                            .extracted
+                            .as_deref()
+                            .is_some_and(|a| equivalent(&vote.answer, a, cfg.verify.tolerance).is_some()),
                     );
                     d.majority_gold = Some(vote.answer.clone());
                 }
@@ -285,9 +287,7 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
             None => {
                 report.no_consensus_problems += 1;
                 for &r in rows {
-                    reject(&mut decisions[r], Reason::NoConsensus, || {
-                        format!(r#"{{"answers":{}}}"#, voters.len())
-                    });
+                    reject(&mut decisions[r], Reason::NoConsensus, || format!(r#"{{"answers":{}}}"#, voters.len()));
                 }
                 return;
             }
@@ -307,7 +307,7 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
     if !cfg.keep_incorrect {
         for &r in rows {
             if decisions[r].correct == Some(false) {
-                let gold = decisions[r].majority_gold.is_some().then_some("majority").unwrap_or("reference");
+                let gold = if decisions[r].majority_gold.is_some() { "majority" } else { "reference" };
                 reject(&mut decisions[r], Reason::Incorrect, || format!(r#"{{"gold":"{gold}"}}"#));
             }
         }
@@ -359,7 +359,13 @@ fn priority(keep: Keep, r: usize, facts: &[Facts], decisions: &[Decision]) -> (u
 /// it is a duplicate of a row already kept. So every rejected row has a kept row at least that similar
 /// (no chains: a row is never removed for resembling a removed one). Returns the number of kept rows
 /// that had duplicates.
-fn near_dedup(cfg: &FilterConfig, source: &Source, work: &Work, facts: &[Facts], decisions: &mut [Decision]) -> Result<u64> {
+fn near_dedup(
+    cfg: &FilterConfig,
+    source: &Source,
+    work: &Work,
+    facts: &[Facts],
+    decisions: &mut [Decision],
+) -> Result<u64> {
     let alive = |r: u32| decisions[r as usize].reason.is_none();
     let mut pairs: Vec<(u32, u32)> = Vec::new();
     for band in 0..cfg.minhash.bands {
@@ -412,7 +418,11 @@ fn near_dedup(cfg: &FilterConfig, source: &Source, work: &Work, facts: &[Facts],
 }
 
 /// The shingle sets of `rows`, read from the input again (only rows in candidate pairs are kept).
-fn shingles_of(cfg: &FilterConfig, source: &Source, rows: &std::collections::BTreeSet<u32>) -> Result<HashMap<u32, Vec<u64>>> {
+fn shingles_of(
+    cfg: &FilterConfig,
+    source: &Source,
+    rows: &std::collections::BTreeSet<u32>,
+) -> Result<HashMap<u32, Vec<u64>>> {
     let mut out = HashMap::with_capacity(rows.len());
     let Some((&first, &last)) = rows.first().zip(rows.last()) else { return Ok(out) };
     let column = source.text_column();

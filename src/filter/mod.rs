@@ -352,3 +352,21 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     fs_err::create_dir_all(dir)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults and the TOML defaults are the same settings.
+    #[test]
+    fn flag_defaults_equal_file_defaults() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            config: FilterConfig,
+        }
+        let flags = <Flags as clap::Parser>::parse_from(["forge", "--input", "x"]).config;
+        let file: FilterConfig = serde_json::from_value(serde_json::json!({ "input": "x" })).unwrap();
+        assert_eq!(flags, file);
+    }
+}

@@ -20,26 +20,29 @@ const MERSENNE: u64 = (1 << 61) - 1;
 #[serde(default, deny_unknown_fields)]
 pub struct MinHashConfig {
     /// Words per MinHash shingle
-    #[arg(long = "shingle", id = "minhash.ngram", default_value_t = 5, value_name = "WORDS")]
+    #[arg(long = "shingle", id = "minhash.ngram", default_value_t = DEFAULT.ngram, value_name = "WORDS")]
     pub ngram: usize,
     /// LSH bands: a pair is a candidate when all rows of one band agree
-    #[arg(long, default_value_t = 14)]
+    #[arg(long, default_value_t = DEFAULT.bands)]
     pub bands: usize,
     /// Rows (hashes) per band; bands × rows permutations in all
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT.rows)]
     pub rows: usize,
     /// Seed of the permutations: signatures compare only under the same seed
-    #[arg(long = "minhash-seed", id = "minhash.seed", default_value_t = 1)]
+    #[arg(long = "minhash-seed", id = "minhash.seed", default_value_t = DEFAULT.seed)]
     pub seed: u64,
     /// Candidate pairs are duplicates only at this exact Jaccard similarity of their shingles or above
     /// (0: every LSH candidate is one, as datatrove)
-    #[arg(long, default_value_t = 0.8, value_name = "SIMILARITY")]
+    #[arg(long, default_value_t = DEFAULT.jaccard, value_name = "SIMILARITY")]
     pub jaccard: f64,
 }
 
+/// The defaults, one place for flags, TOML and the library.
+const DEFAULT: MinHashConfig = MinHashConfig { ngram: 5, bands: 20, rows: 6, seed: 1, jaccard: 0.8 };
+
 impl Default for MinHashConfig {
     fn default() -> Self {
-        MinHashConfig { ngram: 5, bands: 20, rows: 6, seed: 1, jaccard: 0.8 }
+        DEFAULT
     }
 }
 

@@ -270,9 +270,8 @@ fn row_facts(
             metadata: Some(cols.metadata.value(i)),
             finish_reason: cols.finish_reason.map(|f| f.value(i)),
         };
-        let verdict = verify_trace(&trace, &cfg.verify).map_err(|(column, message)| {
-            Error::data(Location::row(file, row).column(column), message)
-        })?;
+        let verdict = verify_trace(&trace, &cfg.verify)
+            .map_err(|(column, message)| Error::data(Location::row(file, row).column(column), message))?;
         if let Some(reason) = trace_check(&verdict) {
             early.push((reason, verdict.failed.join(",")));
         }

@@ -23,12 +23,15 @@ pub fn word_hashes(text: &str, normalize_digits: bool) -> Vec<u64> {
                 i += 1;
             }
             let word = &bytes[start..i];
-            let plain = word.iter().all(|b| !b.is_ascii_uppercase() && !(normalize_digits && b.is_ascii_digit()));
+            let plain = !word.iter().any(|b| b.is_ascii_uppercase() || (normalize_digits && b.is_ascii_digit()));
             out.push(if plain {
                 xxh3_64(word)
             } else {
                 buf.clear();
-                buf.extend(word.iter().map(|&b| if normalize_digits && b.is_ascii_digit() { b'0' } else { b.to_ascii_lowercase() }));
+                buf.extend(
+                    word.iter()
+                        .map(|&b| if normalize_digits && b.is_ascii_digit() { b'0' } else { b.to_ascii_lowercase() }),
+                );
                 xxh3_64(&buf)
             });
         }

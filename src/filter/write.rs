@@ -93,14 +93,18 @@ pub fn run(
         let batch = with_verdicts(&batch, ds, source.kind)?;
         let keep = BooleanArray::from(ds.iter().map(|d| d.reason.is_none()).collect::<Vec<_>>());
         let drop = BooleanArray::from(ds.iter().map(|d| d.reason.is_some()).collect::<Vec<_>>());
-        let kept_rows = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| Error::arrow("filter", e))?;
+        let kept_rows =
+            arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| Error::arrow("filter", e))?;
         kept.write(&kept_rows)?;
-        let mut columns: Vec<ArrayRef> =
-            arrow_select::filter::filter_record_batch(&batch, &drop).map_err(|e| Error::arrow("filter", e))?.columns().to_vec();
+        let mut columns: Vec<ArrayRef> = arrow_select::filter::filter_record_batch(&batch, &drop)
+            .map_err(|e| Error::arrow("filter", e))?
+            .columns()
+            .to_vec();
         let gone: Vec<&Decision> = ds.iter().filter(|d| d.reason.is_some()).collect();
         columns.push(Arc::new(StringArray::from_iter_values(gone.iter().map(|d| d.reason.expect("rejected").name()))));
         columns.push(Arc::new(StringArray::from(gone.iter().map(|d| d.detail.as_deref()).collect::<Vec<_>>())));
-        rejected.write(&RecordBatch::try_new(rejected.schema().clone(), columns).map_err(|e| Error::arrow("filter", e))?)?;
+        rejected
+            .write(&RecordBatch::try_new(rejected.schema().clone(), columns).map_err(|e| Error::arrow("filter", e))?)?;
         report.rows_in += batch.num_rows() as u64;
         report.rows_out += kept_rows.num_rows() as u64;
         for d in gone {
