@@ -168,7 +168,8 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
         })
         .collect();
     let traces = source.kind == crate::dataset::TableKind::Traces;
-    let problems = groups(facts.iter().map(|f| f.problem.as_str()));
+    // A problems table has one row per problem: nothing to group.
+    let problems = if traces { groups(facts.iter().map(|f| f.problem.as_str())) } else { Default::default() };
     if traces {
         for rows in problems.values() {
             per_problem(cfg, &facts, rows, &mut decisions, &mut report);
@@ -183,8 +184,15 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
         }
     }
     if !cfg.no_exact_dup {
-        let by_key = groups(facts.iter().map(|f| f.text_key));
-        report.exact_duplicate_clusters = dedup(cfg.keep, by_key.values(), &facts, &mut decisions);
+        // Rows sorted by key: runs of one key are the groups (4 bytes a row, where a map of groups
+        // would hold a vector per row).
+        let mut order: Vec<u32> = (0..facts.len() as u32).collect();
+        order.sort_unstable_by_key(|&r| (facts[r as usize].text_key, r));
+        let runs = order
+            .chunk_by(|a, b| facts[*a as usize].text_key == facts[*b as usize].text_key)
+            .filter(|run| run.len() > 1)
+            .map(|run| run.iter().map(|&r| r as usize).collect::<Vec<_>>());
+        report.exact_duplicate_clusters = dedup(cfg.keep, runs, &facts, &mut decisions);
     }
     if cfg.near_dup {
         report.near_duplicate_clusters = near_dedup(cfg, source, work, &facts, &mut decisions)?;
@@ -316,12 +324,7 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
 
 /// Exact duplicates: keep one surviving row per group of two or more, reject the other survivors.
 /// Returns how many groups lost rows.
-fn dedup<'a>(
-    keep: Keep,
-    groups: impl Iterator<Item = &'a Vec<usize>>,
-    facts: &[Facts],
-    decisions: &mut [Decision],
-) -> u64 {
+fn dedup(keep: Keep, groups: impl Iterator<Item = Vec<usize>>, facts: &[Facts], decisions: &mut [Decision]) -> u64 {
     let mut clusters = 0;
     for rows in groups {
         let alive: Vec<usize> = rows.iter().copied().filter(|&r| decisions[r].reason.is_none()).collect();

@@ -74,6 +74,9 @@ impl Index {
 
     /// The item `text` overlaps most (by shared n-grams), if it shares any.
     pub fn check(&self, text: &str) -> Option<Hit> {
+        if self.sizes.is_empty() {
+            return None;
+        }
         let mut shared: HashMap<u32, usize> = HashMap::new();
         for g in ngrams(text, &self.config) {
             for &item in self.grams.get(&g).into_iter().flatten() {

@@ -86,17 +86,18 @@ impl MinHasher {
     }
 
     fn sign(&self, shingles: &[u64]) -> Vec<u64> {
-        let mut sig = vec![u64::MAX; self.permutations.len()];
-        for &h in shingles {
-            let h = h % MERSENNE;
-            for (slot, &(a, b)) in sig.iter_mut().zip(&self.permutations) {
-                let v = mod_mersenne(u128::from(a) * u128::from(h) + u128::from(b));
-                if v < *slot {
-                    *slot = v;
-                }
-            }
-        }
-        sig
+        let reduced: Vec<u64> = shingles.iter().map(|h| h % MERSENNE).collect();
+        // One permutation at a time over all shingles: the running minimum stays in a register.
+        self.permutations
+            .iter()
+            .map(|&(a, b)| {
+                reduced
+                    .iter()
+                    .map(|&h| mod_mersenne(u128::from(a) * u128::from(h) + u128::from(b)))
+                    .min()
+                    .unwrap_or(u64::MAX)
+            })
+            .collect()
     }
 
     /// One bucket key per band.

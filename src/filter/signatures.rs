@@ -234,11 +234,15 @@ fn row_facts(
     let prompt = cols.prompt.value(i);
     let text = cols.completion.map_or(prompt, |c| c.value(i));
     let gold = opt(cols.gold, i);
+    let traces = cols.completion.is_some();
+    // Keys only where a later step compares them: prompts of traces (repeated problems), texts (exact dedup).
+    let prompt_key = if traces { super::exact_dup::key(prompt, cfg.dedup_digits) } else { 0 };
+    let text_key = if cfg.no_exact_dup { 0 } else { super::exact_dup::key(text, cfg.dedup_digits) };
     let mut facts = Facts {
         id: cols.id.value(i).to_string(),
         problem: cols.problem.value(i).to_string(),
-        prompt_key: super::exact_dup::key(prompt, cfg.dedup_digits),
-        text_key: super::exact_dup::key(text, cfg.dedup_digits),
+        prompt_key,
+        text_key,
         chars: text.chars().count() as u64,
         early: None,
         contam: None,

@@ -9,9 +9,6 @@
 //! forge verify --gold '\frac12' --pred 'so the answer is \boxed{0.5}'     # exit 0 if equivalent, 1 if not
 //! forge verify --input traces.jsonl --output verdicts.jsonl               # columns `answer`, `completion`
 //! ```
-//!
-//! Not yet here (issue #3 continues): symbolic expressions with variables, inequalities and matrices
-//! (they compare as normalised text), repetition loops and language consistency.
 
 pub mod answer;
 pub mod checks;

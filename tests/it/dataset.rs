@@ -147,7 +147,7 @@ fn rerun_is_up_to_date_and_a_different_command_needs_overwrite() {
 
 /// SIGKILL a run once its first shard is on disk; check nothing looks finished that is not, then rerun:
 /// the finished shards are kept as they were, and the result equals an uninterrupted run byte for byte.
-fn kill_and_resume(args: &[&str], out: &Path, clean: &Path) {
+pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path) {
     let mut child = forge().args(args).arg("-o").arg(out).arg("-q").spawn().unwrap();
     let started = Instant::now();
     let first = out.join("part-00000.parquet");
@@ -186,6 +186,9 @@ fn kill_and_resume(args: &[&str], out: &Path, clean: &Path) {
     clean_args[rerun.len() - 2] = &clean;
     ok(&clean_args);
     assert_eq!(shard_bytes(out), shard_bytes(clean));
+    if out.join("rejected").exists() {
+        assert_eq!(shard_bytes(&out.join("rejected")), shard_bytes(&clean.join("rejected")));
+    }
 }
 
 #[test]

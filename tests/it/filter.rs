@@ -215,6 +215,17 @@ fn sharded_filter_equals_one_process() {
     assert!(stderr.contains("--step signatures"), "{stderr}");
 }
 
+/// A filter killed while writing resumes: finished shards are kept, nothing is redone or duplicated, and
+/// the kept and rejected rows equal those of an uninterrupted run byte for byte.
+#[test]
+fn killed_filter_resumes_without_redoing_or_duplicating() {
+    let s = Scratch::new();
+    let input = s.write("traces.jsonl", jsonl(&corpus(12_000)));
+    let input = input.to_str().unwrap();
+    let args = ["filter", "--input", input, "--near-dup", "--max-per-problem", "2", "--rows-per-shard", "5000"];
+    crate::dataset::kill_and_resume(&args, &s.path("killed"), &s.path("clean"));
+}
+
 /// `--config FILE.toml` holds the same settings as the flags; flags given on the command line win, and
 /// a misspelt key is an error naming the file.
 #[test]

@@ -7,7 +7,7 @@ mod util;
 mod bad_input;
 /// Reading and writing datasets: formats, casts, shards, atomic writes, kill and resume.
 mod dataset;
-/// Curation parts: decontamination against labelled GSM-Plus variants.
+/// `forge filter`: every rejection reason, sharded = one process, kill and resume, real-data accuracy.
 mod filter;
 /// `forge import`: presets on small fixtures and on every file in `../shared/data`.
 mod import;
