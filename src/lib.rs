@@ -33,6 +33,7 @@ pub mod error;
 pub mod expr;
 pub mod progress;
 pub mod report;
+pub mod rng;
 
 pub mod dataset;
 
@@ -40,6 +41,7 @@ pub mod import;
 pub mod synth;
 
 pub mod filter;
+pub mod model;
 pub mod verify;
 
 pub mod stats;

@@ -1,4 +1,4 @@
-//! A small seeded generator (SplitMix64) owned by forge, so `forge synth` output stays byte-identical
+//! A small seeded generator (SplitMix64) owned by forge, so `forge synth` output (and random model weights) stay byte-identical
 //! across versions of forge's dependencies; each row gets its own stream from (seed, task, row index),
 //! which makes rows independent of each other and of `--shard`.
 
@@ -18,6 +18,18 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // in (0, 1]: the logarithm stays finite
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
     /// Uniform in `0..n` (n > 0), without modulo bias.

@@ -11,7 +11,6 @@
 mod arith;
 pub mod countdown;
 mod igsm;
-mod rng;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +19,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use rng::Rng;
+pub use crate::rng::Rng;
 
 use crate::dataset::{DatasetWriter, Problem, Provenance, Start, TableKind};
 use crate::error::{Error, Result};

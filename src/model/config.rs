@@ -1,0 +1,158 @@
+//! `config.json` of a Hugging Face checkpoint: the fields the Qwen2 and Llama decoders need.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Location, Result};
+
+/// The architectures forge runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen: bias on q/k/v.
+    Qwen2,
+    /// Llama 2 and 3.x, DeepSeek-R1-Distill-Llama: no bias (unless `attention_bias`), Llama 3 rope scaling.
+    Llama,
+}
+
+/// Llama 3.1+ `rope_scaling` (`rope_type = "llama3"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    #[serde(default = "one")]
+    pub factor: f64,
+    #[serde(default = "one")]
+    pub low_freq_factor: f64,
+    #[serde(default = "four")]
+    pub high_freq_factor: f64,
+    #[serde(default = "eight_k")]
+    pub original_max_position_embeddings: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn four() -> f64 {
+    4.0
+}
+fn eight_k() -> usize {
+    8192
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_max_positions() -> usize {
+    32_768
+}
+
+impl ModelConfig {
+    pub fn read(path: &Path) -> Result<ModelConfig> {
+        let text = fs_err::read_to_string(path)?;
+        let config: ModelConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::data(Location::line(path, e.line() as u64), format!("not a model config: {e}")))?;
+        config.arch().map_err(|e| e.with_hint("forge runs Qwen2/Qwen2.5 and Llama checkpoints"))?;
+        if config.num_attention_heads == 0 || !config.num_attention_heads.is_multiple_of(config.kv_heads()) {
+            return Err(Error::data(
+                Location::file(path).column("num_key_value_heads"),
+                "must divide num_attention_heads",
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn arch(&self) -> Result<Arch> {
+        match self.model_type.as_str() {
+            "qwen2" => Ok(Arch::Qwen2),
+            "llama" => Ok(Arch::Llama),
+            other => Err(Error::usage(format!("unsupported architecture `{other}`"))),
+        }
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Bias on the q, k and v projections (Qwen2 always; Llama when `attention_bias`).
+    pub fn qkv_bias(&self) -> bool {
+        match self.arch() {
+            Ok(Arch::Qwen2) => true,
+            _ => self.attention_bias.unwrap_or(false),
+        }
+    }
+
+    /// Inverse frequencies of the rotary embedding, with Llama 3 scaling applied when configured.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
+        let Some(s) = self.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") else {
+            return base.into_iter().map(|f| f as f32).collect();
+        };
+        let old = s.original_max_position_embeddings as f64;
+        let (low_wavelen, high_wavelen) = (old / s.low_freq_factor, old / s.high_freq_factor);
+        base.into_iter()
+            .map(|f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                let scaled = if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / s.factor
+                } else {
+                    let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * f / s.factor + smooth * f
+                };
+                scaled as f32
+            })
+            .collect()
+    }
+
+    /// Token ids of `bos_token_id` / `eos_token_id` (a number or a list).
+    pub fn ids(value: &Option<serde_json::Value>) -> Vec<u32> {
+        match value {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
