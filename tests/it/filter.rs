@@ -390,7 +390,7 @@ fn gsm8k_model_solutions_are_kept_exactly_when_labelled_correct() {
 /// "... express your answer as a common fraction"): recorded here so a change in either direction shows.
 #[test]
 #[ignore = "needs ../shared/data"]
-fn math_test_is_contaminated_by_math500_and_train_barely() {
+fn math500_items_are_all_found_in_math_test() {
     let s = Scratch::new();
     let math500 = shared_data("math500/test.jsonl");
     for (split, expect_all) in [("test", true), ("train", false)] {
