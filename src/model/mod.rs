@@ -5,8 +5,10 @@
 //! Weights are `Var`s in a `VarMap` under transformers' tensor names, so the same model trains and saves
 //! back to a checkpoint transformers loads ([`Checkpoint::save`]).
 
+pub mod chat;
 pub mod config;
 pub mod decoder;
+pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 

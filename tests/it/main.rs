@@ -11,6 +11,8 @@ mod dataset;
 mod filter;
 /// `forge import`: presets on small fixtures and on every file in `../shared/data`.
 mod import;
+/// Models: chat templates against transformers' rendering.
+mod model;
 /// `schemas/*.md` match the code's Arrow schemas.
 mod schemas;
 /// `forge stats`.
