@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod config;
 pub mod decoder;
+pub mod tiny;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};

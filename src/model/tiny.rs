@@ -1,0 +1,137 @@
+//! Tiny checkpoints made in code, so tests (and the quickstart's from-scratch models) never download
+//! anything: a byte-level tokenizer (256 byte tokens plus ChatML's special tokens), a ChatML chat template,
+//! and a randomly initialised Qwen2 or Llama decoder, written as a Hugging Face checkpoint directory.
+
+use std::path::Path;
+
+use candle_core::Device;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::AddedToken;
+
+use super::{Arch, Checkpoint, ModelConfig};
+use crate::error::{Error, Result};
+
+/// The special tokens of the tiny tokenizer, after the 256 byte tokens.
+pub const SPECIAL: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+/// ChatML, as Qwen2.5 writes it (without the default system prompt).
+pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Sizes of a tiny model.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl Default for Size {
+    fn default() -> Self {
+        Size { hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2 }
+    }
+}
+
+/// The byte-level tokenizer: every byte is a token whose id is the byte (no merges), plus [`SPECIAL`].
+pub fn tokenizer() -> Result<tokenizers::Tokenizer> {
+    let vocab: tokenizers::models::bpe::Vocab = (0..=255u8).map(|b| (byte_char(b).to_string(), u32::from(b))).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().map_err(|e| Error::usage(e.to_string()))?;
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, false)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    tok.add_special_tokens(SPECIAL.map(|s| AddedToken::from(s, true)));
+    Ok(tok)
+}
+
+/// GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + their rank.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b) {
+        return char::from(b);
+    }
+    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + rank).expect("a valid char")
+}
+
+/// The config of a tiny model of `arch` over the tiny tokenizer.
+pub fn config(arch: Arch, size: Size) -> ModelConfig {
+    let model_type = match arch {
+        Arch::Qwen2 => "qwen2",
+        Arch::Llama => "llama",
+    };
+    serde_json::from_value(serde_json::json!({
+        "model_type": model_type,
+        "architectures": [if arch == Arch::Qwen2 { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+        "vocab_size": 256 + SPECIAL.len(),
+        "hidden_size": size.hidden,
+        "intermediate_size": size.intermediate,
+        "num_hidden_layers": size.layers,
+        "num_attention_heads": size.heads,
+        "num_key_value_heads": size.kv_heads,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": arch == Arch::Qwen2,
+        "bos_token_id": 256,
+        "eos_token_id": 258,
+        "torch_dtype": "float32",
+    }))
+    .expect("a valid config")
+}
+
+/// Write a tiny random checkpoint directory: config, weights, tokenizer, chat template.
+pub fn write(dir: &Path, arch: Arch, size: Size, seed: u64) -> Result<()> {
+    let config = config(arch, size);
+    let checkpoint = Checkpoint::random(&config, seed, &Device::Cpu)?;
+    checkpoint.save(dir)?;
+    write_tokenizer(dir)
+}
+
+/// The tokenizer files of a tiny checkpoint (`tokenizer.json`, `tokenizer_config.json`,
+/// `generation_config.json`).
+pub fn write_tokenizer(dir: &Path) -> Result<()> {
+    tokenizer()?.save(dir.join("tokenizer.json"), true).map_err(|e| Error::usage(e.to_string()))?;
+    let config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": null,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "chat_template": CHATML,
+        "model_max_length": 2048,
+    });
+    fs_err::write(dir.join("tokenizer_config.json"), serde_json::to_vec_pretty(&config).expect("json"))?;
+    let generation = serde_json::json!({ "eos_token_id": [258, 256], "pad_token_id": 256 });
+    fs_err::write(dir.join("generation_config.json"), serde_json::to_vec_pretty(&generation).expect("json"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_tokenizer_round_trips_bytes_and_knows_chatml() {
+        let tok = tokenizer().unwrap();
+        let text = "<|im_start|>user\nWhat is 2 + 3? Ünïcode ✓<|im_end|>";
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(ids[0], 257);
+        assert_eq!(*ids.last().unwrap(), 258);
+        assert_eq!(ids[1], u32::from(b'u'), "byte tokens are their byte values");
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+
+    #[test]
+    fn tiny_checkpoint_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), Arch::Qwen2, Size::default(), 5).unwrap();
+        let ck = Checkpoint::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(ck.config.vocab_size, 259);
+        let tok = super::super::tokenizer::Tokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.eos_ids, vec![258, 256]);
+        let chat = super::super::chat::ChatTemplate::from_dir(dir.path()).unwrap();
+        let text = chat.render(&[super::super::chat::Message::new("user", "hi")], true, &Default::default()).unwrap();
+        assert_eq!(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    }
+}
