@@ -41,7 +41,9 @@ pub mod import;
 pub mod synth;
 
 pub mod filter;
+pub mod generate;
 pub mod model;
+pub mod teacher;
 pub mod verify;
 
 pub mod stats;

@@ -10,9 +10,11 @@ impl Progress {
         let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
         let bar = ProgressBar::with_draw_target(Some(total), target);
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  {msg}  ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());
         Progress(bar)
@@ -20,6 +22,11 @@ impl Progress {
 
     pub fn inc(&self, rows: u64) {
         self.0.inc(rows);
+    }
+
+    /// A short status beside the counts (e.g. tokens/s).
+    pub fn message(&self, text: &str) {
+        self.0.set_message(text.to_string());
     }
 
     pub fn finish(&self) {

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use forge::filter::{FilterConfig, FilterStep};
+use forge::generate::GenerateConfig;
 use forge::import::ImportConfig;
 use forge::synth::SynthConfig;
 use forge::verify::VerifyConfig;
@@ -69,6 +70,18 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         config: VerifyConfig,
+    },
+    /// Sample chain-of-thought solutions of problems from a teacher model
+    #[command(after_help = "Examples:
+  forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 -o traces/
+  forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 --top-p 0.95 --max-tokens 1024 --seed 1 -o traces/
+  forge generate --teacher local:r1-distill/ --problems math500/ --prefill '<think>\\n' --temperature 0.6 -o traces/
+  forge generate --teacher local:ckpt/ --problems problems/ --prompt-template '{prompt}' --system 'You are a careful solver.' -o traces/")]
+    Generate {
+        #[command(flatten)]
+        config: GenerateConfig,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Turn raw traces into training data: verify, decontaminate, deduplicate, select
     #[command(
@@ -138,6 +151,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::Synth { config, output } => serde_json::json!({ "synth": config, "output": output }),
             Command::Verify { config } => serde_json::json!({ "verify": config }),
             Command::Filter { config, output, .. } => serde_json::json!({ "filter": config, "output": output }),
+            Command::Generate { config, output } => serde_json::json!({ "generate": config, "output": output }),
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
         };
         let text = serde_json::to_string_pretty(&config)? + "\n";
@@ -167,6 +181,10 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             if !ctx.quiet {
                 eprintln!("{report}");
             }
+        }
+        Command::Generate { config, output } => {
+            let outcome = forge::generate::run(&config, &output, &ctx)?;
+            summarise(&outcome, &output, &ctx);
         }
         Command::Filter { config, step, output, .. } => {
             if let Some(outcome) = forge::filter::run(&config, &output, step, &ctx)? {

@@ -120,6 +120,8 @@ pub struct Trace {
     pub finish_reason: String,
     /// Copied from the problem (Countdown's numbers and target live here).
     pub metadata: String,
+    /// Log-probability of each generated token under the teacher (before temperature and truncation).
+    pub token_logprobs: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +158,7 @@ pub fn traces_schema() -> SchemaRef {
         Field::new("completion_tokens", DataType::UInt32, false),
         string("finish_reason", false),
         string("metadata", false),
+        Field::new("token_logprobs", list_of(DataType::Float32), true),
     ]))
 }
 

@@ -190,8 +190,8 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
         let q = rotate(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
-        let mut k = rotate(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?;
-        let mut v = split(self.v.forward(x)?, self.kv_heads)?;
+        let mut k = rotate(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?.contiguous()?;
+        let mut v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
         if let Some(past) = past {
             if let Some((pk, pv)) = past.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2)?;

@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use candle_core::Device;
+use tokenizers::AddedToken;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::AddedToken;
 
 use super::{Arch, Checkpoint, ModelConfig};
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub fn tokenizer() -> Result<tokenizers::Tokenizer> {
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, false)));
     tok.with_decoder(Some(ByteLevel::default()));
-    tok.add_special_tokens(SPECIAL.map(|s| AddedToken::from(s, true)));
+    tok.add_special_tokens(SPECIAL.map(|s| AddedToken::from(s, true))).map_err(|e| Error::usage(e.to_string()))?;
     Ok(tok)
 }
 

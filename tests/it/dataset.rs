@@ -147,7 +147,7 @@ fn rerun_is_up_to_date_and_a_different_command_needs_overwrite() {
 
 /// SIGKILL a run once its first shard is on disk; check nothing looks finished that is not, then rerun:
 /// the finished shards are kept as they were, and the result equals an uninterrupted run byte for byte.
-pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path) {
+pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path, rows_per_shard: i64) {
     let mut child = forge().args(args).arg("-o").arg(out).arg("-q").spawn().unwrap();
     let started = Instant::now();
     let first = out.join("part-00000.parquet");
@@ -169,7 +169,11 @@ pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path) {
         .map(|(name, _)| {
             let file = std::fs::File::open(out.join(&name)).unwrap();
             let reader = parquet::file::reader::SerializedFileReader::new(file).expect("a complete Parquet file");
-            assert_eq!(parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows(), 5000, "{name}");
+            assert_eq!(
+                parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows(),
+                rows_per_shard,
+                "{name}"
+            );
             let inode = std::fs::metadata(out.join(&name)).unwrap().ino();
             (name, inode)
         })
@@ -195,7 +199,7 @@ pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path) {
 fn killed_synth_resumes_without_redoing_or_duplicating() {
     let s = Scratch::new();
     let args = ["synth", "igsm", "--n", "100000", "--ops", "8", "--rows-per-shard", "5000"];
-    kill_and_resume(&args, &s.path("killed"), &s.path("clean"));
+    kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000);
 }
 
 #[test]
@@ -208,5 +212,5 @@ fn killed_import_resumes_without_redoing_or_duplicating() {
     let f = s.write("big.jsonl", text);
     let f = f.to_str().unwrap();
     let args = ["import", "--prompt-col", "q", "--answer-col", "a", f, "--rows-per-shard", "5000"];
-    kill_and_resume(&args, &s.path("killed"), &s.path("clean"));
+    kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000);
 }

@@ -223,7 +223,7 @@ fn killed_filter_resumes_without_redoing_or_duplicating() {
     let input = s.write("traces.jsonl", jsonl(&corpus(12_000)));
     let input = input.to_str().unwrap();
     let args = ["filter", "--input", input, "--near-dup", "--max-per-problem", "2", "--rows-per-shard", "5000"];
-    crate::dataset::kill_and_resume(&args, &s.path("killed"), &s.path("clean"));
+    crate::dataset::kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000);
 }
 
 /// `--config FILE.toml` holds the same settings as the flags; flags given on the command line win, and

@@ -9,6 +9,8 @@ mod bad_input;
 mod dataset;
 /// `forge filter`: every rejection reason, sharded = one process, kill and resume, real-data accuracy.
 mod filter;
+/// `forge generate` with tiny random teachers: provenance, batching, resume, bad input.
+mod generate;
 /// `forge import`: presets on small fixtures and on every file in `../shared/data`.
 mod import;
 /// Models: chat templates against transformers' rendering.

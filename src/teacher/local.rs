@@ -1,0 +1,196 @@
+//! The local teacher: a Hugging Face checkpoint run with forge's own decoder. Prompts of a batch are
+//! prefilled together (left-padded); each prompt's KV cache is then copied for its `n` samples, which decode
+//! together, one token per step, dropping out of the batch as they finish.
+
+use std::path::Path;
+
+use candle_core::{Device, IndexOp, Tensor};
+
+use super::sampling::{SamplingConfig, sample, stream};
+use super::{Finish, Prompt, Sample, Teacher};
+use crate::error::{Error, Result};
+use crate::model::chat::ChatTemplate;
+use crate::model::tokenizer::Tokenizer;
+use crate::model::{Checkpoint, KvCache, attention_mask, positions};
+
+pub struct Local {
+    id: String,
+    checkpoint: Checkpoint,
+    tokenizer: Tokenizer,
+    chat: ChatTemplate,
+}
+
+fn candle(e: candle_core::Error) -> Error {
+    Error::usage(format!("model: {e}"))
+}
+
+/// A sequence being decoded.
+struct Row {
+    prompt: usize,
+    valid: Vec<bool>,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    rng: crate::rng::Rng,
+    finish: Option<Finish>,
+}
+
+impl Local {
+    pub fn open(dir: &Path) -> Result<Local> {
+        let device = device();
+        // Tokenizer and template first: they fail fast, before the weights load.
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let chat = ChatTemplate::from_dir(dir)?;
+        let checkpoint = Checkpoint::load(dir, &device)?;
+        if tokenizer.eos_ids.is_empty() {
+            return Err(Error::usage(format!("`{}`: no end-of-sequence token found", dir.display()))
+                .with_hint("set `eos_token_id` in config.json or generation_config.json"));
+        }
+        Ok(Local { id: format!("local:{}", dir.display()), checkpoint, tokenizer, chat })
+    }
+
+    /// The token ids of a prompt: the chat template's rendering with the generation prompt, then the
+    /// prefill.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let text = self.chat.render(&prompt.messages, true, &Default::default())? + &prompt.prefill;
+        self.tokenizer.encode(&text)
+    }
+
+    fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
+        let dev = self.checkpoint.model.device().clone();
+        let model = &self.checkpoint.model;
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
+        let context = self.checkpoint.config.max_position_embeddings;
+        for (p, row) in prompts.iter().zip(&ids) {
+            if row.len() + cfg.max_new_tokens as usize > context {
+                return Err(Error::usage(format!(
+                    "problem `{}`: {} prompt tokens + {} new tokens exceed the model's context of {context}",
+                    p.key,
+                    row.len(),
+                    cfg.max_new_tokens
+                ))
+                .with_hint("lower `--max-tokens`, or leave the problem out"));
+            }
+        }
+        // Prefill the distinct prompts together, left-padded.
+        let width = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = self.tokenizer.eos_ids[0];
+        let padded: Vec<Vec<u32>> =
+            ids.iter().map(|r| std::iter::repeat_n(pad, width - r.len()).chain(r.iter().copied()).collect()).collect();
+        let valid: Vec<Vec<bool>> = ids
+            .iter()
+            .map(|r| std::iter::repeat_n(false, width - r.len()).chain(std::iter::repeat_n(true, r.len())).collect())
+            .collect();
+        let mut cache = KvCache::default();
+        let input = Tensor::new(padded, &dev).map_err(candle)?;
+        let logits = model
+            .forward(
+                &input,
+                &positions(&valid, 0, &dev).map_err(candle)?,
+                &attention_mask(&valid, 0, width, &dev).map_err(candle)?,
+                Some(&mut cache),
+            )
+            .map_err(candle)?;
+        let last = logits.i((.., width - 1, ..)).and_then(|t| t.contiguous()).map_err(candle)?;
+        // One row per sample, each starting from its prompt's cache.
+        let mut rows: Vec<Row> = Vec::new();
+        for (p, prompt) in prompts.iter().enumerate() {
+            for k in 0..prompt.n as usize {
+                rows.push(Row {
+                    prompt: p,
+                    valid: valid[p].clone(),
+                    tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    rng: stream(cfg.seed, &prompt.key, k as u32),
+                    finish: None,
+                });
+            }
+        }
+        let order = Tensor::new(rows.iter().map(|r| r.prompt as u32).collect::<Vec<_>>(), &dev).map_err(candle)?;
+        let mut cache = cache.select(&order).map_err(candle)?;
+        let mut next: Vec<Vec<f32>> = last.index_select(&order, 0).map_err(candle)?.to_vec2().map_err(candle)?;
+        let mut active: Vec<usize> = (0..rows.len()).collect();
+        let mut done: Vec<Row> = Vec::new();
+        while !active.is_empty() {
+            let mut still = Vec::with_capacity(active.len());
+            for (slot, &r) in active.iter().enumerate() {
+                let row = &mut rows[r];
+                let (token, logprob) = sample(&next[slot], cfg, &mut row.rng);
+                if self.tokenizer.eos_ids.contains(&token) {
+                    row.finish = Some(Finish::Stop);
+                    continue;
+                }
+                row.tokens.push(token);
+                row.logprobs.push(logprob);
+                if !cfg.stop.is_empty() {
+                    let text = self.tokenizer.decode(&row.tokens, false)?;
+                    if cfg.stop.iter().any(|s| text.ends_with(s.as_str())) {
+                        row.finish = Some(Finish::Stop);
+                        continue;
+                    }
+                }
+                if row.tokens.len() >= cfg.max_new_tokens as usize {
+                    row.finish = Some(Finish::Length);
+                    continue;
+                }
+                still.push(slot);
+            }
+            if still.len() < active.len() {
+                let keep = Tensor::new(still.iter().map(|&s| s as u32).collect::<Vec<_>>(), &dev).map_err(candle)?;
+                if !still.is_empty() {
+                    cache = cache.select(&keep).map_err(candle)?;
+                }
+            }
+            active = still.iter().map(|&s| active[s]).collect();
+            if active.is_empty() {
+                break;
+            }
+            let past = cache.len();
+            for &r in &active {
+                rows[r].valid.push(true);
+            }
+            let valid: Vec<Vec<bool>> = active.iter().map(|&r| rows[r].valid.clone()).collect();
+            let input: Vec<Vec<u32>> = active.iter().map(|&r| vec![*rows[r].tokens.last().expect("a token")]).collect();
+            let logits = model
+                .forward(
+                    &Tensor::new(input, &dev).map_err(candle)?,
+                    &positions(&valid, past, &dev).map_err(candle)?,
+                    &attention_mask(&valid, past, 1, &dev).map_err(candle)?,
+                    Some(&mut cache),
+                )
+                .map_err(candle)?;
+            next = logits.squeeze(1).map_err(candle)?.to_vec2().map_err(candle)?;
+        }
+        done.append(&mut rows);
+        let mut out: Vec<Vec<Sample>> = prompts.iter().map(|p| Vec::with_capacity(p.n as usize)).collect();
+        for row in done {
+            let text = self.tokenizer.decode(&row.tokens, false)?;
+            out[row.prompt].push(Sample {
+                text,
+                prompt_tokens: ids[row.prompt].len() as u32,
+                completion_tokens: row.tokens.len() as u32,
+                finish: row.finish.unwrap_or(Finish::Length),
+                logprobs: row.logprobs,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Teacher for Local {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
+        self.decode_batch(prompts, sampling)
+    }
+}
+
+/// CUDA when forge was built with it and a GPU is there, else the CPU.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}

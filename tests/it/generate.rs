@@ -1,0 +1,127 @@
+use std::path::Path;
+
+use forge::model::Arch;
+use forge::model::tiny::{Size, write};
+
+use crate::util::{Scratch, ok, records, run};
+
+fn checkpoint(dir: &Path, arch: Arch) -> String {
+    write(dir, arch, Size::default(), 11).unwrap();
+    format!("local:{}", dir.display())
+}
+
+/// A tiny random teacher samples every problem n times: one row per sample with its provenance, token
+/// counts within the limit, one logprob per generated token, and the same rows whatever the batch size.
+#[test]
+fn generate_writes_one_trace_per_sample_with_provenance() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[&"synth", &"arith", &"--n", &"12", &"--seed", &"3", &"-o", &problems, &"-q"]);
+    for arch in [Arch::Qwen2, Arch::Llama] {
+        let teacher = checkpoint(&s.path(&format!("ck-{arch:?}")), arch);
+        let common = [
+            "generate",
+            "--teacher",
+            &teacher,
+            "-n",
+            "3",
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "5",
+            "-q",
+        ];
+        let out = |name: &str, batch: &str| {
+            let out = s.path(name);
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+                common.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+            args.extend([
+                &"--problems" as &dyn AsRef<std::ffi::OsStr>,
+                &problems,
+                &"--batch-size",
+                &batch,
+                &"-o",
+                &out,
+            ]);
+            ok(&args);
+            records(&out)
+        };
+        let rows = out(&format!("traces-{arch:?}"), "4");
+        assert_eq!(rows.len(), 36);
+        for (i, row) in rows.iter().enumerate() {
+            let k = (i % 3) as u64;
+            assert_eq!(row["sample_index"].as_u64(), Some(k));
+            assert_eq!(row["id"].as_str().unwrap(), format!("{}#{k}", row["problem_id"].as_str().unwrap()));
+            assert_eq!(row["teacher"].as_str(), Some(teacher.as_str()));
+            assert_eq!(row["sampling"]["seed"], 5);
+            let tokens = row["completion_tokens"].as_u64().unwrap();
+            assert!(tokens <= 16);
+            assert_eq!(row["token_logprobs"].as_array().unwrap().len() as u64, tokens);
+            assert!(row["token_logprobs"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap() <= 0.0));
+            let finish = row["finish_reason"].as_str().unwrap();
+            assert!(finish == "length" && tokens == 16 || finish == "stop" && tokens < 16, "{finish} {tokens}");
+            assert!(row["prompt_tokens"].as_u64().unwrap() > 20);
+        }
+        let distinct: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r["completion"].as_str().unwrap()).collect();
+        assert!(distinct.len() > 30, "samples differ from each other");
+        let one_by_one = out(&format!("traces-{arch:?}-b1"), "1");
+        let texts = |rows: &[serde_json::Map<String, serde_json::Value>]| {
+            rows.iter().map(|r| r["completion"].clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(texts(&rows), texts(&one_by_one), "{arch:?}: batching changed the samples");
+    }
+}
+
+/// Generation killed after its first shard resumes: finished shards are kept, and the result equals an
+/// uninterrupted run byte for byte.
+#[test]
+fn killed_generation_resumes_without_redoing_or_duplicating() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[&"synth", &"arith", &"--n", &"300", &"--seed", &"4", &"-o", &problems, &"-q"]);
+    let teacher = checkpoint(&s.path("ck"), Arch::Qwen2);
+    let problems = problems.to_str().unwrap().to_string();
+    let args = [
+        "generate",
+        "--teacher",
+        &teacher,
+        "--problems",
+        &problems,
+        "-n",
+        "2",
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0.8",
+        "--rows-per-shard",
+        "40",
+    ];
+    crate::dataset::kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 40);
+}
+
+/// Bad checkpoints and impossible requests fail before any work, naming the problem.
+#[test]
+fn generate_rejects_bad_checkpoints_and_overlong_requests() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[&"synth", &"arith", &"--n", &"2", &"-o", &problems, &"-q"]);
+    let dir = s.path("ck");
+    let teacher = checkpoint(&dir, Arch::Llama);
+    let out = s.path("out");
+    let (code, _, stderr) =
+        run(&[&"generate", &"--teacher", &teacher, &"--problems", &problems, &"--max-tokens", &"5000", &"-o", &out]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("exceed the model's context of 2048"), "{stderr}");
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    let (code, _, stderr) =
+        run(&[&"generate", &"--teacher", &teacher, &"--problems", &problems, &"-o", &out, &"--overwrite"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no `tokenizer.json`"), "{stderr}");
+    let (code, _, stderr) =
+        run(&[&"generate", &"--teacher", &"remote:x", &"--problems", &problems, &"-o", &out, &"--overwrite"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown teacher"), "{stderr}");
+}
