@@ -89,8 +89,16 @@ fn default_max_positions() -> usize {
 impl ModelConfig {
     pub fn read(path: &Path) -> Result<ModelConfig> {
         let text = fs_err::read_to_string(path)?;
-        let config: ModelConfig = serde_json::from_str(&text)
+        let mut config: ModelConfig = serde_json::from_str(&text)
             .map_err(|e| Error::data(Location::line(path, e.line() as u64), format!("not a model config: {e}")))?;
+        if let Some(params) = config.rope_parameters.clone() {
+            if let Some(theta) = params["rope_theta"].as_f64() {
+                config.rope_theta = theta;
+            }
+            if params["rope_type"].as_str().is_some_and(|t| t != "default") {
+                config.rope_scaling = serde_json::from_value(params).ok();
+            }
+        }
         config.arch().map_err(|e| e.with_hint("forge runs Qwen2/Qwen2.5 and Llama checkpoints"))?;
         if config.num_attention_heads == 0 || !config.num_attention_heads.is_multiple_of(config.kv_heads()) {
             return Err(Error::data(
