@@ -83,6 +83,31 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Write a fresh, randomly initialised model (byte-level tokenizer, ChatML template) as a checkpoint
+    #[command(after_help = "Examples:
+  forge init-model --family qwen2 -o tiny/                                   # 64 wide, 2 layers
+  forge init-model --family llama --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 688 -o small/")]
+    InitModel {
+        /// Architecture
+        #[arg(long, value_enum, default_value_t = Family::Qwen2)]
+        family: Family,
+        #[arg(long, default_value_t = 64)]
+        hidden: usize,
+        #[arg(long, default_value_t = 128)]
+        intermediate: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 2)]
+        kv_heads: usize,
+        /// Seed of the weights
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Checkpoint directory to write
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+    },
     /// Turn raw traces into training data: verify, decontaminate, deduplicate, select
     #[command(
         long_about = "Turn raw traces into training data. Each row is kept or rejected with a reason: \
@@ -133,6 +158,13 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Qwen2,
+    Llama,
+}
+
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let ctx = Context { command: std::env::args().collect(), quiet: cli.quiet };
     let mut cli = cli;
@@ -152,6 +184,10 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::Verify { config } => serde_json::json!({ "verify": config }),
             Command::Filter { config, output, .. } => serde_json::json!({ "filter": config, "output": output }),
             Command::Generate { config, output } => serde_json::json!({ "generate": config, "output": output }),
+            Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
+                serde_json::json!({ "init_model": { "family": family, "hidden": hidden, "intermediate": intermediate,
+                    "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "output": output } })
+            }
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
         };
         let text = serde_json::to_string_pretty(&config)? + "\n";
@@ -180,6 +216,24 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             let report = forge::verify::run(&config, &ctx)?;
             if !ctx.quiet {
                 eprintln!("{report}");
+            }
+        }
+        Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
+            if output.exists() && std::fs::read_dir(&output)?.next().is_some() {
+                anyhow::bail!("`{}` exists and is not empty", output.display());
+            }
+            let arch = match family {
+                Family::Qwen2 => forge::model::Arch::Qwen2,
+                Family::Llama => forge::model::Arch::Llama,
+            };
+            if hidden % heads != 0 || heads % kv_heads != 0 {
+                anyhow::bail!("`--heads` must divide `--hidden`, and `--kv-heads` must divide `--heads`");
+            }
+            let size = forge::model::tiny::Size { hidden, intermediate, layers, heads, kv_heads };
+            forge::model::tiny::write(&output, arch, size, seed)?;
+            if !ctx.quiet {
+                let params = forge::model::tiny::parameters(arch, size);
+                eprintln!("wrote a {family:?} model of {params} parameters to `{}`", output.display());
             }
         }
         Command::Generate { config, output } => {

@@ -60,6 +60,21 @@ impl Checkpoint {
         Ok(Checkpoint { dir: dir.to_path_buf(), config, vars, model })
     }
 
+    /// Load `dir` for inference only: plain tensors (no `Var`s), so no operation records a gradient
+    /// graph (with `Var`s, a decoding loop would keep every step's tensors alive through the KV cache).
+    pub fn load_frozen(dir: &Path, device: &Device) -> Result<(ModelConfig, Decoder)> {
+        let config = ModelConfig::read(&dir.join("config.json"))?;
+        let files = safetensors_files(dir)?;
+        // SAFETY: as in `load`.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
+            .map_err(|e| Error::data(Location::file(&files[0]), format!("cannot read safetensors: {e}")))?;
+        let model = Decoder::new(&config, vb).map_err(|e| {
+            Error::data(Location::file(dir), format!("the weights do not fit the config: {e}"))
+                .with_hint("is `config.json` the config of these weights?")
+        })?;
+        Ok((config, model))
+    }
+
     /// A fresh model of `config` with weights drawn from `N(0, 0.02²)` by forge's own seeded generator
     /// (the same numbers on every machine), norms at 1.
     pub fn random(config: &ModelConfig, seed: u64, device: &Device) -> Result<Checkpoint> {

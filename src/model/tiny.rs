@@ -81,6 +81,17 @@ pub fn config(arch: Arch, size: Size) -> ModelConfig {
     .expect("a valid config")
 }
 
+/// Parameters of a model of `arch` and `size` over the tiny tokenizer.
+pub fn parameters(arch: Arch, size: Size) -> usize {
+    let vocab = 256 + SPECIAL.len();
+    let d = size.hidden / size.heads;
+    let attn = size.hidden * size.heads * d * 2 + size.hidden * size.kv_heads * d * 2;
+    let bias = if arch == Arch::Qwen2 { size.heads * d + 2 * size.kv_heads * d } else { 0 };
+    let layer = attn + bias + 3 * size.hidden * size.intermediate + 2 * size.hidden;
+    let head = if arch == Arch::Qwen2 { 0 } else { vocab * size.hidden };
+    vocab * size.hidden + size.layers * layer + size.hidden + head
+}
+
 /// Write a tiny random checkpoint directory: config, weights, tokenizer, chat template.
 pub fn write(dir: &Path, arch: Arch, size: Size, seed: u64) -> Result<()> {
     let config = config(arch, size);

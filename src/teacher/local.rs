@@ -11,11 +11,12 @@ use super::{Finish, Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
 use crate::model::tokenizer::Tokenizer;
-use crate::model::{Checkpoint, KvCache, attention_mask, positions};
+use crate::model::{Checkpoint, Decoder, KvCache, ModelConfig, attention_mask, positions};
 
 pub struct Local {
     id: String,
-    checkpoint: Checkpoint,
+    config: ModelConfig,
+    model: Decoder,
     tokenizer: Tokenizer,
     chat: ChatTemplate,
 }
@@ -40,12 +41,12 @@ impl Local {
         // Tokenizer and template first: they fail fast, before the weights load.
         let tokenizer = Tokenizer::from_dir(dir)?;
         let chat = ChatTemplate::from_dir(dir)?;
-        let checkpoint = Checkpoint::load(dir, &device)?;
+        let (config, model) = Checkpoint::load_frozen(dir, &device)?;
         if tokenizer.eos_ids.is_empty() {
             return Err(Error::usage(format!("`{}`: no end-of-sequence token found", dir.display()))
                 .with_hint("set `eos_token_id` in config.json or generation_config.json"));
         }
-        Ok(Local { id: format!("local:{}", dir.display()), checkpoint, tokenizer, chat })
+        Ok(Local { id: format!("local:{}", dir.display()), config, model, tokenizer, chat })
     }
 
     /// The token ids of a prompt: the chat template's rendering with the generation prompt, then the
@@ -56,10 +57,10 @@ impl Local {
     }
 
     fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
-        let dev = self.checkpoint.model.device().clone();
-        let model = &self.checkpoint.model;
+        let dev = self.model.device().clone();
+        let model = &self.model;
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
-        let context = self.checkpoint.config.max_position_embeddings;
+        let context = self.config.max_position_embeddings;
         for (p, row) in prompts.iter().zip(&ids) {
             if row.len() + cfg.max_new_tokens as usize > context {
                 return Err(Error::usage(format!(
