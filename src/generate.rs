@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, Trace};
+use crate::dataset::{DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, TokenLogprob, Trace};
 use crate::error::{Error, Result};
 use crate::model::chat::Message;
 use crate::progress::Progress;
@@ -161,6 +161,14 @@ pub fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outc
                         finish_reason: s.finish.name().to_string(),
                         metadata: problem.metadata.clone(),
                         token_logprobs: Some(s.logprobs),
+                        top_logprobs: (cfg.sampling.top_logprobs > 0).then(|| {
+                            s.top_logprobs
+                                .into_iter()
+                                .map(|p| {
+                                    p.into_iter().map(|(token, logprob)| TokenLogprob { token, logprob }).collect()
+                                })
+                                .collect()
+                        }),
                     });
                 }
             }

@@ -22,7 +22,9 @@ use std::str::FromStr;
 
 pub use manifest::{InputRef, Manifest, Provenance, ShardFile};
 pub use read::{Format, Input, InputFile, Record};
-pub use schema::{Calc, Problem, Sampling, Step, TableKind, Trace, problems_schema, traces_schema, type_name};
+pub use schema::{
+    Calc, Problem, Sampling, Step, TableKind, TokenLogprob, Trace, problems_schema, traces_schema, type_name,
+};
 pub use value::{json_type_name, to_batch};
 pub use write::{
     DEFAULT_ROWS_PER_SHARD, DatasetWriter, Start, WriteOptions, check_is_forge_dir as check_output_dir, now,

@@ -122,6 +122,15 @@ pub struct Trace {
     pub metadata: String,
     /// Log-probability of each generated token under the teacher (before temperature and truncation).
     pub token_logprobs: Option<Vec<f32>>,
+    /// The teacher's most likely tokens at each generated position (`--top-logprobs K`).
+    pub top_logprobs: Option<Vec<Vec<TokenLogprob>>>,
+}
+
+/// A token and its log-probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +168,14 @@ pub fn traces_schema() -> SchemaRef {
         string("finish_reason", false),
         string("metadata", false),
         Field::new("token_logprobs", list_of(DataType::Float32), true),
+        Field::new(
+            "top_logprobs",
+            list_of(list_of(DataType::Struct(Fields::from(vec![
+                Field::new("token", DataType::UInt32, false),
+                Field::new("logprob", DataType::Float32, false),
+            ])))),
+            true,
+        ),
     ]))
 }
 

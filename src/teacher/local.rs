@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{Device, IndexOp, Tensor};
 
-use super::sampling::{SamplingConfig, sample, stream};
+use super::sampling::{SamplingConfig, sample, stream, top_logprobs};
 use super::{Finish, Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
@@ -31,6 +31,7 @@ struct Row {
     valid: Vec<bool>,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    top: Vec<Vec<(u32, f32)>>,
     rng: crate::rng::Rng,
     finish: Option<Finish>,
 }
@@ -101,6 +102,7 @@ impl Local {
                     valid: valid[p].clone(),
                     tokens: Vec::new(),
                     logprobs: Vec::new(),
+                    top: Vec::new(),
                     rng: stream(cfg.seed, &prompt.key, k as u32),
                     finish: None,
                 });
@@ -116,6 +118,9 @@ impl Local {
             for (slot, &r) in active.iter().enumerate() {
                 let row = &mut rows[r];
                 let (token, logprob) = sample(&next[slot], cfg, &mut row.rng);
+                if cfg.top_logprobs > 0 {
+                    row.top.push(top_logprobs(&next[slot], cfg.top_logprobs as usize));
+                }
                 if self.tokenizer.eos_ids.contains(&token) {
                     row.finish = Some(Finish::Stop);
                     continue;
@@ -171,6 +176,7 @@ impl Local {
                 completion_tokens: row.tokens.len() as u32,
                 finish: row.finish.unwrap_or(Finish::Length),
                 logprobs: row.logprobs,
+                top_logprobs: row.top,
             });
         }
         Ok(out)

@@ -50,6 +50,8 @@ pub struct Sample {
     pub finish: Finish,
     /// Log-probability of each generated token under the model.
     pub logprobs: Vec<f32>,
+    /// The `top_logprobs` most likely tokens at each generated position (empty when not asked).
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
 }
 
 pub trait Teacher {

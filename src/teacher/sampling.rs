@@ -30,6 +30,10 @@ pub struct SamplingConfig {
     /// Stop when the text ends with this string (repeatable); the end-of-sequence tokens always stop
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Also record the K most likely tokens and their log-probabilities at every generated position
+    /// (for distillation)
+    #[arg(long, default_value_t = DEFAULT.top_logprobs, value_name = "K")]
+    pub top_logprobs: u32,
 }
 
 const DEFAULT: SamplingConfig = SamplingConfig {
@@ -40,6 +44,7 @@ const DEFAULT: SamplingConfig = SamplingConfig {
     max_new_tokens: 1024,
     seed: 1,
     stop: Vec::new(),
+    top_logprobs: 0,
 };
 
 impl Default for SamplingConfig {
@@ -51,6 +56,22 @@ impl Default for SamplingConfig {
 /// The random stream of one sample.
 pub fn stream(seed: u64, problem: &str, sample: u32) -> Rng {
     Rng::for_row(seed ^ xxhash_rust::xxh3::xxh3_64(problem.as_bytes()), "sample", u64::from(sample))
+}
+
+/// The `k` most likely tokens of `logits` with their log-probabilities, most likely first.
+pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    order.select_nth_unstable_by(k - 1, by_logit);
+    order.truncate(k);
+    order.sort_unstable_by(by_logit);
+    order.into_iter().map(|t| (t as u32, (logits[t] as f64 - log_z) as f32)).collect()
 }
 
 /// Pick the next token from `logits`; returns it with its log-probability under the model (before

@@ -125,3 +125,102 @@ fn generate_rejects_bad_checkpoints_and_overlong_requests() {
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown teacher"), "{stderr}");
 }
+
+/// Greedy decoding with `--top-logprobs 3`: each position lists three tokens, most likely first, and the
+/// chosen token is the first, with the same log-probability as `token_logprobs` records.
+#[test]
+fn greedy_generation_records_top_logprobs() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[&"synth", &"arith", &"--n", &"3", &"-o", &problems, &"-q"]);
+    let teacher = checkpoint(&s.path("ck"), Arch::Llama);
+    let out = s.path("out");
+    ok(&[
+        &"generate",
+        &"--teacher",
+        &teacher,
+        &"--problems",
+        &problems,
+        &"--temperature",
+        &"0",
+        &"--top-logprobs",
+        &"3",
+        &"--max-tokens",
+        &"12",
+        &"-o",
+        &out,
+        &"-q",
+    ]);
+    for row in records(&out) {
+        let top = row["top_logprobs"].as_array().unwrap();
+        let chosen = row["token_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), chosen.len());
+        for (position, lp) in top.iter().zip(chosen) {
+            let position = position.as_array().unwrap();
+            assert_eq!(position.len(), 3);
+            let lps: Vec<f64> = position.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+            assert!(lps[0] >= lps[1] && lps[1] >= lps[2], "{lps:?}");
+            assert!((lps[0] - lp.as_f64().unwrap()).abs() < 1e-6, "greedy takes the most likely token");
+        }
+    }
+}
+
+/// Killed at three different points, then finished: the result equals one clean run byte for byte.
+#[test]
+fn generation_killed_three_times_equals_a_clean_run() {
+    use std::time::{Duration, Instant};
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[&"synth", &"arith", &"--n", &"240", &"--seed", &"9", &"-o", &problems, &"-q"]);
+    let teacher = checkpoint(&s.path("ck"), Arch::Qwen2);
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = [
+            "generate",
+            "--teacher",
+            &teacher,
+            "-n",
+            "2",
+            "--max-tokens",
+            "20",
+            "--temperature",
+            "0.9",
+            "--rows-per-shard",
+            "30",
+            "-q",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        a.extend(["--problems".into(), problems.clone().into_os_string(), "-o".into(), out.into()]);
+        a
+    };
+    let killed = s.path("killed");
+    for shards in [1, 3, 6] {
+        let mut child = crate::util::forge().args(args(&killed)).spawn().unwrap();
+        let started = Instant::now();
+        loop {
+            let done = std::fs::read_dir(&killed)
+                .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("part-")).count())
+                .unwrap_or(0);
+            if done >= shards {
+                break;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "finished before shard {shards}; make the run longer");
+            assert!(started.elapsed() < Duration::from_secs(120));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!killed.join("manifest.json").exists());
+    }
+    let finish = |out: &Path| {
+        let a = args(out);
+        let (code, _, stderr) = run(&a.iter().map(|x| x as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{stderr}");
+    };
+    finish(&killed);
+    let clean = s.path("clean");
+    finish(&clean);
+    assert_eq!(crate::util::shard_bytes(&killed), crate::util::shard_bytes(&clean));
+    assert_eq!(records(&killed).len(), 480);
+}
