@@ -70,6 +70,7 @@ pub fn config(arch: Arch, size: Size) -> ModelConfig {
         "num_hidden_layers": size.layers,
         "num_attention_heads": size.heads,
         "num_key_value_heads": size.kv_heads,
+        "head_dim": size.hidden / size.heads,
         "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0,
         "max_position_embeddings": 2048,
@@ -139,6 +140,8 @@ mod tests {
         write(dir.path(), Arch::Qwen2, Size::default(), 5).unwrap();
         let ck = Checkpoint::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(ck.config.vocab_size, 259);
+        let written = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        assert!(!written.contains("null"), "transformers reads a null as a value: {written}");
         let tok = super::super::tokenizer::Tokenizer::from_dir(dir.path()).unwrap();
         assert_eq!(tok.eos_ids, vec![258, 256]);
         let chat = super::super::chat::ChatTemplate::from_dir(dir.path()).unwrap();
