@@ -8,7 +8,7 @@
 //! additive mask `[batch, 1, seq, past + seq]` (0 where a query may attend, −inf elsewhere).
 
 use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ModelConfig;
 
@@ -76,6 +76,32 @@ pub struct Decoder {
     eps: f64,
     inv_freq: Tensor,
     pub config: ModelConfig,
+}
+
+/// `x W^T + b` over `[batch, seq, in]` as one matrix product of `[batch * seq, in]`: candle's `Linear`
+/// broadcasts the weight over the batch instead, one small product per row, which at decode time (seq = 1)
+/// is a gemm per sequence and made batching nearly useless.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let (b, t, i) = x.dims3()?;
+        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, ()))
+    }
 }
 
 fn linear(vb: &VarBuilder, inputs: usize, outputs: usize, bias: bool, name: &str) -> CResult<Linear> {
