@@ -53,18 +53,21 @@ fn filter_keeps_and_rejects_every_row_with_a_reason() {
     let input = s.write("traces.jsonl", jsonl(&rows));
     let eval = s.write("eval.jsonl", format!("{}\n", json!({"question": TRAINS, "id": "train-7"})));
     let out = s.path("curated");
-    let (code, _, stderr) = run(&[
-        &"filter",
-        &"--input",
-        &input,
-        &"-o",
-        &out,
-        &"--near-dup",
-        &"--decontaminate",
-        &eval,
-        &"--max-per-problem",
-        &"1",
-    ]);
+    let filter = || {
+        run(&[
+            &"filter",
+            &"--input",
+            &input,
+            &"-o",
+            &out,
+            &"--near-dup",
+            &"--decontaminate",
+            &eval,
+            &"--max-per-problem",
+            &"1",
+        ])
+    };
+    let (code, _, stderr) = filter();
     assert_eq!(code, 0, "{stderr}");
     let reasons: BTreeMap<String, String> = rejected(&out).into_iter().map(|(id, (r, _))| (id, r)).collect();
     let expected: BTreeMap<String, String> = [
@@ -109,18 +112,7 @@ fn filter_keeps_and_rejects_every_row_with_a_reason() {
     assert!(!out.join(".forge-filter").exists(), "working files are removed after a one-process run");
     assert!(stderr.contains("1 item(s) hit by 1 row(s)"), "{stderr}");
     // The same command again is up to date; another config needs --overwrite.
-    let (code, _, stderr) = run(&[
-        &"filter",
-        &"--input",
-        &input,
-        &"-o",
-        &out,
-        &"--near-dup",
-        &"--decontaminate",
-        &eval,
-        &"--max-per-problem",
-        &"1",
-    ]);
+    let (code, _, stderr) = filter();
     assert_eq!(code, 0);
     assert!(stderr.contains("up to date"), "{stderr}");
     let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out]);
