@@ -37,16 +37,67 @@ struct Layer {
     mlp: Mlp,
 }
 
-/// Keys and values of the positions seen so far, per layer (`[batch, kv_heads, past, head_dim]`).
+/// Keys and values of the positions seen so far, per layer, in buffers with room to grow
+/// (`[batch, kv_heads, capacity, head_dim]`, the first `len` positions filled): a decoding step writes its
+/// one position in place instead of copying the whole cache into a longer tensor.
 #[derive(Default, Clone)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<Slot>>,
+}
+
+#[derive(Clone)]
+struct Slot {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+/// Positions a cache buffer grows by (at least; it doubles).
+const CACHE_STEP: usize = 256;
+
+impl Slot {
+    fn new(k: &Tensor, v: &Tensor) -> CResult<Slot> {
+        let (b, kv, t, d) = k.dims4()?;
+        let mut slot = Slot {
+            k: Tensor::zeros((b, kv, t + CACHE_STEP, d), k.dtype(), k.device())?,
+            v: Tensor::zeros((b, kv, t + CACHE_STEP, d), v.dtype(), v.device())?,
+            len: 0,
+        };
+        slot.push(k, v)?;
+        Ok(slot)
+    }
+
+    /// Append `t` positions.
+    fn push(&mut self, k: &Tensor, v: &Tensor) -> CResult<()> {
+        let t = k.dim(2)?;
+        let cap = self.k.dim(2)?;
+        if self.len + t > cap {
+            let (b, kv, _, d) = self.k.dims4()?;
+            let grown = (self.len + t).max(2 * cap);
+            let (nk, nv) = (
+                Tensor::zeros((b, kv, grown, d), self.k.dtype(), self.k.device())?,
+                Tensor::zeros((b, kv, grown, d), self.v.dtype(), self.v.device())?,
+            );
+            nk.slice_set(&self.k.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            nv.slice_set(&self.v.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            (self.k, self.v) = (nk, nv);
+        }
+        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len += t;
+        Ok(())
+    }
+
+    /// The filled part (views, no copy).
+    fn filled(&self) -> CResult<(Tensor, Tensor)> {
+        Ok((self.k.narrow(2, 0, self.len)?, self.v.narrow(2, 0, self.len)?))
+    }
 }
 
 impl KvCache {
     /// Positions already in the cache.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |s| s.len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,7 +111,7 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| match l {
-                Some((k, v)) => Ok(Some((k.index_select(rows, 0)?, v.index_select(rows, 0)?))),
+                Some(s) => Ok(Some(Slot { k: s.k.index_select(rows, 0)?, v: s.v.index_select(rows, 0)?, len: s.len })),
                 None => Ok(None),
             })
             .collect::<CResult<_>>()?;
@@ -211,7 +262,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        past: Option<&mut Option<(Tensor, Tensor)>>,
+        past: Option<&mut Option<Slot>>,
     ) -> CResult<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
@@ -219,20 +270,24 @@ impl Attention {
         let mut k = rotate(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?.contiguous()?;
         let mut v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
         if let Some(past) = past {
-            if let Some((pk, pv)) = past.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
+            match past {
+                Some(slot) => slot.push(&k, &v)?,
+                None => *past = Some(Slot::new(&k, &v)?),
             }
-            *past = Some((k.clone(), v.clone()));
+            (k, v) = past.as_ref().expect("set above").filled()?;
         }
-        let groups = self.heads / self.kv_heads;
-        let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?);
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
-        let scores = scores.broadcast_add(mask)?;
+        // Query heads grouped under their kv head, `[b, kv, groups * t, d]`, so each kv head's keys and
+        // values serve its whole group without being copied per head (query head i reads kv head
+        // i / groups, as transformers' `repeat_kv`).
+        let (groups, d, total) = (self.heads / self.kv_heads, self.head_dim, k.dim(2)?);
+        let q = q.contiguous()?.reshape((b, self.kv_heads, groups * t, d))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let scores = scores.reshape((b, self.kv_heads, groups, t, total))?.broadcast_add(&mask.unsqueeze(1)?)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v.contiguous()?)?;
-        self.o.forward(&out.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?)
+        let out = probs.reshape((b, self.kv_heads, groups * t, total))?.matmul(&v)?;
+        let out = out.reshape((b, self.heads, t, d))?.transpose(1, 2)?;
+        self.o.forward(&out.reshape((b, t, self.heads * d))?)
     }
 }
 
@@ -251,15 +306,6 @@ fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
     let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
     let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
     Tensor::cat(&[a, b], D::Minus1)
-}
-
-/// `[b, kv, s, d]` → `[b, kv * groups, s, d]`, each kv head repeated for its group of query heads.
-fn repeat_kv(x: Tensor, groups: usize) -> CResult<Tensor> {
-    if groups == 1 {
-        return Ok(x);
-    }
-    let (b, kv, s, d) = x.dims4()?;
-    Tensor::cat(&vec![&x; groups], 2)?.reshape((b, kv * groups, s, d))
 }
 
 /// The additive mask for `batch` rows of `t` new positions after `past` cached ones: causal, and closed
@@ -305,4 +351,29 @@ pub fn positions(valid: &[Vec<bool>], past: usize, device: &Device) -> CResult<T
         })
         .collect();
     Tensor::new(rows, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appending past the buffer's capacity grows it and keeps every position in order.
+    #[test]
+    fn cache_slot_grows_and_keeps_order() {
+        let dev = Device::Cpu;
+        let step = |i: usize| Tensor::full(i as f32, (1, 2, 1, 4), &dev).unwrap();
+        let mut slot = Slot::new(&step(0), &step(0)).unwrap();
+        for i in 1..(2 * CACHE_STEP + 10) {
+            slot.push(&step(i), &step(i)).unwrap();
+        }
+        let (k, v) = slot.filled().unwrap();
+        assert_eq!(k.dims(), &[1, 2, 2 * CACHE_STEP + 10, 4]);
+        let firsts: Vec<f32> =
+            k.narrow(1, 1, 1).unwrap().narrow(3, 0, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(firsts.iter().enumerate().all(|(i, &x)| x == i as f32));
+        assert_eq!(
+            v.flatten_all().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(),
+            k.flatten_all().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+        );
+    }
 }
