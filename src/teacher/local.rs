@@ -15,7 +15,7 @@ use crate::model::{Checkpoint, Decoder, KvCache, ModelConfig, attention_mask, po
 
 /// Decoding steps run their element-wise work in this one-thread pool: at decode sizes (one position per
 /// row) handing each small operation to the shared pool costs more than it saves (measured: batch 8, 9.4 s
-/// -> 7.6 s; batch 32, 5.5 s -> 4.7 s; `benches/README.md`). candle still picks the matmul parallelism.
+/// -> 7.6 s; batch 32, 5.5 s -> 4.7 s; `benches/README.md`). Matrix products still split across cores.
 static SERIAL: std::sync::LazyLock<rayon::ThreadPool> =
     std::sync::LazyLock::new(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool"));
 
