@@ -13,12 +13,6 @@ use crate::model::chat::ChatTemplate;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{Checkpoint, Decoder, KvCache, ModelConfig, attention_mask, positions};
 
-/// Decoding steps run their element-wise work in this one-thread pool: at decode sizes (one position per
-/// row) handing each small operation to the shared pool costs more than it saves (measured: batch 8, 9.4 s
-/// -> 7.6 s; batch 32, 5.5 s -> 4.7 s; `benches/README.md`). Matrix products still split across cores.
-static SERIAL: std::sync::LazyLock<rayon::ThreadPool> =
-    std::sync::LazyLock::new(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool"));
-
 pub struct Local {
     id: String,
     config: ModelConfig,
@@ -162,15 +156,14 @@ impl Local {
             }
             let valid: Vec<Vec<bool>> = active.iter().map(|&r| rows[r].valid.clone()).collect();
             let input: Vec<Vec<u32>> = active.iter().map(|&r| vec![*rows[r].tokens.last().expect("a token")]).collect();
-            let step = || {
-                model.forward(
-                    &Tensor::new(input.clone(), &dev)?,
-                    &positions(&valid, past, &dev)?,
-                    &attention_mask(&valid, past, 1, &dev)?,
+            let logits = model
+                .forward(
+                    &Tensor::new(input, &dev).map_err(candle)?,
+                    &positions(&valid, past, &dev).map_err(candle)?,
+                    &attention_mask(&valid, past, 1, &dev).map_err(candle)?,
                     Some(&mut cache),
                 )
-            };
-            let logits = SERIAL.install(step).map_err(candle)?;
+                .map_err(candle)?;
             next = logits.squeeze(1).map_err(candle)?.to_vec2().map_err(candle)?;
         }
         done.append(&mut rows);
