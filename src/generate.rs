@@ -115,7 +115,6 @@ pub fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outc
             let first = index * n;
             let rows = chunk.len() as u64 * n;
             index += chunk.len() as u64;
-            report.rows_in += chunk.len() as u64;
             if writer.skips(first) && writer.skips(first + rows - 1) {
                 writer.skip(rows)?; // finished by an interrupted run of this same command
                 report.rows_out += rows;
@@ -184,7 +183,7 @@ pub fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outc
     if !ctx.quiet {
         eprintln!("generate: {tokens} completion tokens, {:.0} tokens/s", tokens as f64 / report.seconds.max(1e-9));
     }
-    // Rows in are samples to make (n per problem); all of them are written.
+    // Rows in are the samples to make (n per problem); every one is written.
     report.rows_in = report.rows_out;
     Ok(Outcome::Written(writer.finish(report)?))
 }

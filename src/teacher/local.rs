@@ -112,7 +112,6 @@ impl Local {
         let mut cache = cache.select(&order).map_err(candle)?;
         let mut next: Vec<Vec<f32>> = last.index_select(&order, 0).map_err(candle)?.to_vec2().map_err(candle)?;
         let mut active: Vec<usize> = (0..rows.len()).collect();
-        let mut done: Vec<Row> = Vec::new();
         while !active.is_empty() {
             let mut still = Vec::with_capacity(active.len());
             for (slot, &r) in active.iter().enumerate() {
@@ -166,9 +165,8 @@ impl Local {
                 .map_err(candle)?;
             next = logits.squeeze(1).map_err(candle)?.to_vec2().map_err(candle)?;
         }
-        done.append(&mut rows);
         let mut out: Vec<Vec<Sample>> = prompts.iter().map(|p| Vec::with_capacity(p.n as usize)).collect();
-        for row in done {
+        for row in rows {
             let text = self.tokenizer.decode(&row.tokens, false)?;
             out[row.prompt].push(Sample {
                 text,

@@ -58,14 +58,19 @@ pub fn stream(seed: u64, problem: &str, sample: u32) -> Rng {
     Rng::for_row(seed ^ xxhash_rust::xxh3::xxh3_64(problem.as_bytes()), "sample", u64::from(sample))
 }
 
+/// `log Σ exp(logits)`, computed stably: a token's log-probability is its logit minus this.
+fn log_partition(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln()
+}
+
 /// The `k` most likely tokens of `logits` with their log-probabilities, most likely first.
 pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let k = k.min(logits.len());
     if k == 0 {
         return Vec::new();
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln();
+    let log_z = log_partition(logits);
     let mut order: Vec<usize> = (0..logits.len()).collect();
     let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
     order.select_nth_unstable_by(k - 1, by_logit);
@@ -77,8 +82,7 @@ pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 /// Pick the next token from `logits`; returns it with its log-probability under the model (before
 /// temperature and truncation: what distillation needs).
 pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut Rng) -> (u32, f32) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln();
+    let log_z = log_partition(logits);
     let logprob = |t: usize| (logits[t] as f64 - log_z) as f32;
     if cfg.temperature <= 0.0 {
         let best = logits.iter().enumerate().fold(0, |b, (i, &l)| if l > logits[b] { i } else { b });

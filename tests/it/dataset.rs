@@ -145,21 +145,23 @@ fn rerun_is_up_to_date_and_a_different_command_needs_overwrite() {
     assert!(d.join("notes.txt").exists());
 }
 
-/// SIGKILL a run once its first shard is on disk; check nothing looks finished that is not, then rerun:
-/// the finished shards are kept as they were, and the result equals an uninterrupted run byte for byte.
-pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path, rows_per_shard: i64) {
-    let mut child = forge().args(args).arg("-o").arg(out).arg("-q").spawn().unwrap();
-    let started = Instant::now();
-    let first = out.join("part-00000.parquet");
-    while !first.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no shard appeared");
-        if child.try_wait().unwrap().is_some() {
-            panic!("the run finished before it could be killed; make it longer");
+/// SIGKILL a run once `kills[0]` shards are on disk, rerun and kill it again at `kills[1]` shards, and so on;
+/// check nothing looks finished that is not, then rerun to the end: the shards finished before the last kill
+/// are kept as they were, and the result equals an uninterrupted run byte for byte.
+pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path, rows_per_shard: i64, kills: &[usize]) {
+    for &shards in kills {
+        let mut child = forge().args(args).arg("-o").arg(out).arg("-q").spawn().unwrap();
+        let started = Instant::now();
+        while crate::util::part_files(out).len() < shards {
+            assert!(started.elapsed() < Duration::from_secs(60), "no shard {shards} appeared");
+            if child.try_wait().unwrap().is_some() {
+                panic!("the run finished before shard {shards}; make it longer");
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
     assert!(!out.join("manifest.json").exists(), "a killed run must not look finished");
     let (code, _, stderr) = run(&[&"stats", &out]);
     assert_eq!(code, 2);
@@ -199,7 +201,7 @@ pub fn kill_and_resume(args: &[&str], out: &Path, clean: &Path, rows_per_shard: 
 fn killed_synth_resumes_without_redoing_or_duplicating() {
     let s = Scratch::new();
     let args = ["synth", "igsm", "--n", "100000", "--ops", "8", "--rows-per-shard", "5000"];
-    kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000);
+    kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000, &[1]);
 }
 
 #[test]
@@ -212,5 +214,5 @@ fn killed_import_resumes_without_redoing_or_duplicating() {
     let f = s.write("big.jsonl", text);
     let f = f.to_str().unwrap();
     let args = ["import", "--prompt-col", "q", "--answer-col", "a", f, "--rows-per-shard", "5000"];
-    kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000);
+    kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000, &[1]);
 }

@@ -126,13 +126,8 @@ fn filter_keeps_and_rejects_every_row_with_a_reason() {
 /// A synthetic corpus with planted near-duplicates: seed texts of random words, each with a few copies
 /// that change one word or drop one.
 fn corpus(n: usize) -> Vec<Value> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut stream = forge::rng::Rng::for_row(1, "test", 0);
+    let mut next = move || stream.next_u64();
     let vocab: Vec<String> = (0..400).map(|i| format!("w{i}")).collect();
     let mut rows = Vec::new();
     for p in 0..n {
@@ -215,7 +210,7 @@ fn killed_filter_resumes_without_redoing_or_duplicating() {
     let input = s.write("traces.jsonl", jsonl(&corpus(12_000)));
     let input = input.to_str().unwrap();
     let args = ["filter", "--input", input, "--near-dup", "--max-per-problem", "2", "--rows-per-shard", "5000"];
-    crate::dataset::kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000);
+    crate::dataset::kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000, &[1]);
 }
 
 /// `--config FILE.toml` holds the same settings as the flags; flags given on the command line win, and
@@ -488,13 +483,8 @@ fn edited_family(seed: &str, math: bool, negatives: &[&str], rng: &mut impl FnMu
 #[ignore = "needs ../shared/data"]
 fn near_dup_benchmark_precision_and_recall() {
     let s = Scratch::new();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rng = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut stream = forge::rng::Rng::for_row(2, "test", 0);
+    let mut rng = move || stream.next_u64();
     let mut families = Vec::new();
     let gsm = std::fs::read_to_string(shared_data("gsm8k/example_model_solutions.jsonl")).unwrap();
     for line in gsm.lines() {

@@ -52,16 +52,18 @@ pub fn problems(dir: &Path) -> Vec<forge::dataset::Problem> {
 
 /// Bytes of every `part-*` file, in name order.
 pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("part-"))
+    part_files(dir).into_iter().map(|name| (name.clone(), std::fs::read(dir.join(&name)).unwrap())).collect()
+}
+
+/// Names of the `part-*` files in `dir`, sorted (none when `dir` does not exist yet).
+pub fn part_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-"))
         .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(&p).unwrap()))
-        .collect()
+    names.sort();
+    names
 }
 
 pub fn shared_data(rel: &str) -> PathBuf {
