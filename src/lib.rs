@@ -44,6 +44,7 @@ pub mod filter;
 pub mod generate;
 pub mod model;
 pub mod teacher;
+pub mod train;
 pub mod verify;
 
 pub mod stats;

@@ -20,6 +20,17 @@ impl Progress {
         Progress(bar)
     }
 
+    /// Optimizer steps of a training run.
+    pub fn steps(label: &str, total: u64, quiet: bool) -> Self {
+        let progress = Progress::rows(label, total, quiet);
+        progress.0.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] step {pos}/{len}  {msg}  ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        progress
+    }
+
     pub fn inc(&self, rows: u64) {
         self.0.inc(rows);
     }

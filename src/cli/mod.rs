@@ -108,6 +108,31 @@ pub enum Command {
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
     },
+    /// Fine-tune a model on conversations (loss on assistant tokens), write a Hugging Face checkpoint
+    #[command(
+        name = "train-sft",
+        long_about = "Fine-tune a Qwen2 / Llama checkpoint on conversations. Rows are `messages` (every assistant \
+                      message is trained), `prompt`/`completion` (strings or message lists; the completion is \
+                      trained), or a problems dataset with reference `steps` (the reference solution is \
+                      trained, under `forge generate`'s instruction). `segments` with `train = false` are \
+                      left out of the loss. Examples are packed into rows of `--max-length` tokens without \
+                      attention across them; AdamW with warmup and cosine decay, gradient clipping and \
+                      accumulation up to `--batch-tokens` per step.\n\n\
+                      OUT receives the model (config, safetensors, tokenizer: transformers and vLLM load it), \
+                      metrics.csv, loss.png and train-report.json; checkpoints/ holds periodic checkpoints \
+                      while it runs, and a rerun of an interrupted command resumes from the last one.",
+        after_help = "Examples:
+  forge train-sft --model init/ --data sft/ -o student/ --epochs 3 --lr 3e-4 --batch-tokens 16384
+  forge train-sft --model Qwen2.5-0.5B-Instruct/ --data curated/ --eval-data heldout/ -o ft/ --lr 1e-5 --max-length 4096
+  forge train-sft --model init/ --data igsm/ -o teacher/ --max-steps 2000 --lr 1e-3 --schedule linear
+  forge train-sft --model init/ --data sft/ -o student/ --resume     # continue an interrupted run"
+    )]
+    TrainSft {
+        #[command(flatten)]
+        config: forge::train::TrainConfig,
+        #[command(flatten)]
+        output: forge::train::TrainOutput,
+    },
     /// Turn raw traces into training data: verify, decontaminate, deduplicate, select
     #[command(
         long_about = "Turn raw traces into training data. Each row is kept or rejected with a reason: \
@@ -184,6 +209,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::Verify { config } => serde_json::json!({ "verify": config }),
             Command::Filter { config, output, .. } => serde_json::json!({ "filter": config, "output": output }),
             Command::Generate { config, output } => serde_json::json!({ "generate": config, "output": output }),
+            Command::TrainSft { config, output } => serde_json::json!({ "train_sft": config, "output": output }),
             Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
                 serde_json::json!({ "init_model": { "family": family, "hidden": hidden, "intermediate": intermediate,
                     "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "output": output } })
@@ -239,6 +265,26 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Generate { config, output } => {
             let outcome = forge::generate::run(&config, &output, &ctx)?;
             summarise(&outcome, &output, &ctx);
+        }
+        Command::TrainSft { config, output } => {
+            let (report, ran) = forge::train::run(&config, &output, &ctx)?;
+            if !ctx.quiet {
+                let dir = output.output.display();
+                if !ran {
+                    eprintln!("`{dir}` already holds this finished run; nothing to do");
+                }
+                let eval = report.final_eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default();
+                eprintln!(
+                    "{} steps over {} examples ({} dropped), {} tokens ({} trained): loss {:.4}{eval}; {:.0} tokens/s\nwrote the model to `{dir}`",
+                    report.steps,
+                    report.examples,
+                    report.dropped,
+                    report.tokens,
+                    report.trained_tokens,
+                    report.final_loss,
+                    report.tokens_per_second
+                );
+            }
         }
         Command::Filter { config, step, output, .. } => {
             if let Some(outcome) = forge::filter::run(&config, &output, step, &ctx)? {

@@ -26,6 +26,7 @@ pub use schema::{
     Calc, Problem, Sampling, Step, TableKind, TokenLogprob, Trace, problems_schema, traces_schema, type_name,
 };
 pub use value::{json_type_name, to_batch};
+pub(crate) use write::write_atomic;
 pub use write::{
     DEFAULT_ROWS_PER_SHARD, DatasetWriter, Start, WriteOptions, check_is_forge_dir as check_output_dir, now,
 };

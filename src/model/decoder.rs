@@ -221,6 +221,25 @@ impl Decoder {
         mask: &Tensor,
         cache: Option<&mut KvCache>,
     ) -> CResult<Tensor> {
+        self.head(&self.hidden(ids, positions, mask, cache)?)
+    }
+
+    /// Logits (f32) of final hidden states `[.., hidden]`.
+    pub fn head(&self, hidden: &Tensor) -> CResult<Tensor> {
+        let x = if hidden.rank() == 2 { hidden.unsqueeze(0)? } else { hidden.clone() };
+        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        if hidden.rank() == 2 { logits.squeeze(0) } else { Ok(logits) }
+    }
+
+    /// The final (normed) hidden states `[batch, seq, hidden]`, before the head: the trainer applies the
+    /// head only at the positions that carry a loss.
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> CResult<Tensor> {
         let (b, t) = ids.dims2()?;
         let (cos, sin) = self.rope_tables(positions, b, t)?;
         let mut x = self.embed.forward(ids)?;
@@ -242,8 +261,7 @@ impl Decoder {
                 .forward(&(layer.mlp.gate.forward(&normed)?.silu()? * layer.mlp.up.forward(&normed)?)?)?;
             x = (x + mlp)?;
         }
-        let x = rms_norm(&x, &self.norm, self.eps)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+        rms_norm(&x, &self.norm, self.eps)
     }
 
     /// cos and sin of every position's rotation, `[batch, 1, seq, head_dim / 2]`.

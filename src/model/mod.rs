@@ -110,6 +110,15 @@ impl Checkpoint {
     }
 }
 
+/// CUDA when forge was built with it and a GPU is there, else the CPU.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = fs_err::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -47,6 +47,12 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with each token's byte range in it.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Vec<(u32, (usize, usize))>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::usage(format!("tokenizing: {e}")))?;
+        Ok(enc.get_ids().iter().copied().zip(enc.get_offsets().iter().copied()).collect())
+    }
+
     /// Text of `ids`; special tokens dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner.decode(ids, skip_special).map_err(|e| Error::usage(format!("detokenizing: {e}")))

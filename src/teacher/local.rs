@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{IndexOp, Tensor};
 
 use super::sampling::{SamplingConfig, sample, stream, top_logprobs};
 use super::{Finish, Prompt, Sample, Teacher};
@@ -38,7 +38,7 @@ struct Row {
 
 impl Local {
     pub fn open(dir: &Path) -> Result<Local> {
-        let device = device();
+        let device = crate::model::device();
         // Tokenizer and template first: they fail fast, before the weights load.
         let tokenizer = Tokenizer::from_dir(dir)?;
         let chat = ChatTemplate::from_dir(dir)?;
@@ -189,13 +189,4 @@ impl Teacher for Local {
     fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
         self.decode_batch(prompts, sampling)
     }
-}
-
-/// CUDA when forge was built with it and a GPU is there, else the CPU.
-pub fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    Device::Cpu
 }

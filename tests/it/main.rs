@@ -21,5 +21,7 @@ mod schemas;
 mod stats;
 /// `forge synth`: determinism, sharding, checkable steps.
 mod synth;
+/// `forge train-sft`: learning, resume after a kill, loss masks.
+mod train;
 /// `forge verify`: pair and file modes, and agreement with labelled real data.
 mod verify;

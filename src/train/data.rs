@@ -1,0 +1,304 @@
+//! Training rows to token ids and loss masks.
+//!
+//! A row is a conversation, in whichever form the dataset holds it:
+//! - `messages`: a list of `{role, content}` (TRL's conversational form); every assistant message is trained;
+//! - `prompt` and `completion`: strings (a user and an assistant message) or message lists (TRL's
+//!   conversational prompt-completion form); only the completion's assistant messages are trained;
+//! - a problems table (`prompt`, `steps`, `gold`): the user message is the prompt under `forge generate`'s
+//!   instruction for its domain, the assistant message the reference solution, so a model trained on it
+//!   answers in the format `forge generate` and `forge eval` ask for.
+//!
+//! `segments` (a list of `{kind, start, end, train}`, character offsets into the last trained message's
+//! content, end exclusive) switch the loss off on spans marked `train = false`.
+//!
+//! The conversation is rendered once with the checkpoint's chat template, as `apply_chat_template` does,
+//! and each trained message is located in the text (rendering message prefixes separately is unreliable:
+//! templates such as Qwen3's rewrite earlier turns). The trained span runs through the end-of-turn token
+//! that follows the content, so the model learns to stop. Tokens are trained when their first byte is in
+//! a trained span; rows are cut to `max_length` tokens keeping the start, and rows left with no trained
+//! token are dropped (and counted).
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::dataset::{Record, Step};
+use crate::model::chat::{ChatTemplate, Message};
+use crate::model::tokenizer::Tokenizer;
+
+/// A tokenized training row: `train[i]` says whether the loss covers predicting `ids[i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub train: Vec<bool>,
+}
+
+impl Example {
+    pub fn trained(&self) -> usize {
+        self.train.iter().skip(1).filter(|&&t| t).count()
+    }
+}
+
+/// A labelled span of the trained completion (DESIGN.md: `segments`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Segment {
+    #[serde(default)]
+    pub kind: String,
+    pub start: usize,
+    pub end: usize,
+    pub train: bool,
+}
+
+/// A row as chat messages, which of them carry the loss, and the segments of the last trained one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    pub trained: Vec<bool>,
+    pub segments: Vec<Segment>,
+}
+
+/// What is wrong with a row: the column and the message.
+pub type RowError = (&'static str, String);
+
+fn messages_of(v: &Value, column: &'static str, default_role: &str) -> Result<Vec<Message>, RowError> {
+    match v {
+        Value::String(s) => Ok(vec![Message::new(default_role, s)]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let field = |k: &str| m.get(k).and_then(Value::as_str);
+                match (field("role"), field("content")) {
+                    (Some(role), Some(content)) => Ok(Message::new(role, content)),
+                    _ => Err((column, format!("item {i} is not a `{{role, content}}` message: {m}"))),
+                }
+            })
+            .collect(),
+        other => Err((column, format!("expected a string or a list of messages, found {other}"))),
+    }
+}
+
+fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).filter(|v| !v.is_null())
+}
+
+/// The conversation of a row (see the module docs for the forms read).
+pub fn conversation(fields: &Map<String, Value>) -> Result<Conversation, RowError> {
+    let (messages, trained) = if let Some(m) = present(fields, "messages") {
+        let messages = messages_of(m, "messages", "user")?;
+        let trained = messages.iter().map(|m| m.role == "assistant").collect();
+        (messages, trained)
+    } else if let (Some(p), Some(c)) = (present(fields, "prompt"), present(fields, "completion")) {
+        let prompt = messages_of(p, "prompt", "user")?;
+        let completion = messages_of(c, "completion", "assistant")?;
+        let trained = prompt.iter().map(|_| false).chain(completion.iter().map(|m| m.role == "assistant")).collect();
+        ([prompt, completion].concat(), trained)
+    } else if let (Some(Value::String(prompt)), Some(steps)) = (present(fields, "prompt"), present(fields, "steps")) {
+        let steps: Vec<Step> = serde_json::from_value(steps.clone()).map_err(|e| ("steps", e.to_string()))?;
+        let domain = fields.get("domain").and_then(Value::as_str).unwrap_or("math");
+        let user = crate::generate::default_template(domain).replace("{prompt}", prompt);
+        let answer = reference_solution(domain, &steps, fields)?;
+        (vec![Message::new("user", &user), Message::new("assistant", &answer)], vec![false, true])
+    } else {
+        return Err((
+            "messages",
+            "the row has no `messages`, no `prompt` and `completion`, and no `prompt` and `steps`".into(),
+        ));
+    };
+    if !trained.iter().any(|&t| t) {
+        return Err(("messages", "the row has no assistant message to train on".into()));
+    }
+    let segments = match present(fields, "segments") {
+        Some(s) => serde_json::from_value(s.clone()).map_err(|e| ("segments", e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(Conversation { messages, trained, segments })
+}
+
+/// A problem's reference solution as the answer `forge generate`'s instruction asks for: the steps, then
+/// the final answer in `\boxed{}` (the expression for Countdown, a Python block for code).
+pub fn reference_solution(domain: &str, steps: &[Step], fields: &Map<String, Value>) -> Result<String, RowError> {
+    let text: Vec<&str> = steps.iter().map(|s| s.text.as_str()).collect();
+    if domain == "code" {
+        return Ok(format!("```python\n{}\n```", text.join("\n")));
+    }
+    let answer = if domain == "countdown" {
+        let metadata: Value = fields
+            .get("metadata")
+            .and_then(Value::as_str)
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_default();
+        metadata["solution"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(("metadata", "a countdown problem needs `solution` in its metadata".to_string()))?
+    } else {
+        fields
+            .get("gold")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(("gold", "a problem without `gold` has no reference answer".to_string()))?
+    };
+    Ok(format!("{}\nThe answer is \\boxed{{{answer}}}.", text.join("\n")))
+}
+
+/// Renders conversations with a checkpoint's chat template and tokenizer.
+pub struct Renderer {
+    pub chat: ChatTemplate,
+    pub tokenizer: Tokenizer,
+    pub max_length: usize,
+}
+
+impl Renderer {
+    /// The example of `conv`, or `None` when no trained token is left within `max_length`.
+    pub fn example(&self, conv: &Conversation) -> Result<Option<Example>, RowError> {
+        let text = self.chat.render(&conv.messages, false, &Map::new()).map_err(|e| ("messages", e.to_string()))?;
+        let eos = self.chat.tokens.get("eos_token").and_then(Value::as_str).unwrap_or_default();
+        let (mut trained, mut excluded) = (Vec::<Range<usize>>::new(), Vec::<Range<usize>>::new());
+        let last = conv.trained.iter().rposition(|&t| t).expect("checked in `conversation`");
+        let mut cursor = 0;
+        for (i, (m, &train)) in conv.messages.iter().zip(&conv.trained).enumerate() {
+            if m.content.is_empty() {
+                continue;
+            }
+            let Some(at) = text[cursor..].find(&m.content).map(|at| cursor + at) else {
+                if train {
+                    return Err((
+                        "messages",
+                        format!("the chat template does not reproduce message {i} ({}) verbatim", m.role),
+                    ));
+                }
+                continue;
+            };
+            let mut end = at + m.content.len();
+            cursor = end;
+            if !train {
+                continue;
+            }
+            if !eos.is_empty() && text[end..].starts_with(eos) {
+                end += eos.len();
+            }
+            trained.push(at..end);
+            if i == last {
+                for s in &conv.segments {
+                    let byte = |c: usize| m.content.char_indices().nth(c).map_or(m.content.len(), |(b, _)| b);
+                    if s.start > s.end || s.end > m.content.chars().count() {
+                        return Err((
+                            "segments",
+                            format!(
+                                "span {}..{} is outside the completion ({} characters)",
+                                s.start,
+                                s.end,
+                                m.content.chars().count()
+                            ),
+                        ));
+                    }
+                    if !s.train {
+                        excluded.push(at + byte(s.start)..at + byte(s.end));
+                    }
+                }
+            }
+        }
+        let tokens = self.tokenizer.encode_with_offsets(&text).map_err(|e| ("messages", e.to_string()))?;
+        let inside = |spans: &[Range<usize>], b: usize| spans.iter().any(|r| r.contains(&b));
+        let mut ids: Vec<u32> = tokens.iter().map(|t| t.0).collect();
+        let mut train: Vec<bool> =
+            tokens.iter().map(|&(_, (s, e))| s < e && inside(&trained, s) && !inside(&excluded, s)).collect();
+        ids.truncate(self.max_length);
+        train.truncate(self.max_length);
+        let example = Example { ids, train };
+        Ok((example.trained() > 0).then_some(example))
+    }
+}
+
+/// The record's row error with its location.
+pub fn located(record: &Record, (column, message): RowError) -> crate::Error {
+    crate::Error::data(record.location.clone().column(column), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tiny;
+
+    fn renderer(max_length: usize) -> Renderer {
+        let mut tokens = Map::new();
+        tokens.insert("eos_token".into(), "<|im_end|>".into());
+        Renderer {
+            chat: ChatTemplate::new(tiny::CHATML, tokens).unwrap(),
+            tokenizer: Tokenizer::from_inner(tiny::tokenizer().unwrap(), vec![258]),
+            max_length,
+        }
+    }
+
+    fn fields(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn trained_text(r: &Renderer, e: &Example) -> String {
+        let ids: Vec<u32> = e.ids.iter().zip(&e.train).filter(|(_, t)| **t).map(|(i, _)| *i).collect();
+        r.tokenizer.decode(&ids, false).unwrap()
+    }
+
+    /// Only assistant text and its end-of-turn token carry the loss, in every row form.
+    #[test]
+    fn loss_covers_assistant_turns_only() {
+        let r = renderer(1024);
+        let rows = [
+            serde_json::json!({"messages": [
+                {"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"},
+                {"role": "assistant", "content": "6"}]}),
+            serde_json::json!({"prompt": "2+2?", "completion": "4"}),
+            serde_json::json!({"prompt": [{"role": "user", "content": "2+2?"}],
+                               "completion": [{"role": "assistant", "content": "4"}]}),
+        ];
+        let want = ["4<|im_end|>6<|im_end|>", "4<|im_end|>", "4<|im_end|>"];
+        for (row, want) in rows.iter().zip(want) {
+            let conv = conversation(&fields(row.clone())).unwrap();
+            let e = r.example(&conv).unwrap().unwrap();
+            assert_eq!(e.ids.len(), e.train.len());
+            assert_eq!(trained_text(&r, &e), want, "{row}");
+        }
+    }
+
+    /// Spans marked `train = false` get no loss; the rest of the completion does.
+    #[test]
+    fn untrained_segments_are_masked() {
+        let r = renderer(1024);
+        let completion = "3 + 4 = 8. Wait, 3 + 4 = 7. Answer: 7";
+        let row = serde_json::json!({"prompt": "3+4?", "completion": completion, "segments": [
+            {"kind": "error", "start": 0, "end": 11, "train": false},
+            {"kind": "fix", "start": 11, "end": 37, "train": true}]});
+        let e = r.example(&conversation(&fields(row)).unwrap()).unwrap().unwrap();
+        assert_eq!(trained_text(&r, &e), "Wait, 3 + 4 = 7. Answer: 7<|im_end|>");
+        let bad = serde_json::json!({"prompt": "x", "completion": "ab",
+            "segments": [{"kind": "error", "start": 1, "end": 9, "train": false}]});
+        let err = r.example(&conversation(&fields(bad)).unwrap()).unwrap_err();
+        assert_eq!(err.0, "segments");
+    }
+
+    /// A problem with reference steps becomes the instruction `forge generate` sends and a boxed answer.
+    #[test]
+    fn problems_train_on_their_reference_solution() {
+        let row = serde_json::json!({"prompt": "Compute 2 + 3.", "domain": "math", "gold": "5",
+            "steps": [{"text": "2 + 3 = 5", "calcs": [{"expr": "2 + 3", "result": "5"}]}]});
+        let conv = conversation(&fields(row)).unwrap();
+        assert!(conv.messages[0].content.starts_with("Compute 2 + 3.\n\nPlease reason step by step"));
+        assert_eq!(conv.messages[1].content, "2 + 3 = 5\nThe answer is \\boxed{5}.");
+    }
+
+    /// Rows are cut keeping the start; a row whose trained part falls beyond `max_length` is dropped.
+    #[test]
+    fn truncation_keeps_the_start_and_drops_empty_rows() {
+        let row = serde_json::json!({"prompt": "a long question", "completion": "answer"});
+        let conv = conversation(&fields(row)).unwrap();
+        let full = renderer(1024).example(&conv).unwrap().unwrap();
+        let cut = renderer(full.ids.len() - 3).example(&conv).unwrap().unwrap();
+        assert_eq!(cut.ids[..], full.ids[..full.ids.len() - 3]);
+        assert_eq!(renderer(10).example(&conv).unwrap(), None);
+        let err = conversation(&fields(serde_json::json!({"text": "x"}))).unwrap_err();
+        assert!(err.1.contains("no `messages`"), "{err:?}");
+    }
+}

@@ -1,0 +1,388 @@
+//! `forge train-sft`: supervised fine-tuning of a Qwen2 / Llama checkpoint on conversations, with the loss
+//! on assistant tokens only ([`data`]), examples packed into rows without attention across them
+//! ([`pack`]), AdamW with warmup and decay, clipping and gradient accumulation ([`optim`]), periodic
+//! checkpoints that a rerun resumes from, a held-out loss, and a Hugging Face checkpoint as the result
+//! ([`output`]).
+//!
+//! The loss of an optimizer step is the mean over every trained token of the step (all micro-batches
+//! together, as transformers does with `num_items_in_batch`), so accumulation gives the gradient of one
+//! big batch.
+//!
+//! ```text
+//! forge train-sft --model init/ --data sft/ -o student/ --epochs 3 --lr 3e-4 --batch-tokens 16384
+//! ```
+
+pub mod data;
+pub mod metrics;
+pub mod optim;
+pub mod output;
+pub mod pack;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{D, Device};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Input;
+use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::model::chat::ChatTemplate;
+use crate::model::tokenizer::Tokenizer;
+use data::{Example, Renderer};
+pub use optim::Schedule;
+use output::{Resume, TrainState};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The checkpoint to start from (a Hugging Face directory: config, safetensors, tokenizer, chat template)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Training rows: `messages`, `prompt`/`completion`, or a problems dataset with reference `steps`
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Held-out rows for the evaluation loss (default: `--eval-share` of `--data`)
+    #[arg(long, value_name = "DIR")]
+    pub eval_data: Option<PathBuf>,
+    /// Share of `--data` held out for the evaluation loss when `--eval-data` is not given
+    #[arg(long, default_value_t = 0.02, value_name = "X")]
+    #[serde(default = "defaults::eval_share")]
+    pub eval_share: f64,
+    /// Evaluation loss every N optimizer steps (and at the end); 0: at the end only
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[serde(default = "defaults::every")]
+    pub eval_every: u64,
+    /// Checkpoint every N optimizer steps (a rerun resumes from the last one); 0: never
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[serde(default = "defaults::every")]
+    pub save_every: u64,
+    /// Passes over the data
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[serde(default = "defaults::epochs")]
+    pub epochs: u64,
+    /// Stop after N optimizer steps (the schedule spans N steps)
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
+    /// Peak learning rate
+    #[arg(long, default_value_t = 2e-5, value_name = "LR")]
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    /// Learning-rate decay after warmup
+    #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
+    #[serde(default = "defaults::schedule")]
+    pub schedule: Schedule,
+    /// Share of the steps spent warming the learning rate up linearly
+    #[arg(long, default_value_t = 0.03, value_name = "X")]
+    #[serde(default = "defaults::warmup")]
+    pub warmup_ratio: f64,
+    /// AdamW weight decay (not applied to norm weights and biases)
+    #[arg(long, default_value_t = 0.01, value_name = "X")]
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0: no clipping)
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    #[serde(default = "defaults::one")]
+    pub max_grad_norm: f64,
+    /// Tokens per optimizer step (rows of `--max-length` tokens; gradients of micro-batches are accumulated)
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    #[serde(default = "defaults::batch_tokens")]
+    pub batch_tokens: usize,
+    /// Tokens per forward pass (bounds memory)
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    #[serde(default = "defaults::micro_batch_tokens")]
+    pub micro_batch_tokens: usize,
+    /// Tokens per training row; longer examples are cut, keeping the start
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    #[serde(default = "defaults::max_length")]
+    pub max_length: usize,
+    /// Pack several examples into each row (attention stays within each example); `false`: one per row, padded
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[serde(default = "defaults::yes")]
+    pub packing: bool,
+    /// Seed of the data order and the held-out split
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+}
+
+mod defaults {
+    use super::Schedule;
+    pub fn eval_share() -> f64 {
+        0.02
+    }
+    pub fn every() -> u64 {
+        50
+    }
+    pub fn epochs() -> u64 {
+        3
+    }
+    pub fn lr() -> f64 {
+        2e-5
+    }
+    pub fn schedule() -> Schedule {
+        Schedule::Cosine
+    }
+    pub fn warmup() -> f64 {
+        0.03
+    }
+    pub fn weight_decay() -> f64 {
+        0.01
+    }
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn batch_tokens() -> usize {
+        16384
+    }
+    pub fn micro_batch_tokens() -> usize {
+        4096
+    }
+    pub fn max_length() -> usize {
+        1024
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn seed() -> u64 {
+        1
+    }
+}
+
+/// Where a training run writes, and whether it may replace or must continue what is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct TrainOutput {
+    /// The checkpoint directory to write (the model, `metrics.csv`, `loss.png`, `checkpoints/`)
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Continue the interrupted run in `--output` from its last checkpoint (a rerun of the same command
+    /// does so anyway; with `--resume`, finding nothing to resume is an error)
+    #[arg(long)]
+    #[serde(default)]
+    pub resume: bool,
+    /// Replace an existing output of a different run
+    #[arg(long)]
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// What a finished run reports (`train-report.json` in the output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub fingerprint: String,
+    pub steps: u64,
+    pub epochs: u64,
+    pub examples: usize,
+    pub eval_examples: usize,
+    /// Rows dropped because no trained token was left within `max_length`.
+    pub dropped: usize,
+    /// Tokens the model read (padding aside) and tokens with a loss.
+    pub tokens: u64,
+    pub trained_tokens: u64,
+    pub final_loss: f64,
+    pub final_eval_loss: Option<f64>,
+    pub seconds: f64,
+    /// Tokens read per second over this invocation's steps.
+    pub tokens_per_second: f64,
+}
+
+/// Read `input`'s rows and tokenize them; rows with no trained token left are counted, not kept.
+fn load_examples(
+    input: &Input,
+    renderer: &Renderer,
+    keep: impl Fn(u64) -> bool + Sync,
+) -> Result<(Vec<Example>, usize)> {
+    let (mut examples, mut dropped) = (Vec::new(), 0);
+    let records: Vec<_> = input.records(0..input.rows()).collect::<Result<_>>()?;
+    let done: Vec<Result<Option<Example>>> = records
+        .par_iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i as u64))
+        .map(|(_, r)| {
+            let conv = data::conversation(&r.fields).map_err(|e| data::located(r, e))?;
+            renderer.example(&conv).map_err(|e| data::located(r, e))
+        })
+        .collect();
+    for e in done {
+        match e? {
+            Some(e) => examples.push(e),
+            None => dropped += 1,
+        }
+    }
+    Ok((examples, dropped))
+}
+
+/// Summed negative log-likelihood of a micro-batch's trained tokens (a graph to backpropagate).
+pub fn nll(model: &crate::model::Decoder, batch: &pack::Batch) -> candle_core::Result<candle_core::Tensor> {
+    nll_of_hidden(model, &model.hidden(&batch.ids, &batch.positions, &batch.mask, None)?, batch)
+}
+
+/// [`nll`] from the decoder's final hidden states `[b, t, hidden]`: the head runs only at the positions
+/// whose next token is trained.
+pub fn nll_of_hidden(
+    model: &crate::model::Decoder,
+    hidden: &candle_core::Tensor,
+    batch: &pack::Batch,
+) -> candle_core::Result<candle_core::Tensor> {
+    let picked = hidden.flatten_to(1)?.index_select(&batch.picks, 0)?;
+    let logp = candle_nn::ops::log_softmax(&model.head(&picked)?, D::Minus1)?;
+    logp.gather(&batch.targets.unsqueeze(1)?, 1)?.sum_all()?.neg()
+}
+
+/// Mean loss per trained token over `examples` (no update).
+fn eval_loss(model: &crate::model::Decoder, examples: &[Example], cfg: &TrainConfig, device: &Device) -> Result<f64> {
+    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    let rows = pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, 0);
+    let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
+    let (mut sum, mut tokens) = (0.0, 0usize);
+    for chunk in rows.chunks(per_micro) {
+        let batch = pack::batch(examples, chunk, device).map_err(candle_err)?;
+        sum += f64::from(nll(model, &batch).map_err(candle_err)?.to_scalar::<f32>().map_err(candle_err)?);
+        tokens += batch.tokens;
+    }
+    Ok(sum / tokens.max(1) as f64)
+}
+
+pub(crate) fn candle_err(e: candle_core::Error) -> Error {
+    Error::usage(format!("training: {e}"))
+}
+
+/// Run (or resume) a training run; `Ok(None)` when `out` already holds this run's finished result.
+pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<(TrainReport, bool)> {
+    if cfg.batch_tokens == 0 || cfg.micro_batch_tokens == 0 || cfg.max_length < 2 {
+        return Err(Error::usage("`--batch-tokens`, `--micro-batch-tokens` and `--max-length` must be positive"));
+    }
+    if !(0.0..1.0).contains(&cfg.eval_share) {
+        return Err(Error::usage("`--eval-share` must be in [0, 1)"));
+    }
+    let started = Instant::now();
+    let device = crate::model::device();
+    let train_input = Input::open(&cfg.data)?;
+    let eval_input = cfg.eval_data.as_deref().map(Input::open).transpose()?;
+    let fingerprint = output::fingerprint(cfg, &train_input, eval_input.as_ref())?;
+    let resume = match output::prepare(&out.output, &fingerprint, out)? {
+        Resume::Finished(report) => return Ok((report, false)),
+        r => r,
+    };
+    let renderer = Renderer {
+        chat: ChatTemplate::from_dir(&cfg.model)?,
+        tokenizer: Tokenizer::from_dir(&cfg.model)?,
+        max_length: cfg.max_length,
+    };
+    let held_out = |row: u64| {
+        cfg.eval_data.is_none() && crate::rng::Rng::for_row(cfg.seed, "eval", row).uniform() < cfg.eval_share
+    };
+    let (examples, mut dropped) = load_examples(&train_input, &renderer, |r| !held_out(r))?;
+    let (eval_examples, eval_dropped) = match &eval_input {
+        Some(input) => load_examples(input, &renderer, |_| true)?,
+        None => load_examples(&train_input, &renderer, held_out)?,
+    };
+    dropped += eval_dropped;
+    if examples.is_empty() {
+        return Err(Error::usage(format!("`{}` has no row to train on", cfg.data.display()))
+            .with_hint("rows need an assistant message with tokens within `--max-length`"));
+    }
+
+    // The whole run's steps, fixed up front: each is a list of rows, each row a list of examples.
+    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    let per_step = (cfg.batch_tokens / cfg.max_length).max(1);
+    let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
+    let mut steps: Vec<(u64, Vec<Vec<usize>>)> = Vec::new();
+    'epochs: for epoch in 0..cfg.epochs {
+        let rows = pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, epoch);
+        for chunk in rows.chunks(per_step) {
+            if cfg.max_steps.is_some_and(|m| steps.len() as u64 >= m) {
+                break 'epochs;
+            }
+            steps.push((epoch, chunk.to_vec()));
+        }
+    }
+    let total = steps.len() as u64;
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
+
+    let checkpoint = Checkpoint::load(&cfg.model, &device)?;
+    let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
+    let mut state = TrainState::default();
+    if let Resume::From(dir) = &resume {
+        state = output::restore(dir, &checkpoint, &mut opt)?;
+        if !ctx.quiet {
+            eprintln!("resuming from step {} of {total} (`{}`)", state.step, dir.display());
+        }
+    } else if out.resume {
+        return Err(Error::usage(format!("`{}` has no checkpoint to resume from", out.output.display())));
+    }
+    let mut log = metrics::Log::open(&out.output, state.step)?;
+    let progress = crate::progress::Progress::steps("train", total, ctx.quiet);
+    progress.inc(state.step);
+    let run_started = Instant::now();
+    let mut run_tokens = 0u64;
+    let mut last_loss = f64::NAN;
+    for (step, (epoch, rows)) in steps.iter().enumerate().skip(state.step as usize) {
+        let step = step as u64;
+        let tokens = pack::trained_tokens(&examples, rows);
+        let mut loss_sum = 0.0;
+        for chunk in rows.chunks(per_micro) {
+            let batch = pack::batch(&examples, chunk, &device).map_err(candle_err)?;
+            if batch.tokens == 0 {
+                continue;
+            }
+            run_tokens += batch.seen as u64;
+            state.tokens += batch.seen as u64;
+            let sum = nll(&checkpoint.model, &batch).map_err(candle_err)?;
+            loss_sum += f64::from(sum.to_scalar::<f32>().map_err(candle_err)?);
+            let grads = (sum / tokens as f64).map_err(candle_err)?.backward().map_err(candle_err)?;
+            opt.accumulate(&grads).map_err(candle_err)?;
+        }
+        let lr = optim::learning_rate(cfg.schedule, cfg.lr, step, warmup, total);
+        let grad_norm = opt.step(lr, cfg.max_grad_norm).map_err(candle_err)?;
+        last_loss = loss_sum / tokens.max(1) as f64;
+        state.step = step + 1;
+        state.trained_tokens += tokens as u64;
+        let last = state.step == total;
+        let eval = (!eval_examples.is_empty() && (last || (cfg.eval_every > 0 && state.step % cfg.eval_every == 0)))
+            .then(|| eval_loss(&checkpoint.model, &eval_examples, cfg, &device))
+            .transpose()?;
+        if eval.is_some() {
+            state.eval_loss = eval;
+        }
+        let rate = run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
+        log.push(&metrics::Row {
+            step: state.step,
+            epoch: *epoch,
+            loss: last_loss,
+            eval_loss: eval,
+            lr,
+            grad_norm,
+            tokens: state.tokens,
+            tokens_per_second: rate,
+        })?;
+        progress.message(&format!("loss {last_loss:.4}  {rate:.0} tok/s"));
+        progress.inc(1);
+        if !last && cfg.save_every > 0 && state.step % cfg.save_every == 0 {
+            output::save_checkpoint(&out.output, &checkpoint, &opt, &state)?;
+        }
+    }
+    progress.finish();
+    let report = TrainReport {
+        fingerprint,
+        steps: total,
+        epochs: cfg.epochs,
+        examples: examples.len(),
+        eval_examples: eval_examples.len(),
+        dropped,
+        tokens: state.tokens,
+        trained_tokens: state.trained_tokens,
+        final_loss: last_loss,
+        final_eval_loss: state.eval_loss,
+        seconds: started.elapsed().as_secs_f64(),
+        tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
+    };
+    output::finish(&out.output, &cfg.model, &checkpoint, &report)?;
+    Ok((report, true))
+}
+
+/// The directory a run keeps its checkpoints in.
+pub fn checkpoints_dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}

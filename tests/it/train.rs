@@ -1,0 +1,208 @@
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Var};
+use forge::model::tiny::{Size, write};
+use forge::model::{Arch, Checkpoint};
+use forge::train::data::{Example, Renderer, conversation};
+use forge::train::{metrics, pack};
+use serde_json::Value;
+
+use crate::util::{Scratch, forge, ok, run};
+
+type Args<'a> = Vec<&'a dyn AsRef<std::ffi::OsStr>>;
+
+/// A tiny model trained on arithmetic: the loss falls, every step is in `metrics.csv`, the output is a
+/// checkpoint forge loads back with the weights training ended with, and a rerun of the same command does
+/// nothing; a different command refuses to write over it.
+#[test]
+fn train_sft_learns_and_writes_a_checkpoint() {
+    let s = Scratch::new();
+    let data = s.path("arith");
+    ok(&[&"synth", &"arith", &"--n", &"300", &"--ops", &"2", &"--seed", &"4", &"-o", &data, &"-q"]);
+    for arch in [Arch::Qwen2, Arch::Llama] {
+        let init = s.path(&format!("init-{arch:?}"));
+        write(&init, arch, Size::default(), 3).unwrap();
+        let out = s.path(&format!("out-{arch:?}"));
+        let args: Args = vec![
+            &"train-sft",
+            &"--model",
+            &init,
+            &"--data",
+            &data,
+            &"-o",
+            &out,
+            &"--epochs",
+            &"1",
+            &"--lr",
+            &"3e-3",
+            &"--batch-tokens",
+            &"1024",
+            &"--max-length",
+            &"256",
+            &"--eval-every",
+            &"10",
+            &"-q",
+        ];
+        ok(&args);
+        let report: Value = serde_json::from_slice(&std::fs::read(out.join("train-report.json")).unwrap()).unwrap();
+        let rows = metrics::read(&out.join("metrics.csv")).unwrap();
+        assert_eq!(rows.len() as u64, report["steps"].as_u64().unwrap());
+        assert!(rows.len() > 20, "{} steps", rows.len());
+        let (first, last) = (rows[0].loss, rows.last().unwrap().loss);
+        assert!(last < first - 2.0, "{arch:?}: loss {first} -> {last}");
+        assert!(rows.last().unwrap().eval_loss.is_some_and(|e| e < first - 2.0));
+        assert!(rows.iter().filter(|r| r.eval_loss.is_some()).count() >= 2);
+        assert_eq!(&std::fs::read(out.join("loss.png")).unwrap()[1..4], b"PNG");
+        assert!(!out.join("checkpoints").exists(), "checkpoints are removed once the model is written");
+        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "config.json"] {
+            assert!(out.join(f).exists(), "{f} copied from the base");
+        }
+        let trained = Checkpoint::load(&out, &Device::Cpu).unwrap();
+        let base = Checkpoint::load(&init, &Device::Cpu).unwrap();
+        let diff = |a: &Checkpoint, b: &Checkpoint| {
+            let (a, b) = (a.vars.data().lock().unwrap(), b.vars.data().lock().unwrap());
+            a.iter()
+                .map(|(n, v)| {
+                    (v.as_tensor() - b[n].as_tensor())
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                })
+                .fold(0f32, f32::max)
+        };
+        assert!(diff(&trained, &base) > 1e-3, "training changed the weights");
+
+        let before = std::fs::read(out.join("model.safetensors")).unwrap();
+        let (code, _, stderr) = run(&args[..args.len() - 1]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stderr.contains("nothing to do"), "{stderr}");
+        assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+        let (code, _, stderr) =
+            run(&[&"train-sft", &"--model", &init, &"--data", &data, &"-o", &out, &"--lr", &"1e-3"]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("different command") && stderr.contains("--overwrite"), "{stderr}");
+    }
+}
+
+/// A run killed (SIGKILL) after a checkpoint and run again ends with the same weights, bit for bit, and
+/// the same per-step losses as an uninterrupted run.
+#[test]
+fn killed_training_resumes_to_the_same_weights() {
+    let s = Scratch::new();
+    let data = s.path("arith");
+    ok(&[&"synth", &"arith", &"--n", &"400", &"--ops", &"3", &"--seed", &"5", &"-o", &data, &"-q"]);
+    let init = s.path("init");
+    write(&init, Arch::Llama, Size { hidden: 96, intermediate: 192, layers: 3, heads: 4, kv_heads: 2 }, 8).unwrap();
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        [
+            "train-sft",
+            "--model",
+            init.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--max-steps",
+            "24",
+            "--save-every",
+            "4",
+            "--eval-every",
+            "6",
+            "--lr",
+            "2e-3",
+            "--batch-tokens",
+            "2048",
+            "--max-length",
+            "256",
+            "--micro-batch-tokens",
+            "512",
+            "-q",
+        ]
+        .map(Into::into)
+        .to_vec()
+    };
+    let straight = s.path("straight");
+    let status = forge().args(args(&straight)).status().unwrap();
+    assert!(status.success());
+
+    let killed = s.path("killed");
+    let mut child = forge().args(args(&killed)).stderr(Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while !killed.join("checkpoints/step-00000008").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
+    let rows_at_kill = metrics::read(&killed.join("metrics.csv")).unwrap().len();
+    assert!((8..24).contains(&rows_at_kill), "{rows_at_kill} rows at the kill");
+
+    let again = forge().args(args(&killed).into_iter().filter(|a| a != "-q")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from step"), "{stderr}");
+    assert_eq!(
+        std::fs::read(straight.join("model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        "resumed weights differ"
+    );
+    let losses = |dir: &Path| -> Vec<(u64, String, Option<String>)> {
+        metrics::read(&dir.join("metrics.csv"))
+            .unwrap()
+            .iter()
+            .map(|r| (r.step, format!("{:.6}", r.loss), r.eval_loss.map(|e| format!("{e:.6}"))))
+            .collect()
+    };
+    assert_eq!(losses(&straight), losses(&killed));
+
+    let fresh = s.path("fresh");
+    let mut resume = args(&fresh);
+    resume.push("--resume".into());
+    let out = forge().args(resume).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint to resume from"));
+}
+
+/// Prompt tokens and completion spans marked `train = false` get no gradient; every other completion
+/// token does. Checked at the decoder's final hidden states, where the loss attaches.
+#[test]
+fn masked_tokens_get_no_gradient() {
+    let dir = Scratch::new();
+    let ck_dir = dir.path("ck");
+    write(&ck_dir, Arch::Qwen2, Size::default(), 2).unwrap();
+    let ck = Checkpoint::load(&ck_dir, &Device::Cpu).unwrap();
+    let renderer = Renderer {
+        chat: forge::model::chat::ChatTemplate::from_dir(&ck_dir).unwrap(),
+        tokenizer: forge::model::tokenizer::Tokenizer::from_dir(&ck_dir).unwrap(),
+        max_length: 512,
+    };
+    let row = serde_json::json!({"prompt": "What is 3 + 4?", "completion": "3 + 4 = 8. Wait, 3 + 4 = 7. Answer: 7",
+        "segments": [{"kind": "error", "start": 0, "end": 11, "train": false},
+                     {"kind": "fix", "start": 11, "end": 37, "train": true}]});
+    let example: Example = renderer.example(&conversation(row.as_object().unwrap()).unwrap()).unwrap().unwrap();
+    let batch = pack::batch(std::slice::from_ref(&example), &[vec![0]], &Device::Cpu).unwrap();
+    let hidden = ck.model.hidden(&batch.ids, &batch.positions, &batch.mask, None).unwrap();
+    let hidden = Var::from_tensor(&hidden.detach()).unwrap();
+    let loss = forge::train::nll_of_hidden(&ck.model, hidden.as_tensor(), &batch).unwrap();
+    let grads = loss.backward().unwrap();
+    let g: Vec<Vec<f32>> = grads.get(hidden.as_tensor()).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let text = |range: std::ops::Range<usize>| renderer.tokenizer.decode(&example.ids[range], false).unwrap();
+    let mut trained = String::new();
+    for (j, row) in g.iter().enumerate() {
+        let has_grad = row.iter().any(|&x| x != 0.0);
+        let should = example.train.get(j + 1) == Some(&true);
+        assert_eq!(has_grad, should, "position {j} (predicting {:?})", text(j + 1..j + 2));
+        if should {
+            trained += &text(j + 1..j + 2);
+        }
+    }
+    assert_eq!(trained, "Wait, 3 + 4 = 7. Answer: 7<|im_end|>");
+    assert!(!example.train[..example.ids.len() - 30].iter().any(|&t| t), "the prompt is not trained");
+}
