@@ -109,3 +109,81 @@ fn logits_and_greedy_tokens_match_transformers() {
         eprintln!("{arch}: worst relative logit difference {worst:e}");
     }
 }
+
+/// Loss and gradients of a right-padded batch with masked labels agree with PyTorch (transformers'
+/// model, same weights; `scripts/train_fixtures.py`) to 1e-4 relative, for every parameter.
+#[test]
+fn loss_and_gradients_match_pytorch() {
+    use candle_core::Device;
+    use forge::model::Checkpoint;
+    use forge::train::{data::Example, pack};
+
+    for arch in ["qwen2", "llama"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(arch);
+        let ck = Checkpoint::load(&dir, &Device::Cpu).unwrap();
+        let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("grads.json")).unwrap()).unwrap();
+        let rows: Vec<Vec<u32>> = serde_json::from_value(expected["rows"].clone()).unwrap();
+        let train: Vec<Vec<bool>> = serde_json::from_value(expected["train"].clone()).unwrap();
+        let examples: Vec<Example> = rows.into_iter().zip(train).map(|(ids, train)| Example { ids, train }).collect();
+        let batch = pack::batch(&examples, &[vec![0], vec![1]], &Device::Cpu).unwrap();
+        let loss = (forge::train::nll(&ck.model, &batch).unwrap() / batch.tokens as f64).unwrap();
+        let value = f64::from(loss.to_scalar::<f32>().unwrap());
+        let want = expected["loss"].as_f64().unwrap();
+        assert!((value - want).abs() <= 1e-4 * want.abs(), "{arch}: loss {value} vs {want}");
+        let grads = loss.backward().unwrap();
+        let vars = ck.vars.data().lock().unwrap();
+        let want_grads = expected["grads"].as_object().unwrap();
+        assert_eq!(vars.len(), want_grads.len(), "{arch}: same parameters");
+        for (name, want) in want_grads {
+            let g = grads.get(vars[name].as_tensor()).unwrap_or_else(|| panic!("{arch}: no gradient for {name}"));
+            let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+            let norm = g.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+            let want_norm = want["norm"].as_f64().unwrap();
+            assert!((norm - want_norm).abs() <= 1e-4 * want_norm, "{arch} {name}: |g| {norm} vs {want_norm}");
+            for (i, w) in want["head"].as_array().unwrap().iter().enumerate() {
+                let w = w.as_f64().unwrap();
+                assert!((f64::from(g[i]) - w).abs() <= 1e-4 * want_norm, "{arch} {name}[{i}]: {} vs {w}", g[i]);
+            }
+        }
+    }
+}
+
+/// Checkpoints written by `forge train-sft` (Qwen2 in f32, Llama in bf16) load in transformers as
+/// `*ForCausalLM` and give the logits forge computes (`scripts/train_fixtures.py` trained them with forge
+/// and recorded transformers' logits).
+#[test]
+fn trained_checkpoints_load_in_transformers_with_the_same_logits() {
+    use candle_core::{Device, Tensor};
+    use forge::model::{Checkpoint, attention_mask, positions};
+
+    for (arch, dtype) in [("qwen2", "F32"), ("llama", "BF16")] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trained").join(arch);
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        assert_eq!(header["__metadata__"]["format"], "pt", "{arch}: transformers' metadata");
+        assert_eq!(header["model.norm.weight"]["dtype"], dtype, "{arch}: saved in the config's dtype");
+        assert_eq!(header.get("lm_head.weight").is_some(), arch == "llama", "{arch}: tied head not written");
+        let ck = Checkpoint::load(&dir, &Device::Cpu).unwrap();
+        let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+        let prompt: Vec<u32> = serde_json::from_value(expected["prompt"].clone()).unwrap();
+        let valid = vec![vec![true; prompt.len()]];
+        let logits = ck
+            .model
+            .forward(
+                &Tensor::new(vec![prompt.clone()], &Device::Cpu).unwrap(),
+                &positions(&valid, 0, &Device::Cpu).unwrap(),
+                &attention_mask(&valid, 0, prompt.len(), &Device::Cpu).unwrap(),
+                None,
+            )
+            .unwrap();
+        let got: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+        let scale = want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+        for (p, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() <= 1e-4 * scale, "{arch} position {p}: {a} vs {b}");
+            }
+        }
+    }
+}
