@@ -40,6 +40,7 @@ pub mod dataset;
 pub mod import;
 pub mod synth;
 
+pub mod eval;
 pub mod filter;
 pub mod generate;
 pub mod model;

@@ -133,6 +133,21 @@ pub enum Command {
         #[command(flatten)]
         output: forge::train::TrainOutput,
     },
+    /// Score a model on problems: generate, verify, report pass@1, pass@n, maj@n, length, truncation
+    #[command(after_help = "Examples:
+  forge eval --model student/ --problems igsm-test/                    # greedy, one sample
+  forge eval --model student/ --problems igsm-test/ -n 8 --json | jq .accuracy
+  forge eval --model r1-distill/ --problems math500/ -n 4 --temperature 0.6 --prefill '<think>\\n' --max-tokens 8192 -o eval-math500/")]
+    Eval {
+        #[command(flatten)]
+        config: forge::eval::EvalConfig,
+        /// Where the traces and eval-report.json go (default: `eval-<model>-<problems>`)
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// Print the report as one JSON object on stdout (with `accuracy` = pass@1)
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn raw traces into training data: verify, decontaminate, deduplicate, select
     #[command(
         long_about = "Turn raw traces into training data. Each row is kept or rejected with a reason: \
@@ -210,6 +225,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::Filter { config, output, .. } => serde_json::json!({ "filter": config, "output": output }),
             Command::Generate { config, output } => serde_json::json!({ "generate": config, "output": output }),
             Command::TrainSft { config, output } => serde_json::json!({ "train_sft": config, "output": output }),
+            Command::Eval { config, output, .. } => serde_json::json!({ "eval": config, "output": output }),
             Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
                 serde_json::json!({ "init_model": { "family": family, "hidden": hidden, "intermediate": intermediate,
                     "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "output": output } })
@@ -285,6 +301,11 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
                     report.tokens_per_second
                 );
             }
+        }
+        Command::Eval { config, output, json } => {
+            let report = forge::eval::run(&config, output.as_deref(), &Context { quiet: ctx.quiet || json, ..ctx })?;
+            let text = if json { serde_json::to_string(&report)? + "\n" } else { report.table() };
+            std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
         }
         Command::Filter { config, step, output, .. } => {
             if let Some(outcome) = forge::filter::run(&config, &output, step, &ctx)? {

@@ -41,8 +41,9 @@ pub struct TrainConfig {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Training rows: `messages`, `prompt`/`completion`, or a problems dataset with reference `steps`
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+    /// (repeat the flag to train on several datasets together)
+    #[arg(long, value_name = "DIR", required = true)]
+    pub data: Vec<PathBuf>,
     /// Held-out rows for the evaluation loss (default: `--eval-share` of `--data`)
     #[arg(long, value_name = "DIR")]
     pub eval_data: Option<PathBuf>,
@@ -187,27 +188,31 @@ pub struct TrainReport {
     pub tokens_per_second: f64,
 }
 
-/// Read `input`'s rows and tokenize them; rows with no trained token left are counted, not kept.
+/// Read the inputs' rows and tokenize them, keeping rows whose global index (over all inputs, in order)
+/// passes `keep`; rows with no trained token left are counted, not kept.
 fn load_examples(
-    input: &Input,
+    inputs: &[Input],
     renderer: &Renderer,
     keep: impl Fn(u64) -> bool + Sync,
 ) -> Result<(Vec<Example>, usize)> {
-    let (mut examples, mut dropped) = (Vec::new(), 0);
-    let records: Vec<_> = input.records(0..input.rows()).collect::<Result<_>>()?;
-    let done: Vec<Result<Option<Example>>> = records
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| keep(*i as u64))
-        .map(|(_, r)| {
-            let conv = data::conversation(&r.fields).map_err(|e| data::located(r, e))?;
-            renderer.example(&conv).map_err(|e| data::located(r, e))
-        })
-        .collect();
-    for e in done {
-        match e? {
-            Some(e) => examples.push(e),
-            None => dropped += 1,
+    let (mut examples, mut dropped, mut offset) = (Vec::new(), 0, 0u64);
+    for input in inputs {
+        let records: Vec<_> = input.records(0..input.rows()).collect::<Result<_>>()?;
+        let done: Vec<Result<Option<Example>>> = records
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(offset + *i as u64))
+            .map(|(_, r)| {
+                let conv = data::conversation(&r.fields).map_err(|e| data::located(r, e))?;
+                renderer.example(&conv).map_err(|e| data::located(r, e))
+            })
+            .collect();
+        offset += input.rows();
+        for e in done {
+            match e? {
+                Some(e) => examples.push(e),
+                None => dropped += 1,
+            }
         }
     }
     Ok((examples, dropped))
@@ -258,7 +263,7 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     }
     let started = Instant::now();
     let device = crate::model::device();
-    let train_input = Input::open(&cfg.data)?;
+    let train_input: Vec<Input> = cfg.data.iter().map(|d| Input::open(d)).collect::<Result<_>>()?;
     let eval_input = cfg.eval_data.as_deref().map(Input::open).transpose()?;
     let fingerprint = output::fingerprint(cfg, &train_input, eval_input.as_ref())?;
     let resume = match output::prepare(&out.output, &fingerprint, out)? {
@@ -275,12 +280,12 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     };
     let (examples, mut dropped) = load_examples(&train_input, &renderer, |r| !held_out(r))?;
     let (eval_examples, eval_dropped) = match &eval_input {
-        Some(input) => load_examples(input, &renderer, |_| true)?,
+        Some(input) => load_examples(std::slice::from_ref(input), &renderer, |_| true)?,
         None => load_examples(&train_input, &renderer, held_out)?,
     };
     dropped += eval_dropped;
     if examples.is_empty() {
-        return Err(Error::usage(format!("`{}` has no row to train on", cfg.data.display()))
+        return Err(Error::usage("the training data has no row to train on")
             .with_hint("rows need an assistant message with tokens within `--max-length`"));
     }
 

@@ -59,7 +59,7 @@ const COPIED: [&str; 6] = [
 const WRITTEN: [&str; 6] = ["model.safetensors", "metrics.csv", "loss.png", REPORT, IN_PROGRESS, "checkpoints"];
 
 /// Hash of what determines the result: forge's version, the config, the data and the base weights.
-pub fn fingerprint(cfg: &TrainConfig, data: &Input, eval: Option<&Input>) -> Result<String> {
+pub fn fingerprint(cfg: &TrainConfig, data: &[Input], eval: Option<&Input>) -> Result<String> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut files: Vec<PathBuf> = fs_err::read_dir(&cfg.model)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     files.sort();
@@ -79,7 +79,7 @@ pub fn fingerprint(cfg: &TrainConfig, data: &Input, eval: Option<&Input>) -> Res
         env!("CARGO_PKG_VERSION"),
         "train-sft",
         cfg,
-        data.reference()?.xxh3,
+        data.iter().map(|d| d.reference().map(|r| r.xxh3)).collect::<Result<Vec<_>>>()?,
         eval.map(|e| e.reference()).transpose()?.map(|r| r.xxh3),
         format!("{:032x}", hasher.digest128()),
     ]);
