@@ -147,6 +147,14 @@ pub fn pass_at_k(n: u64, c: u64, k: u64) -> f64 {
     1.0 - ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product::<f64>()
 }
 
+/// One sample's verdict, as the scores need it.
+struct Judged {
+    correct: bool,
+    answer: Option<String>,
+    tokens: u32,
+    truncated: bool,
+}
+
 #[derive(Default)]
 struct Tally {
     problems: u64,
@@ -160,22 +168,22 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, samples: &[(bool, Option<String>, u32, bool)]) {
+    fn add(&mut self, samples: &[Judged]) {
         let n = samples.len() as u64;
-        let c = samples.iter().filter(|s| s.0).count() as u64;
+        let c = samples.iter().filter(|s| s.correct).count() as u64;
         self.problems += 1;
         self.samples += n;
         self.pass1 += c as f64 / n as f64;
         self.pass_n += pass_at_k(n, c, n);
-        let vote = majority(samples.iter().filter_map(|s| s.1.as_deref()), DEFAULT_TOLERANCE);
+        let vote = majority(samples.iter().filter_map(|s| s.answer.as_deref()), DEFAULT_TOLERANCE);
         if let Some(v) = vote
-            && samples.iter().any(|s| s.0 && s.1.as_deref() == Some(v.answer.as_str()))
+            && samples.iter().any(|s| s.correct && s.answer.as_deref() == Some(v.answer.as_str()))
         {
             self.maj += 1.0;
         }
-        self.tokens += samples.iter().map(|s| u64::from(s.2)).sum::<u64>();
-        self.truncated += samples.iter().filter(|s| s.3).count() as u64;
-        self.no_answer += samples.iter().filter(|s| s.1.is_none()).count() as u64;
+        self.tokens += samples.iter().map(|s| u64::from(s.tokens)).sum::<u64>();
+        self.truncated += samples.iter().filter(|s| s.truncated).count() as u64;
+        self.no_answer += samples.iter().filter(|s| s.answer.is_none()).count() as u64;
     }
 
     fn scores(&self, n: u32) -> Scores {
@@ -212,7 +220,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<Eva
 
     let input = Input::open(&dir)?;
     let settings = VerifySettings::default();
-    let mut per_problem: BTreeMap<String, (String, Vec<(bool, Option<String>, u32, bool)>)> = BTreeMap::new();
+    let mut per_problem: BTreeMap<String, (String, Vec<Judged>)> = BTreeMap::new();
     let mut order = Vec::new();
     for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
         for t in batch? {
@@ -234,7 +242,12 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<Eva
                 order.push(t.problem_id.clone());
                 (t.source.clone(), Vec::new())
             });
-            entry.1.push((verdict.correct, verdict.extracted, t.completion_tokens, t.finish_reason == "length"));
+            entry.1.push(Judged {
+                correct: verdict.correct,
+                answer: verdict.extracted,
+                tokens: t.completion_tokens,
+                truncated: t.finish_reason == "length",
+            });
         }
     }
     let (mut all, mut by_source) = (Tally::default(), BTreeMap::<String, Tally>::new());
