@@ -4,13 +4,14 @@
 //! (`../shared/notes/training.md`). Weights live under transformers' exact tensor names, so checkpoints
 //! load and save as they are.
 //!
-//! Shapes: token ids `[batch, seq]`; positions `[batch, seq]` (left padding shifts them per row); an
-//! additive mask `[batch, 1, seq, past + seq]` (0 where a query may attend, −inf elsewhere).
+//! Shapes: token ids `[batch, seq]`; positions `[batch, seq]` (left padding shifts them per row); a
+//! [`Mask`]: the range of keys (of `past + seq`) each query attends to.
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ModelConfig;
+use super::fused::{Mask, range_softmax};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -218,7 +219,7 @@ impl Decoder {
         &self,
         ids: &Tensor,
         positions: &Tensor,
-        mask: &Tensor,
+        mask: &Mask,
         cache: Option<&mut KvCache>,
     ) -> CResult<Tensor> {
         self.head(&self.hidden(ids, positions, mask, cache)?)
@@ -237,7 +238,7 @@ impl Decoder {
         &self,
         ids: &Tensor,
         positions: &Tensor,
-        mask: &Tensor,
+        mask: &Mask,
         cache: Option<&mut KvCache>,
     ) -> CResult<Tensor> {
         let (b, t) = ids.dims2()?;
@@ -279,7 +280,7 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: &Mask,
         past: Option<&mut Option<Slot>>,
     ) -> CResult<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -297,13 +298,11 @@ impl Attention {
         // Query heads grouped under their kv head, `[b, kv, groups * t, d]`, so each kv head's keys and
         // values serve its whole group without being copied per head (query head i reads kv head
         // i / groups, as transformers' `repeat_kv`).
-        let (groups, d, total) = (self.heads / self.kv_heads, self.head_dim, k.dim(2)?);
+        let (groups, d) = (self.heads / self.kv_heads, self.head_dim);
         let q = q.contiguous()?.reshape((b, self.kv_heads, groups * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
-        let scores = scores.reshape((b, self.kv_heads, groups, t, total))?.broadcast_add(&mask.unsqueeze(1)?)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
-        let out = probs.reshape((b, self.kv_heads, groups * t, total))?.matmul(&v)?;
+        let probs = range_softmax(&q.matmul(&k.t()?)?, mask, scale)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(&v)?;
         let out = out.reshape((b, self.heads, t, d))?.transpose(1, 2)?;
         self.o.forward(&out.reshape((b, t, self.heads * d))?)
     }
@@ -326,28 +325,19 @@ fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
     Tensor::cat(&[a, b], D::Minus1)
 }
 
-/// The additive mask for `batch` rows of `t` new positions after `past` cached ones: causal, and closed
-/// to keys where `valid` (`[batch][past + t]`) is false (left padding).
-pub fn attention_mask(valid: &[Vec<bool>], past: usize, t: usize, device: &Device) -> CResult<Tensor> {
-    let total = past + t;
-    let mut data = Vec::with_capacity(valid.len() * t * total);
+/// The mask for `batch` rows of `t` new positions after `past` cached ones: causal, and closed to the
+/// keys before each row's first valid one (`valid` is `[batch][past + t]`: left padding, then real
+/// tokens). A padding query sees only itself (a query that saw no key would make softmax NaN).
+pub fn attention_mask(valid: &[Vec<bool>], past: usize, t: usize) -> Mask {
+    let mut ranges = Vec::with_capacity(valid.len() * t);
     for row in valid {
-        for q in 0..t {
-            for k in 0..total {
-                let open = k <= past + q && row.get(k).copied().unwrap_or(false);
-                data.push(if open { 0f32 } else { f32::NEG_INFINITY });
-            }
+        let first = row.iter().position(|&v| v).unwrap_or(0);
+        for q in past..past + t {
+            let real = row.get(q).copied().unwrap_or(false) && first <= q;
+            ranges.push(if real { (first as u32, q as u32) } else { (q as u32, q as u32) });
         }
     }
-    // A padded query row would see no key at all (softmax of all −inf is NaN): let it see itself.
-    for (r, row) in valid.iter().enumerate() {
-        for q in 0..t {
-            if !row.get(past + q).copied().unwrap_or(false) {
-                data[(r * t + q) * total + past + q] = 0.0;
-            }
-        }
-    }
-    Tensor::from_vec(data, (valid.len(), 1, t, total), device)
+    Mask::new(ranges, valid.len(), t, past + t)
 }
 
 /// Rotary positions of the last `valid[r].len() - past` entries of each row: the number of real tokens

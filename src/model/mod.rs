@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod config;
 pub mod decoder;
+pub mod fused;
 pub mod tiny;
 pub mod tokenizer;
 
@@ -18,6 +19,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use config::{Arch, ModelConfig};
 pub use decoder::{Decoder, KvCache, attention_mask, positions};
+pub use fused::Mask;
 
 use crate::error::{Error, Location, Result};
 
@@ -161,7 +163,7 @@ mod tests {
             let ck = Checkpoint::random(&tiny(arch), 1, &Device::Cpu).unwrap();
             let valid = vec![vec![true; 6], vec![false, false, true, true, true, true]];
             let x = ids(&[vec![1, 2, 3, 4, 5, 6], vec![0, 0, 7, 8, 9, 10]]);
-            let mask = attention_mask(&valid, 0, 6, &Device::Cpu).unwrap();
+            let mask = attention_mask(&valid, 0, 6);
             let logits = ck.model.forward(&x, &positions(&valid, 0), &mask, None).unwrap();
             let targets = ids(&[vec![2, 3, 4, 5, 6, 7], vec![0, 0, 8, 9, 10, 11]]).flatten_all().unwrap();
             let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1).unwrap(), &targets).unwrap();
@@ -190,7 +192,7 @@ mod tests {
                 .forward(
                     &ids(std::slice::from_ref(&tokens)),
                     &positions(&full_valid, 0),
-                    &attention_mask(&full_valid, 0, 6, &dev).unwrap(),
+                    &attention_mask(&full_valid, 0, 6),
                     None,
                 )
                 .unwrap();
@@ -200,7 +202,7 @@ mod tests {
                 .forward(
                     &ids(&[tokens[..4].to_vec()]),
                     &positions(&prefix, 0),
-                    &attention_mask(&prefix, 0, 4, &dev).unwrap(),
+                    &attention_mask(&prefix, 0, 4),
                     Some(&mut cache),
                 )
                 .unwrap();
@@ -211,7 +213,7 @@ mod tests {
                     .forward(
                         &ids(&[vec![token]]),
                         &positions(&valid, step),
-                        &attention_mask(&valid, step, 1, &dev).unwrap(),
+                        &attention_mask(&valid, step, 1),
                         Some(&mut cache),
                     )
                     .unwrap();
@@ -225,7 +227,7 @@ mod tests {
                 .forward(
                     &ids(&[[vec![0, 0], tokens.clone()].concat()]),
                     &positions(&padded_valid, 0),
-                    &attention_mask(&padded_valid, 0, 8, &dev).unwrap(),
+                    &attention_mask(&padded_valid, 0, 8),
                     None,
                 )
                 .unwrap();

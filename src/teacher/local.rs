@@ -88,7 +88,7 @@ impl Local {
             .forward(
                 &input,
                 &positions(&valid, 0, &dev).map_err(candle)?,
-                &attention_mask(&valid, 0, width, &dev).map_err(candle)?,
+                &attention_mask(&valid, 0, width),
                 Some(&mut cache),
             )
             .map_err(candle)?;
@@ -159,7 +159,7 @@ impl Local {
                 .forward(
                     &Tensor::new(input, &dev).map_err(candle)?,
                     &positions(&valid, past, &dev).map_err(candle)?,
-                    &attention_mask(&valid, past, 1, &dev).map_err(candle)?,
+                    &attention_mask(&valid, past, 1),
                     Some(&mut cache),
                 )
                 .map_err(candle)?;

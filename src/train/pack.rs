@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 
 use super::data::Example;
+use crate::model::Mask;
 use crate::rng::Rng;
 
 /// The rows of one epoch, each a list of example indices, in training order: examples shuffled with
@@ -50,12 +51,13 @@ fn best_fit_decreasing(lengths: &[usize], order: &[usize], capacity: usize) -> V
     rows
 }
 
-/// Model inputs of a micro-batch: `[b, t]` ids and positions, the `[b, 1, t, t]` additive mask, and the
-/// flat positions (into `b * t`) whose next token carries the loss, with those next tokens.
+/// Model inputs of a micro-batch: `[b, t]` ids and positions, the mask (each position sees the earlier
+/// positions of its own example), and the flat positions (into `b * t`) whose next token carries the
+/// loss, with those next tokens.
 pub struct Batch {
     pub ids: Tensor,
     pub positions: Tensor,
-    pub mask: Tensor,
+    pub mask: Mask,
     pub picks: Tensor,
     pub targets: Tensor,
     /// Tokens with a loss.
@@ -94,23 +96,21 @@ pub fn batch(examples: &[Example], rows: &[Vec<usize>], device: &Device) -> cand
         debug_assert_eq!(ids.len(), (r + 1) * width);
     }
     let b = rows.len();
-    let mut mask = vec![f32::NEG_INFINITY; b * width * width];
-    for r in 0..b {
-        let seg = &segment[r * width..(r + 1) * width];
+    let mut ranges = Vec::with_capacity(b * width);
+    for seg in segment.chunks(width) {
+        let mut first = 0;
         for q in 0..width {
-            let row = &mut mask[(r * width + q) * width..(r * width + q + 1) * width];
-            if seg[q] == u32::MAX {
-                row[q] = 0.0; // a padding query sees itself, so its softmax is defined
-                continue;
+            if q > 0 && seg[q] != seg[q - 1] {
+                first = q;
             }
-            let first = seg[..=q].iter().rposition(|&s| s != seg[q]).map_or(0, |p| p + 1);
-            row[first..=q].fill(0.0);
+            // a padding query sees itself, so its softmax is defined
+            ranges.push(if seg[q] == u32::MAX { (q as u32, q as u32) } else { (first as u32, q as u32) });
         }
     }
     Ok(Batch {
         ids: Tensor::from_vec(ids, (b, width), device)?,
         positions: Tensor::from_vec(positions, (b, width), device)?,
-        mask: Tensor::from_vec(mask, (b, 1, width, width), device)?,
+        mask: Mask::new(ranges, b, width, width),
         tokens: picks.len(),
         seen: segment.iter().filter(|&&s| s != u32::MAX).count(),
         picks: Tensor::new(picks, device)?,
@@ -146,7 +146,8 @@ mod tests {
         let examples = vec![ex(3), ex(2)];
         let b = batch(&examples, &[vec![0, 1], vec![1]], &Device::Cpu).unwrap();
         assert_eq!(b.ids.dims(), &[2, 5]);
-        let mask: Vec<Vec<f32>> = b.mask.get(0).unwrap().get(0).unwrap().to_vec2().unwrap();
+        let mask: Vec<Vec<f32>> =
+            b.mask.dense(&Device::Cpu).unwrap().get(0).unwrap().get(0).unwrap().to_vec2().unwrap();
         let open: Vec<Vec<bool>> = mask.iter().map(|r| r.iter().map(|&x| x == 0.0).collect()).collect();
         let (t, f) = (true, false);
         assert_eq!(

@@ -53,7 +53,7 @@ fn logits_and_greedy_tokens_match_transformers() {
             .forward(
                 &Tensor::new(ids, &dev).unwrap(),
                 &positions(&valid, 0, &dev).unwrap(),
-                &attention_mask(&valid, 0, width, &dev).unwrap(),
+                &attention_mask(&valid, 0, width),
                 None,
             )
             .unwrap();
@@ -77,7 +77,7 @@ fn logits_and_greedy_tokens_match_transformers() {
                 .forward(
                     &Tensor::new(vec![p.clone()], &dev).unwrap(),
                     &positions(&valid, 0, &dev).unwrap(),
-                    &attention_mask(&valid, 0, p.len(), &dev).unwrap(),
+                    &attention_mask(&valid, 0, p.len()),
                     Some(&mut cache),
                 )
                 .unwrap()
@@ -95,7 +95,7 @@ fn logits_and_greedy_tokens_match_transformers() {
                     .forward(
                         &Tensor::new(vec![vec![token]], &dev).unwrap(),
                         &positions(&valid, past, &dev).unwrap(),
-                        &attention_mask(&valid, past, 1, &dev).unwrap(),
+                        &attention_mask(&valid, past, 1),
                         Some(&mut cache),
                     )
                     .unwrap();
@@ -173,7 +173,7 @@ fn trained_checkpoints_load_in_transformers_with_the_same_logits() {
             .forward(
                 &Tensor::new(vec![prompt.clone()], &Device::Cpu).unwrap(),
                 &positions(&valid, 0, &Device::Cpu).unwrap(),
-                &attention_mask(&valid, 0, prompt.len(), &Device::Cpu).unwrap(),
+                &attention_mask(&valid, 0, prompt.len()),
                 None,
             )
             .unwrap();
