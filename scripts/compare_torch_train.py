@@ -7,7 +7,7 @@ PyTorch loads the same checkpoint with transformers. Each step is 8 rows of 512 
 forward pass), full causal attention (one example per row), loss on every token after the first few,
 AdamW (lr 1e-4, weight decay 0.01, decay groups as transformers' Trainer), gradient clipping at 1.0.
 Tokens per second exclude the first step in both. Each side runs in its own process with the same thread
-count; peak RSS comes from the kernel (ru_maxrss of the child).
+count; peak RSS is what GNU time reports for each process (`/usr/bin/time -f %M`).
 
     pip install torch transformers
     python3 scripts/compare_torch_train.py path/to/forge [--steps 12] [--threads 2]
@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,11 +55,11 @@ def torch_side(model_dir, steps, threads):
     print(json.dumps({"tokens_per_second": tokens / sum(times[1:]), "loss": out.loss.item()}))
 
 
-def run_child(args):
-    start = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(args, check=True, capture_output=True, text=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return proc.stdout, max(peak, start) / 1024  # MiB (ru_maxrss is KiB on Linux)
+def run_child(args, env=None):
+    """Run `args`; returns its stdout and peak RSS in MiB."""
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *map(str, args)], check=True, capture_output=True, text=True,
+                          env=env)
+    return proc.stdout, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 def main():
@@ -85,25 +84,21 @@ def main():
                 f.write(json.dumps({"prompt": "x", "completion": text}) + "\n")
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
         out = tmp / "out"
-        start = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([args.forge, "train-sft", "--model", init, "--data", tmp / "data.jsonl", "-o", out, "--epochs",
-                        "1", "--lr", "1e-4", "--batch-tokens", str(ROWS * SEQ), "--micro-batch-tokens",
-                        str(ROWS * SEQ), "--max-length", str(SEQ), "--eval-share", "0", "--save-every", "0",
-                        "--warmup-ratio", "0", "-q"], check=True, env=env)
-        forge_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        _, forge_peak = run_child([args.forge, "train-sft", "--model", init, "--data", tmp / "data.jsonl", "-o", out,
+                                   "--epochs", "1", "--lr", "1e-4", "--batch-tokens", str(ROWS * SEQ),
+                                   "--micro-batch-tokens", str(ROWS * SEQ), "--max-length", str(SEQ), "--eval-share",
+                                   "0", "--save-every", "0", "--warmup-ratio", "0", "-q"], env=env)
         rows = list(csv.DictReader(open(out / "metrics.csv")))
         t = lambda r: int(r["tokens"]) / float(r["tokens_per_second"])
         forge_tps = (int(rows[-1]["tokens"]) - int(rows[0]["tokens"])) / (t(rows[-1]) - t(rows[0]))
-        stdout, _ = run_child([sys.executable, __file__, args.forge, "--torch-only", "--model-dir", str(init),
-                               "--steps", str(args.steps), "--threads", str(args.threads)])
-        torch_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        stdout, torch_peak = run_child([sys.executable, __file__, args.forge, "--torch-only", "--model-dir", init,
+                                        "--steps", args.steps, "--threads", args.threads])
         torch_tps = json.loads(stdout.strip().splitlines()[-1])["tokens_per_second"]
-        params = sum(1 for _ in [])
         print(f"model: qwen2 hidden 384, 6 layers, intermediate 1024, vocab 259; {ROWS} x {SEQ} tokens per step, "
               f"{args.steps} steps, {args.threads} threads")
         print(f"forge   {forge_tps:8.0f} tokens/s   peak RSS {forge_peak:7.0f} MiB")
-        print(f"PyTorch {torch_tps:8.0f} tokens/s   peak RSS {torch_peak:7.0f} MiB (max over both children)")
-        print(f"forge / PyTorch speed: {forge_tps / torch_tps:.2f}")
+        print(f"PyTorch {torch_tps:8.0f} tokens/s   peak RSS {torch_peak:7.0f} MiB")
+        print(f"forge / PyTorch: speed {forge_tps / torch_tps:.2f}, peak memory {forge_peak / torch_peak:.2f}")
 
 
 if __name__ == "__main__":

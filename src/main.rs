@@ -45,6 +45,6 @@ fn keep_freed_memory() {
     // SAFETY: `mallopt` only sets allocator parameters; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // read as SIZE_MAX: never trim
     }
 }
