@@ -7,8 +7,11 @@
 2. A trained forge checkpoint in transformers: runs `forge train-sft` on tiny models (Qwen2 saved in f32,
    Llama saved in bf16), copies the result to tests/fixtures/trained/<arch>/, loads it with
    `AutoModelForCausalLM.from_pretrained` and records its logits on a fixed prompt (expected.json).
+3. A forge LoRA adapter in peft: `forge train-sft --lora-rank 4` on the trained Qwen2 above, copied to
+   tests/fixtures/lora/qwen2/ (base path made relative), loaded with `PeftModel.from_pretrained`, logits
+   recorded as above.
 
-    pip install torch transformers   # CPU is enough
+    pip install torch transformers peft   # CPU is enough
     python3 scripts/train_fixtures.py path/to/forge
 """
 
@@ -81,6 +84,35 @@ def trained(forge):
             print(arch, type(model).__name__, "argmax", logits.argmax(-1).tolist())
 
 
+def lora(forge):
+    from peft import PeftModel
+
+    base = ROOT / "tests" / "fixtures" / "trained" / "qwen2"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run = lambda *args: subprocess.run([forge, *map(str, args), "-q"], check=True)
+        run("synth", "arith", "--n", "100", "--ops", "3", "--seed", "10", "-o", tmp / "data")
+        run("train-sft", "--model", base, "--data", tmp / "data", "-o", tmp / "lora", "--max-steps", "10",
+            "--lr", "1e-2", "--batch-tokens", "1024", "--max-length", "256", "--lora-rank", "4", "--lora-targets",
+            "q_proj,v_proj,down_proj")
+        dest = ROOT / "tests" / "fixtures" / "lora" / "qwen2"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        shutil.copy(tmp / "lora" / "adapter_model.safetensors", dest)
+        config = json.loads((tmp / "lora" / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = "../../trained/qwen2"
+        (dest / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), dest).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([PROMPT])).logits[0]
+    import peft
+    expected = {"peft": peft.__version__, "transformers": transformers.__version__, "prompt": PROMPT,
+                "logits": logits.tolist()}
+    (dest / "expected.json").write_text(json.dumps(expected))
+    print("lora argmax", logits.argmax(-1).tolist())
+
+
 if __name__ == "__main__":
     gradients()
     trained(sys.argv[1])
+    lora(sys.argv[1])

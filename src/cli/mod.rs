@@ -148,6 +148,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fold a LoRA adapter (peft format, e.g. from `forge train-sft --lora-rank`) into its base model
+    #[command(
+        name = "merge-lora",
+        after_help = "Examples:
+  forge merge-lora --adapter student-lora/ -o student/               # base from adapter_config.json
+  forge merge-lora --adapter my-peft-adapter/ --base Qwen2.5-0.5B-Instruct/ -o merged/"
+    )]
+    MergeLora {
+        /// The adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
+        #[arg(long, value_name = "DIR")]
+        adapter: PathBuf,
+        /// The base checkpoint (default: `base_model_name_or_path` of the adapter)
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
+        /// Checkpoint directory to write
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+    },
     /// Turn raw traces into training data: verify, decontaminate, deduplicate, select
     #[command(
         long_about = "Turn raw traces into training data. Each row is kept or rejected with a reason: \
@@ -226,6 +244,9 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::Generate { config, output } => serde_json::json!({ "generate": config, "output": output }),
             Command::TrainSft { config, output } => serde_json::json!({ "train_sft": config, "output": output }),
             Command::Eval { config, output, .. } => serde_json::json!({ "eval": config, "output": output }),
+            Command::MergeLora { adapter, base, output } => {
+                serde_json::json!({ "merge_lora": { "adapter": adapter, "base": base, "output": output } })
+            }
             Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
                 serde_json::json!({ "init_model": { "family": family, "hidden": hidden, "intermediate": intermediate,
                     "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "output": output } })
@@ -300,6 +321,12 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
                     report.final_loss,
                     report.tokens_per_second
                 );
+            }
+        }
+        Command::MergeLora { adapter, base, output } => {
+            forge::model::lora::merge_dir(&adapter, base.as_deref(), &output)?;
+            if !ctx.quiet {
+                eprintln!("wrote the merged model to `{}`", output.display());
             }
         }
         Command::Eval { config, output, json } => {

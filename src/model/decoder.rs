@@ -132,26 +132,38 @@ pub struct Decoder {
 
 /// `x W^T + b` over `[batch, seq, in]` as one matrix product of `[batch * seq, in]`: candle's `Linear`
 /// broadcasts the weight over the batch instead, one small product per row, which at decode time (seq = 1)
-/// is a gemm per sequence and made batching nearly useless.
-struct Linear {
-    weight: Tensor,
+/// is a gemm per sequence and made batching nearly useless. With a LoRA adapter, `+ scale * x A^T B^T`
+/// (peft's convention: the base output is not scaled).
+pub struct Linear {
+    pub weight: Tensor,
     bias: Option<Tensor>,
+    pub lora: Option<Lora>,
+}
+
+/// A low-rank update of a linear layer: `A` is `[rank, in]`, `B` is `[out, rank]`.
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
 }
 
 impl Linear {
     fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias }
+        Linear { weight, bias, lora: None }
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (b, t, i) = x.dims3()?;
-        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
+        let x = x.reshape((b * t, i))?;
+        let mut y = x.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let Some(l) = &self.lora {
+            y = (y + (x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?;
+        }
         y.reshape((b, t, ()))
     }
 }
@@ -211,6 +223,25 @@ impl Decoder {
 
     pub fn device(&self) -> &Device {
         self.norm.device()
+    }
+
+    /// Every linear layer of the blocks with its transformers module path
+    /// (`model.layers.0.self_attn.q_proj`, ...); the head is not among them.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &mut l.attn;
+            for (name, lin) in [("q_proj", &mut a.q), ("k_proj", &mut a.k), ("v_proj", &mut a.v), ("o_proj", &mut a.o)]
+            {
+                out.push((format!("{p}.self_attn.{name}"), lin));
+            }
+            let m = &mut l.mlp;
+            for (name, lin) in [("gate_proj", &mut m.gate), ("up_proj", &mut m.up), ("down_proj", &mut m.down)] {
+                out.push((format!("{p}.mlp.{name}"), lin));
+            }
+        }
+        out
     }
 
     /// Logits `[batch, seq, vocab]` (f32) for `ids` at `positions`, attending through `mask` to the cache

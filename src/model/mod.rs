@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod decoder;
 pub mod fused;
+pub mod lora;
 pub mod tiny;
 pub mod tokenizer;
 
@@ -64,7 +65,11 @@ impl Checkpoint {
 
     /// Load `dir` for inference only: plain tensors (no `Var`s), so no operation records a gradient
     /// graph (with `Var`s, a decoding loop would keep every step's tensors alive through the KV cache).
+    /// A LoRA adapter directory (peft's `adapter_config.json`) loads its base with the adapter attached.
     pub fn load_frozen(dir: &Path, device: &Device) -> Result<(ModelConfig, Decoder)> {
+        if lora::is_adapter(dir) {
+            return lora::load_with_base(dir, device);
+        }
         let config = ModelConfig::read(&dir.join("config.json"))?;
         let files = safetensors_files(dir)?;
         // SAFETY: as in `load`.
@@ -109,6 +114,29 @@ impl Checkpoint {
         fs_err::write(dir.join("config.json"), config)?;
         self.vars.save(dir.join("model.safetensors")).map_err(candle(dir.display()))?;
         Ok(())
+    }
+}
+
+/// Save tensors as safetensors with the metadata transformers and peft write (`{"format": "pt"}`; older
+/// transformers reject files without it), atomically.
+pub fn save_safetensors(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let temp = path.with_extension("tmp");
+    safetensors::tensor::serialize_to_file(sorted, Some(metadata), &temp)
+        .map_err(|e| Error::usage(format!("writing `{}`: {e}", path.display())))?;
+    fs_err::File::open(&temp)?.sync_all()?;
+    fs_err::rename(&temp, path)?;
+    Ok(())
+}
+
+/// The dtype to save a checkpoint of `config` in: its `torch_dtype` (f32 when unset).
+pub fn save_dtype(config: &ModelConfig) -> DType {
+    match config.torch_dtype.as_deref() {
+        Some("bfloat16") => DType::BF16,
+        Some("float16") => DType::F16,
+        _ => DType::F32,
     }
 }
 

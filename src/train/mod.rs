@@ -29,6 +29,7 @@ use crate::dataset::Input;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
 use crate::model::chat::ChatTemplate;
+use crate::model::lora::AdapterConfig;
 use crate::model::tokenizer::Tokenizer;
 use data::{Example, Renderer};
 pub use optim::Schedule;
@@ -102,10 +103,21 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     #[serde(default = "defaults::yes")]
     pub packing: bool,
-    /// Seed of the data order and the held-out split
+    /// Seed of the data order, the held-out split and the LoRA initialisation
     #[arg(long, default_value_t = 1, value_name = "N")]
     #[serde(default = "defaults::seed")]
     pub seed: u64,
+    /// Train a LoRA adapter of this rank instead of every weight (the output is a peft adapter directory;
+    /// `forge merge-lora` folds it into the base)
+    #[arg(long, value_name = "R")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (the update is scaled by alpha / rank); default: twice the rank
+    #[arg(long, value_name = "X")]
+    pub lora_alpha: Option<f64>,
+    /// Layers the adapter targets
+    #[arg(long, value_delimiter = ',', default_values_t = crate::model::lora::TARGETS.map(String::from), value_name = "NAMES")]
+    #[serde(default = "defaults::targets")]
+    pub lora_targets: Vec<String>,
 }
 
 mod defaults {
@@ -148,6 +160,9 @@ mod defaults {
     }
     pub fn seed() -> u64 {
         1
+    }
+    pub fn targets() -> Vec<String> {
+        crate::model::lora::TARGETS.map(String::from).to_vec()
     }
 }
 
@@ -306,7 +321,27 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     let total = steps.len() as u64;
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
 
-    let checkpoint = Checkpoint::load(&cfg.model, &device)?;
+    let lora = cfg.lora_rank.map(|r| AdapterConfig {
+        r,
+        lora_alpha: cfg.lora_alpha.unwrap_or(2.0 * r as f64),
+        target_modules: cfg.lora_targets.clone(),
+        base_model_name_or_path: Some(
+            std::path::absolute(&cfg.model).unwrap_or_else(|_| cfg.model.clone()).display().to_string(),
+        ),
+        use_rslora: false,
+    });
+    let checkpoint = match &lora {
+        None => Checkpoint::load(&cfg.model, &device)?,
+        Some(adapter) => {
+            if adapter.r == 0 {
+                return Err(Error::usage("`--lora-rank` must be at least 1"));
+            }
+            let (config, mut model) = Checkpoint::load_frozen(&cfg.model, &device)?;
+            let vars = candle_nn::VarMap::new();
+            crate::model::lora::attach_trainable(&mut model, &vars, adapter, cfg.seed)?;
+            Checkpoint { dir: cfg.model.clone(), config, vars, model }
+        }
+    };
     let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
     let mut state = TrainState::default();
     if let Resume::From(dir) = &resume {
@@ -383,7 +418,7 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     };
-    output::finish(&out.output, &cfg.model, &checkpoint, &report)?;
+    output::finish(&out.output, &cfg.model, &checkpoint, &report, lora.as_ref())?;
     Ok((report, true))
 }
 

@@ -20,6 +20,7 @@ use super::{TrainConfig, TrainOutput, TrainReport, candle_err, checkpoints_dir, 
 use crate::dataset::Input;
 use crate::error::{Error, Location, Result};
 use crate::model::Checkpoint;
+use crate::model::lora::AdapterConfig;
 
 /// Where a run stands in its output directory.
 pub enum Resume {
@@ -56,7 +57,16 @@ const COPIED: [&str; 6] = [
     "chat_template.jinja",
 ];
 /// Everything a run writes (what `--overwrite` may remove).
-const WRITTEN: [&str; 6] = ["model.safetensors", "metrics.csv", "loss.png", REPORT, IN_PROGRESS, "checkpoints"];
+const WRITTEN: [&str; 8] = [
+    "model.safetensors",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "metrics.csv",
+    "loss.png",
+    REPORT,
+    IN_PROGRESS,
+    "checkpoints",
+];
 
 /// Hash of what determines the result: forge's version, the config, the data and the base weights.
 pub fn fingerprint(cfg: &TrainConfig, data: &[Input], eval: Option<&Input>) -> Result<String> {
@@ -165,19 +175,7 @@ fn checkpoints(out: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Save tensors with the metadata transformers and peft write (`{"format": "pt"}`; older transformers
-/// reject files without it).
-fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let temp = path.with_extension("tmp");
-    safetensors::tensor::serialize_to_file(sorted, Some(metadata), &temp)
-        .map_err(|e| Error::usage(format!("writing `{}`: {e}", path.display())))?;
-    fs_err::File::open(&temp)?.sync_all()?;
-    fs_err::rename(&temp, path)?;
-    Ok(())
-}
+use crate::model::save_safetensors as save_tensors;
 
 fn weights(checkpoint: &Checkpoint, dtype: DType) -> Result<HashMap<String, Tensor>> {
     let data = checkpoint.vars.data().lock().expect("not poisoned");
@@ -226,14 +224,23 @@ pub fn restore(dir: &Path, checkpoint: &Checkpoint, opt: &mut AdamW) -> Result<T
 }
 
 /// Write the trained model as a Hugging Face checkpoint beside the metrics, then the report.
-pub fn finish(out: &Path, base: &Path, checkpoint: &Checkpoint, report: &TrainReport) -> Result<()> {
-    let dtype = match checkpoint.config.torch_dtype.as_deref() {
-        Some("bfloat16") => DType::BF16,
-        Some("float16") => DType::F16,
-        _ => DType::F32,
-    };
-    save_tensors(&weights(checkpoint, dtype)?, &out.join("model.safetensors"))?;
-    for name in COPIED {
+/// With LoRA, the output is a peft adapter directory (no `config.json`, so it is not mistaken for a full
+/// checkpoint), with the tokenizer files beside it.
+pub fn finish(
+    out: &Path,
+    base: &Path,
+    checkpoint: &Checkpoint,
+    report: &TrainReport,
+    lora: Option<&AdapterConfig>,
+) -> Result<()> {
+    match lora {
+        Some(cfg) => crate::model::lora::save(out, &checkpoint.vars, cfg)?,
+        None => {
+            let dtype = crate::model::save_dtype(&checkpoint.config);
+            save_tensors(&weights(checkpoint, dtype)?, &out.join("model.safetensors"))?;
+        }
+    }
+    for name in COPIED.iter().filter(|n| lora.is_none() || **n != "config.json") {
         let from = base.join(name);
         if from.exists() {
             crate::dataset::write_atomic(&out.join(name), &fs_err::read(&from)?)?;

@@ -187,3 +187,46 @@ fn trained_checkpoints_load_in_transformers_with_the_same_logits() {
         }
     }
 }
+
+/// A LoRA adapter written by `forge train-sft --lora-rank` loads in peft (`PeftModel.from_pretrained`,
+/// `scripts/train_fixtures.py`) with the logits forge computes with the adapter attached, and folding it
+/// into the base (`forge merge-lora`) gives the same logits again.
+#[test]
+fn lora_adapters_match_peft_and_merge_exactly() {
+    use candle_core::{Device, Tensor};
+    use forge::model::{Checkpoint, attention_mask, positions};
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lora/qwen2");
+    let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let prompt: Vec<u32> = serde_json::from_value(expected["prompt"].clone()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let logits = |model: &forge::model::Decoder| -> Vec<Vec<f32>> {
+        let valid = vec![vec![true; prompt.len()]];
+        let ids = Tensor::new(vec![prompt.clone()], &Device::Cpu).unwrap();
+        let pos = positions(&valid, 0, &Device::Cpu).unwrap();
+        let l = model.forward(&ids, &pos, &attention_mask(&valid, 0, prompt.len()), None).unwrap();
+        l.squeeze(0).unwrap().to_vec2().unwrap()
+    };
+    let scale = want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let close = |got: &[Vec<f32>], what: &str| {
+        for (p, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() <= 1e-4 * scale, "{what}, position {p}: {a} vs {b}");
+            }
+        }
+    };
+    let (_, with_adapter) = Checkpoint::load_frozen(&dir, &Device::Cpu).unwrap();
+    close(&logits(&with_adapter), "adapter attached");
+    let base = dir.join("../../trained/qwen2");
+    let (_, base_model) = Checkpoint::load_frozen(&base, &Device::Cpu).unwrap();
+    let moved =
+        logits(&base_model).iter().flatten().zip(want.iter().flatten()).any(|(a, b)| (a - b).abs() > 1e-3 * scale);
+    assert!(moved, "the adapter changes the logits");
+
+    let out = tempfile::tempdir().unwrap();
+    let merged = out.path().join("merged");
+    forge::model::lora::merge_dir(&dir, None, &merged).unwrap();
+    let ck = Checkpoint::load(&merged, &Device::Cpu).unwrap();
+    close(&logits(&ck.model), "merged");
+    assert!(merged.join("tokenizer.json").exists() && merged.join("config.json").exists());
+}

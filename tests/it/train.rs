@@ -206,3 +206,51 @@ fn masked_tokens_get_no_gradient() {
     assert_eq!(trained, "Wait, 3 + 4 = 7. Answer: 7<|im_end|>");
     assert!(!example.train[..example.ids.len() - 30].iter().any(|&t| t), "the prompt is not trained");
 }
+
+/// `--lora-rank` trains only the adapter: the output is a peft adapter directory (keys under
+/// `base_model.model.`, the targeted modules only), the loss falls, and the base is untouched.
+#[test]
+fn lora_training_writes_a_peft_adapter() {
+    let s = Scratch::new();
+    let data = s.path("arith");
+    ok(&[&"synth", &"arith", &"--n", &"200", &"--ops", &"2", &"--seed", &"6", &"-o", &data, &"-q"]);
+    let init = s.path("init");
+    write(&init, Arch::Llama, Size::default(), 4).unwrap();
+    let before = std::fs::read(init.join("model.safetensors")).unwrap();
+    let out = s.path("lora");
+    ok(&[
+        &"train-sft",
+        &"--model",
+        &init,
+        &"--data",
+        &data,
+        &"-o",
+        &out,
+        &"--epochs",
+        &"1",
+        &"--lr",
+        &"1e-2",
+        &"--batch-tokens",
+        &"1024",
+        &"--max-length",
+        &"256",
+        &"--lora-rank",
+        &"4",
+        &"--lora-targets",
+        &"q_proj,up_proj",
+        &"-q",
+    ]);
+    assert_eq!(std::fs::read(init.join("model.safetensors")).unwrap(), before);
+    assert!(!out.join("config.json").exists() && !out.join("model.safetensors").exists());
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["lora_alpha"], 8.0);
+    let tensors = candle_core::safetensors::load(out.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(tensors.len(), 2 * 2 * 2, "A and B for q_proj and up_proj of 2 layers");
+    let a = &tensors["base_model.model.model.layers.1.mlp.up_proj.lora_A.weight"];
+    let b = &tensors["base_model.model.model.layers.1.mlp.up_proj.lora_B.weight"];
+    assert_eq!((a.dims(), b.dims()), (&[4, 64][..], &[128, 4][..]));
+    let rows = metrics::read(&out.join("metrics.csv")).unwrap();
+    assert!(rows.last().unwrap().loss < rows[0].loss - 0.5, "{} -> {}", rows[0].loss, rows.last().unwrap().loss);
+}
