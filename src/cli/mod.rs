@@ -86,10 +86,11 @@ pub enum Command {
     /// Write a fresh, randomly initialised model (byte-level tokenizer, ChatML template) as a checkpoint
     #[command(after_help = "Examples:
   forge init-model --family qwen2 -o tiny/                                   # 64 wide, 2 layers
-  forge init-model --family llama --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 688 -o small/")]
+  forge init-model --family llama --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 688 -o small/
+  forge init-model --arch qwen2 --hidden 256 --layers 4 --heads 4 --tokenizer-from Qwen2.5-0.5B/ -o init/")]
     InitModel {
         /// Architecture
-        #[arg(long, value_enum, default_value_t = Family::Qwen2)]
+        #[arg(long, visible_alias = "arch", value_enum, default_value_t = Family::Qwen2)]
         family: Family,
         #[arg(long, default_value_t = 64)]
         hidden: usize,
@@ -104,6 +105,10 @@ pub enum Command {
         /// Seed of the weights
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Take the tokenizer (and chat template) of this checkpoint or tokenizer directory instead of the
+        /// byte-level one
+        #[arg(long, value_name = "DIR")]
+        tokenizer_from: Option<PathBuf>,
         /// Checkpoint directory to write
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
@@ -247,9 +252,20 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::MergeLora { adapter, base, output } => {
                 serde_json::json!({ "merge_lora": { "adapter": adapter, "base": base, "output": output } })
             }
-            Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
+            Command::InitModel {
+                family,
+                hidden,
+                intermediate,
+                layers,
+                heads,
+                kv_heads,
+                seed,
+                tokenizer_from,
+                output,
+            } => {
                 serde_json::json!({ "init_model": { "family": family, "hidden": hidden, "intermediate": intermediate,
-                    "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "output": output } })
+                    "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "tokenizer_from": tokenizer_from,
+                    "output": output } })
             }
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
         };
@@ -281,7 +297,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
                 eprintln!("{report}");
             }
         }
-        Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, output } => {
+        Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, tokenizer_from, output } => {
             if output.exists() && std::fs::read_dir(&output)?.next().is_some() {
                 anyhow::bail!("`{}` exists and is not empty", output.display());
             }
@@ -293,9 +309,13 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("`--heads` must divide `--hidden`, and `--kv-heads` must divide `--heads`");
             }
             let size = forge::model::tiny::Size { hidden, intermediate, layers, heads, kv_heads };
-            forge::model::tiny::write(&output, arch, size, seed)?;
+            match &tokenizer_from {
+                Some(from) => forge::model::tiny::write_with_tokenizer(&output, arch, size, seed, from)?,
+                None => forge::model::tiny::write(&output, arch, size, seed)?,
+            }
             if !ctx.quiet {
-                let params = forge::model::tiny::parameters(arch, size);
+                let vocab = forge::model::ModelConfig::read(&output.join("config.json"))?.vocab_size;
+                let params = forge::model::tiny::parameters(arch, size, vocab);
                 eprintln!("wrote a {family:?} model of {params} parameters to `{}`", output.display());
             }
         }

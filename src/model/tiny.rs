@@ -82,9 +82,8 @@ pub fn config(arch: Arch, size: Size) -> ModelConfig {
     .expect("a valid config")
 }
 
-/// Parameters of a model of `arch` and `size` over the tiny tokenizer.
-pub fn parameters(arch: Arch, size: Size) -> usize {
-    let vocab = 256 + SPECIAL.len();
+/// Parameters of a model of `arch` and `size` over a vocabulary of `vocab` tokens.
+pub fn parameters(arch: Arch, size: Size, vocab: usize) -> usize {
     let d = size.hidden / size.heads;
     let attn = size.hidden * size.heads * d * 2 + size.hidden * size.kv_heads * d * 2;
     let bias = if arch == Arch::Qwen2 { size.heads * d + 2 * size.kv_heads * d } else { 0 };
@@ -99,6 +98,31 @@ pub fn write(dir: &Path, arch: Arch, size: Size, seed: u64) -> Result<()> {
     let checkpoint = Checkpoint::random(&config, seed, &Device::Cpu)?;
     checkpoint.save(dir)?;
     write_tokenizer(dir)
+}
+
+/// Write a random checkpoint whose tokenizer comes from `from` (a checkpoint or tokenizer directory):
+/// its tokenizer files are copied, the vocabulary size and end-of-sequence ids follow them.
+pub fn write_with_tokenizer(dir: &Path, arch: Arch, size: Size, seed: u64, from: &Path) -> Result<()> {
+    let tokenizer = super::tokenizer::Tokenizer::from_dir(from)?;
+    let mut config = config(arch, size);
+    config.vocab_size = tokenizer.vocab_size();
+    let eos: Vec<u32> = tokenizer.eos_ids.clone();
+    config.eos_token_id = (!eos.is_empty()).then(|| serde_json::json!(eos));
+    config.bos_token_id = super::chat::ChatTemplate::from_dir(from)
+        .ok()
+        .and_then(|t| t.tokens.get("bos_token").and_then(|b| b.as_str()).and_then(|b| tokenizer.token_id(b)))
+        .map(|id| serde_json::json!(id));
+    Checkpoint::random(&config, seed, &Device::Cpu)?.save(dir)?;
+    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"] {
+        if from.join(name).exists() {
+            fs_err::copy(from.join(name), dir.join(name))?;
+        }
+    }
+    if !eos.is_empty() {
+        let generation = serde_json::json!({ "eos_token_id": eos });
+        fs_err::write(dir.join("generation_config.json"), serde_json::to_vec_pretty(&generation).expect("json"))?;
+    }
+    Ok(())
 }
 
 /// The tokenizer files of a tiny checkpoint (`tokenizer.json`, `tokenizer_config.json`,

@@ -58,6 +58,11 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special).map_err(|e| Error::usage(format!("detokenizing: {e}")))
     }
 
+    /// The special added tokens (`<|im_end|>`, `<|eot_id|>`, ...), as text.
+    pub fn special_tokens(&self) -> Vec<String> {
+        self.inner.get_added_tokens_decoder().into_values().filter(|t| t.special).map(|t| t.content).collect()
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -145,18 +145,36 @@ pub fn reference_solution(domain: &str, steps: &[Step], fields: &Map<String, Val
 
 /// Renders conversations with a checkpoint's chat template and tokenizer.
 pub struct Renderer {
-    pub chat: ChatTemplate,
-    pub tokenizer: Tokenizer,
-    pub max_length: usize,
+    chat: ChatTemplate,
+    tokenizer: Tokenizer,
+    max_length: usize,
+    specials: Vec<String>,
 }
 
 impl Renderer {
+    pub fn new(chat: ChatTemplate, tokenizer: Tokenizer, max_length: usize) -> Renderer {
+        let specials = tokenizer.special_tokens();
+        Renderer { chat, tokenizer, max_length, specials }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// The example of `conv`, or `None` when no trained token is left within `max_length`.
     pub fn example(&self, conv: &Conversation) -> Result<Option<Example>, RowError> {
-        let text = self.chat.render(&conv.messages, false, &Map::new()).map_err(|e| ("messages", e.to_string()))?;
+        let render =
+            |m: &[Message], open: bool| self.chat.render(m, open, &Map::new()).map_err(|e| ("messages", e.to_string()));
+        let mut text = render(&conv.messages, false)?;
         let eos = self.chat.tokens.get("eos_token").and_then(Value::as_str).unwrap_or_default();
         let (mut trained, mut excluded) = (Vec::<Range<usize>>::new(), Vec::<Range<usize>>::new());
         let last = conv.trained.iter().rposition(|&t| t).expect("checked in `conversation`");
+        // Templates such as DeepSeek-R1's drop the reasoning from assistant turns; the final turn is then
+        // the conversation up to it with the generation prompt, plus the reply and the end-of-turn token,
+        // which is what the model sees when it generates.
+        if last + 1 == conv.messages.len() && !text.contains(&conv.messages[last].content) {
+            text = render(&conv.messages[..last], true)? + &conv.messages[last].content + eos;
+        }
         let mut cursor = 0;
         for (i, (m, &train)) in conv.messages.iter().zip(&conv.trained).enumerate() {
             if m.content.is_empty() {
@@ -176,8 +194,12 @@ impl Renderer {
             if !train {
                 continue;
             }
+            // the end-of-turn token that closes the reply (the eos token, or the template's own, such as
+            // Qwen2.5-Math's `<|im_end|>` whose eos is `<|endoftext|>`)
             if !eos.is_empty() && text[end..].starts_with(eos) {
                 end += eos.len();
+            } else if let Some(t) = self.specials.iter().find(|t| text[end..].starts_with(t.as_str())) {
+                end += t.len();
             }
             trained.push(at..end);
             if i == last {
@@ -225,11 +247,11 @@ mod tests {
     fn renderer(max_length: usize) -> Renderer {
         let mut tokens = Map::new();
         tokens.insert("eos_token".into(), "<|im_end|>".into());
-        Renderer {
-            chat: ChatTemplate::new(tiny::CHATML, tokens).unwrap(),
-            tokenizer: Tokenizer::from_inner(tiny::tokenizer().unwrap(), vec![258]),
+        Renderer::new(
+            ChatTemplate::new(tiny::CHATML, tokens).unwrap(),
+            Tokenizer::from_inner(tiny::tokenizer().unwrap(), vec![258]),
             max_length,
-        }
+        )
     }
 
     fn fields(v: Value) -> Map<String, Value> {
@@ -238,7 +260,7 @@ mod tests {
 
     fn trained_text(r: &Renderer, e: &Example) -> String {
         let ids: Vec<u32> = e.ids.iter().zip(&e.train).filter(|(_, t)| **t).map(|(i, _)| *i).collect();
-        r.tokenizer.decode(&ids, false).unwrap()
+        r.tokenizer().decode(&ids, false).unwrap()
     }
 
     /// Only assistant text and its end-of-turn token carry the loss, in every row form.

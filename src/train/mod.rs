@@ -285,11 +285,7 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
         Resume::Finished(report) => return Ok((report, false)),
         r => r,
     };
-    let renderer = Renderer {
-        chat: ChatTemplate::from_dir(&cfg.model)?,
-        tokenizer: Tokenizer::from_dir(&cfg.model)?,
-        max_length: cfg.max_length,
-    };
+    let renderer = Renderer::new(ChatTemplate::from_dir(&cfg.model)?, Tokenizer::from_dir(&cfg.model)?, cfg.max_length);
     let held_out = |row: u64| {
         cfg.eval_data.is_none() && crate::rng::Rng::for_row(cfg.seed, "eval", row).uniform() < cfg.eval_share
     };

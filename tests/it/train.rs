@@ -178,11 +178,11 @@ fn masked_tokens_get_no_gradient() {
     let ck_dir = dir.path("ck");
     write(&ck_dir, Arch::Qwen2, Size::default(), 2).unwrap();
     let ck = Checkpoint::load(&ck_dir, &Device::Cpu).unwrap();
-    let renderer = Renderer {
-        chat: forge::model::chat::ChatTemplate::from_dir(&ck_dir).unwrap(),
-        tokenizer: forge::model::tokenizer::Tokenizer::from_dir(&ck_dir).unwrap(),
-        max_length: 512,
-    };
+    let renderer = Renderer::new(
+        forge::model::chat::ChatTemplate::from_dir(&ck_dir).unwrap(),
+        forge::model::tokenizer::Tokenizer::from_dir(&ck_dir).unwrap(),
+        512,
+    );
     let row = serde_json::json!({"prompt": "What is 3 + 4?", "completion": "3 + 4 = 8. Wait, 3 + 4 = 7. Answer: 7",
         "segments": [{"kind": "error", "start": 0, "end": 11, "train": false},
                      {"kind": "fix", "start": 11, "end": 37, "train": true}]});
@@ -193,7 +193,7 @@ fn masked_tokens_get_no_gradient() {
     let loss = forge::train::nll_of_hidden(&ck.model, hidden.as_tensor(), &batch).unwrap();
     let grads = loss.backward().unwrap();
     let g: Vec<Vec<f32>> = grads.get(hidden.as_tensor()).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
-    let text = |range: std::ops::Range<usize>| renderer.tokenizer.decode(&example.ids[range], false).unwrap();
+    let text = |range: std::ops::Range<usize>| renderer.tokenizer().decode(&example.ids[range], false).unwrap();
     let mut trained = String::new();
     for (j, row) in g.iter().enumerate() {
         let has_grad = row.iter().any(|&x| x != 0.0);
@@ -253,4 +253,38 @@ fn lora_training_writes_a_peft_adapter() {
     assert_eq!((a.dims(), b.dims()), (&[4, 64][..], &[128, 4][..]));
     let rows = metrics::read(&out.join("metrics.csv")).unwrap();
     assert!(rows.last().unwrap().loss < rows[0].loss - 0.5, "{} -> {}", rows[0].loss, rows.last().unwrap().loss);
+}
+
+/// With the real tokenizers and templates of Qwen2.5, Qwen2.5-Math, Qwen3, DeepSeek-R1-Distill and
+/// Llama 3.2, exactly the reply and its end-of-turn token carry the loss, reasoning included (R1's
+/// template drops `<think>` from assistant turns: the final turn is then rendered as at generation; the
+/// R1 directory has no `tokenizer.json`, so Qwen2.5's tokenizes its template's text).
+#[test]
+#[ignore = "needs ../shared/data"]
+fn real_templates_train_the_reply_and_its_end_of_turn_token() {
+    let reply = "<think>\n2 + 2 is 4.\n</think>\n\nThe answer is \\boxed{4}.";
+    let row = serde_json::json!({"messages": [{"role": "user", "content": "What is 2 + 2?"},
+                                              {"role": "assistant", "content": reply}]});
+    let qwen = "Qwen--Qwen2.5-1.5B-Instruct";
+    let cases = [
+        (qwen, qwen, "<|im_end|>"),
+        ("Qwen--Qwen2.5-Math-1.5B", "Qwen--Qwen2.5-Math-1.5B", "<|im_end|>"),
+        ("Qwen--Qwen3-4B", "Qwen--Qwen3-4B", "<|im_end|>"),
+        ("deepseek-ai--DeepSeek-R1-Distill-Qwen-32B", qwen, "<｜end▁of▁sentence｜>"),
+        ("meta-llama--Llama-3.2-3B-Instruct", "meta-llama--Llama-3.2-3B-Instruct", "<|eot_id|>"),
+    ];
+    for (name, tokenizer, end) in cases {
+        let dir = |n: &str| crate::util::shared_data("hf-configs").join(n);
+        let renderer = Renderer::new(
+            forge::model::chat::ChatTemplate::from_dir(&dir(name)).unwrap(),
+            forge::model::tokenizer::Tokenizer::from_dir(&dir(tokenizer)).unwrap(),
+            4096,
+        );
+        let e = renderer.example(&conversation(row.as_object().unwrap()).unwrap()).unwrap().unwrap();
+        let ids: Vec<u32> = e.ids.iter().zip(&e.train).filter(|(_, t)| **t).map(|(i, _)| *i).collect();
+        let trained = renderer.tokenizer().decode(&ids, false).unwrap();
+        assert!(trained.ends_with(end), "{name}: {trained:?}");
+        assert!(trained.contains("2 + 2 is 4.") && trained.contains("\\boxed{4}"), "{name}: {trained:?}");
+        assert!(!trained.contains("What is"), "{name}: the prompt is not trained");
+    }
 }
