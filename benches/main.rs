@@ -5,7 +5,8 @@ use criterion::{criterion_group, criterion_main};
 
 mod dataset;
 mod filter;
+mod train;
 mod verify;
 
-criterion_group!(benches, dataset::read_write, verify::throughput, filter::throughput);
+criterion_group!(benches, dataset::read_write, verify::throughput, filter::throughput, train::step);
 criterion_main!(benches);

@@ -94,3 +94,16 @@ impl Outcome {
         }
     }
 }
+
+/// candle allocates a fresh buffer for every tensor operation. glibc serves large ones with `mmap` and
+/// gives them back with `munmap`, so each operation of a training or decoding step faulted in freshly
+/// zeroed pages: 45% of a training step's time went to page faults (perf, 10M-parameter model). Serve
+/// every allocation from the heap and keep freed memory there for reuse (training: 415 -> 755 tokens/s).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets allocator parameters; call it before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // read as SIZE_MAX: never trim
+    }
+}
