@@ -43,6 +43,7 @@ pub mod synth;
 pub mod eval;
 pub mod filter;
 pub mod generate;
+pub mod journey;
 pub mod model;
 pub mod teacher;
 pub mod train;

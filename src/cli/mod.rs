@@ -113,6 +113,31 @@ pub enum Command {
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
     },
+    /// Write training conversations with verified wrong-then-corrected steps (journey learning)
+    #[command(
+        long_about = "Write training conversations that show a mistake, its detection and the fix (an `sft` \
+                      table: `messages`, `prompt`/`completion`, and `segments` labelling each span as step, \
+                      error, detect, fix, verify or final, with a `train` flag). `--strategy synthetic` \
+                      writes, at each checkable step and with probability `--error-rate`, a wrong version of \
+                      the step (arithmetic slip, wrong operand, wrong operator, misread number), then a \
+                      detection stating the recomputation, then the correct step; `--strategy verify` writes \
+                      clean solutions with checks that confirm correct steps. Every error is rejected by the \
+                      step checker, every fix accepted and every final answer verified, or the row is not \
+                      written (the report counts it). Input: problems with reference steps that carry \
+                      calculations (`forge synth`, GSM8K imported with `--preset gsm8k`).",
+        after_help = "Examples:
+  forge journey --input igsm/ --error-rate 0.5 -o sft/
+  forge journey --input igsm/ --error-rate 0.5 --mask-errors -o sft-masked/
+  forge journey --input gsm8k-train/ --error-rate 0.2 --marker back --error-types arithmetic,operand -o sft/
+  forge journey --input igsm/ --strategy verify --verify-share 0.4 -o sft-verify/
+  forge journey --input igsm/ --error-rate 0 -o sft-clean/          # clean solutions, same format"
+    )]
+    Journey {
+        #[command(flatten)]
+        config: forge::journey::JourneyConfig,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Fine-tune a model on conversations (loss on assistant tokens), write a Hugging Face checkpoint
     #[command(
         name = "train-sft",
@@ -248,6 +273,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::Filter { config, output, .. } => serde_json::json!({ "filter": config, "output": output }),
             Command::Generate { config, output } => serde_json::json!({ "generate": config, "output": output }),
             Command::TrainSft { config, output } => serde_json::json!({ "train_sft": config, "output": output }),
+            Command::Journey { config, output } => serde_json::json!({ "journey": config, "output": output }),
             Command::Eval { config, output, .. } => serde_json::json!({ "eval": config, "output": output }),
             Command::MergeLora { adapter, base, output } => {
                 serde_json::json!({ "merge_lora": { "adapter": adapter, "base": base, "output": output } })
@@ -321,6 +347,10 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Generate { config, output } => {
             let outcome = forge::generate::run(&config, &output, &ctx)?;
+            summarise(&outcome, &output, &ctx);
+        }
+        Command::Journey { config, output } => {
+            let outcome = forge::journey::run(&config, &output, &ctx)?;
             summarise(&outcome, &output, &ctx);
         }
         Command::TrainSft { config, output } => {

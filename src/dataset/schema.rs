@@ -14,16 +14,19 @@ pub enum TableKind {
     Traces,
     /// Traces that passed `forge filter`, with their verdict.
     Curated,
+    /// Training conversations with labelled spans (`forge journey`).
+    Sft,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 3] = [TableKind::Problems, TableKind::Traces, TableKind::Curated];
+    pub const ALL: [TableKind; 4] = [TableKind::Problems, TableKind::Traces, TableKind::Curated, TableKind::Sft];
 
     pub fn name(self) -> &'static str {
         match self {
             TableKind::Problems => "problems",
             TableKind::Traces => "traces",
             TableKind::Curated => "curated",
+            TableKind::Sft => "sft",
         }
     }
 
@@ -33,6 +36,7 @@ impl TableKind {
             TableKind::Problems => 1,
             TableKind::Traces => 1,
             TableKind::Curated => 1,
+            TableKind::Sft => 1,
         }
     }
 
@@ -41,6 +45,7 @@ impl TableKind {
             TableKind::Problems => problems_schema(),
             TableKind::Traces => traces_schema(),
             TableKind::Curated => curated_schema(),
+            TableKind::Sft => sft_schema(),
         }
     }
 }
@@ -188,6 +193,59 @@ pub fn curated_schema() -> SchemaRef {
         string("gold_origin", true),
     ]);
     Arc::new(Schema::new(fields))
+}
+
+/// A chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// A labelled span of the completion: character offsets into the assistant message's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSpan {
+    pub kind: String,
+    pub start: u32,
+    pub end: u32,
+    pub train: bool,
+}
+
+/// One training conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SftRow {
+    pub id: String,
+    pub problem_id: String,
+    pub source: String,
+    pub domain: String,
+    pub messages: Vec<ChatMessage>,
+    pub prompt: Vec<ChatMessage>,
+    pub completion: Vec<ChatMessage>,
+    pub segments: Vec<SegmentSpan>,
+    pub gold: Option<String>,
+    pub metadata: String,
+}
+
+pub fn sft_schema() -> SchemaRef {
+    let message = || DataType::Struct(Fields::from(vec![string("role", false), string("content", false)]));
+    let segment = Fields::from(vec![
+        string("kind", false),
+        Field::new("start", DataType::UInt32, false),
+        Field::new("end", DataType::UInt32, false),
+        Field::new("train", DataType::Boolean, false),
+    ]);
+    Arc::new(Schema::new(vec![
+        string("id", false),
+        string("problem_id", false),
+        string("source", false),
+        string("domain", false),
+        Field::new("messages", list_of(message()), false),
+        Field::new("prompt", list_of(message()), false),
+        Field::new("completion", list_of(message()), false),
+        Field::new("segments", list_of(DataType::Struct(segment)), false),
+        string("gold", true),
+        string("metadata", false),
+    ]))
 }
 
 /// The compact type notation used in `schemas/*.md`: `string`, `list<string>`,

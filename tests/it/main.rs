@@ -13,6 +13,8 @@ mod filter;
 mod generate;
 /// `forge import`: presets on small fixtures and on every file in `../shared/data`.
 mod import;
+/// `forge journey`: the guarantees on every task, the knobs, GSM8K's annotations.
+mod journey;
 /// Models: chat templates against transformers' rendering.
 mod model;
 /// `schemas/*.md` match the code's Arrow schemas.

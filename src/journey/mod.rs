@@ -1,0 +1,314 @@
+//! `forge journey`: training conversations that show a mistake, the moment it is noticed and the repair
+//! (Journey Learning; `../shared/notes/journey.md`), written as an `sft` table.
+//!
+//! A solution is built as typed segments ([`Seg`]: step, error, detect, fix, verify, final) and rendered to
+//! text only at the end, so the loss mask (`segments` with a `train` flag) and the surface forms are
+//! choices. Guarantees, checked per row: every inserted error is rejected by the step checker, every fix
+//! accepted, and the final answer verified against the gold answer; a row that fails is not written and
+//! is counted in the report.
+//!
+//! Strategies today: `synthetic` (retries on checkable steps of `forge synth` problems and GSM8K's
+//! calculator annotations: [`synthetic`]) and `verify` (clean solutions with checks that confirm correct
+//! work). Splices of sampled traces and teacher-written corrections are not built yet.
+//!
+//! ```text
+//! forge journey --input igsm/ --error-rate 0.5 -o sft/
+//! ```
+
+pub mod synthetic;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentSpan, SftRow, Start, TableKind};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::report::StageReport;
+use crate::rng::Rng;
+use crate::verify::{TraceRef, VerifySettings, verify_trace};
+use crate::{Context, Outcome, OutputArgs};
+use synthetic::{ErrorType, Knobs};
+
+/// What a segment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Step,
+    Error,
+    Detect,
+    Fix,
+    Verify,
+    Final,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Step => "step",
+            Kind::Error => "error",
+            Kind::Detect => "detect",
+            Kind::Fix => "fix",
+            Kind::Verify => "verify",
+            Kind::Final => "final",
+        }
+    }
+}
+
+/// A piece of a solution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seg {
+    pub kind: Kind,
+    pub text: String,
+    /// Whether the loss covers it.
+    pub train: bool,
+}
+
+/// The reply text of `segs` (one segment per line) and each segment's character span in it.
+pub fn render(segs: &[Seg]) -> (String, Vec<SegmentSpan>) {
+    let (mut text, mut spans, mut at) = (String::new(), Vec::new(), 0u32);
+    for (i, s) in segs.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+            at += 1;
+        }
+        let len = s.text.chars().count() as u32;
+        // the newline before a segment belongs to it, so the spans cover the whole reply
+        let start = if i > 0 { at - 1 } else { 0 };
+        spans.push(SegmentSpan { kind: s.kind.name().into(), start, end: at + len, train: s.train });
+        text.push_str(&s.text);
+        at += len;
+    }
+    (text, spans)
+}
+
+/// The last line of a solution: the final answer in `\boxed{}` (Countdown: the expression).
+pub fn answer_line(problem: &Problem) -> Option<String> {
+    let answer = if problem.domain == "countdown" {
+        let meta: serde_json::Value = serde_json::from_str(&problem.metadata).ok()?;
+        meta["solution"].as_str()?.to_string()
+    } else {
+        problem.gold.clone()?
+    };
+    Some(format!("The answer is \\boxed{{{answer}}}."))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Wrong steps of chosen types, each detected by its checkable reason and fixed
+    Synthetic,
+    /// Clean solutions with checks that confirm correct steps (the control for "Wait" meaning "error")
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Marker {
+    /// A sentence that states the recomputation ("Wait, 12 + 11 is 23, not 24.")
+    Wait,
+    /// The `[BACK]` token of Physics of Language Models 2.2
+    Back,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyConfig {
+    /// Problems with reference steps that carry calculations (`forge synth`, `forge import --preset gsm8k`)
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    #[arg(long, value_enum, default_value_t = Strategy::Synthetic)]
+    #[serde(default = "defaults::strategy")]
+    pub strategy: Strategy,
+    /// Probability that a checkable step is first written wrong (per step)
+    #[arg(long, default_value_t = 0.2, value_name = "P")]
+    #[serde(default = "defaults::error_rate")]
+    pub error_rate: f64,
+    /// Share of problems that get a journey; the others get their clean solution
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    #[serde(default = "defaults::one")]
+    pub journey_share: f64,
+    /// Error types to draw from, uniformly
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = ErrorType::ALL)]
+    #[serde(default = "defaults::types")]
+    pub error_types: Vec<ErrorType>,
+    /// At most this many errors per solution
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[serde(default = "defaults::max_errors")]
+    pub max_errors: u32,
+    /// Probability that a correct step is followed by a check confirming it (default: 0, or 0.4 with
+    /// `--strategy verify`)
+    #[arg(long, value_name = "P")]
+    pub verify_share: Option<f64>,
+    /// How a detection is written
+    #[arg(long, value_enum, default_value_t = Marker::Wait)]
+    #[serde(default = "defaults::marker")]
+    pub marker: Marker,
+    /// Leave the wrong steps out of the loss (`train = false` on error segments)
+    #[arg(long)]
+    #[serde(default)]
+    pub mask_errors: bool,
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn strategy() -> super::Strategy {
+        super::Strategy::Synthetic
+    }
+    pub fn error_rate() -> f64 {
+        0.2
+    }
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn types() -> Vec<super::ErrorType> {
+        super::ErrorType::ALL.to_vec()
+    }
+    pub fn max_errors() -> u32 {
+        3
+    }
+    pub fn marker() -> super::Marker {
+        super::Marker::Wait
+    }
+    pub fn seed() -> u64 {
+        1
+    }
+}
+
+/// Why a row was not written.
+const NO_STEPS: &str = "no_checkable_steps";
+const NO_ANSWER: &str = "no_answer";
+const CHECK_FAILED: &str = "check_failed";
+
+/// The numbers of a problem's text: wrong operands come from here.
+fn numbers(text: &str) -> Vec<i128> {
+    text.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect()
+}
+
+/// The row of one problem, or the reason there is none.
+fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Result<SftRow, &'static str> {
+    let steps = problem.steps.as_deref().unwrap_or_default();
+    if !steps.iter().any(|s| !s.calcs.is_empty()) {
+        return Err(NO_STEPS);
+    }
+    let answer = answer_line(problem).ok_or(NO_ANSWER)?;
+    let mut rng = Rng::for_row(cfg.seed, "journey", index);
+    let journey = rng.chance(cfg.journey_share);
+    let verify = cfg.verify_share.unwrap_or(if cfg.strategy == Strategy::Verify { 0.4 } else { 0.0 });
+    let knobs = Knobs {
+        error_rate: if journey && cfg.strategy == Strategy::Synthetic { cfg.error_rate } else { 0.0 },
+        types: &cfg.error_types,
+        max_errors: cfg.max_errors,
+        verify_rate: if journey { verify } else { 0.0 },
+        back_token: cfg.marker == Marker::Back,
+        mask_errors: cfg.mask_errors,
+    };
+    let (mut segs, inserted) = synthetic::build(steps, &numbers(&problem.prompt), &knobs, &mut rng);
+    segs.push(Seg { kind: Kind::Final, text: answer, train: true });
+    let (reply, spans) = render(&segs);
+    let verdict = verify_trace(
+        &TraceRef {
+            domain: &problem.domain,
+            gold: problem.gold.as_deref(),
+            output: &reply,
+            prompt: None,
+            metadata: Some(&problem.metadata),
+            finish_reason: None,
+        },
+        &VerifySettings::default(),
+    );
+    let final_ok = verdict.is_ok_and(|v| v.correct);
+    if !final_ok || !inserted.iter().all(|e| e.checked) {
+        return Err(CHECK_FAILED);
+    }
+    let user = crate::generate::default_template(&problem.domain).replace("{prompt}", &problem.prompt);
+    let prompt = vec![ChatMessage { role: "user".into(), content: user }];
+    let completion = vec![ChatMessage { role: "assistant".into(), content: reply }];
+    let metadata = serde_json::json!({
+        "strategy": cfg.strategy,
+        "journey": journey,
+        "error_rate": knobs.error_rate,
+        "verify_share": knobs.verify_rate,
+        "marker": cfg.marker,
+        "mask_errors": cfg.mask_errors,
+        "errors": inserted,
+        "verifies": segs.iter().filter(|s| s.kind == Kind::Verify).count(),
+        "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
+    });
+    Ok(SftRow {
+        id: problem.id.clone(),
+        problem_id: problem.id.clone(),
+        source: problem.source.clone(),
+        domain: problem.domain.clone(),
+        messages: [prompt.clone(), completion.clone()].concat(),
+        prompt,
+        completion,
+        segments: spans,
+        gold: problem.gold.clone(),
+        metadata: metadata.to_string(),
+    })
+}
+
+pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
+    let rate = |x: f64| (0.0..=1.0).contains(&x);
+    if !rate(cfg.error_rate) || !rate(cfg.journey_share) || !cfg.verify_share.is_none_or(rate) {
+        return Err(Error::usage("`--error-rate`, `--journey-share` and `--verify-share` must be in [0, 1]"));
+    }
+    let started = Instant::now();
+    let input = Input::open(&cfg.input)?;
+    let range = out.shard.range(input.rows());
+    let provenance = Provenance::start("journey", &ctx.command, cfg, vec![input.reference()?]);
+    let mut writer = match DatasetWriter::create(&out.output, TableKind::Sft, out.shard, &out.write, provenance)? {
+        Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
+        Start::Write(w) => w,
+    };
+    let progress = Progress::rows("journey", range.end - range.start, ctx.quiet);
+    let mut report = StageReport::new("journey", 0, 0, 0.0);
+    let mut index = range.start;
+    for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
+        let problems = batch?;
+        let mut rows = Vec::with_capacity(problems.len());
+        for p in &problems {
+            match row(cfg, p, index) {
+                Ok(r) => rows.push(r),
+                Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
+            }
+            index += 1;
+        }
+        report.rows_in += problems.len() as u64;
+        report.rows_out += rows.len() as u64;
+        writer.write_rows(&rows)?;
+        progress.inc(problems.len() as u64);
+    }
+    progress.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
+    Ok(Outcome::Written(writer.finish(report)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spans cover the reply end to end, in order, and each one holds its segment's text.
+    #[test]
+    fn spans_cover_the_reply() {
+        let segs = vec![
+            Seg { kind: Kind::Step, text: "2 + 2 = 5".into(), train: true },
+            Seg { kind: Kind::Detect, text: "Wait, 2 + 2 = 4 ✓".into(), train: true },
+            Seg { kind: Kind::Final, text: "The answer is \\boxed{4}.".into(), train: false },
+        ];
+        let (text, spans) = render(&segs);
+        let chars: Vec<char> = text.chars().collect();
+        assert_eq!(spans[0].start, 0);
+        assert_eq!(spans.last().unwrap().end as usize, chars.len());
+        for (w, (s, seg)) in spans.windows(2).zip(spans.iter().zip(&segs)) {
+            assert_eq!(w[0].end, w[1].start);
+            let inside: String = chars[s.start as usize..s.end as usize].iter().collect();
+            assert_eq!(inside.trim_start_matches('\n'), seg.text);
+        }
+    }
+}
