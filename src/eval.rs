@@ -209,14 +209,15 @@ pub fn default_output(cfg: &EvalConfig) -> PathBuf {
     PathBuf::from(format!("eval-{}-{}", name(Path::new(model.trim_end_matches('/'))), name(&cfg.problems)))
 }
 
-pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<EvalReport> {
+/// Run the evaluation; the flag says whether generation ran (false: the traces were up to date).
+pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(EvalReport, bool)> {
     if cfg.n == 0 {
         return Err(Error::usage("`-n` must be at least 1"));
     }
     let dir = output.map(Path::to_path_buf).unwrap_or_else(|| default_output(cfg));
     let generate = cfg.generate();
     let out = OutputArgs { output: dir.clone(), shard: Default::default(), write: WriteOptions::default() };
-    crate::generate::run(&generate, &out, ctx)?;
+    let ran = matches!(crate::generate::run(&generate, &out, ctx)?, crate::Outcome::Written(_));
 
     let input = Input::open(&dir)?;
     let settings = VerifySettings::default();
@@ -268,7 +269,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<Eva
         traces: dir.clone(),
     };
     crate::dataset::write_atomic(&dir.join("eval-report.json"), &serde_json::to_vec_pretty(&report).expect("json"))?;
-    Ok(report)
+    Ok((report, ran))
 }
 
 impl EvalReport {

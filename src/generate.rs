@@ -97,7 +97,14 @@ pub fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outc
     let started = Instant::now();
     let input = Input::open(&cfg.problems)?;
     let range = out.shard.range(input.rows());
-    let provenance = Provenance::start("generate", &ctx.command, cfg, vec![input.reference()?]);
+    let mut inputs = vec![input.reference()?];
+    if let Some(("local", path)) = cfg.teacher.split_once(':') {
+        // a retrained teacher is a changed input, as changed problems are
+        let path = PathBuf::from(path);
+        let xxh3 = crate::model::checkpoint_hash(&path)?;
+        inputs.push(crate::dataset::InputRef { path, rows: 0, xxh3 });
+    }
+    let provenance = Provenance::start("generate", &ctx.command, cfg, inputs);
     let mut writer = match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance)? {
         Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
         Start::Write(w) => w,

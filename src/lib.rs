@@ -45,6 +45,7 @@ pub mod filter;
 pub mod generate;
 pub mod journey;
 pub mod model;
+pub mod pipeline;
 pub mod teacher;
 pub mod train;
 pub mod verify;

@@ -89,26 +89,8 @@ pub enum Command {
   forge init-model --family llama --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 688 -o small/
   forge init-model --arch qwen2 --hidden 256 --layers 4 --heads 4 --tokenizer-from Qwen2.5-0.5B/ -o init/")]
     InitModel {
-        /// Architecture
-        #[arg(long, visible_alias = "arch", value_enum, default_value_t = Family::Qwen2)]
-        family: Family,
-        #[arg(long, default_value_t = 64)]
-        hidden: usize,
-        #[arg(long, default_value_t = 128)]
-        intermediate: usize,
-        #[arg(long, default_value_t = 2)]
-        layers: usize,
-        #[arg(long, default_value_t = 4)]
-        heads: usize,
-        #[arg(long, default_value_t = 2)]
-        kv_heads: usize,
-        /// Seed of the weights
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Take the tokenizer (and chat template) of this checkpoint or tokenizer directory instead of the
-        /// byte-level one
-        #[arg(long, value_name = "DIR")]
-        tokenizer_from: Option<PathBuf>,
+        #[command(flatten)]
+        config: forge::model::tiny::InitConfig,
         /// Checkpoint directory to write
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
@@ -232,6 +214,17 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Run a pipeline: a declared chain of stages; stages whose settings and inputs are unchanged are skipped
+    #[command(after_help = "Examples:
+  forge run pipelines/quickstart.toml
+  forge run pipelines/quickstart.toml --from student    # rerun from the stage named `student`")]
+    Run {
+        /// The pipeline file (TOML: `dir`, then `[[stage]]` tables with a `name` and one stage table)
+        pipeline: PathBuf,
+        /// Rerun from this stage on, even where outputs are up to date
+        #[arg(long, value_name = "STAGE")]
+        from: Option<String>,
+    },
     /// Summarise a dataset: rows, and per column nulls, lengths and top values
     #[command(after_help = "Examples:
   forge stats problems/
@@ -244,13 +237,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Family {
-    Qwen2,
-    Llama,
 }
 
 pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
@@ -278,22 +264,9 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::MergeLora { adapter, base, output } => {
                 serde_json::json!({ "merge_lora": { "adapter": adapter, "base": base, "output": output } })
             }
-            Command::InitModel {
-                family,
-                hidden,
-                intermediate,
-                layers,
-                heads,
-                kv_heads,
-                seed,
-                tokenizer_from,
-                output,
-            } => {
-                serde_json::json!({ "init_model": { "family": family, "hidden": hidden, "intermediate": intermediate,
-                    "layers": layers, "heads": heads, "kv_heads": kv_heads, "seed": seed, "tokenizer_from": tokenizer_from,
-                    "output": output } })
-            }
+            Command::InitModel { config, output } => serde_json::json!({ "init_model": config, "output": output }),
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
+            Command::Run { pipeline, from } => serde_json::json!({ "run": { "pipeline": pipeline, "from": from } }),
         };
         let text = serde_json::to_string_pretty(&config)? + "\n";
         std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
@@ -323,26 +296,10 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
                 eprintln!("{report}");
             }
         }
-        Command::InitModel { family, hidden, intermediate, layers, heads, kv_heads, seed, tokenizer_from, output } => {
-            if output.exists() && std::fs::read_dir(&output)?.next().is_some() {
-                anyhow::bail!("`{}` exists and is not empty", output.display());
-            }
-            let arch = match family {
-                Family::Qwen2 => forge::model::Arch::Qwen2,
-                Family::Llama => forge::model::Arch::Llama,
-            };
-            if hidden % heads != 0 || heads % kv_heads != 0 {
-                anyhow::bail!("`--heads` must divide `--hidden`, and `--kv-heads` must divide `--heads`");
-            }
-            let size = forge::model::tiny::Size { hidden, intermediate, layers, heads, kv_heads };
-            match &tokenizer_from {
-                Some(from) => forge::model::tiny::write_with_tokenizer(&output, arch, size, seed, from)?,
-                None => forge::model::tiny::write(&output, arch, size, seed)?,
-            }
+        Command::InitModel { config, output } => {
+            let params = forge::model::tiny::init(&config, &output)?;
             if !ctx.quiet {
-                let vocab = forge::model::ModelConfig::read(&output.join("config.json"))?.vocab_size;
-                let params = forge::model::tiny::parameters(arch, size, vocab);
-                eprintln!("wrote a {family:?} model of {params} parameters to `{}`", output.display());
+                eprintln!("wrote a {:?} model of {params} parameters to `{}`", config.family, output.display());
             }
         }
         Command::Generate { config, output } => {
@@ -380,13 +337,21 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Eval { config, output, json } => {
-            let report = forge::eval::run(&config, output.as_deref(), &Context { quiet: ctx.quiet || json, ..ctx })?;
+            let (report, _) =
+                forge::eval::run(&config, output.as_deref(), &Context { quiet: ctx.quiet || json, ..ctx })?;
             let text = if json { serde_json::to_string(&report)? + "\n" } else { report.table() };
             std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
         }
         Command::Filter { config, step, output, .. } => {
             if let Some(outcome) = forge::filter::run(&config, &output, step, &ctx)? {
                 summarise(&outcome, &output, &ctx);
+            }
+        }
+        Command::Run { pipeline, from } => {
+            let spec = forge::pipeline::load(&pipeline)?;
+            let summaries = forge::pipeline::run(&spec, from.as_deref(), &ctx)?;
+            if !ctx.quiet {
+                eprintln!("\n{}", forge::pipeline::table(&summaries));
             }
         }
         Command::Stats { dataset, json } => {

@@ -33,7 +33,8 @@ pub struct WriteOptions {
     /// Rows per Parquet shard file
     #[arg(long, default_value_t = DEFAULT_ROWS_PER_SHARD, value_name = "N")]
     pub rows_per_shard: u64,
-    /// Replace an existing output made by a different command (never needed to resume an interrupted one)
+    /// Replace an existing output made by a different command (the same command's output is kept: it is up
+    /// to date, or resumes)
     #[arg(long)]
     pub overwrite: bool,
 }
@@ -108,13 +109,15 @@ impl DatasetWriter {
             } else {
                 None
             };
+            // The same run is up to date or resumes, `--overwrite` or not: it only replaces other runs.
+            let replaced = existing.as_ref().is_some_and(|(_, f)| *f != provenance.fingerprint) && options.overwrite;
             match &existing {
                 None => {}
-                Some(_) if options.overwrite => remove_run(dir, shard)?,
                 Some(("finished", f)) if *f == provenance.fingerprint => {
                     return Ok(Start::UpToDate(Manifest::read(&manifest_path)?));
                 }
                 Some(("unfinished", f)) if *f == provenance.fingerprint => {} // resume
+                Some(_) if options.overwrite => remove_run(dir, shard)?,
                 Some((state, _)) => {
                     return Err(Error::usage(format!(
                         "`{}` holds {state} output of a different command, config or input",
@@ -123,7 +126,7 @@ impl DatasetWriter {
                     .with_hint("pass `--overwrite` to replace it, or write to another directory"));
                 }
             }
-            fresh = existing.is_none() || options.overwrite;
+            fresh = existing.is_none() || replaced;
         }
         fs_err::create_dir_all(dir)?;
         let mut writer = DatasetWriter {
@@ -343,6 +346,8 @@ fn is_forge_name(name: &str) -> bool {
         || name == "rejected"
         || name == "filter-report.json"
         || name == ".forge-filter"
+        // what `forge eval` writes beside its traces
+        || name == "eval-report.json"
 }
 
 /// `dir` exists and holds nothing but what forge writes (so forge may write there).

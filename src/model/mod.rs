@@ -140,6 +140,33 @@ pub fn save_dtype(config: &ModelConfig) -> DType {
     }
 }
 
+/// xxh3-128 of a checkpoint directory's files (names and bytes, in name order), so a retrained model
+/// counts as a changed input; an adapter's base is included.
+pub fn checkpoint_hash(dir: &Path) -> Result<String> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    if lora::is_adapter(dir) {
+        dirs.push(lora::AdapterConfig::read(dir)?.base_dir(dir, None)?);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for d in dirs {
+        let mut files: Vec<PathBuf> = fs_err::read_dir(&d)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files.iter().filter(|f| f.is_file()) {
+            hasher.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+            let mut file = fs_err::File::open(f)?;
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
+    }
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
 /// CUDA when forge was built with it and a GPU is there, else the CPU.
 pub fn device() -> Device {
     #[cfg(feature = "cuda")]

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use candle_core::Device;
+use serde::{Deserialize, Serialize};
 use tokenizers::AddedToken;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -90,6 +91,82 @@ pub fn parameters(arch: Arch, size: Size, vocab: usize) -> usize {
     let layer = attn + bias + 3 * size.hidden * size.intermediate + 2 * size.hidden;
     let head = if arch == Arch::Qwen2 { 0 } else { vocab * size.hidden };
     vocab * size.hidden + size.layers * layer + size.hidden + head
+}
+
+/// `forge init-model`: a fresh model of a family and size (flags and pipeline TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// Architecture
+    #[arg(long, visible_alias = "arch", value_enum, default_value_t = Arch::Qwen2)]
+    #[serde(default = "qwen2", alias = "arch")]
+    pub family: Arch,
+    #[arg(long, default_value_t = 64)]
+    #[serde(default = "d64")]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 128)]
+    #[serde(default = "d128")]
+    pub intermediate: usize,
+    #[arg(long, default_value_t = 2)]
+    #[serde(default = "d2")]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    #[serde(default = "d4")]
+    pub heads: usize,
+    #[arg(long, default_value_t = 2)]
+    #[serde(default = "d2")]
+    pub kv_heads: usize,
+    /// Seed of the weights
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub seed: u64,
+    /// Take the tokenizer (and chat template) of this checkpoint or tokenizer directory instead of the
+    /// byte-level one
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer_from: Option<std::path::PathBuf>,
+}
+
+fn qwen2() -> Arch {
+    Arch::Qwen2
+}
+fn d64() -> usize {
+    64
+}
+fn d128() -> usize {
+    128
+}
+fn d2() -> usize {
+    2
+}
+fn d4() -> usize {
+    4
+}
+
+/// Write the model `cfg` describes into `dir` (which must not hold anything); returns its parameter count.
+pub fn init(cfg: &InitConfig, dir: &Path) -> Result<usize> {
+    if dir.exists() && fs_err::read_dir(dir)?.next().is_some() {
+        return Err(Error::usage(format!("`{}` exists and is not empty", dir.display())));
+    }
+    if cfg.heads == 0
+        || cfg.kv_heads == 0
+        || !cfg.hidden.is_multiple_of(cfg.heads)
+        || !cfg.heads.is_multiple_of(cfg.kv_heads)
+    {
+        return Err(Error::usage("`--heads` must divide `--hidden`, and `--kv-heads` must divide `--heads`"));
+    }
+    let size = Size {
+        hidden: cfg.hidden,
+        intermediate: cfg.intermediate,
+        layers: cfg.layers,
+        heads: cfg.heads,
+        kv_heads: cfg.kv_heads,
+    };
+    match &cfg.tokenizer_from {
+        Some(from) => write_with_tokenizer(dir, cfg.family, size, cfg.seed, from)?,
+        None => write(dir, cfg.family, size, cfg.seed)?,
+    }
+    let vocab = ModelConfig::read(&dir.join("config.json"))?.vocab_size;
+    Ok(parameters(cfg.family, size, vocab))
 }
 
 /// Write a tiny random checkpoint directory: config, weights, tokenizer, chat template.

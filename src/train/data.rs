@@ -3,7 +3,9 @@
 //! A row is a conversation, in whichever form the dataset holds it:
 //! - `messages`: a list of `{role, content}` (TRL's conversational form); every assistant message is trained;
 //! - `prompt` and `completion`: strings (a user and an assistant message) or message lists (TRL's
-//!   conversational prompt-completion form); only the completion's assistant messages are trained;
+//!   conversational prompt-completion form); only the completion's assistant messages are trained. Rows of
+//!   a traces or curated table (they have a `teacher` column) hold the bare problem: it is put under
+//!   `forge generate`'s default instruction for its domain, as the teacher saw it;
 //! - a problems table (`prompt`, `steps`, `gold`): the user message is the prompt under `forge generate`'s
 //!   instruction for its domain, the assistant message the reference solution, so a model trained on it
 //!   answers in the format `forge generate` and `forge eval` ask for.
@@ -90,7 +92,13 @@ pub fn conversation(fields: &Map<String, Value>) -> Result<Conversation, RowErro
         let trained = messages.iter().map(|m| m.role == "assistant").collect();
         (messages, trained)
     } else if let (Some(p), Some(c)) = (present(fields, "prompt"), present(fields, "completion")) {
-        let prompt = messages_of(p, "prompt", "user")?;
+        let mut prompt = messages_of(p, "prompt", "user")?;
+        // a traces (or curated) row keeps the bare problem: the teacher saw it under `forge generate`'s
+        // instruction for its domain
+        if present(fields, "teacher").is_some() && p.is_string() {
+            let domain = fields.get("domain").and_then(Value::as_str).unwrap_or("math");
+            prompt[0].content = crate::generate::default_template(domain).replace("{prompt}", &prompt[0].content);
+        }
         let completion = messages_of(c, "completion", "assistant")?;
         let trained = prompt.iter().map(|_| false).chain(completion.iter().map(|m| m.role == "assistant")).collect();
         ([prompt, completion].concat(), trained)

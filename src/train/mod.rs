@@ -177,7 +177,7 @@ pub struct TrainOutput {
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
-    /// Replace an existing output of a different run
+    /// Replace an existing output of a different run (the same run's output is kept: finished, or resumed)
     #[arg(long)]
     #[serde(default)]
     pub overwrite: bool,

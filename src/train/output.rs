@@ -70,28 +70,13 @@ const WRITTEN: [&str; 8] = [
 
 /// Hash of what determines the result: forge's version, the config, the data and the base weights.
 pub fn fingerprint(cfg: &TrainConfig, data: &[Input], eval: Option<&Input>) -> Result<String> {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut files: Vec<PathBuf> = fs_err::read_dir(&cfg.model)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    files.sort();
-    for f in files.iter().filter(|f| f.is_file()) {
-        hasher.update(f.file_name().unwrap_or_default().as_encoded_bytes());
-        let mut file = fs_err::File::open(f)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
     let key = serde_json::json!([
         env!("CARGO_PKG_VERSION"),
         "train-sft",
         cfg,
         data.iter().map(|d| d.reference().map(|r| r.xxh3)).collect::<Result<Vec<_>>>()?,
         eval.map(|e| e.reference()).transpose()?.map(|r| r.xxh3),
-        format!("{:032x}", hasher.digest128()),
+        crate::model::checkpoint_hash(&cfg.model)?,
     ]);
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.to_string().as_bytes())))
 }
@@ -125,16 +110,16 @@ pub fn prepare(dir: &Path, fingerprint: &str, out: &TrainOutput) -> Result<Resum
             None
         };
         match previous {
-            Some(_) if out.overwrite => {
-                for name in names {
-                    let path = dir.join(name);
-                    if path.is_dir() { fs_err::remove_dir_all(path)? } else { fs_err::remove_file(path)? }
-                }
-            }
             Some((f, Some(report))) if f == fingerprint => return Ok(Resume::Finished(report)),
             Some((f, None)) if f == fingerprint => {
                 if let Some(last) = checkpoints(dir)?.pop() {
                     return Ok(Resume::From(last));
+                }
+            }
+            Some(_) if out.overwrite => {
+                for name in names {
+                    let path = dir.join(name);
+                    if path.is_dir() { fs_err::remove_dir_all(path)? } else { fs_err::remove_file(path)? }
                 }
             }
             Some((_, finished)) => {
