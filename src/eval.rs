@@ -216,7 +216,9 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
     }
     let dir = output.map(Path::to_path_buf).unwrap_or_else(|| default_output(cfg));
     let generate = cfg.generate();
-    let out = OutputArgs { output: dir.clone(), shard: Default::default(), write: WriteOptions::default() };
+    // an evaluation's traces are derived: a different evaluation into the same directory replaces them
+    let write = WriteOptions { overwrite: true, ..WriteOptions::default() };
+    let out = OutputArgs { output: dir.clone(), shard: Default::default(), write };
     let ran = matches!(crate::generate::run(&generate, &out, ctx)?, crate::Outcome::Written(_));
 
     let input = Input::open(&dir)?;

@@ -17,6 +17,8 @@ mod import;
 mod journey;
 /// Models: chat templates against transformers' rendering.
 mod model;
+/// `forge run`: pipelines skip what is up to date and rerun what changed.
+mod pipeline;
 /// `schemas/*.md` match the code's Arrow schemas.
 mod schemas;
 /// `forge stats`.
