@@ -41,6 +41,7 @@ pub mod import;
 pub mod synth;
 
 pub mod eval;
+pub mod export;
 pub mod filter;
 pub mod generate;
 pub mod journey;

@@ -225,6 +225,19 @@ pub enum Command {
         #[arg(long, value_name = "STAGE")]
         from: Option<String>,
     },
+    /// Write a dataset in the layouts other trainers read: HF datasets, TRL messages, ShareGPT, JSONL
+    #[command(after_help = "Examples:
+  forge export sft/ --format hf -o my-dataset/                       # data/train-*.parquet + README.md card
+  forge export curated/ --format messages --reasoning think -o trl/   # TRL SFTTrainer, <think> reasoning
+  forge export curated/ --format sharegpt --reasoning thought -o lf/  # LLaMA-Factory (dataset_info.json)
+  forge export sft/ --format jsonl --reasoning none -o jsonl/")]
+    Export {
+        #[command(flatten)]
+        config: forge::export::ExportConfig,
+        /// Directory to write
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+    },
     /// Summarise a dataset: rows, and per column nulls, lengths and top values
     #[command(after_help = "Examples:
   forge stats problems/
@@ -267,6 +280,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             Command::InitModel { config, output } => serde_json::json!({ "init_model": config, "output": output }),
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
             Command::Run { pipeline, from } => serde_json::json!({ "run": { "pipeline": pipeline, "from": from } }),
+            Command::Export { config, output } => serde_json::json!({ "export": config, "output": output }),
         };
         let text = serde_json::to_string_pretty(&config)? + "\n";
         std::io::stdout().write_all(text.as_bytes()).context("writing to stdout")?;
@@ -345,6 +359,12 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Filter { config, step, output, .. } => {
             if let Some(outcome) = forge::filter::run(&config, &output, step, &ctx)? {
                 summarise(&outcome, &output, &ctx);
+            }
+        }
+        Command::Export { config, output } => {
+            let rows = forge::export::run(&config, &output)?;
+            if !ctx.quiet {
+                eprintln!("wrote {rows} rows as {:?} to `{}`", config.format, output.display());
             }
         }
         Command::Run { pipeline, from } => {

@@ -7,6 +7,8 @@ mod util;
 mod bad_input;
 /// Reading and writing datasets: formats, casts, shards, atomic writes, kill and resume.
 mod dataset;
+/// `forge export`: every format loads in datasets, pyarrow, polars and DuckDB.
+mod export;
 /// `forge filter`: every rejection reason, sharded = one process, kill and resume, real-data accuracy.
 mod filter;
 /// `forge generate` with tiny random teachers: provenance, batching, resume, bad input.
