@@ -106,8 +106,8 @@ fn resolve(value: &mut toml::Value, outputs: &[(String, PathBuf)]) {
     }
 }
 
-/// Read a pipeline file, with `@name` references resolved.
-pub fn load(path: &Path) -> Result<Pipeline> {
+/// Read a pipeline file, with `@name` references resolved; `dir` replaces the file's `dir`.
+pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
     let text = fs_err::read_to_string(path)?;
     let bad = |e: toml::de::Error| {
         let line = e.span().map(|s| text[..s.start].lines().count().max(1) as u64);
@@ -118,6 +118,9 @@ pub fn load(path: &Path) -> Result<Pipeline> {
         Error::data(location, e.message().to_string())
     };
     let mut value: toml::Value = toml::from_str(&text).map_err(bad)?;
+    if let (Some(d), Some(table)) = (dir, value.as_table_mut()) {
+        table.insert("dir".into(), toml::Value::String(d.display().to_string()));
+    }
     let dir = PathBuf::from(value.get("dir").and_then(|d| d.as_str()).unwrap_or("."));
     let names: Vec<(String, PathBuf)> = value
         .get("stage")

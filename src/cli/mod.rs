@@ -217,13 +217,17 @@ pub enum Command {
     /// Run a pipeline: a declared chain of stages; stages whose settings and inputs are unchanged are skipped
     #[command(after_help = "Examples:
   forge run pipelines/quickstart.toml
-  forge run pipelines/quickstart.toml --from student    # rerun from the stage named `student`")]
+  forge run pipelines/quickstart.toml --from student    # rerun from the stage named `student`
+  forge run pipelines/quickstart.toml --dir /tmp/qs     # write the stages elsewhere")]
     Run {
         /// The pipeline file (TOML: `dir`, then `[[stage]]` tables with a `name` and one stage table)
         pipeline: PathBuf,
         /// Rerun from this stage on, even where outputs are up to date
         #[arg(long, value_name = "STAGE")]
         from: Option<String>,
+        /// Write the stages here instead of the pipeline's `dir`
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Write a dataset in the layouts other trainers read: HF datasets, TRL messages, ShareGPT, JSONL
     #[command(after_help = "Examples:
@@ -279,7 +283,9 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
             }
             Command::InitModel { config, output } => serde_json::json!({ "init_model": config, "output": output }),
             Command::Stats { dataset, json } => serde_json::json!({ "stats": { "dataset": dataset, "json": json } }),
-            Command::Run { pipeline, from } => serde_json::json!({ "run": { "pipeline": pipeline, "from": from } }),
+            Command::Run { pipeline, from, dir } => {
+                serde_json::json!({ "run": { "pipeline": pipeline, "from": from, "dir": dir } })
+            }
             Command::Export { config, output } => serde_json::json!({ "export": config, "output": output }),
         };
         let text = serde_json::to_string_pretty(&config)? + "\n";
@@ -367,8 +373,8 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
                 eprintln!("wrote {rows} rows as {:?} to `{}`", config.format, output.display());
             }
         }
-        Command::Run { pipeline, from } => {
-            let spec = forge::pipeline::load(&pipeline)?;
+        Command::Run { pipeline, from, dir } => {
+            let spec = forge::pipeline::load(&pipeline, dir.as_deref())?;
             let summaries = forge::pipeline::run(&spec, from.as_deref(), &ctx)?;
             if !ctx.quiet {
                 eprintln!("\n{}", forge::pipeline::table(&summaries));
