@@ -127,6 +127,9 @@ pub struct Decoder {
     lm_head: Linear,
     eps: f64,
     inv_freq: Tensor,
+    /// The type activations and matrix products are computed in (f32, or bf16 on a GPU); weights keep
+    /// their own type and are cast where they are used.
+    compute: DType,
     pub config: ModelConfig,
 }
 
@@ -157,15 +160,22 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (b, t, i) = x.dims3()?;
         let x = x.reshape((b * t, i))?;
-        let mut y = x.matmul(&self.weight.t()?)?;
+        let mut y = x.matmul(&cast(&self.weight, x.dtype())?.t()?)?;
         if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
+            y = y.broadcast_add(&cast(bias, x.dtype())?)?;
         }
         if let Some(l) = &self.lora {
-            y = (y + (x.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?;
+            let (a, b) = (cast(&l.a, x.dtype())?, cast(&l.b, x.dtype())?);
+            y = (y + (x.matmul(&a.t()?)?.matmul(&b.t()?)? * l.scale)?)?;
         }
         y.reshape((b, t, ()))
     }
+}
+
+/// `w` in `dtype`: the weights stay f32 (the optimizer's master copy) and are cast where they are used when
+/// the model computes in bf16; `to_dtype` passes the gradient back to the f32 weight.
+fn cast(w: &Tensor, dtype: DType) -> CResult<Tensor> {
+    if w.dtype() == dtype { Ok(w.clone()) } else { w.to_dtype(dtype) }
 }
 
 fn linear(vb: &VarBuilder, inputs: usize, outputs: usize, bias: bool, name: &str) -> CResult<Linear> {
@@ -204,6 +214,7 @@ impl Decoder {
             });
         }
         let norm = vb.get(h, "model.norm.weight")?;
+        let norm_dtype = norm.dtype();
         let lm_head = if config.tie_word_embeddings {
             Linear::new(embed_w.clone(), None)
         } else {
@@ -217,12 +228,18 @@ impl Decoder {
             lm_head,
             eps: config.rms_norm_eps,
             inv_freq,
+            compute: norm_dtype,
             config: config.clone(),
         })
     }
 
     pub fn device(&self) -> &Device {
         self.norm.device()
+    }
+
+    /// Compute in `dtype` (bf16 for mixed-precision training: the weights stay as they are).
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
     }
 
     /// Every linear layer of the blocks with its transformers module path
@@ -274,7 +291,7 @@ impl Decoder {
     ) -> CResult<Tensor> {
         let (b, t) = ids.dims2()?;
         let (cos, sin) = self.rope_tables(positions, b, t)?;
-        let mut x = self.embed.forward(ids)?;
+        let mut x = self.embed.forward(ids)?.to_dtype(self.compute)?;
         let mut cache = cache;
         if let Some(c) = cache.as_deref_mut()
             && c.layers.len() != self.layers.len()
@@ -300,7 +317,7 @@ impl Decoder {
     fn rope_tables(&self, positions: &Tensor, b: usize, t: usize) -> CResult<(Tensor, Tensor)> {
         let pos = positions.to_dtype(DType::F32)?.reshape((b, t, 1))?;
         let angles = pos.broadcast_mul(&self.inv_freq.reshape((1, 1, ()))?)?;
-        let dtype = self.norm.dtype();
+        let dtype = self.compute;
         Ok((angles.cos()?.unsqueeze(1)?.to_dtype(dtype)?, angles.sin()?.unsqueeze(1)?.to_dtype(dtype)?))
     }
 }
@@ -344,7 +361,7 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
     let dtype = x.dtype();
     let x32 = x.to_dtype(DType::F32)?;
     let rms = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    x32.broadcast_div(&rms)?.to_dtype(dtype)?.broadcast_mul(weight)
+    x32.broadcast_div(&rms)?.to_dtype(dtype)?.broadcast_mul(&cast(weight, dtype)?)
 }
 
 /// Rotary embedding, rotate-half layout (as transformers' Qwen2 and Llama).

@@ -114,6 +114,10 @@ pub struct TrainConfig {
     /// LoRA alpha (the update is scaled by alpha / rank); default: twice the rank
     #[arg(long, value_name = "X")]
     pub lora_alpha: Option<f64>,
+    /// The type of activations and matrix products (weights, gradients and AdamW stay f32): default bf16 on
+    /// a GPU, f32 on the CPU (where bf16 is slower)
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub dtype: Option<Precision>,
     /// Layers the adapter targets
     #[arg(long, value_delimiter = ',', default_values_t = crate::model::lora::TARGETS.map(String::from), value_name = "NAMES")]
     #[serde(default = "defaults::targets")]
@@ -164,6 +168,14 @@ mod defaults {
     pub fn targets() -> Vec<String> {
         crate::model::lora::TARGETS.map(String::from).to_vec()
     }
+}
+
+/// The compute type of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    F32,
+    Bf16,
 }
 
 /// Where a training run writes, and whether it may replace or must continue what is there.
@@ -326,7 +338,7 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
         ),
         use_rslora: false,
     });
-    let checkpoint = match &lora {
+    let mut checkpoint = match &lora {
         None => Checkpoint::load(&cfg.model, &device)?,
         Some(adapter) => {
             if adapter.r == 0 {
@@ -338,6 +350,10 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
             Checkpoint { dir: cfg.model.clone(), config, vars, model }
         }
     };
+    let precision = cfg.dtype.unwrap_or(if device.is_cuda() { Precision::Bf16 } else { Precision::F32 });
+    if precision == Precision::Bf16 {
+        checkpoint.model.set_compute_dtype(candle_core::DType::BF16);
+    }
     let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
     let mut state = TrainState::default();
     if let Resume::From(dir) = &resume {

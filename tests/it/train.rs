@@ -288,3 +288,55 @@ fn real_templates_train_the_reply_and_its_end_of_turn_token() {
         assert!(!trained.contains("What is"), "{name}: the prompt is not trained");
     }
 }
+
+/// Mixed precision: with `--dtype bf16` the model computes in bf16 while the weights, their gradients and
+/// AdamW stay f32 (the saved weights are f32 and move by updates far below bf16's resolution); the loss
+/// follows the f32 run closely.
+#[test]
+fn bf16_compute_keeps_f32_master_weights() {
+    let s = Scratch::new();
+    let data = s.path("arith");
+    ok(&[&"synth", &"arith", &"--n", &"120", &"--ops", &"2", &"--seed", &"7", &"-o", &data, &"-q"]);
+    let init = s.path("init");
+    write(&init, Arch::Qwen2, Size::default(), 5).unwrap();
+    let train = |dtype: &str| {
+        let out = s.path(dtype);
+        ok(&[
+            &"train-sft",
+            &"--model",
+            &init,
+            &"--data",
+            &data,
+            &"-o",
+            &out,
+            &"--max-steps",
+            &"6",
+            &"--lr",
+            &"1e-5",
+            &"--batch-tokens",
+            &"1024",
+            &"--max-length",
+            &"256",
+            &"--dtype",
+            &dtype,
+            &"-q",
+        ]);
+        (metrics::read(&out.join("metrics.csv")).unwrap(), Checkpoint::load(&out, &Device::Cpu).unwrap())
+    };
+    let (f32_rows, _) = train("f32");
+    let (bf16_rows, bf16) = train("bf16");
+    for (a, b) in f32_rows.iter().zip(&bf16_rows) {
+        assert!((a.loss - b.loss).abs() < 0.02 * a.loss, "step {}: f32 {} vs bf16 {}", a.step, a.loss, b.loss);
+    }
+    let base = Checkpoint::load(&init, &Device::Cpu).unwrap();
+    let (w, w0) = (bf16.vars.data().lock().unwrap(), base.vars.data().lock().unwrap());
+    let name = "model.layers.0.mlp.up_proj.weight";
+    assert_eq!(w[name].dtype(), candle_core::DType::F32);
+    let before: Vec<f32> = w0[name].as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let after: Vec<f32> = w[name].as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    // half a bf16 step at the weight's magnitude: a pure-bf16 update smaller than this rounds away
+    let half_ulp = |x: f32| 2f32.powi(x.abs().log2().floor() as i32 - 8);
+    let kept = before.iter().zip(&after).filter(|(b, a)| **a != **b && (**a - **b).abs() < half_ulp(**b)).count();
+    assert!(after.iter().zip(&before).all(|(a, b)| a != b), "every weight moved");
+    assert!(kept > before.len() / 4, "updates below bf16's resolution are kept ({kept} of {})", before.len());
+}
