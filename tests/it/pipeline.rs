@@ -107,3 +107,19 @@ fn pipelines_run_skip_and_rerun_what_changed() {
     assert_eq!(code, 2);
     assert!(stderr.contains("p.toml") && stderr.contains("bogus"), "{stderr}");
 }
+
+/// Every pipeline in `pipelines/` parses into stages with one stage table each and known settings.
+#[test]
+fn committed_pipelines_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let p = forge::pipeline::load(&path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(p.stages.len() >= 5, "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2);
+}
