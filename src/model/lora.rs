@@ -193,17 +193,6 @@ pub fn merge_dir(adapter: &Path, base: Option<&Path>, out: &Path) -> Result<()> 
         tensors.insert(name, w.to_dtype(dtype).map_err(candle)?);
     }
     fs_err::create_dir_all(out)?;
-    for name in [
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
-        if base.join(name).exists() {
-            crate::dataset::write_atomic(&out.join(name), &fs_err::read(base.join(name))?)?;
-        }
-    }
+    super::copy_config_files(&base, out, |_| false)?;
     super::save_safetensors(&tensors, &out.join("model.safetensors"))
 }

@@ -117,6 +117,26 @@ impl Checkpoint {
     }
 }
 
+/// The files of a checkpoint besides its weights: what a trained or merged model copies from its base.
+pub const CONFIG_FILES: [&str; 6] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// Copy the [`CONFIG_FILES`] that `from` has into `to`, except those `skip` says.
+pub fn copy_config_files(from: &Path, to: &Path, skip: impl Fn(&str) -> bool) -> Result<()> {
+    for name in CONFIG_FILES.into_iter().filter(|n| !skip(n)) {
+        if from.join(name).exists() {
+            crate::dataset::write_atomic(&to.join(name), &fs_err::read(from.join(name))?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Save tensors as safetensors with the metadata transformers and peft write (`{"format": "pt"}`; older
 /// transformers reject files without it), atomically.
 pub fn save_safetensors(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<()> {

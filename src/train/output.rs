@@ -47,15 +47,6 @@ struct InProgress {
 
 const IN_PROGRESS: &str = ".forge-train.json";
 const REPORT: &str = "train-report.json";
-/// Files of the base checkpoint copied into the output as they are.
-const COPIED: [&str; 6] = [
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-];
 /// Everything a run writes (what `--overwrite` may remove).
 const WRITTEN: [&str; 8] = [
     "model.safetensors",
@@ -82,7 +73,7 @@ pub fn fingerprint(cfg: &TrainConfig, data: &[Input], eval: Option<&Input>) -> R
 }
 
 fn is_ours(name: &str) -> bool {
-    WRITTEN.contains(&name) || COPIED.contains(&name) || name.starts_with('.')
+    WRITTEN.contains(&name) || crate::model::CONFIG_FILES.contains(&name) || name.starts_with('.')
 }
 
 /// Decide between a fresh run, a resumed one and a finished one, and mark the directory as this run's.
@@ -225,12 +216,7 @@ pub fn finish(
             save_tensors(&weights(checkpoint, dtype)?, &out.join("model.safetensors"))?;
         }
     }
-    for name in COPIED.iter().filter(|n| lora.is_none() || **n != "config.json") {
-        let from = base.join(name);
-        if from.exists() {
-            crate::dataset::write_atomic(&out.join(name), &fs_err::read(&from)?)?;
-        }
-    }
+    crate::model::copy_config_files(base, out, |name| lora.is_some() && name == "config.json")?;
     super::metrics::plot(out)?;
     crate::dataset::write_atomic(&out.join(REPORT), &serde_json::to_vec_pretty(report).expect("json"))?;
     let root = checkpoints_dir(out);
