@@ -7,7 +7,7 @@
 //!
 //! Every stage reads a dataset and writes a dataset ([`dataset`]); each stage module exposes a config
 //! struct shared by its CLI flags and pipeline TOML, and a `run` function returning the output's
-//! manifest with its [`report::StageReport`].
+//! manifest with its [`report::StageReport`]. [`pipeline`] chains the stages from a TOML file.
 
 /// Serialize a type as its `Display` text and read it back with `FromStr`, so flags, pipeline TOML and
 /// manifests all write it the same way (`"3/8"`, `"0.1:0.9"`).

@@ -20,9 +20,12 @@ use forge::{Context, Outcome, OutputArgs};
     name = "forge",
     version,
     about = "Make reasoning data and train on it",
-    long_about = "Make reasoning data and train on it. Today: import or synthesise problems, verify model \
-                  outputs, summarise datasets; teacher generation, curation, journey data and training come next.\n\n\
-                  Every stage reads and writes datasets: directories of Parquet shards plus manifest.json."
+    long_about = "Make reasoning data and train on it: import or synthesise problems, generate solutions with a \
+                  teacher, verify and curate them, weave in verified wrong-then-corrected steps (journey), \
+                  train a student (full or LoRA) and evaluate it; `forge run` chains the stages from a TOML \
+                  pipeline, `forge export` writes what other trainers read.\n\n\
+                  Every stage reads and writes datasets: directories of Parquet shards plus manifest.json. \
+                  Start with `forge run pipelines/quickstart.toml`."
 )]
 pub struct Cli {
     /// Print nothing but errors: no progress bars, no summaries

@@ -280,7 +280,8 @@ pub(crate) fn candle_err(e: candle_core::Error) -> Error {
     Error::usage(format!("training: {e}"))
 }
 
-/// Run (or resume) a training run; `Ok(None)` when `out` already holds this run's finished result.
+/// Run (or resume) a training run; the flag is false when `out` already held this run's finished result
+/// (then nothing was done).
 pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<(TrainReport, bool)> {
     if cfg.batch_tokens == 0 || cfg.micro_batch_tokens == 0 || cfg.max_length < 2 {
         return Err(Error::usage("`--batch-tokens`, `--micro-batch-tokens` and `--max-length` must be positive"));
