@@ -104,7 +104,8 @@ pub enum Command {
                       table: `messages`, `prompt`/`completion`, and `segments` labelling each span as step, \
                       error, detect, fix, verify or final, with a `train` flag). `--strategy synthetic` \
                       writes, at each checkable step and with probability `--error-rate`, a wrong version of \
-                      the step (arithmetic slip, wrong operand, wrong operator, misread number), then a \
+                      the step (arithmetic slip, wrong operand, wrong operator, misread number, a quantity \
+                      used before it is computed), then a \
                       detection stating the recomputation, then the correct step; `--strategy verify` writes \
                       clean solutions with checks that confirm correct steps. Every error is rejected by the \
                       step checker, every fix accepted and every final answer verified, or the row is not \

@@ -26,11 +26,13 @@ pub enum ErrorType {
     Operator,
     /// An operand with a digit changed (`14` read as `41` or `15`).
     Misread,
+    /// A later quantity started before what it needs is computed (iGSM; Physics of LMs 2.2's retry error).
+    Unavailable,
 }
 
 impl ErrorType {
-    pub const ALL: [ErrorType; 4] =
-        [ErrorType::Arithmetic, ErrorType::Operand, ErrorType::Operator, ErrorType::Misread];
+    pub const ALL: [ErrorType; 5] =
+        [ErrorType::Arithmetic, ErrorType::Operand, ErrorType::Operator, ErrorType::Misread, ErrorType::Unavailable];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +40,7 @@ impl ErrorType {
             ErrorType::Operand => "operand",
             ErrorType::Operator => "operator",
             ErrorType::Misread => "misread",
+            ErrorType::Unavailable => "unavailable",
         }
     }
 }
@@ -56,6 +59,7 @@ pub fn corrupt(calc: &Calc, kind: ErrorType, numbers: &[i128], rng: &mut Rng) ->
     let operand_at: Vec<usize> =
         tokens.iter().enumerate().filter(|(_, t)| t.parse::<i128>().is_ok()).map(|(i, _)| i).collect();
     let wrong = match kind {
+        ErrorType::Unavailable => return None, // not a change of the calculation: see `premature`
         ErrorType::Arithmetic => {
             let right: i128 = calc.result.parse().ok()?;
             let delta = [1i128, 2, 3, 10][rng.below(4) as usize] * if rng.chance(0.5) { 1 } else { -1 };
@@ -187,6 +191,54 @@ const WAIT: [&str; 5] = [
     "That doesn't look right: the calculation should be {expr} = {result}.",
 ];
 
+/// The quantity an iGSM-style step defines (`Define c as ...`).
+fn defines(text: &str) -> Option<&str> {
+    text.strip_prefix("Define ")?.split_once(" as ").map(|(v, _)| v)
+}
+
+/// The quantities a step's formula uses (`c = a - b = ...` uses `a` and `b`).
+fn uses<'a>(text: &'a str, var: &str) -> Vec<&'a str> {
+    let marker = format!(". {var} = ");
+    let Some(at) = text.find(&marker) else { return Vec::new() };
+    let formula = &text[at + marker.len()..];
+    let formula = formula.split(" = ").next().unwrap_or_default().trim_end_matches('.');
+    formula
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_lowercase()))
+        .collect()
+}
+
+/// At step `i`, a later step written too early: its definition and formula, which use a quantity not yet
+/// computed; returns the written text and that quantity. The checker rejects it because the quantity is
+/// defined at step `i` or later.
+fn premature(steps: &[Step], i: usize, rng: &mut Rng) -> Option<(String, String)> {
+    let defined_later: Vec<&str> = steps[i..].iter().filter_map(|s| defines(&s.text)).collect();
+    let candidates: Vec<(usize, &str)> = (i + 1..steps.len())
+        .filter_map(|j| {
+            let var = defines(&steps[j].text)?;
+            uses(&steps[j].text, var).into_iter().find(|u| defined_later.contains(u)).map(|u| (j, u))
+        })
+        .collect();
+    let &(j, missing) = pick(&candidates, rng)?;
+    let text = &steps[j].text;
+    let var = defines(text)?;
+    let marker = format!(". {var} = ");
+    let start = text.find(&marker)? + marker.len();
+    let end = text[start..].find(" = ").map_or(text.len(), |e| start + e);
+    Some((format!("{}.", text[..end].trim_end_matches('.')), missing.to_string()))
+}
+
+/// Does `text` use a quantity not among `known`? (the checker of an `unavailable` error)
+pub fn uses_unknown(text: &str, known: &[&str]) -> bool {
+    defines(text).is_some_and(|v| uses(text, v).iter().any(|u| !known.contains(u)))
+}
+
+const NOT_YET: [&str; 3] = [
+    "Wait, {missing} is not computed yet, so this cannot be done now.",
+    "Hmm, that needs {missing}, which I have not worked out yet. Back up.",
+    "Wait, I don't know {missing} yet.",
+];
+
 /// Surface forms of a verification that confirms a correct step.
 const VERIFY: [&str; 4] = [
     "Let me verify: {expr} = {result}. Correct.",
@@ -236,21 +288,36 @@ pub fn build(steps: &[Step], numbers: &[i128], knobs: &Knobs, rng: &mut Rng) -> 
             && !knobs.types.is_empty()
             && rng.chance(knobs.error_rate)
         {
-            let kind = *rng.pick(knobs.types);
-            if let Some(wrong) = corrupt(calc, kind, numbers, rng)
-                && let Some(text) = rewrite(step, calc, &wrong)
-            {
-                let detect = if knobs.back_token {
-                    "[BACK]".to_string()
-                } else {
-                    fill(rng.pick::<&str>(&WAIT), calc, Some(&wrong))
-                };
+            // the error types in random order: the first that fits this step is written
+            let mut kinds = knobs.types.to_vec();
+            rng.shuffle(&mut kinds);
+            let known: Vec<&str> = steps[..i].iter().filter_map(|s| defines(&s.text)).collect();
+            let made = kinds.into_iter().find_map(|kind| {
+                if kind == ErrorType::Unavailable {
+                    let (text, missing) = premature(steps, i, rng)?;
+                    let detect = if knobs.back_token {
+                        "[BACK]".into()
+                    } else {
+                        rng.pick::<&str>(&NOT_YET).replace("{missing}", &missing)
+                    };
+                    let checked =
+                        uses_unknown(&text, &known) && !uses_unknown(&step.text, &known) && accepts(calc, calc);
+                    return Some((kind, text.clone(), detect, text, checked));
+                }
+                let wrong = corrupt(calc, kind, numbers, rng)?;
+                let text = rewrite(step, calc, &wrong)?;
+                let detect =
+                    if knobs.back_token { "[BACK]".into() } else { fill(rng.pick::<&str>(&WAIT), calc, Some(&wrong)) };
+                let checked = !accepts(&wrong, calc) && accepts(calc, calc);
+                Some((kind, text, detect, format!("{} = {}", wrong.expr, wrong.result), checked))
+            });
+            if let Some((kind, text, detect, written, checked)) = made {
                 inserted.push(Inserted {
                     step: i,
                     kind,
-                    written: format!("{} = {}", wrong.expr, wrong.result),
+                    written,
                     expected: format!("{} = {}", calc.expr, calc.result),
-                    checked: !accepts(&wrong, calc) && accepts(calc, calc),
+                    checked,
                 });
                 segs.push(Seg { kind: Kind::Error, text, train: !knobs.mask_errors });
                 segs.push(Seg { kind: Kind::Detect, text: detect, train: true });
@@ -289,7 +356,7 @@ mod tests {
         let numbers = [3i128, 7, 11, 12, 14, 22, 45];
         for (k, c) in calcs.iter().enumerate() {
             assert!(accepts(c, c), "{c:?}");
-            for kind in ErrorType::ALL {
+            for kind in ErrorType::ALL.into_iter().filter(|&k| k != ErrorType::Unavailable) {
                 let mut made = 0;
                 for seed in 0..50 {
                     let mut rng = Rng::for_row(seed, "t", k as u64);
@@ -326,6 +393,28 @@ mod tests {
                 None => assert_eq!(text, want, "{text}: not found"),
             }
         }
+    }
+
+    /// An `unavailable` error writes a later step whose formula needs a quantity not computed yet; the
+    /// checker rejects it, and accepts the step that belongs here.
+    #[test]
+    fn premature_steps_use_what_is_not_known_yet() {
+        let step = |t: &str| Step { text: t.into(), calcs: vec![] };
+        let steps = [
+            step("Define a as the number of cups. a = 12."),
+            step("Define b as the number of pens. b = 5."),
+            step("Define c as the number of bags. c = a + b = (12 + 5) % 23 = 17."),
+            step("Define d as the number of hats. d = c * a = (17 * 12) % 23 = 20."),
+        ];
+        assert_eq!(uses(&steps[3].text, "d"), ["c", "a"]);
+        let mut rng = Rng::for_row(1, "t", 0);
+        let (text, missing) = premature(&steps, 2, &mut rng).unwrap();
+        assert_eq!(text, "Define d as the number of hats. d = c * a.");
+        assert_eq!(missing, "c");
+        let known = ["a", "b"];
+        assert!(uses_unknown(&text, &known));
+        assert!(!uses_unknown(&steps[2].text, &known));
+        assert!(premature(&steps, 3, &mut rng).is_none(), "nothing comes after the last step");
     }
 
     #[test]

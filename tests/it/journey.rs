@@ -79,6 +79,17 @@ fn synthetic_journeys_keep_their_guarantees_on_every_task() {
                 if kind == "error" {
                     errors += 1;
                     let written = inserted[k]["written"].as_str().unwrap();
+                    if inserted[k]["type"] == "unavailable" {
+                        // the detection names a quantity the reply defines only later
+                        let later: String = texts[i + 1..].iter().map(|t| t.1.as_str()).collect::<Vec<_>>().join("\n");
+                        let before: String = texts[..i].iter().map(|t| t.1.as_str()).collect::<Vec<_>>().join("\n");
+                        let named = texts[i + 1].1.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+                            w.len() == 1
+                                && later.contains(&format!("Define {w} as"))
+                                && !before.contains(&format!("Define {w} as"))
+                        });
+                        assert!(named, "{task}: {:?} after {text:?}", texts[i + 1].1);
+                    }
                     let expected = inserted[k]["expected"].as_str().unwrap();
                     k += 1;
                     assert!(text.contains(written), "{task}: {text:?} holds {written:?}");
