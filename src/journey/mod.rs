@@ -84,12 +84,13 @@ pub fn render(segs: &[Seg]) -> (String, Vec<SegmentSpan>) {
 }
 
 /// The last line of a solution: the final answer in `\boxed{}` (Countdown: the expression).
-pub fn answer_line(problem: &Problem) -> Option<String> {
-    let answer = if problem.domain == "countdown" {
-        let meta: serde_json::Value = serde_json::from_str(&problem.metadata).ok()?;
+/// `None` without one (no gold; a Countdown problem without `solution` in its metadata).
+pub fn answer_line(domain: &str, gold: Option<&str>, metadata: &str) -> Option<String> {
+    let answer = if domain == "countdown" {
+        let meta: serde_json::Value = serde_json::from_str(metadata).ok()?;
         meta["solution"].as_str()?.to_string()
     } else {
-        problem.gold.clone()?
+        gold?.to_string()
     };
     Some(format!("The answer is \\boxed{{{answer}}}."))
 }
@@ -194,7 +195,7 @@ fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Resul
     if !steps.iter().any(|s| !s.calcs.is_empty()) {
         return Err(NO_STEPS);
     }
-    let answer = answer_line(problem).ok_or(NO_ANSWER)?;
+    let answer = answer_line(&problem.domain, problem.gold.as_deref(), &problem.metadata).ok_or(NO_ANSWER)?;
     let mut rng = Rng::for_row(cfg.seed, "journey", index);
     let journey = rng.chance(cfg.journey_share);
     let verify = cfg.verify_share.unwrap_or(if cfg.strategy == Strategy::Verify { 0.4 } else { 0.0 });

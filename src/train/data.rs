@@ -131,24 +131,15 @@ pub fn reference_solution(domain: &str, steps: &[Step], fields: &Map<String, Val
     if domain == "code" {
         return Ok(format!("```python\n{}\n```", text.join("\n")));
     }
-    let answer = if domain == "countdown" {
-        let metadata: Value = fields
-            .get("metadata")
-            .and_then(Value::as_str)
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
-        metadata["solution"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or(("metadata", "a countdown problem needs `solution` in its metadata".to_string()))?
-    } else {
-        fields
-            .get("gold")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or(("gold", "a problem without `gold` has no reference answer".to_string()))?
-    };
-    Ok(format!("{}\nThe answer is \\boxed{{{answer}}}.", text.join("\n")))
+    let text_of = |k: &str| fields.get(k).and_then(Value::as_str);
+    let answer = crate::journey::answer_line(domain, text_of("gold"), text_of("metadata").unwrap_or_default()).ok_or(
+        if domain == "countdown" {
+            ("metadata", "a countdown problem needs `solution` in its metadata".to_string())
+        } else {
+            ("gold", "a problem without `gold` has no reference answer".to_string())
+        },
+    )?;
+    Ok(format!("{}\n{answer}", text.join("\n")))
 }
 
 /// Renders conversations with a checkpoint's chat template and tokenizer.
