@@ -21,6 +21,7 @@ fn rows() -> Vec<Problem> {
         modulus: forge::synth::DEFAULT_MODULUS,
         distractors: 0,
         max_operand: forge::synth::DEFAULT_MAX_OPERAND,
+        names: Default::default(),
     };
     (0..ROWS).map(|i| cfg.problem(Task::Arith.default_ops(), i)).collect()
 }

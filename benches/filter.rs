@@ -16,6 +16,7 @@ pub fn throughput(c: &mut Criterion) {
         modulus: forge::synth::DEFAULT_MODULUS,
         distractors: forge::synth::DEFAULT_DISTRACTORS,
         max_operand: forge::synth::DEFAULT_MAX_OPERAND,
+        names: Default::default(),
     };
     let docs: Vec<String> = (0..cfg.n).map(|i| cfg.problem(Task::Igsm.default_ops(), i).prompt).collect();
     let bytes: usize = docs.iter().map(String::len).sum();

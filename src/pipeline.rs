@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Manifest, Shard, WriteOptions};
+use crate::dataset::{Input, Manifest, Shard, WriteOptions};
 use crate::error::{Error, Location, Result};
 use crate::{Context, Outcome, OutputArgs};
 
@@ -190,7 +190,9 @@ fn run_stage(stage: &Stage, out: &Path, ctx: &Context) -> Result<StageSummary> {
         Some(crate::journey::run(c, &output, ctx)?)
     } else if let Some(c) = &stage.init_model {
         let marker = out.join(".forge-init.json");
-        let wanted = serde_json::to_string(c).expect("json");
+        // the settings, and the content of the datasets a tokenizer is trained on
+        let inputs: Vec<_> = c.tokenizer_data.iter().map(|d| Input::open(d)?.reference()).collect::<Result<_>>()?;
+        let wanted = serde_json::to_string(&(c, inputs)).expect("json");
         if marker.exists() && fs_err::read_to_string(&marker)? == wanted {
             summary.status = "skipped".into();
         } else {

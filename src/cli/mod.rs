@@ -107,16 +107,21 @@ pub enum Command {
                       the step (arithmetic slip, wrong operand, wrong operator, misread number, a quantity \
                       used before it is computed), then a \
                       detection stating the recomputation, then the correct step; `--strategy verify` writes \
-                      clean solutions with checks that confirm correct steps. Every error is rejected by the \
+                      clean solutions with checks that confirm correct steps; `--strategy splice` takes a \
+                      teacher's traces and, for a problem with a wrong and a right sample, writes the wrong one \
+                      up to its first failing calculation (or its wrong answer), a transition that says what \
+                      failed, then the right one. Every error is rejected by the \
                       step checker, every fix accepted and every final answer verified, or the row is not \
                       written (the report counts it). Input: problems with reference steps that carry \
-                      calculations (`forge synth`, GSM8K imported with `--preset gsm8k`).",
+                      calculations (`forge synth`, GSM8K imported with `--preset gsm8k`); for `splice`, \
+                      traces from `forge generate` with several samples per problem.",
         after_help = "Examples:
   forge journey --input igsm/ --error-rate 0.5 -o sft/
   forge journey --input igsm/ --error-rate 0.5 --mask-errors -o sft-masked/
   forge journey --input gsm8k-train/ --error-rate 0.2 --marker back --error-types arithmetic,operand -o sft/
   forge journey --input igsm/ --strategy verify --verify-share 0.4 -o sft-verify/
-  forge journey --input igsm/ --error-rate 0 -o sft-clean/          # clean solutions, same format"
+  forge journey --input igsm/ --error-rate 0 -o sft-clean/          # clean solutions, same format
+  forge journey --input traces/ --strategy splice -o sft-splice/     # traces of `forge generate -n 4`"
     )]
     Journey {
         #[command(flatten)]

@@ -8,13 +8,16 @@
 //! is counted in the report.
 //!
 //! Strategies today: `synthetic` (retries on checkable steps of `forge synth` problems and GSM8K's
-//! calculator annotations: [`synthetic`]) and `verify` (clean solutions with checks that confirm correct
-//! work). Splices of sampled traces and teacher-written corrections are not built yet.
+//! calculator annotations: [`synthetic`]), `verify` (clean solutions with checks that confirm correct
+//! work) and `splice` (a teacher's wrong sample cut at its first failing step, then a right sample of
+//! the same problem: [`splice`]). Teacher-written corrections are not built yet.
 //!
 //! ```text
 //! forge journey --input igsm/ --error-rate 0.5 -o sft/
+//! forge journey --input traces/ --strategy splice -o sft-splice/
 //! ```
 
+pub mod splice;
 pub mod synthetic;
 
 use std::path::PathBuf;
@@ -22,7 +25,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentSpan, SftRow, Start, TableKind};
+use crate::dataset::{
+    ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentSpan, SftRow, Start, TableKind, Trace,
+};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::report::StageReport;
@@ -102,6 +107,9 @@ pub enum Strategy {
     Synthetic,
     /// Clean solutions with checks that confirm correct steps (the control for "Wait" meaning "error")
     Verify,
+    /// A teacher's wrong sample up to its first failing step, a transition, then a right sample of the same
+    /// problem (input: traces from `forge generate` with several samples per problem)
+    Splice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -116,7 +124,8 @@ pub enum Marker {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct JourneyConfig {
-    /// Problems with reference steps that carry calculations (`forge synth`, `forge import --preset gsm8k`)
+    /// Problems with reference steps that carry calculations (`forge synth`, `forge import --preset gsm8k`);
+    /// with `--strategy splice`, traces from `forge generate`
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
     #[arg(long, value_enum, default_value_t = Strategy::Synthetic)]
@@ -146,6 +155,12 @@ pub struct JourneyConfig {
     #[arg(long, value_enum, default_value_t = Marker::Wait)]
     #[serde(default = "defaults::marker")]
     pub marker: Marker,
+    /// Notice a wrong calculation this many steps late: the steps after it that do not need its result are
+    /// written first, then the detection names the earlier step and the fix redoes it (fewer steps where
+    /// the next one needs the wrong result; `unavailable` errors are always noticed at once)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[serde(default)]
+    pub detect_after: u32,
     /// Leave the wrong steps out of the loss (`train = false` on error segments)
     #[arg(long)]
     #[serde(default)]
@@ -183,6 +198,9 @@ mod defaults {
 const NO_STEPS: &str = "no_checkable_steps";
 const NO_ANSWER: &str = "no_answer";
 const CHECK_FAILED: &str = "check_failed";
+const NO_WRONG: &str = "no_wrong_sample";
+const NO_RIGHT: &str = "no_right_sample";
+const NOTHING_BEFORE: &str = "nothing_before_the_failure";
 
 /// The numbers of a problem's text: wrong operands come from here.
 fn numbers(text: &str) -> Vec<i128> {
@@ -206,28 +224,13 @@ fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Resul
         verify_rate: if journey { verify } else { 0.0 },
         back_token: cfg.marker == Marker::Back,
         mask_errors: cfg.mask_errors,
+        detect_after: cfg.detect_after,
     };
     let (mut segs, inserted) = synthetic::build(steps, &numbers(&problem.prompt), &knobs, &mut rng);
     segs.push(Seg { kind: Kind::Final, text: answer, train: true });
-    let (reply, spans) = render(&segs);
-    let verdict = verify_trace(
-        &TraceRef {
-            domain: &problem.domain,
-            gold: problem.gold.as_deref(),
-            output: &reply,
-            prompt: None,
-            metadata: Some(&problem.metadata),
-            finish_reason: None,
-        },
-        &VerifySettings::default(),
-    );
-    let final_ok = verdict.is_ok_and(|v| v.correct);
-    if !final_ok || !inserted.iter().all(|e| e.checked) {
+    if !inserted.iter().all(|e| e.checked) {
         return Err(CHECK_FAILED);
     }
-    let user = crate::generate::default_template(&problem.domain).replace("{prompt}", &problem.prompt);
-    let prompt = vec![ChatMessage { role: "user".into(), content: user }];
-    let completion = vec![ChatMessage { role: "assistant".into(), content: reply }];
     let metadata = serde_json::json!({
         "strategy": cfg.strategy,
         "journey": journey,
@@ -235,22 +238,102 @@ fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Resul
         "verify_share": knobs.verify_rate,
         "marker": cfg.marker,
         "mask_errors": cfg.mask_errors,
+        "detect_after": cfg.detect_after,
         "errors": inserted,
         "verifies": segs.iter().filter(|s| s.kind == Kind::Verify).count(),
         "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
     });
+    let p = problem;
+    sft_row(&p.id, &p.id, &p.source, &p.domain, &p.prompt, p.gold.as_deref(), &p.metadata, &segs, metadata)
+}
+
+/// The `sft` row of a solution `segs` to `problem` (the bare problem text, asked under `forge generate`'s
+/// instruction for its domain), if its final answer verifies.
+#[allow(clippy::too_many_arguments)]
+fn sft_row(
+    id: &str,
+    problem_id: &str,
+    source: &str,
+    domain: &str,
+    problem: &str,
+    gold: Option<&str>,
+    problem_metadata: &str,
+    segs: &[Seg],
+    metadata: serde_json::Value,
+) -> std::result::Result<SftRow, &'static str> {
+    let (reply, spans) = render(segs);
+    let trace =
+        TraceRef { domain, gold, output: &reply, prompt: None, metadata: Some(problem_metadata), finish_reason: None };
+    if !verify_trace(&trace, &VerifySettings::default()).is_ok_and(|v| v.correct) {
+        return Err(CHECK_FAILED);
+    }
+    let user = crate::generate::default_template(domain).replace("{prompt}", problem);
+    let prompt = vec![ChatMessage { role: "user".into(), content: user }];
+    let completion = vec![ChatMessage { role: "assistant".into(), content: reply }];
     Ok(SftRow {
-        id: problem.id.clone(),
-        problem_id: problem.id.clone(),
-        source: problem.source.clone(),
-        domain: problem.domain.clone(),
+        id: id.to_string(),
+        problem_id: problem_id.to_string(),
+        source: source.to_string(),
+        domain: domain.to_string(),
         messages: [prompt.clone(), completion.clone()].concat(),
         prompt,
         completion,
         segments: spans,
-        gold: problem.gold.clone(),
+        gold: gold.map(str::to_string),
         metadata: metadata.to_string(),
     })
+}
+
+/// The splice row of one problem's samples, or the reason there is none.
+fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result::Result<SftRow, &'static str> {
+    let settings = VerifySettings::default();
+    let verdict = |t: &Trace| {
+        verify_trace(
+            &TraceRef {
+                domain: &t.domain,
+                gold: t.gold.as_deref(),
+                output: &t.completion,
+                prompt: None,
+                metadata: Some(&t.metadata),
+                finish_reason: Some(&t.finish_reason),
+            },
+            &settings,
+        )
+        .ok()
+    };
+    let judged: Vec<_> = samples.iter().map(|t| (t, verdict(t))).collect();
+    // a wrong sample must state an answer, and not merely have been cut short
+    let wrong: Vec<(&Trace, String)> = judged
+        .iter()
+        .filter_map(|(t, v)| {
+            let v = v.as_ref()?;
+            (!v.correct && !v.truncated).then_some((*t, v.extracted.clone()?))
+        })
+        .collect();
+    let right: Vec<&Trace> =
+        judged.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| v.correct)).map(|(t, _)| *t).collect();
+    if right.is_empty() {
+        return Err(NO_RIGHT);
+    }
+    if wrong.is_empty() {
+        return Err(NO_WRONG);
+    }
+    let mut rng = Rng::for_row(cfg.seed, "splice", index);
+    let (w, answer) = rng.pick(&wrong);
+    let r = *rng.pick(&right);
+    let (segs, cut) = splice::build(w, answer, r, cfg.mask_errors, &mut rng).ok_or(NOTHING_BEFORE)?;
+    let metadata = serde_json::json!({
+        "strategy": cfg.strategy,
+        "journey": true,
+        "mask_errors": cfg.mask_errors,
+        "wrong_sample": w.sample_index,
+        "right_sample": r.sample_index,
+        "teacher": r.teacher,
+        "cut": cut,
+        "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
+    });
+    let id = format!("{}-splice", r.problem_id);
+    sft_row(&id, &r.problem_id, &r.source, &r.domain, &r.prompt, r.gold.as_deref(), &r.metadata, &segs, metadata)
 }
 
 pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
@@ -268,6 +351,35 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
     };
     let progress = Progress::rows("journey", range.end - range.start, ctx.quiet);
     let mut report = StageReport::new("journey", 0, 0, 0.0);
+    if cfg.strategy == Strategy::Splice {
+        // one row per problem: its samples, in the order the problems first appear
+        let (mut groups, mut at) = (Vec::<Vec<Trace>>::new(), std::collections::HashMap::new());
+        for batch in input.rows_of::<Trace>(TableKind::Traces, range) {
+            for t in batch? {
+                let i = *at.entry(t.problem_id.clone()).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[i].push(t);
+            }
+        }
+        // a row per problem: the report counts problems in, rows out and problems rejected
+        report.rows_in = groups.len() as u64;
+        let mut rows = Vec::new();
+        for (i, samples) in groups.iter().enumerate() {
+            match splice_row(cfg, samples, i as u64) {
+                Ok(r) => rows.push(r),
+                Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
+            }
+            progress.inc(samples.len() as u64);
+        }
+        report.rows_out = rows.len() as u64;
+        writer.write_rows(&rows)?;
+        progress.finish();
+        report.seconds = started.elapsed().as_secs_f64();
+        report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
+        return Ok(Outcome::Written(writer.finish(report)?));
+    }
     let mut index = range.start;
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
         let problems = batch?;

@@ -191,6 +191,13 @@ const WAIT: [&str; 5] = [
     "That doesn't look right: the calculation should be {expr} = {result}.",
 ];
 
+/// Detections written after other steps: they say which step was wrong.
+const LATE: [&str; 3] = [
+    "Wait, going back a few steps: {wrong_expr} = {wrong_result} was wrong. {expr} = {result}.",
+    "Hmm, an earlier step is off: {expr} = {result}, not {wrong_result}. Fixing it.",
+    "Wait, I made a mistake earlier: {wrong_expr} is not {expr}, which is {result}.",
+];
+
 /// The quantity an iGSM-style step defines (`Define c as ...`).
 fn defines(text: &str) -> Option<&str> {
     text.strip_prefix("Define ")?.split_once(" as ").map(|(v, _)| v)
@@ -264,6 +271,8 @@ pub struct Knobs<'a> {
     /// `[BACK]` instead of a sentence.
     pub back_token: bool,
     pub mask_errors: bool,
+    /// Correct steps written, at most, between an error and its detection.
+    pub detect_after: u32,
 }
 
 /// An error the solution contains, for provenance.
@@ -276,12 +285,27 @@ pub struct Inserted {
     pub expected: String,
     /// The checker rejected the wrong step and accepted the fix.
     pub checked: bool,
+    /// Correct steps written between the error and its detection.
+    pub detected_after: u32,
+}
+
+/// Does `later` need the result of `earlier`? iGSM steps say which quantities they use; other steps are
+/// taken to need it when its result is among their operands, or when they carry no calculation to tell.
+fn depends(later: &Step, earlier: &Step) -> bool {
+    if let (Some(var), Some(defined)) = (defines(&later.text), defines(&earlier.text)) {
+        return uses(&later.text, var).contains(&defined);
+    }
+    let Some(result) = earlier.calcs.last().map(|c| c.result.as_str()) else { return true };
+    later.calcs.is_empty() || later.calcs.iter().any(|c| split(&c.expr).iter().any(|t| t == result))
 }
 
 /// The segments of one solution built from `steps`, and the errors in it.
 pub fn build(steps: &[Step], numbers: &[i128], knobs: &Knobs, rng: &mut Rng) -> (Vec<Seg>, Vec<Inserted>) {
     let (mut segs, mut inserted) = (Vec::new(), Vec::new());
-    for (i, step) in steps.iter().enumerate() {
+    let mut next = 0;
+    while next < steps.len() {
+        let (i, step) = (next, &steps[next]);
+        next += 1;
         let calc = step.calcs.last();
         if let Some(calc) = calc
             && (inserted.len() as u32) < knobs.max_errors
@@ -302,24 +326,37 @@ pub fn build(steps: &[Step], numbers: &[i128], knobs: &Knobs, rng: &mut Rng) -> 
                     };
                     let checked =
                         uses_unknown(&text, &known) && !uses_unknown(&step.text, &known) && accepts(calc, calc);
-                    return Some((kind, text.clone(), detect, text, checked));
+                    return Some((kind, text.clone(), detect, text, checked, None));
                 }
                 let wrong = corrupt(calc, kind, numbers, rng)?;
                 let text = rewrite(step, calc, &wrong)?;
-                let detect =
-                    if knobs.back_token { "[BACK]".into() } else { fill(rng.pick::<&str>(&WAIT), calc, Some(&wrong)) };
                 let checked = !accepts(&wrong, calc) && accepts(calc, calc);
-                Some((kind, text, detect, format!("{} = {}", wrong.expr, wrong.result), checked))
+                Some((kind, text, String::new(), format!("{} = {}", wrong.expr, wrong.result), checked, Some(wrong)))
             });
-            if let Some((kind, text, detect, written, checked)) = made {
+            if let Some((kind, text, mut detect, written, checked, wrong)) = made {
+                segs.push(Seg { kind: Kind::Error, text, train: !knobs.mask_errors });
+                // noticed late: first the steps that follow and do not need this step's result
+                let mut late = 0;
+                if let Some(wrong) = &wrong {
+                    while late < knobs.detect_after && next < steps.len() && !depends(&steps[next], step) {
+                        segs.push(Seg { kind: Kind::Step, text: steps[next].text.clone(), train: true });
+                        (late, next) = (late + 1, next + 1);
+                    }
+                    let templates: &[&str] = if late > 0 { &LATE } else { &WAIT };
+                    detect = if knobs.back_token {
+                        "[BACK]".into()
+                    } else {
+                        fill(rng.pick::<&str>(templates), calc, Some(wrong))
+                    };
+                }
                 inserted.push(Inserted {
                     step: i,
                     kind,
                     written,
                     expected: format!("{} = {}", calc.expr, calc.result),
                     checked,
+                    detected_after: late,
                 });
-                segs.push(Seg { kind: Kind::Error, text, train: !knobs.mask_errors });
                 segs.push(Seg { kind: Kind::Detect, text: detect, train: true });
                 segs.push(Seg { kind: Kind::Fix, text: step.text.clone(), train: true });
                 continue;
@@ -415,6 +452,51 @@ mod tests {
         assert!(uses_unknown(&text, &known));
         assert!(!uses_unknown(&steps[2].text, &known));
         assert!(premature(&steps, 3, &mut rng).is_none(), "nothing comes after the last step");
+    }
+
+    /// With `detect_after`, the steps that do not need the wrong result come between the error and its
+    /// detection; a step that needs it stops the delay.
+    #[test]
+    fn late_detection_writes_only_independent_steps_first() {
+        let step = |t: &str, c: Option<(&str, &str)>| Step {
+            text: t.into(),
+            calcs: c.map(|(e, r)| vec![calc(e, r)]).unwrap_or_default(),
+        };
+        let steps = [
+            step("Define a as A. a = 3.", None),
+            step("Define b as B. b = a + 2 = (3 + 2) % 7 = 5.", Some(("(3 + 2) % 7", "5"))),
+            step("Define c as C. c = 4.", None),
+            step("Define d as D. d = c * 2 = (4 * 2) % 7 = 1.", Some(("(4 * 2) % 7", "1"))),
+            step("Define e as E. e = b + d = (5 + 1) % 7 = 6.", Some(("(5 + 1) % 7", "6"))),
+        ];
+        let knobs = |detect_after| Knobs {
+            error_rate: 1.0,
+            types: &[ErrorType::Arithmetic],
+            max_errors: 1,
+            verify_rate: 0.0,
+            back_token: false,
+            mask_errors: false,
+            detect_after,
+        };
+        let kinds = |segs: &[Seg]| segs.iter().map(|s| s.kind.name()).collect::<Vec<_>>().join(" ");
+        let (segs, errors) = build(&steps, &[3, 2, 4, 7], &knobs(5), &mut Rng::for_row(1, "t", 0));
+        // b is wrong; c and d do not need it and come first; e needs b, so the detection comes before it
+        assert_eq!(kinds(&segs), "step error step step detect fix step");
+        assert_eq!((errors[0].step, errors[0].detected_after), (1, 2));
+        assert_eq!(segs[5].text, steps[1].text);
+        assert!(
+            segs[4].text.contains("(3 + 2) % 7 = 5") || segs[4].text.contains("(3 + 2) % 7, which is 5"),
+            "{}",
+            segs[4].text
+        );
+        let (segs, errors) = build(&steps, &[3, 2, 4, 7], &knobs(0), &mut Rng::for_row(1, "t", 0));
+        assert_eq!(kinds(&segs), "step error detect fix step step step");
+        assert_eq!(errors[0].detected_after, 0);
+
+        // arithmetic chains: every step needs the one before, so detection is immediate
+        let chain = [step("3 + 4 = 7", Some(("3 + 4", "7"))), step("7 * 2 = 14", Some(("7 * 2", "14")))];
+        let (segs, _) = build(&chain, &[3, 4, 2], &knobs(3), &mut Rng::for_row(1, "t", 0));
+        assert_eq!(kinds(&segs), "error detect fix step");
     }
 
     #[test]

@@ -46,6 +46,44 @@ pub fn tokenizer() -> Result<tokenizers::Tokenizer> {
     Ok(tok)
 }
 
+/// A byte-level BPE tokenizer of `vocab_size` tokens trained on `texts` (GPT-2's pre-tokenizer, every
+/// byte kept as a token so any text encodes), with [`SPECIAL`] first.
+pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::models::bpe::BpeTrainer;
+    let mut tok = tokenizers::Tokenizer::new(BPE::default());
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    let mut trainer: tokenizers::models::TrainerWrapper = BpeTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .special_tokens(SPECIAL.map(|s| AddedToken::from(s, true)).to_vec())
+        .build()
+        .into();
+    tok.train(&mut trainer, texts.iter()).map_err(|e| Error::usage(format!("training the tokenizer: {e}")))?;
+    Ok(tok)
+}
+
+/// The text of every message of the datasets' rows (as `forge train-sft` reads them), or their `prompt`.
+fn corpus(data: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for path in data {
+        let input = crate::dataset::Input::open(path)?;
+        for record in input.records(0..input.rows()) {
+            let record = record?;
+            match crate::train::data::conversation(&record.fields) {
+                Ok(conv) => texts.extend(conv.messages.into_iter().map(|m| m.content)),
+                Err(e) => match record.fields.get("prompt").and_then(|p| p.as_str()) {
+                    Some(prompt) => texts.push(prompt.to_string()),
+                    None => return Err(crate::train::data::located(&record, e)),
+                },
+            }
+        }
+    }
+    Ok(texts)
+}
+
 /// GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + their rank.
 fn byte_char(b: u8) -> char {
     let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
@@ -124,10 +162,23 @@ pub struct InitConfig {
     /// byte-level one
     #[arg(long, value_name = "DIR")]
     pub tokenizer_from: Option<std::path::PathBuf>,
+    /// Train a byte-level BPE tokenizer of `--vocab-size` tokens on the text of these datasets (repeatable)
+    /// instead of using the byte-level one: a from-scratch model then reads several times fewer tokens
+    /// per row
+    #[arg(long, value_name = "DATA", conflicts_with = "tokenizer_from")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokenizer_data: Vec<std::path::PathBuf>,
+    /// Vocabulary size of the trained tokenizer (`--tokenizer-data`), special tokens included
+    #[arg(long, default_value_t = 1024)]
+    #[serde(default = "d1024")]
+    pub vocab_size: usize,
 }
 
 fn qwen2() -> Arch {
     Arch::Qwen2
+}
+fn d1024() -> usize {
+    1024
 }
 fn d64() -> usize {
     64
@@ -161,9 +212,19 @@ pub fn init(cfg: &InitConfig, dir: &Path) -> Result<usize> {
         heads: cfg.heads,
         kv_heads: cfg.kv_heads,
     };
-    match &cfg.tokenizer_from {
-        Some(from) => write_with_tokenizer(dir, cfg.family, size, cfg.seed, from)?,
-        None => write(dir, cfg.family, size, cfg.seed)?,
+    if !cfg.tokenizer_data.is_empty() {
+        if cfg.vocab_size < 256 + SPECIAL.len() {
+            return Err(Error::usage(format!("`--vocab-size` must be at least {}", 256 + SPECIAL.len())));
+        }
+        let texts = corpus(&cfg.tokenizer_data)?;
+        fs_err::create_dir_all(dir)?;
+        write_tokenizer_files(dir, &train_tokenizer(&texts, cfg.vocab_size)?)?;
+        write_with_tokenizer(dir, cfg.family, size, cfg.seed, dir)?;
+    } else {
+        match &cfg.tokenizer_from {
+            Some(from) => write_with_tokenizer(dir, cfg.family, size, cfg.seed, from)?,
+            None => write(dir, cfg.family, size, cfg.seed)?,
+        }
     }
     let vocab = ModelConfig::read(&dir.join("config.json"))?.vocab_size;
     Ok(parameters(cfg.family, size, vocab))
@@ -191,7 +252,7 @@ pub fn write_with_tokenizer(dir: &Path, arch: Arch, size: Size, seed: u64, from:
         .map(|id| serde_json::json!(id));
     Checkpoint::random(&config, seed, &Device::Cpu)?.save(dir)?;
     for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"] {
-        if from.join(name).exists() {
+        if from != dir && from.join(name).exists() {
             fs_err::copy(from.join(name), dir.join(name))?;
         }
     }
@@ -205,7 +266,13 @@ pub fn write_with_tokenizer(dir: &Path, arch: Arch, size: Size, seed: u64, from:
 /// The tokenizer files of a tiny checkpoint (`tokenizer.json`, `tokenizer_config.json`,
 /// `generation_config.json`).
 pub fn write_tokenizer(dir: &Path) -> Result<()> {
-    tokenizer()?.save(dir.join("tokenizer.json"), true).map_err(|e| Error::usage(e.to_string()))?;
+    write_tokenizer_files(dir, &tokenizer()?)
+}
+
+/// `tok` (which knows [`SPECIAL`]) as the tokenizer files of a ChatML checkpoint.
+fn write_tokenizer_files(dir: &Path, tok: &tokenizers::Tokenizer) -> Result<()> {
+    tok.save(dir.join("tokenizer.json"), true).map_err(|e| Error::usage(e.to_string()))?;
+    let id = |t: &str| tok.token_to_id(t).expect("the special tokens are in the vocabulary");
     let config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": null,
@@ -215,7 +282,8 @@ pub fn write_tokenizer(dir: &Path) -> Result<()> {
         "model_max_length": 2048,
     });
     fs_err::write(dir.join("tokenizer_config.json"), serde_json::to_vec_pretty(&config).expect("json"))?;
-    let generation = serde_json::json!({ "eos_token_id": [258, 256], "pad_token_id": 256 });
+    let generation =
+        serde_json::json!({ "eos_token_id": [id(SPECIAL[2]), id(SPECIAL[0])], "pad_token_id": id(SPECIAL[0]) });
     fs_err::write(dir.join("generation_config.json"), serde_json::to_vec_pretty(&generation).expect("json"))?;
     Ok(())
 }
@@ -248,5 +316,56 @@ mod tests {
         let chat = super::super::chat::ChatTemplate::from_dir(dir.path()).unwrap();
         let text = chat.render(&[super::super::chat::Message::new("user", "hi")], true, &Default::default()).unwrap();
         assert_eq!(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn a_trained_tokenizer_compresses_its_corpus_and_round_trips_any_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("rows.jsonl");
+        let rows: Vec<String> = (0..300)
+            .map(|i| {
+                let user = format!("The number of lamps in Maple School is {}. What is it?", i % 23);
+                let reply = format!("Define a as the number of lamps in Maple School. a = {}.", i % 23);
+                serde_json::json!({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]})
+                    .to_string()
+            })
+            .collect();
+        std::fs::write(&data, rows.join("\n")).unwrap();
+        let out = dir.path().join("model");
+        let cfg = InitConfig {
+            family: Arch::Llama,
+            hidden: 32,
+            intermediate: 64,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            seed: 1,
+            tokenizer_from: None,
+            tokenizer_data: vec![data.clone()],
+            vocab_size: 300,
+        };
+        let params = init(&cfg, &out).unwrap();
+        let ck = Checkpoint::load(&out, &Device::Cpu).unwrap();
+        let tok = super::super::tokenizer::Tokenizer::from_dir(&out).unwrap();
+        assert_eq!(ck.config.vocab_size, tok.vocab_size());
+        assert!(tok.vocab_size() <= 300 && tok.vocab_size() > 270, "{}", tok.vocab_size());
+        assert_eq!(
+            params,
+            parameters(
+                Arch::Llama,
+                Size { hidden: 32, intermediate: 64, layers: 1, heads: 2, kv_heads: 1 },
+                tok.vocab_size()
+            )
+        );
+        assert_eq!(tok.eos_ids, vec![2, 0], "<|im_end|>, then <|endoftext|>");
+        let seen = "Define a as the number of lamps in Maple School. a = 7.";
+        let ids = tok.encode(seen).unwrap();
+        assert!(ids.len() * 3 < seen.len(), "{} tokens for {} bytes", ids.len(), seen.len());
+        let unseen = "<|im_start|>user\nZebra ✓ 12345 {}\n\t<|im_end|>";
+        assert_eq!(tok.decode(&tok.encode(unseen).unwrap(), false).unwrap(), unseen);
+
+        let small = InitConfig { vocab_size: 100, ..cfg };
+        let err = init(&small, &dir.path().join("small")).unwrap_err();
+        assert!(err.to_string().contains("at least 259"), "{err}");
     }
 }

@@ -87,7 +87,7 @@ struct Quantity {
 pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     let p = cfg.modulus.max(2);
     let ops = ops.max(1) as usize;
-    let mut names = Names([false; PLACES.len() * THINGS.len()]);
+    let mut names = Names { used: [false; PLACES.len() * THINGS.len()], letters: cfg.names == super::Names::Letters };
     let mut qs: Vec<Quantity> = Vec::new();
     let given = |qs: &mut Vec<Quantity>, rng: &mut Rng, name: String| {
         qs.push(Quantity { name, def: Def::Given, value: rng.below(p), needed: true });
@@ -184,15 +184,32 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     }
 }
 
-/// Distinct quantity names, drawn by rejection: a problem uses a few dozen of the 576 pairs.
-struct Names([bool; PLACES.len() * THINGS.len()]);
+/// Distinct quantity names, drawn by rejection: a problem uses a few dozen of the 576 place-thing pairs,
+/// or of the letters (`A`..`Z`, then `A1`..`Z9` once 26 are taken).
+struct Names {
+    used: [bool; PLACES.len() * THINGS.len()],
+    letters: bool,
+}
 
 impl Names {
     fn next(&mut self, rng: &mut Rng) -> String {
+        let taken = self.used.iter().filter(|&&u| u).count();
+        let pool = if !self.letters {
+            self.used.len()
+        } else if taken < 26 {
+            26
+        } else {
+            260
+        };
+        assert!(taken < pool, "more quantities than names");
         loop {
-            let k = rng.below(self.0.len() as u64) as usize;
-            if !std::mem::replace(&mut self.0[k], true) {
-                return format!("the number of {} in {}", THINGS[k % THINGS.len()], PLACES[k / THINGS.len()]);
+            let k = rng.below(pool as u64) as usize;
+            if !std::mem::replace(&mut self.used[k], true) {
+                return match (self.letters, k / 26) {
+                    (false, _) => format!("the number of {} in {}", THINGS[k % THINGS.len()], PLACES[k / THINGS.len()]),
+                    (true, 0) => char::from(b'A' + k as u8).to_string(),
+                    (true, digit) => format!("{}{digit}", char::from(b'A' + (k % 26) as u8)),
+                };
             }
         }
     }

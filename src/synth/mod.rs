@@ -46,6 +46,20 @@ pub enum Task {
     Countdown,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Names {
+    #[default]
+    Words,
+    Letters,
+}
+
+impl Names {
+    fn is_words(&self) -> bool {
+        *self == Names::Words
+    }
+}
+
 impl Task {
     pub fn name(self) -> &'static str {
         match self {
@@ -143,6 +157,11 @@ pub struct SynthConfig {
     #[arg(long, default_value_t = DEFAULT_DISTRACTORS)]
     #[serde(default = "default_distractors")]
     pub distractors: u64,
+    /// igsm: how quantities are named: in words ("the number of lamps in Maple School") or with capital
+    /// letters ("Q"), which makes rows several times shorter for models trained from scratch
+    #[arg(long, value_enum, default_value_t = Names::Words)]
+    #[serde(default, skip_serializing_if = "Names::is_words")]
+    pub names: Names,
     /// arith: largest operand
     #[arg(long, default_value_t = DEFAULT_MAX_OPERAND)]
     #[serde(default = "default_max_operand")]
@@ -239,6 +258,7 @@ mod tests {
             modulus: DEFAULT_MODULUS,
             distractors: DEFAULT_DISTRACTORS,
             max_operand: DEFAULT_MAX_OPERAND,
+            names: Names::Words,
         }
     }
 
@@ -274,6 +294,29 @@ mod tests {
                 let p = cfg.problem(cfg.check().unwrap(), i);
                 let computed = p.steps.unwrap().iter().filter(|s| !s.calcs.is_empty()).count() as u64;
                 assert_eq!(computed, ops, "{}", p.id);
+            }
+        }
+    }
+
+    #[test]
+    fn igsm_letter_names_are_distinct_and_short_even_past_26() {
+        let mut cfg = cfg(Task::Igsm);
+        cfg.names = Names::Letters;
+        for (ops, distractors) in [(2, 1), (20, 10)] {
+            cfg.ops = Some(Span { min: ops, max: ops });
+            cfg.distractors = distractors;
+            for i in 0..20 {
+                let p = cfg.problem(cfg.check().unwrap(), i);
+                let meta: serde_json::Value = serde_json::from_str(&p.metadata).unwrap();
+                let names: Vec<&str> =
+                    meta["quantities"].as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
+                let distinct: std::collections::HashSet<_> = names.iter().collect();
+                assert_eq!(distinct.len(), names.len(), "{names:?}");
+                assert!(names.iter().all(|n| n.len() <= 2 && n.starts_with(|c: char| c.is_ascii_uppercase())));
+                assert_eq!(names.iter().all(|n| n.len() == 1), names.len() <= 26, "{names:?}");
+                for step in p.steps.unwrap() {
+                    assert!(step.text.starts_with("Define "), "{}", step.text);
+                }
             }
         }
     }

@@ -163,6 +163,43 @@ fn knobs_change_masks_markers_and_strategy() {
         assert_eq!(r.completion[0].content.matches("[BACK]").count(), detects);
     }
     assert!(saw_error);
+
+    // late detection: the steps between an error and its detection are correct steps, as many as the
+    // provenance says, and the fix after the detection redoes the wrong calculation
+    let late = s.path("late");
+    ok(&[
+        &"journey",
+        &"--input",
+        &problems,
+        &"--error-rate",
+        &"0.5",
+        &"--detect-after",
+        &"2",
+        &"--error-types",
+        &"arithmetic,operator",
+        &"-o",
+        &late,
+        &"-q",
+    ]);
+    let mut delayed = 0;
+    for r in rows(&late) {
+        let meta: Value = serde_json::from_str(&r.metadata).unwrap();
+        let kinds: Vec<&str> = r.segments.iter().map(|s| s.kind.as_str()).collect();
+        let reply: Vec<char> = r.completion[0].content.chars().collect();
+        let text =
+            |i: usize| reply[r.segments[i].start as usize..r.segments[i].end as usize].iter().collect::<String>();
+        let error_at: Vec<usize> = (0..kinds.len()).filter(|&i| kinds[i] == "error").collect();
+        for (e, error) in error_at.iter().zip(meta["errors"].as_array().unwrap()) {
+            let after = error["detected_after"].as_u64().unwrap() as usize;
+            assert!(after <= 2);
+            assert!(kinds[e + 1..=e + after].iter().all(|k| *k == "step"), "{kinds:?}");
+            assert_eq!((kinds[e + after + 1], kinds[e + after + 2]), ("detect", "fix"), "{kinds:?}");
+            assert!(text(e + after + 2).contains(error["expected"].as_str().unwrap()));
+            delayed += usize::from(after > 0);
+        }
+    }
+    assert!(delayed > 10, "{delayed} errors detected late");
+
     let arith = s.path("arith");
     ok(&[&"synth", &"arith", &"--n", &"200", &"--seed", &"3", &"-o", &arith, &"-q"]);
     let verify = s.path("verify");
@@ -205,5 +242,136 @@ fn gsm8k_train_gets_journeys() {
             &VerifySettings::default(),
         );
         assert!(v.correct, "{}", r.completion[0].content);
+    }
+}
+
+/// `--strategy splice` on hand-written samples: the wrong one is cut at its first failing calculation (or
+/// before its wrong answer when every calculation checks out), the transition states the recomputation,
+/// a right sample follows, and problems without both kinds of sample are counted, not written.
+#[test]
+fn splices_cut_the_wrong_sample_at_its_first_failing_step() {
+    let s = Scratch::new();
+    let t = crate::util::trace;
+    let q = "What is (3 + 4) * 2?";
+    let traces = s.write(
+        "traces.jsonl",
+        crate::util::jsonl(&[
+            t("p1", 0, q, Some("14"), "First, 3 + 4 = 8.\nThen 8 * 2 = 16.\nThe answer is \\boxed{16}."),
+            t("p1", 1, q, Some("14"), "3 + 4 = 7.\n7 * 2 = 14.\nThe answer is \\boxed{14}."),
+            t("p2", 0, "What is 2 + 2?", Some("4"), "2 + 2 = 4.\nThe answer is \\boxed{4}."),
+            t("p3", 0, "What is 5 - 1?", Some("4"), "I think it is 6.\nThe answer is \\boxed{6}."),
+            t("p3", 1, "What is 5 - 1?", Some("4"), "5 - 1 = 4.\nThe answer is \\boxed{4}."),
+            t("p4", 0, "What is 1 + 1?", Some("2"), "1 + 1 = 3.\nThe answer is \\boxed{3}."),
+        ]),
+    );
+    let out = s.path("splice");
+    ok(&[&"journey", &"--input", &traces, &"--strategy", &"splice", &"--mask-errors", &"-o", &out, &"-q"]);
+    let written = rows(&out);
+    assert_eq!(written.iter().map(|r| r.problem_id.as_str()).collect::<Vec<_>>(), ["p1", "p3"]);
+
+    let p1 = &written[0];
+    let reply = &p1.completion[0].content;
+    let (before, after) = reply.split_once("\n3 + 4 = 7.").expect("the right sample follows");
+    assert!(before.starts_with("First, 3 + 4 = 8.\n"), "cut after the failing line: {reply}");
+    assert!(!before.contains("8 * 2"), "nothing after the failing line is kept: {reply}");
+    assert!(before.contains("3 + 4") && before.contains('7'), "the transition recomputes: {before}");
+    assert!(after.ends_with("The answer is \\boxed{14}."));
+    let kinds: Vec<(&str, bool)> = p1.segments.iter().map(|s| (s.kind.as_str(), s.train)).collect();
+    assert_eq!(kinds, [("error", false), ("detect", true), ("fix", true)]);
+    let meta: Value = serde_json::from_str(&p1.metadata).unwrap();
+    assert_eq!(meta["cut"]["located"], "step");
+    assert_eq!(meta["cut"]["written"], "3 + 4 = 8");
+    assert_eq!(meta["cut"]["expected"], "3 + 4 = 7");
+    assert_eq!(meta["cut"]["line"], 0);
+    assert_eq!((meta["wrong_sample"].as_u64(), meta["right_sample"].as_u64()), (Some(0), Some(1)));
+
+    // p3's wrong sample has no failing calculation: kept up to its answer, which the transition rejects
+    let p3 = &written[1].completion[0].content;
+    assert!(p3.starts_with("I think it is 6.\n") && !p3.contains("\\boxed{6}"), "{p3}");
+    assert!(p3.contains('6') && p3.ends_with("\\boxed{4}."), "{p3}");
+    assert_eq!(serde_json::from_str::<Value>(&written[1].metadata).unwrap()["cut"]["located"], "answer");
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let rejected = &report["report"]["rejected"];
+    assert_eq!((rejected["no_wrong_sample"].as_u64(), rejected["no_right_sample"].as_u64()), (Some(1), Some(1)));
+}
+
+/// Splices of the tiny teacher's real samples: every row's error segment holds the start of a wrong
+/// sample whose failure the checker confirms, the fix is a right sample verbatim, the final answer verifies.
+#[test]
+fn splices_of_real_teacher_samples_keep_their_guarantees() {
+    let s = Scratch::new();
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+    let (problems, traces, out) = (s.path("problems"), s.path("traces"), s.path("splice"));
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &"40",
+        &"--ops",
+        &"1..2",
+        &"--max-operand",
+        &"9",
+        &"--seed",
+        &"7",
+        &"-o",
+        &problems,
+        &"-q",
+    ]);
+    let teacher_arg = format!("local:{}", teacher.display());
+    ok(&[
+        &"generate",
+        &"--teacher",
+        &teacher_arg,
+        &"--problems",
+        &problems,
+        &"-n",
+        &"4",
+        &"--temperature",
+        &"1.0",
+        &"--max-tokens",
+        &"160",
+        &"--batch-size",
+        &"40",
+        &"-o",
+        &traces,
+        &"-q",
+    ]);
+    ok(&[&"journey", &"--input", &traces, &"--strategy", &"splice", &"-o", &out, &"-q"]);
+    let samples = crate::util::records(&traces);
+    let written = rows(&out);
+    assert!(written.len() >= 3, "the teacher makes some mistakes: {} rows", written.len());
+    for r in &written {
+        let reply = &r.completion[0].content;
+        let seg = |kind: &str| {
+            let sp = r.segments.iter().find(|s| s.kind == kind).unwrap();
+            reply.chars().skip(sp.start as usize).take((sp.end - sp.start) as usize).collect::<String>()
+        };
+        let of = |i: u64| {
+            samples.iter().find(|t| t["problem_id"] == r.problem_id.as_str() && t["sample_index"] == i).unwrap()
+        };
+        let meta: Value = serde_json::from_str(&r.metadata).unwrap();
+        let wrong = of(meta["wrong_sample"].as_u64().unwrap())["completion"].as_str().unwrap();
+        let right = of(meta["right_sample"].as_u64().unwrap())["completion"].as_str().unwrap();
+        assert!(wrong.starts_with(seg("error").as_str()), "{reply}");
+        assert_eq!(seg("fix").trim_start_matches('\n'), right.trim());
+        if meta["cut"]["located"] == "step" {
+            let written = meta["cut"]["written"].as_str().unwrap();
+            let (expr, result) = written.rsplit_once(" = ").unwrap();
+            assert_ne!(value(expr).as_deref(), Some(result), "the cut calculation is wrong: {written}");
+        }
+        let verdict = verify_trace(
+            &TraceRef {
+                domain: &r.domain,
+                gold: r.gold.as_deref(),
+                output: reply,
+                prompt: None,
+                metadata: None,
+                finish_reason: None,
+            },
+            &VerifySettings::default(),
+        )
+        .unwrap();
+        assert!(verdict.correct, "{reply}");
     }
 }
