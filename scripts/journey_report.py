@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summarise the journey experiment (`forge run pipelines/journey-igsm.toml`).
+"""Summarise the journey experiment (`scripts/journey_experiment.sh`).
 
 Reads every `eval-{id,ood}-<arm>-<seed>` stage under the run directory, re-scores each greedy answer from
 the traces (and checks that this equals forge's `eval-report.json`), and prints, per arm and split:

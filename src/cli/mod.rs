@@ -110,18 +110,22 @@ pub enum Command {
                       clean solutions with checks that confirm correct steps; `--strategy splice` takes a \
                       teacher's traces and, for a problem with a wrong and a right sample, writes the wrong one \
                       up to its first failing calculation (or its wrong answer), a transition that says what \
-                      failed, then the right one. Every error is rejected by the \
+                      failed, then the right one; `--strategy teacher` gives the same wrong prefix and a cue \
+                      (\"Wait, let me check that again.\") to `--teacher` and keeps a continuation whose \
+                      calculations check out and whose answer verifies. Every error is rejected by the \
                       step checker, every fix accepted and every final answer verified, or the row is not \
                       written (the report counts it). Input: problems with reference steps that carry \
                       calculations (`forge synth`, GSM8K imported with `--preset gsm8k`); for `splice`, \
-                      traces from `forge generate` with several samples per problem.",
+                      traces from `forge generate` with several samples per problem (`splice`, `teacher`).",
         after_help = "Examples:
   forge journey --input igsm/ --error-rate 0.5 -o sft/
   forge journey --input igsm/ --error-rate 0.5 --mask-errors -o sft-masked/
   forge journey --input gsm8k-train/ --error-rate 0.2 --marker back --error-types arithmetic,operand -o sft/
+  forge journey --input igsm/ --error-rate 0.5 --detect-after 2 -o sft-late/
   forge journey --input igsm/ --strategy verify --verify-share 0.4 -o sft-verify/
   forge journey --input igsm/ --error-rate 0 -o sft-clean/          # clean solutions, same format
-  forge journey --input traces/ --strategy splice -o sft-splice/     # traces of `forge generate -n 4`"
+  forge journey --input traces/ --strategy splice -o sft-splice/     # traces of `forge generate -n 4`
+  forge journey --input traces/ --strategy teacher --teacher local:teacher/ --continuations 4 -o sft-teacher/"
     )]
     Journey {
         #[command(flatten)]

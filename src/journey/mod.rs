@@ -9,12 +9,14 @@
 //!
 //! Strategies today: `synthetic` (retries on checkable steps of `forge synth` problems and GSM8K's
 //! calculator annotations: [`synthetic`]), `verify` (clean solutions with checks that confirm correct
-//! work) and `splice` (a teacher's wrong sample cut at its first failing step, then a right sample of
-//! the same problem: [`splice`]). Teacher-written corrections are not built yet.
+//! work), `splice` (a teacher's wrong sample cut at its first failing step, then a right sample of the
+//! same problem: [`splice`]) and `teacher` (the same wrong prefix and a cue, continued by a teacher; kept
+//! when the continuation's calculations check out and its answer verifies).
 //!
 //! ```text
 //! forge journey --input igsm/ --error-rate 0.5 -o sft/
 //! forge journey --input traces/ --strategy splice -o sft-splice/
+//! forge journey --input traces/ --strategy teacher --teacher local:teacher/ -o sft-teacher/
 //! ```
 
 pub mod splice;
@@ -110,6 +112,9 @@ pub enum Strategy {
     /// A teacher's wrong sample up to its first failing step, a transition, then a right sample of the same
     /// problem (input: traces from `forge generate` with several samples per problem)
     Splice,
+    /// A teacher's wrong sample up to its first failing step and a cue ("Wait, let me check that."), continued
+    /// by the teacher (`--teacher`); a continuation is kept only if the verifier accepts its answer
+    Teacher,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -161,6 +166,21 @@ pub struct JourneyConfig {
     #[arg(long, default_value_t = 0, value_name = "N")]
     #[serde(default)]
     pub detect_after: u32,
+    /// `--strategy teacher`: the teacher that continues the wrong prefixes (`local:PATH`)
+    #[arg(long, value_name = "SPEC")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<String>,
+    /// `--strategy teacher`: continuations sampled per wrong prefix; the first one the verifier accepts is kept
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[serde(default = "defaults::continuations")]
+    pub continuations: u32,
+    /// `--strategy teacher`: the continuations' sampling temperature and length
+    #[arg(long, default_value_t = 0.7)]
+    #[serde(default = "defaults::temperature")]
+    pub temperature: f32,
+    #[arg(long = "max-tokens", default_value_t = 512, value_name = "N")]
+    #[serde(default = "defaults::max_tokens")]
+    pub max_tokens: u32,
     /// Leave the wrong steps out of the loss (`train = false` on error segments)
     #[arg(long)]
     #[serde(default)]
@@ -192,6 +212,15 @@ mod defaults {
     pub fn seed() -> u64 {
         1
     }
+    pub fn continuations() -> u32 {
+        4
+    }
+    pub fn temperature() -> f32 {
+        0.7
+    }
+    pub fn max_tokens() -> u32 {
+        512
+    }
 }
 
 /// Why a row was not written.
@@ -201,6 +230,12 @@ const CHECK_FAILED: &str = "check_failed";
 const NO_WRONG: &str = "no_wrong_sample";
 const NO_RIGHT: &str = "no_right_sample";
 const NOTHING_BEFORE: &str = "nothing_before_the_failure";
+const NOT_ACCEPTED: &str = "no_continuation_accepted";
+
+/// Cues after a wrong prefix that the teacher continues (`--strategy teacher`): they announce a check
+/// without saying what is wrong, so the teacher has to find it.
+const CUES: [&str; 3] =
+    ["Wait, let me check that again.", "Hmm, wait. Let me verify this step.", "Wait, something is off here."];
 
 /// The numbers of a problem's text: wrong operands come from here.
 fn numbers(text: &str) -> Vec<i128> {
@@ -284,8 +319,11 @@ fn sft_row(
     })
 }
 
-/// The splice row of one problem's samples, or the reason there is none.
-fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result::Result<SftRow, &'static str> {
+/// A problem's wrong samples (each with its answer; ones cut short are left out) and right ones (right answer,
+/// every calculation checks out).
+type Judged<'a> = (Vec<(&'a Trace, String)>, Vec<&'a Trace>);
+
+fn judge(samples: &[Trace]) -> Judged<'_> {
     let settings = VerifySettings::default();
     let verdict = |t: &Trace| {
         verify_trace(
@@ -310,8 +348,18 @@ fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result
             (!v.correct && !v.truncated).then_some((*t, v.extracted.clone()?))
         })
         .collect();
-    let right: Vec<&Trace> =
-        judged.iter().filter(|(_, v)| v.as_ref().is_some_and(|v| v.correct)).map(|(t, _)| *t).collect();
+    // a right sample whose calculations do not all check out is no fix
+    let right: Vec<&Trace> = judged
+        .iter()
+        .filter(|(t, v)| v.as_ref().is_some_and(|v| v.correct) && splice::checks_out(&t.completion))
+        .map(|(t, _)| *t)
+        .collect();
+    (wrong, right)
+}
+
+/// The splice row of one problem's samples, or the reason there is none.
+fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result::Result<SftRow, &'static str> {
+    let (wrong, right) = judge(samples);
     if right.is_empty() {
         return Err(NO_RIGHT);
     }
@@ -336,6 +384,95 @@ fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result
     sft_row(&id, &r.problem_id, &r.source, &r.domain, &r.prompt, r.gold.as_deref(), &r.metadata, &segs, metadata)
 }
 
+/// `--strategy teacher`: for each problem with a wrong sample, the sample up to its failure and a cue,
+/// continued by the teacher `--continuations` times; the first continuation that ends and whose answer
+/// verifies makes the problem's row.
+fn teacher_rows(
+    cfg: &JourneyConfig,
+    groups: &[Vec<Trace>],
+    report: &mut StageReport,
+    progress: &Progress,
+) -> Result<Vec<SftRow>> {
+    let spec = cfg
+        .teacher
+        .as_deref()
+        .ok_or_else(|| Error::usage("`--strategy teacher` needs a teacher").with_hint("add `--teacher local:PATH`"))?;
+    let mut teacher = crate::teacher::open(spec)?;
+    let sampling = crate::teacher::SamplingConfig {
+        temperature: cfg.temperature,
+        max_new_tokens: cfg.max_tokens,
+        seed: cfg.seed,
+        ..Default::default()
+    };
+    let mut reject = |reason: &str| *report.rejected.entry(reason.to_string()).or_default() += 1;
+    // (wrong sample, its kept prefix as written, the cue, where it was cut)
+    let mut work = Vec::new();
+    for (i, samples) in groups.iter().enumerate() {
+        let (wrong, _) = judge(samples);
+        if wrong.is_empty() {
+            reject(NO_WRONG);
+            continue;
+        }
+        let mut rng = Rng::for_row(cfg.seed, "teacher", i as u64);
+        let (w, answer) = rng.pick(&wrong);
+        let Some((kept, _, cut)) = splice::cut(w, answer, &mut rng) else {
+            reject(NOTHING_BEFORE);
+            continue;
+        };
+        let open = if w.reasoning.is_some() { "<think>\n" } else { "" };
+        work.push((*w, format!("{open}{kept}"), rng.pick(&CUES).to_string(), cut));
+    }
+    progress.inc((groups.len() - work.len()) as u64);
+    let mut rows = Vec::new();
+    for chunk in work.chunks(8) {
+        let prompts: Vec<crate::teacher::Prompt> = chunk
+            .iter()
+            .map(|(w, kept, cue, _)| {
+                let user = crate::generate::default_template(&w.domain).replace("{prompt}", &w.prompt);
+                crate::teacher::Prompt {
+                    key: w.problem_id.clone(),
+                    messages: vec![crate::model::chat::Message::new("user", &user)],
+                    prefill: format!("{kept}\n{cue}\n"),
+                    n: cfg.continuations,
+                }
+            })
+            .collect();
+        let continued = teacher.generate(&prompts, &sampling)?;
+        for ((w, kept, cue, cut), samples) in chunk.iter().zip(continued) {
+            let ended = |c: &crate::teacher::Sample| c.finish == crate::teacher::Finish::Stop;
+            let row = samples.iter().enumerate().filter(|(_, c)| ended(c) && splice::checks_out(&c.text)).find_map(
+                |(k, c)| {
+                    let segs = [
+                        Seg { kind: Kind::Error, text: kept.clone(), train: !cfg.mask_errors },
+                        Seg { kind: Kind::Detect, text: cue.clone(), train: true },
+                        Seg { kind: Kind::Fix, text: c.text.trim().to_string(), train: true },
+                    ];
+                    let metadata = serde_json::json!({
+                        "strategy": cfg.strategy,
+                        "journey": true,
+                        "mask_errors": cfg.mask_errors,
+                        "wrong_sample": w.sample_index,
+                        "teacher": spec,
+                        "continuation": k,
+                        "continuations": cfg.continuations,
+                        "cut": cut,
+                        "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
+                    });
+                    let id = format!("{}-teacher", w.problem_id);
+                    let (p, meta) = (&w.problem_id, &w.metadata);
+                    sft_row(&id, p, &w.source, &w.domain, &w.prompt, w.gold.as_deref(), meta, &segs, metadata).ok()
+                },
+            );
+            match row {
+                Some(r) => rows.push(r),
+                None => reject(NOT_ACCEPTED),
+            }
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(rows)
+}
+
 pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
     let rate = |x: f64| (0.0..=1.0).contains(&x);
     if !rate(cfg.error_rate) || !rate(cfg.journey_share) || !cfg.verify_share.is_none_or(rate) {
@@ -349,9 +486,8 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
         Start::Write(w) => w,
     };
-    let progress = Progress::rows("journey", range.end - range.start, ctx.quiet);
     let mut report = StageReport::new("journey", 0, 0, 0.0);
-    if cfg.strategy == Strategy::Splice {
+    if matches!(cfg.strategy, Strategy::Splice | Strategy::Teacher) {
         // one row per problem: its samples, in the order the problems first appear
         let (mut groups, mut at) = (Vec::<Vec<Trace>>::new(), std::collections::HashMap::new());
         for batch in input.rows_of::<Trace>(TableKind::Traces, range) {
@@ -365,14 +501,20 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         }
         // a row per problem: the report counts problems in, rows out and problems rejected
         report.rows_in = groups.len() as u64;
-        let mut rows = Vec::new();
-        for (i, samples) in groups.iter().enumerate() {
-            match splice_row(cfg, samples, i as u64) {
-                Ok(r) => rows.push(r),
-                Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
+        let progress = Progress::rows("journey", groups.len() as u64, ctx.quiet);
+        let rows = if cfg.strategy == Strategy::Teacher {
+            teacher_rows(cfg, &groups, &mut report, &progress)?
+        } else {
+            let mut rows = Vec::new();
+            for (i, samples) in groups.iter().enumerate() {
+                match splice_row(cfg, samples, i as u64) {
+                    Ok(r) => rows.push(r),
+                    Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
+                }
+                progress.inc(1);
             }
-            progress.inc(samples.len() as u64);
-        }
+            rows
+        };
         report.rows_out = rows.len() as u64;
         writer.write_rows(&rows)?;
         progress.finish();
@@ -380,6 +522,7 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
         return Ok(Outcome::Written(writer.finish(report)?));
     }
+    let progress = Progress::rows("journey", range.end - range.start, ctx.quiet);
     let mut index = range.start;
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
         let problems = batch?;

@@ -47,6 +47,12 @@ pub fn calculations(line: &str) -> Vec<Calc> {
     out
 }
 
+/// Does every calculation written in `text` check out? (what a fix must pass: a right answer reached
+/// through wrong arithmetic is not a correction)
+pub fn checks_out(text: &str) -> bool {
+    text.lines().all(|line| calculations(line).iter().all(checks::calc))
+}
+
 /// The first line of `text` with a calculation that does not check out, and that calculation with its
 /// right result.
 fn first_failing(text: &str) -> Option<(usize, Calc, String)> {
@@ -86,6 +92,25 @@ pub fn build(
     mask_errors: bool,
     rng: &mut Rng,
 ) -> Option<(Vec<Seg>, Cut)> {
+    let (kept, detect, cut) = cut(wrong, wrong_answer, rng)?;
+    let open = if right.reasoning.is_some() { "<think>\n" } else { "" };
+    let mut segs = vec![
+        Seg { kind: Kind::Error, text: format!("{open}{kept}"), train: !mask_errors },
+        Seg { kind: Kind::Detect, text: detect, train: true },
+    ];
+    match &right.reasoning {
+        Some(reasoning) => {
+            segs.push(Seg { kind: Kind::Fix, text: format!("{}\n</think>", reasoning.trim()), train: true });
+            segs.push(Seg { kind: Kind::Final, text: right.solution.trim().to_string(), train: true });
+        }
+        None => segs.push(Seg { kind: Kind::Fix, text: right.completion.trim().to_string(), train: true }),
+    }
+    Some((segs, cut))
+}
+
+/// The wrong sample's reasoning up to its failure (trailing whitespace trimmed), a transition that states
+/// what failed, and where it was cut; `None` when nothing comes before the failure.
+pub fn cut(wrong: &Trace, wrong_answer: &str, rng: &mut Rng) -> Option<(String, String, Cut)> {
     let text = body(wrong);
     let lines: Vec<&str> = text.lines().collect();
     let (kept, detect, cut) = match first_failing(text) {
@@ -114,19 +139,7 @@ pub fn build(
     if kept.trim().is_empty() {
         return None;
     }
-    let mut segs = Vec::new();
-    let think = right.reasoning.is_some();
-    let open = if think { "<think>\n" } else { "" };
-    segs.push(Seg { kind: Kind::Error, text: format!("{open}{}", kept.trim_end()), train: !mask_errors });
-    segs.push(Seg { kind: Kind::Detect, text: detect, train: true });
-    match &right.reasoning {
-        Some(reasoning) => {
-            segs.push(Seg { kind: Kind::Fix, text: format!("{}\n</think>", reasoning.trim()), train: true });
-            segs.push(Seg { kind: Kind::Final, text: right.solution.trim().to_string(), train: true });
-        }
-        None => segs.push(Seg { kind: Kind::Fix, text: right.completion.trim().to_string(), train: true }),
-    }
-    Some((segs, cut))
+    Some((kept.trim_end().to_string(), detect, cut))
 }
 
 #[cfg(test)]
@@ -143,6 +156,8 @@ mod tests {
         assert_eq!(c("So 5 - 9 = -4, then"), vec![s("5 - 9", "-4")]);
         assert!(c("Define a as M. a = 1.").is_empty());
         assert!(c("x = 5").is_empty());
+        assert!(checks_out("3 + 4 = 7\nso 7 * 2 = 14"));
+        assert!(!checks_out("3 + 4 = 7\nThe answer * 8 = 48"), "an operator without an operand is not a calculation");
         assert_eq!(first_failing("a = 1\n2 + 2 = 4\n3 * 3 = 10\n1 + 1 = 3").map(|f| (f.0, f.2)), Some((2, "9".into())));
     }
 }
