@@ -227,18 +227,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
     let mut order = Vec::new();
     for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
         for t in batch? {
-            let verdict = verify_trace(
-                &TraceRef {
-                    domain: &t.domain,
-                    gold: t.gold.as_deref(),
-                    output: &t.completion,
-                    prompt: None,
-                    metadata: Some(&t.metadata),
-                    finish_reason: Some(&t.finish_reason),
-                },
-                &settings,
-            )
-            .map_err(|(column, message)| {
+            let verdict = verify_trace(&TraceRef::of(&t), &settings).map_err(|(column, message)| {
                 Error::usage(format!("problem `{}`, column `{column}`: {message}", t.problem_id))
             })?;
             let entry = per_problem.entry(t.problem_id.clone()).or_insert_with(|| {

@@ -325,20 +325,7 @@ type Judged<'a> = (Vec<(&'a Trace, String)>, Vec<&'a Trace>);
 
 fn judge(samples: &[Trace]) -> Judged<'_> {
     let settings = VerifySettings::default();
-    let verdict = |t: &Trace| {
-        verify_trace(
-            &TraceRef {
-                domain: &t.domain,
-                gold: t.gold.as_deref(),
-                output: &t.completion,
-                prompt: None,
-                metadata: Some(&t.metadata),
-                finish_reason: Some(&t.finish_reason),
-            },
-            &settings,
-        )
-        .ok()
-    };
+    let verdict = |t: &Trace| verify_trace(&TraceRef::of(t), &settings).ok();
     let judged: Vec<_> = samples.iter().map(|t| (t, verdict(t))).collect();
     // a wrong sample must state an answer, and not merely have been cut short
     let wrong: Vec<(&Trace, String)> = judged

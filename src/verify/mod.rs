@@ -306,6 +306,20 @@ pub struct TraceRef<'a> {
     pub finish_reason: Option<&'a str>,
 }
 
+impl<'a> TraceRef<'a> {
+    /// A `traces` row's completion (no language check: its `prompt` is the bare problem).
+    pub fn of(t: &'a crate::dataset::Trace) -> Self {
+        TraceRef {
+            domain: &t.domain,
+            gold: t.gold.as_deref(),
+            output: &t.completion,
+            prompt: None,
+            metadata: Some(&t.metadata),
+            finish_reason: Some(&t.finish_reason),
+        }
+    }
+}
+
 /// Verify one row; an `Err` names the column that is unusable and why.
 pub fn verify_trace(t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
     let mut verdict = if t.domain == "countdown" {
