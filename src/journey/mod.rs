@@ -113,7 +113,8 @@ pub enum Strategy {
     /// problem (input: traces from `forge generate` with several samples per problem)
     Splice,
     /// A teacher's wrong sample up to its first failing step and a cue ("Wait, let me check that."), continued
-    /// by the teacher (`--teacher`); a continuation is kept only if the verifier accepts its answer
+    /// by the teacher (`--teacher`); a continuation is kept only if its calculations check out and the verifier
+    /// accepts its answer
     Teacher,
 }
 
@@ -130,7 +131,7 @@ pub enum Marker {
 #[serde(deny_unknown_fields)]
 pub struct JourneyConfig {
     /// Problems with reference steps that carry calculations (`forge synth`, `forge import --preset gsm8k`);
-    /// with `--strategy splice`, traces from `forge generate`
+    /// with `--strategy splice` or `teacher`, traces from `forge generate`
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
     #[arg(long, value_enum, default_value_t = Strategy::Synthetic)]
@@ -467,6 +468,21 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
     }
     let started = Instant::now();
     let input = Input::open(&cfg.input)?;
+    let reads = if matches!(cfg.strategy, Strategy::Splice | Strategy::Teacher) {
+        TableKind::Traces
+    } else {
+        TableKind::Problems
+    };
+    if let Some(kind) = input.kind.filter(|&k| k != reads) {
+        return Err(Error::usage(format!(
+            "`--strategy {}` reads a {} table, and `{}` is a {} table",
+            serde_json::to_value(cfg.strategy).expect("json").as_str().unwrap_or_default(),
+            reads.name(),
+            cfg.input.display(),
+            kind.name()
+        ))
+        .with_hint("splice and teacher take `forge generate`'s traces; synthetic and verify take problems"));
+    }
     let range = out.shard.range(input.rows());
     let provenance = Provenance::start("journey", &ctx.command, cfg, vec![input.reference()?]);
     let mut writer = match DatasetWriter::create(&out.output, TableKind::Sft, out.shard, &out.write, provenance)? {

@@ -346,6 +346,9 @@ fn splices_and_teacher_corrections_of_real_samples_keep_their_guarantees() {
     let (code, _, err) =
         crate::util::run(&[&"journey", &"--input", &traces, &"--strategy", &"teacher", &"-o", &corrected]);
     assert!(code != 0 && err.contains("--teacher"), "{err}");
+    let (code, _, err) =
+        crate::util::run(&[&"journey", &"--input", &problems, &"--strategy", &"splice", &"-o", &corrected]);
+    assert!(code != 0 && err.contains("reads a traces table") && err.contains("problems table"), "{err}");
     ok(&[
         &"journey",
         &"--input",
