@@ -253,6 +253,9 @@ fn splices_cut_the_wrong_sample_at_its_first_failing_step() {
     let s = Scratch::new();
     let t = crate::util::trace;
     let q = "What is (3 + 4) * 2?";
+    let igsm_a = "Define a as M. a = 1.";
+    let (igsm_wrong, igsm_right) =
+        ("Define b as F. b = 5 * a = (5 * 1) % 7 = 6.", "Define b as F. b = 5 * a = (5 * 1) % 7 = 5.");
     let traces = s.write(
         "traces.jsonl",
         crate::util::jsonl(&[
@@ -262,12 +265,26 @@ fn splices_cut_the_wrong_sample_at_its_first_failing_step() {
             t("p3", 0, "What is 5 - 1?", Some("4"), "I think it is 6.\nThe answer is \\boxed{6}."),
             t("p3", 1, "What is 5 - 1?", Some("4"), "5 - 1 = 4.\nThe answer is \\boxed{4}."),
             t("p4", 0, "What is 1 + 1?", Some("2"), "1 + 1 = 3.\nThe answer is \\boxed{3}."),
+            t(
+                "p5",
+                0,
+                "M is 1. F is 5 times M. What is F?",
+                Some("5"),
+                &format!("{igsm_a}\n{igsm_wrong}\nThe answer is \\boxed{{6}}."),
+            ),
+            t(
+                "p5",
+                1,
+                "M is 1. F is 5 times M. What is F?",
+                Some("5"),
+                &format!("{igsm_a}\n{igsm_right}\nThe answer is \\boxed{{5}}."),
+            ),
         ]),
     );
     let out = s.path("splice");
     ok(&[&"journey", &"--input", &traces, &"--strategy", &"splice", &"--mask-errors", &"-o", &out, &"-q"]);
     let written = rows(&out);
-    assert_eq!(written.iter().map(|r| r.problem_id.as_str()).collect::<Vec<_>>(), ["p1", "p3"]);
+    assert_eq!(written.iter().map(|r| r.problem_id.as_str()).collect::<Vec<_>>(), ["p1", "p3", "p5"]);
 
     let p1 = &written[0];
     let reply = &p1.completion[0].content;
@@ -290,6 +307,13 @@ fn splices_cut_the_wrong_sample_at_its_first_failing_step() {
     assert!(p3.starts_with("I think it is 6.\n") && !p3.contains("\\boxed{6}"), "{p3}");
     assert!(p3.contains('6') && p3.ends_with("\\boxed{4}."), "{p3}");
     assert_eq!(serde_json::from_str::<Value>(&written[1].metadata).unwrap()["cut"]["located"], "answer");
+
+    // an iGSM solution: cut after the wrong modular step, which the transition redoes
+    let p5 = &written[2].completion[0].content;
+    assert!(p5.starts_with(&format!("{igsm_a}\n{igsm_wrong}\n")), "{p5}");
+    assert!(p5.ends_with(&format!("{igsm_a}\n{igsm_right}\nThe answer is \\boxed{{5}}.")), "{p5}");
+    let meta: Value = serde_json::from_str(&written[2].metadata).unwrap();
+    assert_eq!((meta["cut"]["line"].as_u64(), meta["cut"]["expected"].as_str()), (Some(1), Some("(5 * 1) % 7 = 5")));
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     let rejected = &report["report"]["rejected"];
