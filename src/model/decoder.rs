@@ -160,7 +160,14 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (b, t, i) = x.dims3()?;
         let x = x.reshape((b * t, i))?;
-        let mut y = x.matmul(&cast(&self.weight, x.dtype())?.t()?)?;
+        let w = cast(&self.weight, x.dtype())?;
+        // a decoding step (a few rows, nothing to differentiate) skips gemm's repacking of the weight
+        let decoding = b * t <= super::fused::SMALL_ROWS
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && !w.is_variable()
+            && !x.track_op();
+        let mut y = if decoding { super::fused::small_matmul(&x, &w)? } else { x.matmul(&w.t()?)? };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&cast(bias, x.dtype())?)?;
         }
