@@ -153,8 +153,8 @@ impl CustomOp2 for RangeSoftmaxGrad {
     }
 }
 
-/// Rows of `x` up to which [`small_matmul`] beats gemm.
-pub const SMALL_ROWS: usize = 16;
+/// Rows of `x` up to which [`small_matmul`] beats gemm (measured at 8 and 32: `benches/README.md`).
+pub const SMALL_ROWS: usize = 32;
 
 /// `x · wᵀ` for the few rows of a decoding step: `x` `[m, k]`, `w` `[n, k]` (a linear layer's weight as
 /// stored), both f32 on the CPU. Every output is the dot product of two contiguous rows, and `w` is read
