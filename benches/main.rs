@@ -5,8 +5,9 @@ use criterion::{criterion_group, criterion_main};
 
 mod dataset;
 mod filter;
+mod generate;
 mod train;
 mod verify;
 
-criterion_group!(benches, dataset::read_write, verify::throughput, filter::throughput, train::step);
+criterion_group!(benches, dataset::read_write, verify::throughput, filter::throughput, generate::decode, train::step);
 criterion_main!(benches);

@@ -12,6 +12,7 @@ use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ModelConfig;
 use super::fused::{Mask, range_softmax};
+use super::infer;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -162,12 +163,8 @@ impl Module for Linear {
         let x = x.reshape((b * t, i))?;
         let w = cast(&self.weight, x.dtype())?;
         // a decoding step (a few rows, nothing to differentiate) skips gemm's repacking of the weight
-        let decoding = b * t <= super::fused::SMALL_ROWS
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && !w.is_variable()
-            && !x.track_op();
-        let mut y = if decoding { super::fused::small_matmul(&x, &w)? } else { x.matmul(&w.t()?)? };
+        let decoding = b * t <= infer::SMALL_ROWS && infer::applies(&[&x, &w]);
+        let mut y = if decoding { infer::small_matmul(&x, &w)? } else { x.matmul(&w.t()?)? };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&cast(bias, x.dtype())?)?;
         }
@@ -311,11 +308,7 @@ impl Decoder {
             let attn = layer.attn.forward(&normed, &cos, &sin, mask, past)?;
             x = (x + attn)?;
             let normed = rms_norm(&x, &layer.post_norm, self.eps)?;
-            let mlp = layer
-                .mlp
-                .down
-                .forward(&(layer.mlp.gate.forward(&normed)?.silu()? * layer.mlp.up.forward(&normed)?)?)?;
-            x = (x + mlp)?;
+            x = (x + layer.mlp.forward(&normed)?)?;
         }
         rms_norm(&x, &self.norm, self.eps)
     }
@@ -329,6 +322,14 @@ impl Decoder {
     }
 }
 
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
+        let act = if infer::applies(&[&gate, &up]) { infer::silu_mul(&gate, &up)? } else { (gate.silu()? * up)? };
+        self.down.forward(&act)
+    }
+}
+
 impl Attention {
     fn forward(
         &self,
@@ -339,10 +340,14 @@ impl Attention {
         past: Option<&mut Option<Slot>>,
     ) -> CResult<Tensor> {
         let (b, t, _) = x.dims3()?;
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        if infer::applies(&[&q, &k, &v, cos]) {
+            return self.forward_inference(q, k, v, cos, sin, mask, past);
+        }
         let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
-        let q = rotate(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
-        let mut k = rotate(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?.contiguous()?;
-        let mut v = split(self.v.forward(x)?, self.kv_heads)?.contiguous()?;
+        let q = rotate(&split(q, self.heads)?, cos, sin)?;
+        let mut k = rotate(&split(k, self.kv_heads)?, cos, sin)?.contiguous()?;
+        let mut v = split(v, self.kv_heads)?.contiguous()?;
         if let Some(past) = past {
             match past {
                 Some(slot) => slot.push(&k, &v)?,
@@ -361,10 +366,43 @@ impl Attention {
         let out = out.reshape((b, self.heads, t, d))?.transpose(1, 2)?;
         self.o.forward(&out.reshape((b, t, self.heads * d))?)
     }
+
+    /// The same with the inference kernels: rotation and attention on `[batch, seq, heads, head_dim]`,
+    /// which is the projections' layout, so nothing is transposed but the keys and values the cache keeps.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_inference(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Mask,
+        past: Option<&mut Option<Slot>>,
+    ) -> CResult<Tensor> {
+        let (b, t, _) = q.dims3()?;
+        let d = self.head_dim;
+        let q = infer::rope(&q.reshape((b, t, self.heads, d))?, cos, sin)?;
+        let k = infer::rope(&k.reshape((b, t, self.kv_heads, d))?, cos, sin)?;
+        let (mut k, mut v) =
+            (k.transpose(1, 2)?.contiguous()?, v.reshape((b, t, self.kv_heads, d))?.transpose(1, 2)?.contiguous()?);
+        if let Some(past) = past {
+            match past {
+                Some(slot) => slot.push(&k, &v)?,
+                None => *past = Some(Slot::new(&k, &v)?),
+            }
+            (k, v) = past.as_ref().expect("set above").filled()?;
+        }
+        let out = infer::attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt())?;
+        self.o.forward(&out.reshape((b, t, self.heads * d))?)
+    }
 }
 
 /// RMSNorm as transformers computes it: in f32, then back to the input's type, then the weight.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
+    if infer::applies(&[x, weight]) {
+        return infer::rms_norm(x, weight, eps);
+    }
     let dtype = x.dtype();
     let x32 = x.to_dtype(DType::F32)?;
     let rms = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;

@@ -6,8 +6,6 @@
 //! broadcast add and five softmax ops, each of which also allocates its gradient in the backward pass.
 //! Other devices use the composite ops over the dense mask ([`Mask::dense`]); a test checks the two agree,
 //! values and gradients.
-//!
-//! [`small_matmul`] is the product of a decoding step's few rows with a weight matrix, for inference.
 
 use std::sync::Arc;
 
@@ -74,7 +72,7 @@ impl RangeSoftmax {
     }
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> CResult<&'a [f32]> {
+pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> CResult<&'a [f32]> {
     let CpuStorage::F32(data) = storage else { candle_core::bail!("fused kernels: f32 only") };
     let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("fused kernels: not contiguous") };
     Ok(&data[start..end])
@@ -153,124 +151,10 @@ impl CustomOp2 for RangeSoftmaxGrad {
     }
 }
 
-/// Rows of `x` up to which [`small_matmul`] beats gemm (measured at 8 and 32: `benches/README.md`).
-pub const SMALL_ROWS: usize = 32;
-
-/// `x · wᵀ` for the few rows of a decoding step: `x` `[m, k]`, `w` `[n, k]` (a linear layer's weight as
-/// stored), both f32 on the CPU. Every output is the dot product of two contiguous rows, and `w` is read
-/// once. gemm first repacks all of `w` for its microkernel, which at a few rows costs about as much as
-/// the product (a third of decoding time at batch 8, profiled). Inference only: it has no backward.
-pub fn small_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
-    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul)
-}
-
-struct SmallMatmul;
-
-/// Output columns per rayon task.
-const COLUMNS: usize = 64;
-
-impl CustomOp2 for SmallMatmul {
-    fn name(&self) -> &'static str {
-        "small-matmul"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let ((m, k), (n, kw)) = (xl.shape().dims2()?, wl.shape().dims2()?);
-        if k != kw {
-            candle_core::bail!("small matmul: x {:?} and w {:?} do not fit", xl.shape(), wl.shape());
-        }
-        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
-        // computed as `[n, m]` (each task writes whole columns), then laid out as `[m, n]`
-        let mut columns = vec![0f32; n * m];
-        columns.par_chunks_mut(COLUMNS * m).enumerate().for_each(|(c, out)| {
-            for (j, out) in out.chunks_mut(m).enumerate() {
-                dots(x, k, &w[(c * COLUMNS + j) * k..][..k], out);
-            }
-        });
-        let mut out = vec![0f32; m * n];
-        for (j, column) in columns.chunks(m).enumerate() {
-            for (i, &v) in column.iter().enumerate() {
-                out[i * n + j] = v;
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
-    }
-}
-
-/// `out[i] = x[i] · w` for the rows `x[i]` (`k` long each) of `x`: AVX2 and FMA where the CPU has them.
-fn dots(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
-    assert!(x.len() == out.len() * k && w.len() == k, "small matmul: sizes");
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above; the sizes are asserted.
-        return unsafe { dots_avx2(x, k, w, out) };
-    }
-    for (o, row) in out.iter_mut().zip(x.chunks_exact(k)) {
-        *o = row.iter().zip(w).map(|(a, b)| a * b).sum();
-    }
-}
-
-/// Four rows at a time against one load of `w`, in four independent eight-lane sums.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA; `x` holds `out.len()` rows of `k`, `w` holds `k`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_avx2(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let body = k / 8 * 8;
-    let m = out.len();
-    let mut i = 0;
-    while i < m {
-        let rows = (m - i).min(4);
-        // a block of fewer than four rows repeats its last one
-        let row = |r: usize| &x[(i + r.min(rows - 1)) * k..][..k];
-        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut o = 0;
-        while o < body {
-            // SAFETY: o + 8 <= body <= k, the length of w and of each row
-            unsafe {
-                let wv = _mm256_loadu_ps(w.as_ptr().add(o));
-                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.as_ptr().add(o)), wv, acc[0]);
-                acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.as_ptr().add(o)), wv, acc[1]);
-                acc[2] = _mm256_fmadd_ps(_mm256_loadu_ps(r2.as_ptr().add(o)), wv, acc[2]);
-                acc[3] = _mm256_fmadd_ps(_mm256_loadu_ps(r3.as_ptr().add(o)), wv, acc[3]);
-            }
-            o += 8;
-        }
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            let mut lanes = [0f32; 8];
-            // SAFETY: lanes holds eight f32
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
-            let tail: f32 = row(r)[body..].iter().zip(&w[body..]).map(|(a, b)| a * b).sum();
-            out[i + r] = lanes.iter().sum::<f32>() + tail;
-        }
-        i += rows;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Var;
-
-    /// The decoding product equals gemm's, with sizes that leave tails (k not a multiple of 8, n not a
-    /// multiple of a task's columns), a transposed input and one row.
-    #[test]
-    fn small_matmul_equals_matmul() {
-        let dev = Device::Cpu;
-        for (m, k, n) in [(1, 37, 5), (8, 256, 259), (16, 100, 130)] {
-            let x = Tensor::randn(0f32, 1.0, (k, m), &dev).unwrap().t().unwrap();
-            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
-            let want = x.matmul(&w.t().unwrap()).unwrap();
-            let got = small_matmul(&x, &w).unwrap();
-            assert_eq!(got.dims(), &[m, n]);
-            let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff <= 1e-5 * scale, "{m}x{k}x{n}: {diff} of {scale}");
-        }
-    }
 
     /// The fused kernel equals the composite ops over the dense mask: values, and gradients of a
     /// weighted sum (packed rows, a padding query, grouped heads).

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod decoder;
 pub mod fused;
+pub mod infer;
 pub mod lora;
 pub mod tiny;
 pub mod tokenizer;

@@ -32,24 +32,36 @@ fn chat_templates_render_as_transformers_does() {
 
 /// forge's decoder against transformers on tiny random checkpoints that transformers wrote
 /// (`scripts/parity_fixtures.py`): logits of a left-padded batch agree to 1e-4 relative, and greedy
-/// decoding with the KV cache picks the same 16 tokens.
+/// decoding with the KV cache picks the same 16 tokens. Both paths: the trainable model (differentiable
+/// composite ops) and the frozen one (the inference kernels).
 #[test]
 fn logits_and_greedy_tokens_match_transformers() {
-    use candle_core::{Device, Tensor};
-    use forge::model::{Checkpoint, KvCache, attention_mask, positions};
+    use candle_core::Device;
+    use forge::model::Checkpoint;
 
     let dev = Device::Cpu;
     for arch in ["qwen2", "llama"] {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(arch);
         let ck = Checkpoint::load(&dir, &dev).unwrap();
+        check_against_transformers(&ck.model, &dir, &format!("{arch}, trainable"));
+        let (_, frozen) = Checkpoint::load_frozen(&dir, &dev).unwrap();
+        check_against_transformers(&frozen, &dir, &format!("{arch}, frozen"));
+    }
+}
+
+fn check_against_transformers(model: &forge::model::Decoder, dir: &std::path::Path, arch: &str) {
+    use candle_core::{Device, Tensor};
+    use forge::model::{KvCache, attention_mask, positions};
+
+    let dev = Device::Cpu;
+    {
         let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
         let prompts: Vec<Vec<u32>> = serde_json::from_value(expected["prompts"].clone()).unwrap();
         let width = prompts.iter().map(Vec::len).max().unwrap();
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| [vec![0; width - p.len()], p.clone()].concat()).collect();
         let valid: Vec<Vec<bool>> =
             prompts.iter().map(|p| [vec![false; width - p.len()], vec![true; p.len()]].concat()).collect();
-        let logits = ck
-            .model
+        let logits = model
             .forward(
                 &Tensor::new(ids, &dev).unwrap(),
                 &positions(&valid, 0, &dev).unwrap(),
@@ -72,8 +84,7 @@ fn logits_and_greedy_tokens_match_transformers() {
         for (r, p) in prompts.iter().enumerate() {
             let mut cache = KvCache::default();
             let mut valid = vec![vec![true; p.len()]];
-            let mut next = ck
-                .model
+            let mut next = model
                 .forward(
                     &Tensor::new(vec![p.clone()], &dev).unwrap(),
                     &positions(&valid, 0, &dev).unwrap(),
@@ -90,8 +101,7 @@ fn logits_and_greedy_tokens_match_transformers() {
                 greedy.push(token);
                 let past = cache.len();
                 valid[0].push(true);
-                next = ck
-                    .model
+                next = model
                     .forward(
                         &Tensor::new(vec![vec![token]], &dev).unwrap(),
                         &positions(&valid, past, &dev).unwrap(),

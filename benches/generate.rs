@@ -1,0 +1,61 @@
+//! Teacher decoding on the CPU, f32: the prompts' prefill and one decoding step at batch 1, 8 and 32 of
+//! a random 9.9M-parameter Qwen2 (hidden 256, 10 layers, 8 heads over 4 kv heads, intermediate 1024,
+//! byte-level vocabulary), the checkpoint `scripts/compare_transformers_generate.py` times against
+//! transformers; and the decoding matrix product against gemm's at those row counts.
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use forge::model::tiny::{Size, write};
+use forge::model::{Arch, Checkpoint, KvCache, attention_mask, infer::small_matmul, positions};
+
+/// Prompt length: about an `arith` problem's chat-rendered prompt with the default instruction.
+const PROMPT: usize = 117;
+
+pub fn decode(c: &mut Criterion) {
+    forge::keep_freed_memory(); // as the binary does
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let size = Size { hidden: 256, intermediate: 1024, layers: 10, heads: 8, kv_heads: 4 };
+    write(dir.path(), Arch::Qwen2, size, 1).unwrap();
+    let (_, model) = Checkpoint::load_frozen(dir.path(), &dev).unwrap();
+
+    let mut group = c.benchmark_group("generate");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    for batch in [1usize, 8, 32] {
+        let ids: Vec<Vec<u32>> =
+            (0..batch).map(|b| (0..PROMPT).map(|t| ((b * 31 + t * 7) % 250) as u32).collect()).collect();
+        let valid = vec![vec![true; PROMPT]; batch];
+        let input = Tensor::new(ids, &dev).unwrap();
+        let pos = positions(&valid, 0, &dev).unwrap();
+        let mask = attention_mask(&valid, 0, PROMPT);
+        let prefill = |cache: &mut KvCache| model.forward(&input, &pos, &mask, Some(cache)).unwrap();
+        group.throughput(Throughput::Elements((batch * PROMPT) as u64));
+        group.bench_function(BenchmarkId::new("prefill_117", batch), |b| b.iter(|| prefill(&mut KvCache::default())));
+
+        // one step after the prompt; every iteration writes the same cache position again
+        let mut cache = KvCache::default();
+        prefill(&mut cache);
+        let valid: Vec<Vec<bool>> = vec![vec![true; PROMPT + 1]; batch];
+        let step = Tensor::new(vec![vec![42u32]; batch], &dev).unwrap();
+        let pos = positions(&valid, PROMPT, &dev).unwrap();
+        let mask = attention_mask(&valid, PROMPT, 1);
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(BenchmarkId::new("decode_step", batch), |b| {
+            b.iter(|| model.forward(&step, &pos, &mask, Some(&mut cache.clone())).unwrap())
+        });
+    }
+
+    for (m, k, n) in
+        [(1, 256, 40960), (8, 256, 40960), (32, 256, 40960), (8, 256, 1024), (32, 256, 1024), (32, 1024, 256)]
+    {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let shape = format!("{m}x{k}x{n}");
+        group.bench_function(BenchmarkId::new("small_matmul", &shape), |b| b.iter(|| small_matmul(&x, &w).unwrap()));
+        group.bench_function(BenchmarkId::new("gemm", &shape), |b| b.iter(|| x.matmul(&w.t().unwrap()).unwrap()));
+    }
+    group.finish();
+}

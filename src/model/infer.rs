@@ -1,0 +1,520 @@
+//! CPU kernels for inference (f32, no backward pass), which the decoder takes instead of its
+//! differentiable composite ops when no input records a gradient graph ([`applies`]): the teacher, and
+//! evaluation. A decoding step is a few rows through every weight matrix plus a few hundred small
+//! operations; as composite candle ops each of those allocates and dispatches on its own, and the
+//! matrix products go through gemm, which repacks the whole weight for a few rows. Here each is one pass,
+//! threaded on candle's spinning pool (rayon's sleeping workers cost more to wake than these take).
+//! Tests check every kernel against the composite path it replaces.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+
+use super::fused::{Mask, f32_slice};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Whether the kernels may stand in for the composite ops on `tensors`: f32 on the CPU, recording no
+/// gradient graph.
+pub fn applies(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+}
+
+/// Run `f` over `0..items` on candle's pool, in chunks (`f` gets a range).
+fn parallel(items: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    candle_core::utils::barrier_pool().execute_chunked(items, f);
+}
+
+/// An output buffer written by the pool's threads at disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the threads write disjoint elements, and the buffer outlives the pool's call
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+
+    /// `len` elements from `at`.
+    ///
+    /// # Safety
+    /// In bounds, and no other thread writes them meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        // SAFETY: the caller's
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+/// The sum of `a[i] * b[i]`, in eight partial sums (vectorised).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// RMSNorm over the last dimension, as transformers computes it: `x * rsqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &RmsNorm { eps: eps as f32 })
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let h = w.len();
+        if h == 0 || x.len() % h != 0 {
+            candle_core::bail!("rms norm: x {:?} and weight {:?} do not fit", xl.shape(), wl.shape());
+        }
+        let mut out = vec![0f32; x.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        parallel(x.len() / h, |rows| {
+            for r in rows {
+                let row = &x[r * h..][..h];
+                let inv = 1.0 / (dot(row, row) / h as f32 + self.eps).sqrt();
+                // SAFETY: row r of the output, which only this call writes
+                let o = unsafe { at.slice(r * h, h) };
+                for ((o, &v), &w) in o.iter_mut().zip(row).zip(w) {
+                    *o = v * inv * w;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// Rotary embedding (rotate-half layout) of `x` `[batch, seq, heads, head_dim]` by the tables `cos` and
+/// `sin` (`batch * seq` rows of `head_dim / 2`).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope)
+}
+
+struct Rope;
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, cos, sin) = (f32_slice(xs, xl)?, f32_slice(cs, cl)?, f32_slice(ss, sl)?);
+        let (b, t, heads, d) = xl.shape().dims4()?;
+        let half = d / 2;
+        if d % 2 != 0 || cos.len() != b * t * half || sin.len() != cos.len() {
+            candle_core::bail!("rope: x {:?} and tables {:?} do not fit", xl.shape(), cl.shape());
+        }
+        let mut out = vec![0f32; x.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        let row = heads * d;
+        parallel(b * t, |positions| {
+            for p in positions {
+                let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+                // SAFETY: position p's heads, which only this call writes
+                let o = unsafe { at.slice(p * row, row) };
+                for (o, x) in o.chunks_exact_mut(d).zip(x[p * row..][..row].chunks_exact(d)) {
+                    let (x1, x2) = x.split_at(half);
+                    let (o1, o2) = o.split_at_mut(half);
+                    for i in 0..half {
+                        o1[i] = x1[i] * c[i] - x2[i] * s[i];
+                        o2[i] = x2[i] * c[i] + x1[i] * s[i];
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// `silu(gate) * up`, the gated MLP's activation.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
+    gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &SiluMul)
+}
+
+struct SiluMul;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "silu-mul"
+    }
+
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (g, u) = (f32_slice(gs, gl)?, f32_slice(us, ul)?);
+        if gl.shape() != ul.shape() {
+            candle_core::bail!("silu mul: gate {:?} and up {:?} differ", gl.shape(), ul.shape());
+        }
+        let mut out = vec![0f32; g.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        const CHUNK: usize = 4096;
+        parallel(g.len().div_ceil(CHUNK), |chunks| {
+            let range = chunks.start * CHUNK..(chunks.end * CHUNK).min(g.len());
+            // SAFETY: this call's own elements
+            let o = unsafe { at.slice(range.start, range.len()) };
+            for ((o, &g), &u) in o.iter_mut().zip(&g[range.clone()]).zip(&u[range]) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+}
+
+/// Attention of `q` `[batch, seq, heads, head_dim]` over the keys and values `[batch, kv_heads, keys,
+/// head_dim]` (views into the cache: strided, no copy), each query within its key range of `mask`,
+/// query head `i` reading kv head `i / (heads / kv_heads)`; the result is `[batch, seq, heads,
+/// head_dim]`, as the output projection takes it. Scores, softmax and the weighted sum of values in
+/// one pass per query: no `[batch, heads, seq, keys]` tensors, no keys outside the range.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> CResult<Tensor> {
+    q.contiguous()?.apply_op3_no_bwd(k, v, &Attention { mask: mask.clone(), scale: scale as f32 })
+}
+
+struct Attention {
+    mask: Mask,
+    scale: f32,
+}
+
+/// The rows of a `[batch, kv_heads, keys, head_dim]` view: its data and the offset of row
+/// `(b, h, j)`.
+struct Rows<'a> {
+    data: &'a [f32],
+    start: usize,
+    strides: [usize; 3],
+    d: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn new(storage: &'a CpuStorage, layout: &Layout) -> CResult<Rows<'a>> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("attention: f32 only") };
+        let (_, _, _, d) = layout.shape().dims4()?;
+        let s = layout.stride();
+        if s[3] != 1 {
+            candle_core::bail!("attention: the head dimension must be contiguous");
+        }
+        Ok(Rows { data, start: layout.start_offset(), strides: [s[0], s[1], s[2]], d })
+    }
+
+    fn row(&self, b: usize, h: usize, j: usize) -> &'a [f32] {
+        &self.data[self.start + b * self.strides[0] + h * self.strides[1] + j * self.strides[2]..][..self.d]
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let q = f32_slice(qs, ql)?;
+        let (b, t, heads, d) = ql.shape().dims4()?;
+        let (kb, kv_heads, keys, kd) = kl.shape().dims4()?;
+        if kb != b || kd != d || vl.shape() != kl.shape() || heads % kv_heads != 0 {
+            candle_core::bail!("attention: q {:?}, k {:?}, v {:?} do not fit", ql.shape(), kl.shape(), vl.shape());
+        }
+        if self.mask.batch != b || self.mask.queries != t || self.mask.keys != keys {
+            candle_core::bail!("attention: the mask does not fit q {:?} and k {:?}", ql.shape(), kl.shape());
+        }
+        let (k, v) = (Rows::new(ks, kl)?, Rows::new(vs, vl)?);
+        let groups = heads / kv_heads;
+        let mut out = vec![0f32; q.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        // one unit per (batch row, kv head): its keys and values are read once for the whole group
+        parallel(b * kv_heads, |units| {
+            let mut p = Vec::with_capacity(keys);
+            for unit in units {
+                let (bi, kh) = (unit / kv_heads, unit % kv_heads);
+                for ti in 0..t {
+                    let (first, last) = self.mask.range(bi, ti);
+                    for g in 0..groups {
+                        let at_q = ((bi * t + ti) * heads + kh * groups + g) * d;
+                        let qrow = &q[at_q..][..d];
+                        p.clear();
+                        p.extend((first..=last).map(|j| dot(qrow, k.row(bi, kh, j as usize))));
+                        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
+                        let mut sum = 0f32;
+                        for x in p.iter_mut() {
+                            *x = (*x * self.scale - max).exp();
+                            sum += *x;
+                        }
+                        // SAFETY: this query's output row, which only this unit writes
+                        let o = unsafe { at.slice(at_q, d) };
+                        for (j, &w) in (first..=last).zip(p.iter()) {
+                            let w = w / sum;
+                            for (o, &x) in o.iter_mut().zip(v.row(bi, kh, j as usize)) {
+                                *o += w * x;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+}
+
+/// Rows of `x` up to which [`small_matmul`] beats gemm (measured at 8 and 32: `benches/README.md`).
+pub const SMALL_ROWS: usize = 32;
+
+/// `x · wᵀ` for the few rows of a decoding step: `x` `[m, k]`, `w` `[n, k]` (a linear layer's weight as
+/// stored), both f32 on the CPU. Every output is the dot product of two contiguous rows, and `w` is read
+/// once. gemm first repacks all of `w` for its microkernel, which at a few rows costs about as much as
+/// the product (a third of decoding time at batch 8, profiled). Inference only: it has no backward.
+pub fn small_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul)
+}
+
+struct SmallMatmul;
+
+/// Weight rows (output columns) a kernel call holds at once.
+const TILE_COLUMNS: usize = 3;
+
+impl CustomOp2 for SmallMatmul {
+    fn name(&self) -> &'static str {
+        "small-matmul"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let ((m, k), (n, kw)) = (xl.shape().dims2()?, wl.shape().dims2()?);
+        if k != kw {
+            candle_core::bail!("small matmul: x {:?} and w {:?} do not fit", xl.shape(), wl.shape());
+        }
+        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let mut out = vec![0f32; m * n];
+        let at = SharedOut(out.as_mut_ptr());
+        // candle's spinning pool rather than rayon's: a decoding step runs about a hundred of these, each
+        // a fraction of a millisecond, and rayon's sleeping workers cost more to wake than that. Each
+        // thread takes one contiguous share of `w`, which streams from memory at decode time.
+        let pool = candle_core::utils::barrier_pool();
+        let share = n.div_ceil(TILE_COLUMNS).div_ceil(pool.n_workers() + 1) * TILE_COLUMNS;
+        pool.execute(|thread| {
+            let columns = (thread * share).min(n)..((thread + 1) * share).min(n);
+            // SAFETY: a thread writes only its own columns of `out`, which outlives the pool's call
+            unsafe { products(x, m, k, &w[columns.start * k..columns.end * k], columns.start, n, at.get()) };
+        });
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `out[i * n + first + j] = x[i] · w[j]` for the `m` rows of `x` and the rows `w[j]` (`k` long each).
+///
+/// # Safety
+/// `out` holds `m * n` elements, and `first + w.len() / k <= n`.
+unsafe fn products(x: &[f32], m: usize, k: usize, w: &[f32], first: usize, n: usize, out: *mut f32) {
+    assert!(x.len() == m * k && w.len() % k == 0, "small matmul: sizes");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above; the caller vouches for `out`
+        return unsafe { products_avx2(x, m, k, w, first, n, out) };
+    }
+    for (j, w) in w.chunks_exact(k).enumerate() {
+        for (i, x) in x.chunks_exact(k).enumerate() {
+            // SAFETY: i < m and first + j < n, the caller's bounds
+            unsafe { *out.add(i * n + first + j) = x.iter().zip(w).map(|(a, b)| a * b).sum() };
+        }
+    }
+}
+
+/// Tiles of up to four rows of `x` by three rows of `w`: twelve eight-lane sums in registers, seven loads
+/// for every twelve fused multiply-adds.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, and [`products`]' bounds hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn products_avx2(x: &[f32], m: usize, k: usize, w: &[f32], first: usize, n: usize, out: *mut f32) {
+    let columns = w.len() / k;
+    for j in (0..columns).step_by(TILE_COLUMNS) {
+        let cols = (columns - j).min(TILE_COLUMNS);
+        // a tile of fewer columns repeats its last one and writes only the real ones
+        let wrow = |c: usize| &w[(j + c.min(cols - 1)) * k..][..k];
+        let ws = [wrow(0), wrow(1), wrow(2)];
+        // the next tile's rows, fetched into the cache while this one computes: at decoding sizes the
+        // weights stream from memory
+        let ahead: usize = std::env::var("FORGE_AHEAD").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let next = w.as_ptr().wrapping_add((j + ahead * TILE_COLUMNS) * k);
+        let prefetch = if j + ahead * TILE_COLUMNS < columns { Some(next) } else { None };
+        let mut i = 0;
+        while i < m {
+            let out = out.wrapping_add(i * n + first + j);
+            let x = &x[i * k..];
+            let prefetch = if i == 0 { prefetch } else { None };
+            // SAFETY: the caller's bounds, with the rows and columns counted here
+            unsafe {
+                match m - i {
+                    1 => tile::<1>(x, k, ws, cols, prefetch, out, n),
+                    2 => tile::<2>(x, k, ws, cols, prefetch, out, n),
+                    3 => tile::<3>(x, k, ws, cols, prefetch, out, n),
+                    _ => tile::<4>(x, k, ws, cols, prefetch, out, n),
+                }
+            }
+            i += 4;
+        }
+    }
+}
+
+/// `out[r * n + c] = x[r] · ws[c]` for `R` rows of `x` and the first `cols` of `ws`, prefetching the
+/// `3 * k` floats at `prefetch`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `x` holds `R` rows of `k`, `out` has room for them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(
+    x: &[f32],
+    k: usize,
+    ws: [&[f32]; TILE_COLUMNS],
+    cols: usize,
+    prefetch: Option<*const f32>,
+    out: *mut f32,
+    n: usize,
+) {
+    use std::arch::x86_64::*;
+    let body = k / 8 * 8;
+    let xs: [&[f32]; R] = std::array::from_fn(|r| &x[r * k..][..k]);
+    let mut acc = [[_mm256_setzero_ps(); TILE_COLUMNS]; R];
+    let mut o = 0;
+    while o < body {
+        // SAFETY: o + 8 <= body <= k, the length of every row; a prefetch of any address is harmless
+        unsafe {
+            if let Some(p) = prefetch
+                && o % 16 == 0
+            {
+                for c in 0..TILE_COLUMNS {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c * k + o) as *const i8);
+                }
+            }
+            let wv = [
+                _mm256_loadu_ps(ws[0].as_ptr().add(o)),
+                _mm256_loadu_ps(ws[1].as_ptr().add(o)),
+                _mm256_loadu_ps(ws[2].as_ptr().add(o)),
+            ];
+            for r in 0..R {
+                let xv = _mm256_loadu_ps(xs[r].as_ptr().add(o));
+                for c in 0..TILE_COLUMNS {
+                    acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+                }
+            }
+        }
+        o += 8;
+    }
+    for r in 0..R {
+        for c in 0..cols {
+            let tail: f32 = xs[r][body..].iter().zip(&ws[c][body..]).map(|(a, b)| a * b).sum();
+            // SAFETY: the caller's bounds
+            unsafe { *out.add(r * n + c) = hsum(acc[r][c]) + tail };
+        }
+    }
+}
+
+/// The sum of the eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{D, Device};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    fn randn(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
+    }
+
+    /// RMSNorm, rotation and the gated activation equal their composite ops, at sizes that leave
+    /// vector tails (12, 20).
+    #[test]
+    fn elementwise_kernels_equal_the_composite_ops() {
+        let (x, w) = (randn(&[3, 5, 20]), randn(&[20]));
+        let rms = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap().sqrt().unwrap();
+        let want = x.broadcast_div(&rms).unwrap().broadcast_mul(&w).unwrap();
+        assert!(max_diff(&rms_norm(&x, &w, 1e-6).unwrap(), &want) < 1e-5);
+
+        let (x, cos, sin) = (randn(&[2, 3, 4, 12]), randn(&[2, 3, 1, 6]), randn(&[2, 3, 1, 6]));
+        let (x1, x2) = (x.narrow(3, 0, 6).unwrap(), x.narrow(3, 6, 6).unwrap());
+        let a = (x1.broadcast_mul(&cos).unwrap() - x2.broadcast_mul(&sin).unwrap()).unwrap();
+        let b = (x2.broadcast_mul(&cos).unwrap() + x1.broadcast_mul(&sin).unwrap()).unwrap();
+        let want = Tensor::cat(&[a, b], 3).unwrap();
+        assert_eq!(max_diff(&rope(&x, &cos, &sin).unwrap(), &want), 0.0);
+
+        let (g, u) = (randn(&[3, 5000]), randn(&[3, 5000]));
+        let want = (g.silu().unwrap() * &u).unwrap();
+        assert!(max_diff(&silu_mul(&g, &u).unwrap(), &want) < 1e-5);
+    }
+
+    /// Attention over strided cache views (a buffer with spare positions), two query heads per kv head,
+    /// left padding and a padding query, equals scores, masked softmax and values as separate products.
+    #[test]
+    fn attention_equals_the_composite_path() {
+        let (b, t, heads, kv, d, past) = (2, 3, 4, 2, 12, 2);
+        let keys = past + t;
+        let q = randn(&[b, t, heads, d]);
+        let buffer_k = randn(&[b, kv, keys + 4, d]);
+        let buffer_v = randn(&[b, kv, keys + 4, d]);
+        let (k, v) = (buffer_k.narrow(2, 0, keys).unwrap(), buffer_v.narrow(2, 0, keys).unwrap());
+        // row 0: every key real; row 1: two padding keys, then its queries (the first a padding one)
+        let valid = vec![vec![true; keys], vec![false, false, false, true, true]];
+        let mask = super::super::attention_mask(&valid, past, t);
+        let got = attention(&q, &k, &v, &mask, 0.3).unwrap();
+
+        let groups = heads / kv;
+        let qg = q.transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, kv, groups * t, d)).unwrap();
+        let scores = qg.matmul(&k.t().unwrap()).unwrap();
+        let probs = super::super::fused::range_softmax(&scores, &mask, 0.3).unwrap();
+        let want = probs.matmul(&v.contiguous().unwrap()).unwrap();
+        let want = want.reshape((b, heads, t, d)).unwrap().transpose(1, 2).unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "differ by {}", max_diff(&got, &want));
+    }
+
+    /// The decoding product equals gemm's, with sizes that leave tails (k not a multiple of 8, n not a
+    /// multiple of a task's columns), a transposed input and one row.
+    #[test]
+    fn small_matmul_equals_matmul() {
+        let dev = Device::Cpu;
+        for (m, k, n) in [(1, 37, 5), (8, 256, 259), (16, 100, 130)] {
+            let x = Tensor::randn(0f32, 1.0, (k, m), &dev).unwrap().t().unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let want = x.matmul(&w.t().unwrap()).unwrap();
+            let got = small_matmul(&x, &w).unwrap();
+            assert_eq!(got.dims(), &[m, n]);
+            let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff <= 1e-5 * scale, "{m}x{k}x{n}: {diff} of {scale}");
+        }
+    }
+}
