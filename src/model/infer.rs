@@ -47,6 +47,7 @@ impl SharedOut {
 }
 
 /// The sum of `a[i] * b[i]`, in eight partial sums (vectorised).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -212,8 +213,105 @@ impl<'a> Rows<'a> {
         Ok(Rows { data, start: layout.start_offset(), strides: [s[0], s[1], s[2]], d })
     }
 
+    #[inline(always)]
     fn row(&self, b: usize, h: usize, j: usize) -> &'a [f32] {
         &self.data[self.start + b * self.strides[0] + h * self.strides[1] + j * self.strides[2]..][..self.d]
+    }
+}
+
+/// The sizes of an attention call.
+#[derive(Clone, Copy)]
+struct Heads {
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+}
+
+/// A thread's buffers for [`Attention::unit`].
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl Attention {
+    /// The queries of batch row and kv head `unit` (`b * kv_heads + h`): the keys they see, transposed
+    /// once (`[head_dim, keys]`, so that each score is a sum of whole-vector products rather than a dot
+    /// product with its own horizontal sum), then for every query of the group the scores, softmax within
+    /// its range, and the weighted sum of the values.
+    ///
+    /// # Safety
+    /// `out` is the `[batch, seq, heads, head_dim]` output, whose rows of this unit no other thread writes.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn unit(&self, q: &[f32], k: &Rows, v: &Rows, s: Heads, unit: usize, out: SharedOut, buf: &mut Scratch) {
+        let (bi, kh) = (unit / s.kv_heads, unit % s.kv_heads);
+        let (groups, d) = (s.heads / s.kv_heads, s.d);
+        let ranges = (0..s.t).map(|ti| self.mask.range(bi, ti));
+        let lo = ranges.clone().map(|r| r.0).min().unwrap_or(0) as usize;
+        let hi = ranges.map(|r| r.1).max().unwrap_or(0) as usize;
+        let width = hi + 1 - lo;
+        buf.keys.clear();
+        buf.keys.resize(d * width, 0.0);
+        for j in 0..width {
+            for (c, &x) in k.row(bi, kh, lo + j).iter().enumerate() {
+                buf.keys[c * width + j] = x;
+            }
+        }
+        for ti in 0..s.t {
+            let (first, last) = self.mask.range(bi, ti);
+            let (first, n) = (first as usize - lo, (last - first) as usize + 1);
+            // the group's queries are consecutive heads
+            let at_q = ((bi * s.t + ti) * s.heads + kh * groups) * d;
+            for g in 0..groups {
+                let q = &q[at_q + g * d..][..d];
+                let p = &mut buf.scores;
+                p.clear();
+                p.resize(n, 0.0);
+                for (c, &qc) in q.iter().enumerate() {
+                    for (p, &kc) in p.iter_mut().zip(&buf.keys[c * width + first..][..n]) {
+                        *p += qc * kc;
+                    }
+                }
+                let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
+                let mut sum = 0f32;
+                for x in p.iter_mut() {
+                    *x = (*x * self.scale - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                // SAFETY: this query's output row
+                let o = unsafe { out.slice(at_q + g * d, d) };
+                for (j, &w) in p.iter().enumerate() {
+                    let w = w * inv;
+                    for (o, &x) in o.iter_mut().zip(v.row(bi, kh, lo + first + j)) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Attention::unit`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA, and [`Attention::unit`]'s condition holds.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn unit_avx2(
+        &self,
+        q: &[f32],
+        k: &Rows,
+        v: &Rows,
+        s: Heads,
+        unit: usize,
+        out: SharedOut,
+        buf: &mut Scratch,
+    ) {
+        // SAFETY: the caller's
+        unsafe { self.unit(q, k, v, s, unit, out, buf) }
     }
 }
 
@@ -241,37 +339,21 @@ impl CustomOp3 for Attention {
             candle_core::bail!("attention: the mask does not fit q {:?} and k {:?}", ql.shape(), kl.shape());
         }
         let (k, v) = (Rows::new(ks, kl)?, Rows::new(vs, vl)?);
-        let groups = heads / kv_heads;
         let mut out = vec![0f32; q.len()];
         let at = SharedOut(out.as_mut_ptr());
+        let shape = Heads { t, heads, kv_heads, d };
         // one unit per (batch row, kv head): its keys and values are read once for the whole group
         parallel(b * kv_heads, |units| {
-            let mut p = Vec::with_capacity(keys);
+            let mut scratch = Scratch::default();
             for unit in units {
-                let (bi, kh) = (unit / kv_heads, unit % kv_heads);
-                for ti in 0..t {
-                    let (first, last) = self.mask.range(bi, ti);
-                    for g in 0..groups {
-                        let at_q = ((bi * t + ti) * heads + kh * groups + g) * d;
-                        let qrow = &q[at_q..][..d];
-                        p.clear();
-                        p.extend((first..=last).map(|j| dot(qrow, k.row(bi, kh, j as usize))));
-                        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
-                        let mut sum = 0f32;
-                        for x in p.iter_mut() {
-                            *x = (*x * self.scale - max).exp();
-                            sum += *x;
-                        }
-                        // SAFETY: this query's output row, which only this unit writes
-                        let o = unsafe { at.slice(at_q, d) };
-                        for (j, &w) in (first..=last).zip(p.iter()) {
-                            let w = w / sum;
-                            for (o, &x) in o.iter_mut().zip(v.row(bi, kh, j as usize)) {
-                                *o += w * x;
-                            }
-                        }
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA; the unit writes only its own queries' rows
+                    unsafe { self.unit_avx2(q, &k, &v, shape, unit, at, &mut scratch) };
+                    continue;
                 }
+                // SAFETY: as above
+                unsafe { self.unit(q, &k, &v, shape, unit, at, &mut scratch) };
             }
         });
         Ok((CpuStorage::F32(out), ql.shape().clone()))

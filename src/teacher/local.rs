@@ -84,15 +84,17 @@ impl Local {
             .collect();
         let mut cache = KvCache::default();
         let input = Tensor::new(padded, &dev).map_err(candle)?;
-        let logits = model
-            .forward(
+        let hidden = model
+            .hidden(
                 &input,
                 &positions(&valid, 0, &dev).map_err(candle)?,
                 &attention_mask(&valid, 0, width),
                 Some(&mut cache),
             )
             .map_err(candle)?;
-        let last = logits.i((.., width - 1, ..)).and_then(|t| t.contiguous()).map_err(candle)?;
+        // logits of the last position only: a real vocabulary over every prompt position would be
+        // gigabytes
+        let last = hidden.i((.., width - 1, ..)).and_then(|h| model.head(&h)).map_err(candle)?;
         // One row per sample, each starting from its prompt's cache.
         let mut rows: Vec<Row> = Vec::new();
         for (p, prompt) in prompts.iter().enumerate() {
