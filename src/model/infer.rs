@@ -228,52 +228,34 @@ struct Heads {
     d: usize,
 }
 
-/// A thread's buffers for [`Attention::unit`].
-#[derive(Default)]
-struct Scratch {
-    keys: Vec<f32>,
-    scores: Vec<f32>,
-}
-
 impl Attention {
-    /// The queries of batch row and kv head `unit` (`b * kv_heads + h`): the keys they see, transposed
-    /// once (`[head_dim, keys]`, so that each score is a sum of whole-vector products rather than a dot
-    /// product with its own horizontal sum), then for every query of the group the scores, softmax within
-    /// its range, and the weighted sum of the values.
+    /// The queries of batch row and kv head `unit` (`b * kv_heads + h`): the scores of every query of
+    /// the group against each key row (read once for the group), softmax within the query's range, then
+    /// the weighted sum of the values. (Transposing the keys to score without horizontal sums measured
+    /// slower, prompts included.)
     ///
     /// # Safety
     /// `out` is the `[batch, seq, heads, head_dim]` output, whose rows of this unit no other thread writes.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn unit(&self, q: &[f32], k: &Rows, v: &Rows, s: Heads, unit: usize, out: SharedOut, buf: &mut Scratch) {
+    unsafe fn unit(&self, q: &[f32], k: &Rows, v: &Rows, s: Heads, unit: usize, out: SharedOut, p: &mut Vec<f32>) {
         let (bi, kh) = (unit / s.kv_heads, unit % s.kv_heads);
         let (groups, d) = (s.heads / s.kv_heads, s.d);
-        let ranges = (0..s.t).map(|ti| self.mask.range(bi, ti));
-        let lo = ranges.clone().map(|r| r.0).min().unwrap_or(0) as usize;
-        let hi = ranges.map(|r| r.1).max().unwrap_or(0) as usize;
-        let width = hi + 1 - lo;
-        buf.keys.clear();
-        buf.keys.resize(d * width, 0.0);
-        for j in 0..width {
-            for (c, &x) in k.row(bi, kh, lo + j).iter().enumerate() {
-                buf.keys[c * width + j] = x;
-            }
-        }
         for ti in 0..s.t {
             let (first, last) = self.mask.range(bi, ti);
-            let (first, n) = (first as usize - lo, (last - first) as usize + 1);
+            let (first, n) = (first as usize, (last - first) as usize + 1);
             // the group's queries are consecutive heads
             let at_q = ((bi * s.t + ti) * s.heads + kh * groups) * d;
-            for g in 0..groups {
-                let q = &q[at_q + g * d..][..d];
-                let p = &mut buf.scores;
-                p.clear();
-                p.resize(n, 0.0);
-                for (c, &qc) in q.iter().enumerate() {
-                    for (p, &kc) in p.iter_mut().zip(&buf.keys[c * width + first..][..n]) {
-                        *p += qc * kc;
-                    }
+            let qs = &q[at_q..][..groups * d];
+            p.clear();
+            p.resize(groups * n, 0.0);
+            for j in 0..n {
+                let key = k.row(bi, kh, first + j);
+                for (g, q) in qs.chunks_exact(d).enumerate() {
+                    p[g * n + j] = dot(q, key);
                 }
+            }
+            for p in p.chunks_exact_mut(n) {
                 let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
                 let mut sum = 0f32;
                 for x in p.iter_mut() {
@@ -281,11 +263,15 @@ impl Attention {
                     sum += *x;
                 }
                 let inv = 1.0 / sum;
-                // SAFETY: this query's output row
-                let o = unsafe { out.slice(at_q + g * d, d) };
-                for (j, &w) in p.iter().enumerate() {
-                    let w = w * inv;
-                    for (o, &x) in o.iter_mut().zip(v.row(bi, kh, lo + first + j)) {
+                p.iter_mut().for_each(|x| *x *= inv);
+            }
+            // SAFETY: this unit's queries' output rows
+            let o = unsafe { out.slice(at_q, groups * d) };
+            for j in 0..n {
+                let value = v.row(bi, kh, first + j);
+                for (g, o) in o.chunks_exact_mut(d).enumerate() {
+                    let w = p[g * n + j];
+                    for (o, &x) in o.iter_mut().zip(value) {
                         *o += w * x;
                     }
                 }
@@ -300,18 +286,9 @@ impl Attention {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn unit_avx2(
-        &self,
-        q: &[f32],
-        k: &Rows,
-        v: &Rows,
-        s: Heads,
-        unit: usize,
-        out: SharedOut,
-        buf: &mut Scratch,
-    ) {
+    unsafe fn unit_avx2(&self, q: &[f32], k: &Rows, v: &Rows, s: Heads, unit: usize, out: SharedOut, p: &mut Vec<f32>) {
         // SAFETY: the caller's
-        unsafe { self.unit(q, k, v, s, unit, out, buf) }
+        unsafe { self.unit(q, k, v, s, unit, out, p) }
     }
 }
 
@@ -344,16 +321,16 @@ impl CustomOp3 for Attention {
         let shape = Heads { t, heads, kv_heads, d };
         // one unit per (batch row, kv head): its keys and values are read once for the whole group
         parallel(b * kv_heads, |units| {
-            let mut scratch = Scratch::default();
+            let mut scores = Vec::new();
             for unit in units {
                 #[cfg(target_arch = "x86_64")]
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has AVX2 and FMA; the unit writes only its own queries' rows
-                    unsafe { self.unit_avx2(q, &k, &v, shape, unit, at, &mut scratch) };
+                    unsafe { self.unit_avx2(q, &k, &v, shape, unit, at, &mut scores) };
                     continue;
                 }
                 // SAFETY: as above
-                unsafe { self.unit(q, &k, &v, shape, unit, at, &mut scratch) };
+                unsafe { self.unit(q, &k, &v, shape, unit, at, &mut scores) };
             }
         });
         Ok((CpuStorage::F32(out), ql.shape().clone()))
