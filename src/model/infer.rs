@@ -358,8 +358,8 @@ impl Attention {
                     unsafe { _mm256_storeu_ps(p.as_mut_ptr().add(j), _mm256_mul_ps(sums, scale)) };
                     j += 8;
                 }
-                for j in j..n {
-                    p[j] = dot(q, k.row(bi, kh, first + j)) * self.scale;
+                for (j, p) in p.iter_mut().enumerate().skip(j) {
+                    *p = dot(q, k.row(bi, kh, first + j)) * self.scale;
                 }
                 let max = _mm256_set1_ps(p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)));
                 let mut sum = 0f32;
@@ -543,7 +543,7 @@ impl CustomOp2 for SmallMatmul {
 /// # Safety
 /// `out` holds `m * n` elements, and `first + w.len() / k <= n`.
 unsafe fn products(x: &[f32], m: usize, k: usize, w: &[f32], first: usize, n: usize, out: *mut f32) {
-    assert!(x.len() == m * k && w.len() % k == 0, "small matmul: sizes");
+    assert!(x.len() == m * k && w.len().is_multiple_of(k), "small matmul: sizes");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, checked just above; the caller vouches for `out`
