@@ -162,9 +162,11 @@ impl Module for Linear {
         let (b, t, i) = x.dims3()?;
         let x = x.reshape((b * t, i))?;
         let w = cast(&self.weight, x.dtype())?;
-        // a decoding step (a few rows, nothing to differentiate) skips gemm's repacking of the weight
-        let decoding = b * t <= infer::SMALL_ROWS && infer::applies(&[&x, &w]);
-        let mut y = if decoding { infer::small_matmul(&x, &w)? } else { x.matmul(&w.t()?)? };
+        // a decoding step (one position per row, nothing to differentiate) skips gemm's repacking of the
+        // weight; prompts take gemm. Choosing by the step rather than the row count keeps each row's
+        // numbers independent of how many rows share the batch.
+        let decoding = t == 1 && infer::applies(&[&x, &w]);
+        let mut y = if decoding { infer::decode_matmul(&x, &w)? } else { x.matmul(&w.t()?)? };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&cast(bias, x.dtype())?)?;
         }
@@ -279,9 +281,10 @@ impl Decoder {
 
     /// Logits (f32) of final hidden states `[.., hidden]`.
     pub fn head(&self, hidden: &Tensor) -> CResult<Tensor> {
-        let x = if hidden.rank() == 2 { hidden.unsqueeze(0)? } else { hidden.clone() };
+        // rows of final states are one position each, as in a decoding step
+        let x = if hidden.rank() == 2 { hidden.unsqueeze(1)? } else { hidden.clone() };
         let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
-        if hidden.rank() == 2 { logits.squeeze(0) } else { Ok(logits) }
+        if hidden.rank() == 2 { logits.squeeze(1) } else { Ok(logits) }
     }
 
     /// The final (normed) hidden states `[batch, seq, hidden]`, before the head: the trainer applies the

@@ -495,23 +495,24 @@ impl CustomOp3 for Attention {
     }
 }
 
-/// Rows of `x` up to which [`small_matmul`] beats gemm (measured at 8 and 32: `benches/README.md`).
-pub const SMALL_ROWS: usize = 32;
-
-/// `x · wᵀ` for the few rows of a decoding step: `x` `[m, k]`, `w` `[n, k]` (a linear layer's weight as
-/// stored), both f32 on the CPU. Every output is the dot product of two contiguous rows, and `w` is read
-/// once. gemm first repacks all of `w` for its microkernel, which at a few rows costs about as much as
-/// the product (a third of decoding time at batch 8, profiled). Inference only: it has no backward.
-pub fn small_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
-    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul)
+/// `x · wᵀ` for the rows of a decoding step: `x` `[m, k]`, `w` `[n, k]` (a linear layer's weight as
+/// stored), both f32 on the CPU. Every output is the dot product of two contiguous rows, computed the same
+/// way whatever `m`, and `w` is read once per block of rows. gemm first repacks all of `w` for its
+/// microkernel, which at a few rows costs about as much as the product (a third of decoding time at batch
+/// 8, profiled). Inference only: it has no backward.
+pub fn decode_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &DecodeMatmul)
 }
 
-struct SmallMatmul;
+struct DecodeMatmul;
+
+/// Rows of `x` a thread takes at once when there are more (with fewer, the threads split the columns).
+const ROW_BLOCK: usize = 32;
 
 /// Weight rows (output columns) a kernel call holds at once.
 const TILE_COLUMNS: usize = 3;
 
-impl CustomOp2 for SmallMatmul {
+impl CustomOp2 for DecodeMatmul {
     fn name(&self) -> &'static str {
         "small-matmul"
     }
@@ -527,6 +528,19 @@ impl CustomOp2 for SmallMatmul {
         // candle's spinning pool rather than rayon's: a decoding step runs about a hundred of these, each
         // a fraction of a millisecond, and rayon's sleeping workers cost more to wake than that. Each
         // thread takes one contiguous share of `w`, which streams from memory at decode time.
+        if m > ROW_BLOCK {
+            // many rows (a large batch, or final states gathered for a loss): blocks of rows, each
+            // through every weight row, so that a block stays in the cache while the weight streams past
+            parallel(m.div_ceil(ROW_BLOCK), |blocks| {
+                for block in blocks {
+                    let rows = block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(m);
+                    let x = &x[rows.start * k..rows.end * k];
+                    // SAFETY: a block writes only its own rows of `out`
+                    unsafe { products(x, rows.len(), k, w, 0, n, at.get().wrapping_add(rows.start * n)) };
+                }
+            });
+            return Ok((CpuStorage::F32(out), Shape::from((m, n))));
+        }
         let pool = candle_core::utils::barrier_pool();
         let share = n.div_ceil(TILE_COLUMNS).div_ceil(pool.n_workers() + 1) * TILE_COLUMNS;
         pool.execute(|thread| {
@@ -755,15 +769,15 @@ mod tests {
     }
 
     /// The decoding product equals gemm's, with sizes that leave tails (k not a multiple of 8, n not a
-    /// multiple of a task's columns), a transposed input and one row.
+    /// multiple of a tile's columns), a transposed input, one row and blocks of rows.
     #[test]
-    fn small_matmul_equals_matmul() {
+    fn decode_matmul_equals_matmul() {
         let dev = Device::Cpu;
-        for (m, k, n) in [(1, 37, 5), (8, 256, 259), (16, 100, 130)] {
+        for (m, k, n) in [(1, 37, 5), (8, 256, 259), (16, 100, 130), (75, 64, 40)] {
             let x = Tensor::randn(0f32, 1.0, (k, m), &dev).unwrap().t().unwrap();
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let want = x.matmul(&w.t().unwrap()).unwrap();
-            let got = small_matmul(&x, &w).unwrap();
+            let got = decode_matmul(&x, &w).unwrap();
             assert_eq!(got.dims(), &[m, n]);
             let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

@@ -11,7 +11,8 @@ fn checkpoint(dir: &Path, arch: Arch) -> String {
 }
 
 /// A tiny random teacher samples every problem n times: one row per sample with its provenance, token
-/// counts within the limit, one logprob per generated token, and the same rows whatever the batch size.
+/// counts within the limit, one logprob per generated token, and the same texts and logprobs whatever the
+/// batch size.
 #[test]
 fn generate_writes_one_trace_per_sample_with_provenance() {
     let s = Scratch::new();
@@ -67,11 +68,14 @@ fn generate_writes_one_trace_per_sample_with_provenance() {
         let distinct: std::collections::BTreeSet<&str> =
             rows.iter().map(|r| r["completion"].as_str().unwrap()).collect();
         assert!(distinct.len() > 30, "samples differ from each other");
-        let one_by_one = out(&format!("traces-{arch:?}-b1"), "1");
-        let texts = |rows: &[serde_json::Map<String, serde_json::Value>]| {
-            rows.iter().map(|r| r["completion"].clone()).collect::<Vec<_>>()
+        // one prompt at a time, and all twelve at once (36 rows in each decoding step)
+        let samples = |rows: &[serde_json::Map<String, serde_json::Value>]| {
+            rows.iter().map(|r| (r["completion"].clone(), r["token_logprobs"].clone())).collect::<Vec<_>>()
         };
-        assert_eq!(texts(&rows), texts(&one_by_one), "{arch:?}: batching changed the samples");
+        for batch in ["1", "12"] {
+            let other = out(&format!("traces-{arch:?}-b{batch}"), batch);
+            assert_eq!(samples(&rows), samples(&other), "{arch:?}: batch size {batch} changed the samples");
+        }
     }
 }
 
