@@ -2,7 +2,9 @@
 # Does forge's `cuda` feature build? On a machine without the CUDA toolkit: nvcc, the CUDA headers and
 # libraries come from NVIDIA's PyPI wheels, unpacked into a scratch directory, then
 # `cargo check --release --features cuda` runs (candle's CUDA kernels are compiled by nvcc in its build
-# script; nothing runs on a GPU, so none is needed). Run by hand; takes about 8 minutes on 2 cores.
+# script; nothing runs on a GPU, so none is needed). Run by hand; takes about 8 minutes on 2 cores. A full
+# `cargo build --features cuda` compiles too but its last step, linking, needs `libcuda.so`: the NVIDIA
+# driver's, or the full toolkit's `lib64/stubs`; the wheels do not carry it.
 #
 #   scripts/check_cuda_build.sh [WORK]        # CUDA_COMPUTE_CAP defaults to 90 (H100, H200)
 set -euo pipefail

@@ -90,6 +90,15 @@ impl Slot {
         Ok(())
     }
 
+    /// Append `k` and `v` to the layer's cache `past` (started if empty); all its keys and values since.
+    fn extend(past: &mut Option<Slot>, k: &Tensor, v: &Tensor) -> CResult<(Tensor, Tensor)> {
+        match past {
+            Some(slot) => slot.push(k, v)?,
+            None => *past = Some(Slot::new(k, v)?),
+        }
+        past.as_ref().expect("set above").filled()
+    }
+
     /// The filled part (views, no copy).
     fn filled(&self) -> CResult<(Tensor, Tensor)> {
         Ok((self.k.narrow(2, 0, self.len)?, self.v.narrow(2, 0, self.len)?))
@@ -352,11 +361,7 @@ impl Attention {
         let mut k = rotate(&split(k, self.kv_heads)?, cos, sin)?.contiguous()?;
         let mut v = split(v, self.kv_heads)?.contiguous()?;
         if let Some(past) = past {
-            match past {
-                Some(slot) => slot.push(&k, &v)?,
-                None => *past = Some(Slot::new(&k, &v)?),
-            }
-            (k, v) = past.as_ref().expect("set above").filled()?;
+            (k, v) = Slot::extend(past, &k, &v)?;
         }
         // Query heads grouped under their kv head, `[b, kv, groups * t, d]`, so each kv head's keys and
         // values serve its whole group without being copied per head (query head i reads kv head
@@ -390,11 +395,7 @@ impl Attention {
         let (mut k, mut v) =
             (k.transpose(1, 2)?.contiguous()?, v.reshape((b, t, self.kv_heads, d))?.transpose(1, 2)?.contiguous()?);
         if let Some(past) = past {
-            match past {
-                Some(slot) => slot.push(&k, &v)?,
-                None => *past = Some(Slot::new(&k, &v)?),
-            }
-            (k, v) = past.as_ref().expect("set above").filled()?;
+            (k, v) = Slot::extend(past, &k, &v)?;
         }
         let out = infer::attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt())?;
         self.o.forward(&out.reshape((b, t, self.heads * d))?)
