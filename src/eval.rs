@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Input, TableKind, Trace, WriteOptions};
 use crate::error::{Error, Result};
-use crate::filter::select::majority;
-use crate::generate::GenerateConfig;
 use crate::teacher::SamplingConfig;
+use crate::teacher::traces::{GenerateConfig, write_traces};
+use crate::verify::vote::majority;
 use crate::verify::{DEFAULT_TOLERANCE, TraceRef, VerifySettings, verify_trace};
 use crate::{Context, OutputArgs};
 
@@ -202,6 +202,9 @@ impl Tally {
     }
 }
 
+/// The report written beside the traces.
+pub const REPORT: &str = "eval-report.json";
+
 /// The directory traces go to when `-o` is not given: `eval-<model>-<problems>` here.
 pub fn default_output(cfg: &EvalConfig) -> PathBuf {
     let name = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "x".into());
@@ -217,9 +220,9 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
     let dir = output.map(Path::to_path_buf).unwrap_or_else(|| default_output(cfg));
     let generate = cfg.generate();
     // an evaluation's traces are derived: a different evaluation into the same directory replaces them
-    let write = WriteOptions { overwrite: true, ..WriteOptions::default() };
+    let write = WriteOptions { overwrite: true, companions: &[REPORT], ..WriteOptions::default() };
     let out = OutputArgs { output: dir.clone(), shard: Default::default(), write };
-    let ran = matches!(crate::generate::run(&generate, &out, ctx)?, crate::Outcome::Written(_));
+    let ran = matches!(write_traces(&generate, &out, ctx)?, crate::Outcome::Written(_));
 
     let input = Input::open(&dir)?;
     let settings = VerifySettings::default();
@@ -259,7 +262,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
         by_source: by_source.iter().map(|(s, t)| (s.clone(), t.scores(cfg.n))).collect(),
         traces: dir.clone(),
     };
-    crate::dataset::write_atomic(&dir.join("eval-report.json"), &serde_json::to_vec_pretty(&report).expect("json"))?;
+    crate::dataset::write_atomic(&dir.join(REPORT), &serde_json::to_vec_pretty(&report).expect("json"))?;
     Ok((report, ran))
 }
 
@@ -289,6 +292,50 @@ impl EvalReport {
             );
         }
         out
+    }
+}
+
+/// Where `forge eval` writes, and how it prints.
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
+pub struct EvalTarget {
+    /// Where the traces and eval-report.json go (default: `eval-<model>-<problems>`)
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Print the report as one JSON object on stdout (with `accuracy` = pass@1)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `forge eval`.
+pub struct Eval;
+
+impl crate::stage::Stage for Eval {
+    const NAME: &'static str = "eval";
+    const ABOUT: &'static str =
+        "Score a model on problems: generate, verify, report pass@1, pass@n, maj@n, length, truncation";
+    const EXAMPLES: &'static str = "  forge eval --model student/ --problems igsm-test/                    # greedy, one sample
+  forge eval --model student/ --problems igsm-test/ -n 8 --json | jq .accuracy
+  forge eval --model r1-distill/ --problems math500/ -n 4 --temperature 0.6 --prefill '<think>\\n' --max-tokens 8192 -o eval-math500/";
+    type Config = EvalConfig;
+    type Target = EvalTarget;
+
+    fn run(cfg: &EvalConfig, target: &EvalTarget, ctx: &Context) -> Result<crate::stage::Done> {
+        let quiet = Context { quiet: ctx.quiet || target.json, ..ctx.clone() };
+        let (report, ran) = run(cfg, target.output.as_deref(), &quiet)?;
+        let stdout =
+            if target.json { serde_json::to_string(&report).expect("serialisable") + "\n" } else { report.table() };
+        Ok(crate::stage::Done {
+            up_to_date: !ran,
+            rows_in: Some(report.overall.problems),
+            rows_out: Some(report.overall.samples),
+            accuracy: Some(report.accuracy),
+            stdout: Some(stdout),
+            ..Default::default()
+        })
+    }
+
+    fn pipeline_target(dir: &Path) -> Option<EvalTarget> {
+        Some(EvalTarget { output: Some(dir.to_path_buf()), json: false })
     }
 }
 

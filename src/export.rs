@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::dataset::{Input, Manifest, TableKind};
 use crate::error::{Error, Result};
-use crate::train::data::{Conversation, conversation};
+use crate::formats::conversation::{Conversation, conversation, located};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -249,7 +249,7 @@ pub fn run(cfg: &ExportConfig, out: &Path) -> Result<usize> {
     let mut rows = Vec::new();
     for (i, r) in input.records(0..input.rows()).enumerate() {
         let r = r?;
-        rows.push(row(&r.fields, i as u64, cfg.reasoning).map_err(|e| crate::train::data::located(&r, e))?);
+        rows.push(row(&r.fields, i as u64, cfg.reasoning).map_err(|e| located(&r, e))?);
     }
     let staging = out.with_extension("forge-tmp");
     if staging.exists() {
@@ -294,6 +294,31 @@ pub fn run(cfg: &ExportConfig, out: &Path) -> Result<usize> {
     }
     fs_err::rename(&staging, out)?;
     Ok(rows.len())
+}
+
+/// `forge export`.
+pub struct Export;
+
+impl crate::stage::Stage for Export {
+    const NAME: &'static str = "export";
+    const ABOUT: &'static str =
+        "Write a dataset in the layouts other trainers read: HF datasets, TRL messages, ShareGPT, JSONL";
+    const EXAMPLES: &'static str =
+        "  forge export sft/ --format hf -o my-dataset/                       # data/train-*.parquet + README.md card
+  forge export curated/ --format messages --reasoning think -o trl/   # TRL SFTTrainer, <think> reasoning
+  forge export curated/ --format sharegpt --reasoning thought -o lf/  # LLaMA-Factory (dataset_info.json)
+  forge export sft/ --format jsonl --reasoning none -o jsonl/";
+    type Config = ExportConfig;
+    type Target = crate::stage::DirTarget;
+
+    fn run(cfg: &ExportConfig, out: &crate::stage::DirTarget, _: &crate::Context) -> Result<crate::stage::Done> {
+        let rows = run(cfg, &out.output)?;
+        Ok(crate::stage::Done {
+            rows_out: Some(rows as u64),
+            summary: format!("wrote {rows} rows as {:?} to `{}`", cfg.format, out.output.display()),
+            ..Default::default()
+        })
+    }
 }
 
 #[cfg(test)]

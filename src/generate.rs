@@ -1,196 +1,36 @@
 //! `forge generate`: a problems dataset in, a traces dataset out: for each problem, `n` chain-of-thought
-//! samples from a teacher, one row per sample, with the reasoning split from the solution and the
-//! provenance of each sample (teacher, sampling, seed, index, token counts, finish reason).
-//!
-//! Output row `i * n + k` is sample `k` of problem `i`, and each sample's random stream depends only on
-//! (seed, problem id, k): a killed run resumes from its finished shards and ends equal to an
-//! uninterrupted one.
+//! samples from a teacher, one row per sample ([`crate::teacher::traces`] does the sampling and writing).
 //!
 //! ```text
 //! forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 -o traces/
 //! ```
 
-use std::path::PathBuf;
-use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
-
-use crate::dataset::{DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, TokenLogprob, Trace};
-use crate::error::{Error, Result};
-use crate::model::chat::Message;
-use crate::progress::Progress;
-use crate::report::StageReport;
-use crate::teacher::{Prompt, SamplingConfig};
+use crate::error::Result;
+pub use crate::teacher::traces::GenerateConfig;
 use crate::{Context, Outcome, OutputArgs};
 
-/// The instruction each domain's problems get unless `--prompt-template` says otherwise.
-pub fn default_template(domain: &str) -> &'static str {
-    match domain {
-        "countdown" => {
-            "{prompt}\n\nThink step by step, then give the final expression (each number used once) as \\boxed{expression}."
-        }
-        "code" => "{prompt}\n\nThink step by step, then write the complete Python solution in one ```python block.",
-        _ => "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateConfig {
-    /// The teacher: `local:PATH` (a Hugging Face checkpoint directory)
-    #[arg(long, value_name = "SPEC")]
-    pub teacher: String,
-    /// Problems dataset (directory, Parquet or JSONL)
-    #[arg(long, value_name = "DIR")]
-    pub problems: PathBuf,
-    /// Samples per problem
-    #[arg(short = 'n', long = "samples", default_value_t = 1, value_name = "N")]
-    #[serde(default = "one")]
-    pub n: u32,
-    #[command(flatten)]
-    #[serde(default)]
-    pub sampling: SamplingConfig,
-    /// The user message, `{prompt}` standing for the problem text (default: an instruction per domain;
-    /// `'{prompt}'` sends the problem as it is)
-    #[arg(long, value_name = "TEXT")]
-    pub prompt_template: Option<String>,
-    /// A system message
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Text the assistant's reply starts with, e.g. `'<think>\n'` as R1 recipes do (escapes \n and \t are read)
-    #[arg(long, default_value = "", value_name = "TEXT")]
-    #[serde(default)]
-    pub prefill: String,
-    /// Problems decoded together (their samples share one batch)
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    #[serde(default = "eight")]
-    pub batch_size: usize,
-}
-
-fn one() -> u32 {
-    1
-}
-fn eight() -> usize {
-    8
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\n", "\n").replace("\\t", "\t")
-}
-
-/// The chat messages of `problem`.
-pub fn messages(cfg: &GenerateConfig, problem: &Problem) -> Vec<Message> {
-    let template = cfg.prompt_template.as_deref().map(unescape);
-    let user = template.as_deref().unwrap_or(default_template(&problem.domain)).replace("{prompt}", &problem.prompt);
-    let mut out = Vec::new();
-    if let Some(system) = &cfg.system {
-        out.push(Message::new("system", &unescape(system)));
-    }
-    out.push(Message::new("user", &user));
-    out
-}
-
 pub fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
-    if cfg.n == 0 || cfg.batch_size == 0 {
-        return Err(Error::usage("`-n` and `--batch-size` must be at least 1"));
+    crate::teacher::traces::write_traces(cfg, out, ctx)
+}
+
+/// `forge generate`.
+pub struct Generate;
+
+impl crate::stage::Stage for Generate {
+    const NAME: &'static str = "generate";
+    const ABOUT: &'static str = "Sample chain-of-thought solutions of problems from a teacher model";
+    const EXAMPLES: &'static str = "  forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 -o traces/
+  forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 --top-p 0.95 --max-tokens 1024 --seed 1 -o traces/
+  forge generate --teacher local:r1-distill/ --problems math500/ --prefill '<think>\\n' --temperature 0.6 -o traces/
+  forge generate --teacher local:ckpt/ --problems problems/ --prompt-template '{prompt}' --system 'You are a careful solver.' -o traces/";
+    type Config = GenerateConfig;
+    type Target = OutputArgs;
+
+    fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
+        Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
     }
-    let started = Instant::now();
-    let input = Input::open(&cfg.problems)?;
-    let range = out.shard.range(input.rows());
-    let mut inputs = vec![input.reference()?];
-    if let Some(("local", path)) = cfg.teacher.split_once(':') {
-        // a retrained teacher is a changed input, as changed problems are
-        let path = PathBuf::from(path);
-        let xxh3 = crate::model::checkpoint_hash(&path)?;
-        inputs.push(crate::dataset::InputRef { path, rows: 0, xxh3 });
+
+    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
+        Some(OutputArgs::replacing(dir))
     }
-    let provenance = Provenance::start("generate", &ctx.command, cfg, inputs);
-    let mut writer = match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance)? {
-        Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
-        Start::Write(w) => w,
-    };
-    let mut teacher = crate::teacher::open(&cfg.teacher)?;
-    let n = u64::from(cfg.n);
-    let total = (range.end - range.start) * n;
-    let progress = Progress::rows("generate", total, ctx.quiet);
-    let mut report = StageReport::new("generate", 0, 0, 0.0);
-    let (mut tokens, mut index) = (0u64, 0u64);
-    let prefill = unescape(&cfg.prefill);
-    for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
-        let problems = batch?;
-        for chunk in problems.chunks(cfg.batch_size) {
-            let first = index * n;
-            let rows = chunk.len() as u64 * n;
-            index += chunk.len() as u64;
-            if writer.skips(first) && writer.skips(first + rows - 1) {
-                writer.skip(rows)?; // finished by an interrupted run of this same command
-                report.rows_out += rows;
-                progress.inc(rows);
-                continue;
-            }
-            let prompts: Vec<Prompt> = chunk
-                .iter()
-                .map(|p| Prompt { key: p.id.clone(), messages: messages(cfg, p), prefill: prefill.clone(), n: cfg.n })
-                .collect();
-            let samples = teacher.generate(&prompts, &cfg.sampling)?;
-            let mut traces = Vec::with_capacity(rows as usize);
-            for (problem, samples) in chunk.iter().zip(samples) {
-                for (k, s) in samples.into_iter().enumerate() {
-                    tokens += u64::from(s.completion_tokens);
-                    let completion = format!("{prefill}{}", s.text);
-                    let parts = crate::verify::extract::split(&completion);
-                    traces.push(Trace {
-                        id: format!("{}#{k}", problem.id),
-                        problem_id: problem.id.clone(),
-                        source: problem.source.clone(),
-                        domain: problem.domain.clone(),
-                        prompt: problem.prompt.clone(),
-                        gold: problem.gold.clone(),
-                        teacher: teacher.id().to_string(),
-                        sample_index: k as u32,
-                        sampling: Sampling {
-                            temperature: cfg.sampling.temperature,
-                            top_p: cfg.sampling.top_p,
-                            top_k: cfg.sampling.top_k,
-                            max_new_tokens: cfg.sampling.max_new_tokens,
-                            seed: cfg.sampling.seed,
-                        },
-                        reasoning: parts.reasoning.map(str::to_string),
-                        solution: if parts.reasoning.is_some() {
-                            parts.solution.to_string()
-                        } else {
-                            completion.clone()
-                        },
-                        completion,
-                        prompt_tokens: s.prompt_tokens,
-                        completion_tokens: s.completion_tokens,
-                        finish_reason: s.finish.name().to_string(),
-                        metadata: problem.metadata.clone(),
-                        token_logprobs: Some(s.logprobs),
-                        top_logprobs: (cfg.sampling.top_logprobs > 0).then(|| {
-                            s.top_logprobs
-                                .into_iter()
-                                .map(|p| {
-                                    p.into_iter().map(|(token, logprob)| TokenLogprob { token, logprob }).collect()
-                                })
-                                .collect()
-                        }),
-                    });
-                }
-            }
-            report.rows_out += traces.len() as u64;
-            writer.write_rows(&traces)?;
-            progress.inc(rows);
-            progress.message(&format!("{:.0} tok/s", tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)));
-        }
-    }
-    progress.finish();
-    report.seconds = started.elapsed().as_secs_f64();
-    report.rows_per_second = report.rows_out as f64 / report.seconds.max(1e-9);
-    if !ctx.quiet {
-        eprintln!("generate: {tokens} completion tokens, {:.0} tokens/s", tokens as f64 / report.seconds.max(1e-9));
-    }
-    // Rows in are the samples to make (n per problem); every one is written.
-    report.rows_in = report.rows_out;
-    Ok(Outcome::Written(writer.finish(report)?))
 }

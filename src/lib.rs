@@ -28,30 +28,38 @@ macro_rules! serde_as_string {
 }
 pub(crate) use serde_as_string;
 
-pub mod config;
+// Layers, bottom up (README's Layout section; `tests/it/layers.rs` checks that imports go downwards).
 pub mod error;
 pub mod expr;
 pub mod progress;
 pub mod report;
 pub mod rng;
 
+pub mod config;
 pub mod dataset;
 
-pub mod import;
-pub mod synth;
+pub mod formats;
+pub mod model;
+pub mod teacher;
+pub mod verify;
 
+pub mod stage;
+
+// The stages, in pipeline order.
 pub mod eval;
 pub mod export;
 pub mod filter;
 pub mod generate;
+pub mod import;
+pub mod init_model;
 pub mod journey;
-pub mod model;
-pub mod pipeline;
-pub mod teacher;
-pub mod train;
-pub mod verify;
-
+pub mod merge_lora;
 pub mod stats;
+pub mod synth;
+pub mod train;
+
+pub mod pipeline;
+pub mod registry;
 
 pub use error::{Error, Location, Result};
 
@@ -72,6 +80,18 @@ pub struct OutputArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub write: WriteOptions,
+}
+
+impl OutputArgs {
+    /// `dir`, whole (no `--shard`), replacing the output of other settings: a pipeline stage's output,
+    /// which its settings and inputs alone determine.
+    pub fn replacing(dir: &std::path::Path) -> OutputArgs {
+        OutputArgs {
+            output: dir.to_path_buf(),
+            shard: Shard::default(),
+            write: WriteOptions { overwrite: true, ..WriteOptions::default() },
+        }
+    }
 }
 
 /// How this invocation was made, for provenance and for how much to print.

@@ -5,16 +5,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
-
 fn main() -> ExitCode {
     forge::keep_freed_memory();
-    let matches = cli::Cli::command().get_matches();
-    let cli = match cli::Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    match cli::run(cli, &matches) {
+    match cli::run(&cli::command().get_matches()) {
         Ok(code) => code,
         Err(err) => {
             let broken_pipe = err.chain().any(|c| {

@@ -22,52 +22,24 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::dataset::{Input, Manifest, Shard, WriteOptions};
+use crate::Context;
 use crate::error::{Error, Location, Result};
-use crate::{Context, Outcome, OutputArgs};
+use crate::registry::Planned;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A pipeline file, read: where the stages write, and the stages in order.
 pub struct Pipeline {
     /// Where the stages write (`<dir>/<name>`), relative to the current directory.
     pub dir: PathBuf,
-    #[serde(rename = "stage")]
-    pub stages: Vec<Stage>,
+    pub stages: Vec<Step>,
 }
 
-/// One stage: a name and exactly one stage table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stage {
+/// One stage of a pipeline: its name, its kind (the registry's key) and the stage ready to run.
+pub struct Step {
     pub name: String,
-    pub synth: Option<crate::synth::SynthConfig>,
-    pub import: Option<crate::import::ImportConfig>,
-    pub generate: Option<crate::generate::GenerateConfig>,
-    pub filter: Option<crate::filter::FilterConfig>,
-    pub journey: Option<crate::journey::JourneyConfig>,
-    pub init_model: Option<crate::model::tiny::InitConfig>,
-    pub train_sft: Option<crate::train::TrainConfig>,
-    pub eval: Option<crate::eval::EvalConfig>,
-}
-
-impl Stage {
-    fn kind(&self) -> Vec<&'static str> {
-        [
-            (self.synth.is_some(), "synth"),
-            (self.import.is_some(), "import"),
-            (self.generate.is_some(), "generate"),
-            (self.filter.is_some(), "filter"),
-            (self.journey.is_some(), "journey"),
-            (self.init_model.is_some(), "init_model"),
-            (self.train_sft.is_some(), "train_sft"),
-            (self.eval.is_some(), "eval"),
-        ]
-        .into_iter()
-        .filter_map(|(set, k)| set.then_some(k))
-        .collect()
-    }
+    pub kind: String,
+    pub stage: Box<dyn Planned>,
 }
 
 /// What one stage did.
@@ -137,98 +109,60 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
     let mut sorted = names.clone();
     sorted.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
     resolve(&mut value, &sorted);
-    let pipeline: Pipeline =
-        value.try_into().map_err(|e: toml::de::Error| Error::data(Location::file(path), e.message().to_string()))?;
-    for (i, stage) in pipeline.stages.iter().enumerate() {
-        let kinds = stage.kind();
-        if kinds.len() != 1 {
-            return Err(Error::data(
-                Location::file(path).column(format!("stage[{i}]")),
-                format!("stage `{}` needs exactly one stage table, found {kinds:?}", stage.name),
-            )
-            .with_hint("one of: synth, import, generate, filter, journey, init_model, train_sft, eval"));
-        }
-        if pipeline.stages[..i].iter().any(|s| s.name == stage.name) {
-            return Err(Error::data(Location::file(path), format!("two stages are named `{}`", stage.name)));
-        }
+    if let Some(key) = value.as_table().and_then(|t| t.keys().find(|k| *k != "dir" && *k != "stage")) {
+        return Err(Error::data(
+            Location::file(path),
+            format!("unknown key `{key}`: a pipeline has `dir` and `[[stage]]` tables"),
+        ));
     }
-    Ok(pipeline)
+    let Some(tables) = value.get_mut("stage").and_then(|s| s.as_array_mut()).map(std::mem::take) else {
+        return Err(Error::data(Location::file(path), "no `[[stage]]` tables".to_string()));
+    };
+    let mut stages: Vec<Step> = Vec::new();
+    for (i, table) in tables.into_iter().enumerate() {
+        let at = || Location::file(path).column(format!("stage[{i}]"));
+        let toml::Value::Table(mut table) = table else {
+            return Err(Error::data(at(), "a stage is a table".to_string()));
+        };
+        let name = match table.remove("name") {
+            Some(toml::Value::String(name)) => name,
+            _ => return Err(Error::data(at(), "a stage needs a `name`".to_string())),
+        };
+        let keys: Vec<String> = table.keys().cloned().collect();
+        let kinds = crate::registry::STAGES.iter().filter_map(|s| s.pipeline_key()).collect::<Vec<_>>().join(", ");
+        let [kind] = keys.as_slice() else {
+            return Err(Error::data(at(), format!("stage `{name}` needs exactly one stage table, found {keys:?}"))
+                .with_hint(format!("one of: {kinds}")));
+        };
+        let entry = crate::registry::find(kind).filter(|e| e.pipeline_key().is_some()).ok_or_else(|| {
+            Error::data(at(), format!("stage `{name}`: `{kind}` is not a pipeline stage"))
+                .with_hint(format!("one of: {kinds}"))
+        })?;
+        if stages.iter().any(|s| s.name == name) {
+            return Err(Error::data(Location::file(path), format!("two stages are named `{name}`")));
+        }
+        let table = table.remove(kind).expect("the key just listed");
+        let stage = entry.plan_from_table(table, &dir.join(&name), path).expect("a pipeline stage")?;
+        stages.push(Step { name, kind: kind.clone(), stage });
+    }
+    Ok(Pipeline { dir, stages })
 }
 
-fn rows(m: &Manifest) -> (Option<u64>, Option<u64>) {
-    (Some(m.report.rows_in), Some(m.report.rows_out))
-}
-
-/// Run `stage` into `out`; returns its summary (status, rows, metrics).
-fn run_stage(stage: &Stage, out: &Path, ctx: &Context) -> Result<StageSummary> {
+/// Run `step`; returns its summary (status, rows, metrics).
+fn run_step(step: &Step, ctx: &Context) -> Result<StageSummary> {
     let started = Instant::now();
-    let output = OutputArgs {
-        output: out.to_path_buf(),
-        shard: Shard::default(),
-        write: WriteOptions { overwrite: true, ..Default::default() },
-    };
-    let mut summary = StageSummary {
-        name: stage.name.clone(),
-        kind: stage.kind()[0].to_string(),
-        status: "ran".into(),
-        rows_in: None,
-        rows_out: None,
-        seconds: 0.0,
-        accuracy: None,
-        loss: None,
-        eval_loss: None,
-    };
-    let outcome = if let Some(c) = &stage.synth {
-        Some(crate::synth::run(c, &output, ctx)?)
-    } else if let Some(c) = &stage.import {
-        Some(crate::import::run(c, &output, ctx)?)
-    } else if let Some(c) = &stage.generate {
-        Some(crate::generate::run(c, &output, ctx)?)
-    } else if let Some(c) = &stage.filter {
-        crate::filter::run(c, &output, None, ctx)?
-    } else if let Some(c) = &stage.journey {
-        Some(crate::journey::run(c, &output, ctx)?)
-    } else if let Some(c) = &stage.init_model {
-        let marker = out.join(".forge-init.json");
-        // the settings, and the content of the datasets a tokenizer is trained on
-        let inputs: Vec<_> = c.tokenizer_data.iter().map(|d| Input::open(d)?.reference()).collect::<Result<_>>()?;
-        let wanted = serde_json::to_string(&(c, inputs)).expect("json");
-        if marker.exists() && fs_err::read_to_string(&marker)? == wanted {
-            summary.status = "skipped".into();
-        } else {
-            if out.exists() {
-                fs_err::remove_dir_all(out)?;
-            }
-            crate::model::tiny::init(c, out)?;
-            crate::dataset::write_atomic(&marker, wanted.as_bytes())?;
-        }
-        None
-    } else if let Some(c) = &stage.train_sft {
-        let target = crate::train::TrainOutput { output: out.to_path_buf(), resume: false, overwrite: true };
-        let (report, ran) = crate::train::run(c, &target, ctx)?;
-        summary.status = if ran { "ran" } else { "skipped" }.into();
-        summary.rows_in = Some(report.examples as u64);
-        summary.loss = Some(report.final_loss);
-        summary.eval_loss = report.final_eval_loss;
-        None
-    } else if let Some(c) = &stage.eval {
-        let (report, ran) = crate::eval::run(c, Some(out), ctx)?;
-        summary.status = if ran { "ran" } else { "skipped" }.into();
-        summary.rows_in = Some(report.overall.problems);
-        summary.rows_out = Some(report.overall.samples);
-        summary.accuracy = Some(report.accuracy);
-        None
-    } else {
-        unreachable!("checked in `load`")
-    };
-    if let Some(o) = outcome {
-        (summary.rows_in, summary.rows_out) = rows(o.manifest());
-        if matches!(o, Outcome::UpToDate(_)) {
-            summary.status = "skipped".into();
-        }
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    let done = step.stage.run(ctx)?;
+    Ok(StageSummary {
+        name: step.name.clone(),
+        kind: step.kind.clone(),
+        status: if done.up_to_date { "skipped" } else { "ran" }.into(),
+        rows_in: done.rows_in,
+        rows_out: done.rows_out,
+        seconds: started.elapsed().as_secs_f64(),
+        accuracy: done.accuracy,
+        loss: done.loss,
+        eval_loss: done.eval_loss,
+    })
 }
 
 /// Run `pipeline`; with `from`, the stages from that one on are rerun from scratch.
@@ -247,9 +181,9 @@ pub fn run(pipeline: &Pipeline, from: Option<&str>, ctx: &Context) -> Result<Vec
             fs_err::remove_dir_all(&out)?;
         }
         if !ctx.quiet {
-            eprintln!("== stage {}/{}: {} ({})", i + 1, pipeline.stages.len(), stage.name, stage.kind()[0]);
+            eprintln!("== stage {}/{}: {} ({})", i + 1, pipeline.stages.len(), stage.name, stage.kind);
         }
-        let summary = run_stage(stage, &out, ctx).map_err(|e| match e {
+        let summary = run_step(stage, ctx).map_err(|e| match e {
             Error::Usage { message, hint } => {
                 Error::Usage { message: format!("stage `{}`: {message}", stage.name), hint }
             }

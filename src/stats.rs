@@ -23,7 +23,7 @@ pub const CATEGORICAL: usize = 50;
 const TOP: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Stats {
+pub struct DatasetStats {
     pub path: PathBuf,
     pub kind: Option<TableKind>,
     pub files: usize,
@@ -189,7 +189,7 @@ fn summary(histogram: &HashMap<u64, u64>) -> Option<Summary> {
     })
 }
 
-pub fn run(path: &Path, quiet: bool) -> Result<Stats> {
+pub fn run(path: &Path, quiet: bool) -> Result<DatasetStats> {
     let input = Input::open(path)?;
     let rows = input.rows();
     let progress = Progress::rows("stats", rows, quiet);
@@ -207,7 +207,7 @@ pub fn run(path: &Path, quiet: bool) -> Result<Stats> {
         progress.inc(1);
     }
     progress.finish();
-    Ok(Stats {
+    Ok(DatasetStats {
         path: path.to_path_buf(),
         kind: input.kind,
         files: input.files.len(),
@@ -216,7 +216,7 @@ pub fn run(path: &Path, quiet: bool) -> Result<Stats> {
     })
 }
 
-impl Stats {
+impl DatasetStats {
     /// A readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -268,5 +268,44 @@ fn shorten(value: &str, max: usize) -> String {
         format!("{value:?}")
     } else {
         format!("{:?}…", value.chars().take(max).collect::<String>())
+    }
+}
+
+/// `forge stats` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// A dataset directory, Parquet file or JSONL file
+    pub dataset: std::path::PathBuf,
+}
+
+/// How `forge stats` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
+pub struct StatsTarget {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `forge stats`.
+pub struct Stats;
+
+impl crate::stage::Stage for Stats {
+    const NAME: &'static str = "stats";
+    const ABOUT: &'static str = "Summarise a dataset: rows, and per column nulls, lengths and top values";
+    const EXAMPLES: &'static str = "  forge stats problems/
+  forge stats problems/ --json | jq '.columns[] | {name, nulls}'
+  forge stats ../shared/data/gsm8k/test.jsonl";
+    type Config = StatsConfig;
+    type Target = StatsTarget;
+
+    fn run(cfg: &StatsConfig, target: &StatsTarget, ctx: &crate::Context) -> Result<crate::stage::Done> {
+        let stats = run(&cfg.dataset, ctx.quiet)?;
+        let text = if target.json {
+            serde_json::to_string_pretty(&stats).expect("serialisable") + "\n"
+        } else {
+            stats.table()
+        };
+        Ok(crate::stage::Done { rows_in: Some(stats.rows), stdout: Some(text), ..Default::default() })
     }
 }

@@ -37,11 +37,16 @@ pub struct WriteOptions {
     /// to date, or resumes)
     #[arg(long)]
     pub overwrite: bool,
+    /// Names the writing stage keeps beside the rows (a report, a `rejected/` dataset): they count as
+    /// forge's own when the directory is checked before writing. Set by the stage, never by a flag.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub companions: &'static [&'static str],
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { rows_per_shard: DEFAULT_ROWS_PER_SHARD, overwrite: false }
+        WriteOptions { rows_per_shard: DEFAULT_ROWS_PER_SHARD, overwrite: false, companions: &[] }
     }
 }
 
@@ -101,7 +106,7 @@ impl DatasetWriter {
         let manifest_path = dir.join(names.manifest());
         let mut fresh = !dir.exists();
         if !fresh {
-            check_is_forge_dir(dir)?;
+            check_is_forge_dir(dir, options.companions)?;
             let existing = if manifest_path.exists() {
                 Some(("finished", Manifest::read(&manifest_path)?.provenance.fingerprint))
             } else if progress_path.exists() {
@@ -342,23 +347,18 @@ fn is_forge_name(name: &str) -> bool {
         || name.starts_with(".forge-progress")
         || (name.starts_with(".part-") && name.ends_with(".tmp"))
         || (name.starts_with(".manifest") && name.ends_with(".tmp"))
-        // what `forge filter` writes beside its kept rows
-        || name == "rejected"
-        || name == "filter-report.json"
-        || name == ".forge-filter"
-        // what `forge eval` writes beside its traces
-        || name == "eval-report.json"
 }
 
-/// `dir` exists and holds nothing but what forge writes (so forge may write there).
-pub fn check_is_forge_dir(dir: &Path) -> Result<()> {
+/// `dir` exists and holds nothing but what forge writes (so forge may write there): shards, manifests,
+/// progress files, and the writing stage's `companions`.
+pub fn check_is_forge_dir(dir: &Path, companions: &[&str]) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::usage(format!("`{}` exists and is not a directory", dir.display())));
     }
     for entry in fs_err::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if !is_forge_name(&name) {
+        if !is_forge_name(&name) && !companions.contains(&name.as_ref()) {
             return Err(Error::usage(format!(
                 "`{}` exists and is not a forge dataset (it holds `{name}`)",
                 dir.display()

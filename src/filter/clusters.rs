@@ -258,7 +258,7 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
         sink.put(&e.0)?;
         sink.finish()?;
     }
-    write_file(&out.join("filter-report.json"), &serde_json::to_vec_pretty(&report).expect("serialisable"))?;
+    write_file(&out.join(super::REPORT), &serde_json::to_vec_pretty(&report).expect("serialisable"))?;
     Ok(report)
 }
 
@@ -273,7 +273,7 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
             .copied()
             .filter(|&r| facts[r].extracted.is_some() && decisions[r].reason != Some(Reason::Truncated))
             .collect();
-        let vote = super::select::majority(
+        let vote = crate::verify::vote::majority(
             voters.iter().map(|&r| facts[r].extracted.as_deref().expect("voters have answers")),
             cfg.verify.tolerance,
         )

@@ -29,6 +29,11 @@ mod text;
 mod work;
 mod write;
 
+/// The run's report, beside the kept rows.
+pub const REPORT: &str = "filter-report.json";
+/// What the filter keeps in its output directory beside the kept rows.
+const COMPANIONS: &[&str] = &[write::REJECTED_DIR, REPORT, work::DIR];
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -149,7 +154,8 @@ pub enum Pick {
 }
 
 /// One of the four map/reduce steps (`--step`); without it one process runs them all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum FilterStep {
     /// Per input slice (`--shard I/N`): row checks, decontamination, MinHash band keys
     Signatures,
@@ -347,10 +353,71 @@ fn check(cfg: &FilterConfig) -> Result<()> {
 /// The output directory must be new or forge's own: the working files go nowhere else.
 fn prepare_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
-        crate::dataset::check_output_dir(dir)?;
+        crate::dataset::check_output_dir(dir, COMPANIONS)?;
     }
     fs_err::create_dir_all(dir)?;
     Ok(())
+}
+
+/// Where `forge filter` writes, and how much of the work this process does.
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
+pub struct FilterTarget {
+    /// TOML file with the settings (the names of the flags, `[minhash]`, `[decontam]` and `[verify]`
+    /// tables for theirs); flags given on the command line override it
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Run one map/reduce step (for `--shard` over machines); without it, all four run here
+    #[arg(long, value_enum)]
+    pub step: Option<FilterStep>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `forge filter`.
+pub struct Filter;
+
+impl crate::stage::Stage for Filter {
+    const NAME: &'static str = "filter";
+    const ABOUT: &'static str = "Turn raw traces into training data: verify, decontaminate, deduplicate, select";
+    const LONG_ABOUT: Option<&'static str> = Some(
+        "Turn raw traces into training data. Each row is kept or rejected with a reason: \
+                      contaminated (shares a word 8-gram with an evaluation item), truncated, repetition, \
+                      language, bad_format, no_answer, too_short, too_long, no_consensus (no majority answer \
+                      for a problem without gold), pass_rate, incorrect, duplicate_prompt, exact_duplicate, \
+                      near_duplicate, max_per_problem. Kept rows land in OUT (a `curated` table for traces), \
+                      rejected ones in OUT/rejected with `reject_reason` and `reject_detail`; \
+                      OUT/filter-report.json counts them and lists the benchmark items hit.\n\n\
+                      Settings come from flags or from `--config FILE.toml` with the same names (flags given \
+                      win; `--show-config` prints them all).",
+    );
+    const EXAMPLES: &'static str = "  forge filter --input traces/ -o curated/
+  forge filter --input traces/ -o curated/ --near-dup --decontaminate math500/ --max-per-problem 4 --pass-rate 0.1:0.9
+  forge filter --input problems/ -o clean/ --decontaminate ../shared/data/gsm8k/test.jsonl --decontam-digits
+  forge filter --input traces/ -o curated/ --config filter.toml
+
+  # the same on many machines (map/reduce over shared storage; N = 4 here):
+  forge filter --input traces/ -o curated/ --near-dup --step signatures --shard $I/4   # I = 0..3
+  forge filter --input traces/ -o curated/ --near-dup --step buckets --shard $I/4      # I = 0..3
+  forge filter --input traces/ -o curated/ --near-dup --step clusters                  # once
+  forge filter --input traces/ -o curated/ --near-dup --step write --shard $I/4        # I = 0..3";
+    type Config = FilterConfig;
+    type Target = FilterTarget;
+
+    fn run(cfg: &FilterConfig, target: &FilterTarget, ctx: &Context) -> Result<crate::stage::Done> {
+        Ok(match run(cfg, &target.output, target.step, ctx)? {
+            Some(outcome) => crate::stage::Done::dataset(&outcome, &target.output.output),
+            None => crate::stage::Done::default(), // a step that finishes no dataset
+        })
+    }
+
+    fn pipeline_target(dir: &Path) -> Option<FilterTarget> {
+        Some(FilterTarget { config_file: None, step: None, output: OutputArgs::replacing(dir) })
+    }
+
+    fn settings_file(target: &FilterTarget) -> Option<&Path> {
+        target.config_file.as_deref()
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use arrow_schema::{DataType, Field};
 use super::clusters::{Decision, read_decisions};
 use super::work::Work;
 use super::{FilterConfig, Source};
-use crate::dataset::{DatasetWriter, Manifest, Provenance, Start, TableKind};
+use crate::dataset::{DatasetWriter, Manifest, Provenance, Start, TableKind, WriteOptions};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::report::StageReport;
@@ -24,7 +24,8 @@ fn reject_columns() -> [Field; 2] {
 
 fn writers(source: &Source, out: &OutputArgs, provenance: &Provenance) -> Result<(Start, Start)> {
     let kind = source.output_kind();
-    let kept = DatasetWriter::create(&out.output, kind, out.shard, &out.write, provenance.clone())?;
+    let options = WriteOptions { companions: super::COMPANIONS, ..out.write.clone() };
+    let kept = DatasetWriter::create(&out.output, kind, out.shard, &options, provenance.clone())?;
     let mut rejected =
         DatasetWriter::create(&out.output.join(REJECTED_DIR), kind, out.shard, &out.write, provenance.clone())?;
     if let Start::Write(w) = &mut rejected {

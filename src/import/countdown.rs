@@ -5,7 +5,7 @@ use super::{Row, content_id};
 use crate::dataset::Problem;
 use crate::error::Result;
 use crate::expr;
-use crate::synth::countdown::{from_solution, solve};
+use crate::formats::countdown::{from_solution, solve};
 
 pub fn convert(row: &Row) -> Result<Problem> {
     let nums = row.int_list("nums")?;

@@ -18,8 +18,6 @@ mod humaneval;
 mod math;
 mod mbpp;
 
-pub use gsm8k::step as gsm8k_step;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -318,6 +316,28 @@ fn problem(id: String, domain: &str, prompt: String, gold: Option<String>) -> Pr
         tests: None,
         steps: None,
         metadata: "{}".into(),
+    }
+}
+
+/// `forge import`.
+pub struct Import;
+
+impl crate::stage::Stage for Import {
+    const NAME: &'static str = "import";
+    const ABOUT: &'static str = "Turn JSONL, Parquet or CSV into a problems dataset";
+    const EXAMPLES: &'static str = "  forge import --preset gsm8k ../shared/data/gsm8k/train.jsonl -o problems/
+  forge import --preset math500 ../shared/data/math500/test.jsonl -o math500/
+  forge import --prompt-col q --answer-col a --id-col id my.csv -o problems/
+  forge import --preset gsm8k train.jsonl -o problems/ --shard 3/8   # slice 3 of 8";
+    type Config = ImportConfig;
+    type Target = OutputArgs;
+
+    fn run(cfg: &ImportConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
+        Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
+    }
+
+    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
+        Some(OutputArgs::replacing(dir))
     }
 }
 

@@ -31,6 +31,7 @@ use crate::dataset::{
     ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentSpan, SftRow, Start, TableKind, Trace,
 };
 use crate::error::{Error, Result};
+use crate::formats::prompt::{answer_line, instruction};
 use crate::progress::Progress;
 use crate::report::StageReport;
 use crate::rng::Rng;
@@ -88,18 +89,6 @@ pub fn render(segs: &[Seg]) -> (String, Vec<SegmentSpan>) {
         at += len;
     }
     (text, spans)
-}
-
-/// The last line of a solution: the final answer in `\boxed{}` (Countdown: the expression).
-/// `None` without one (no gold; a Countdown problem without `solution` in its metadata).
-pub fn answer_line(domain: &str, gold: Option<&str>, metadata: &str) -> Option<String> {
-    let answer = if domain == "countdown" {
-        let meta: serde_json::Value = serde_json::from_str(metadata).ok()?;
-        meta["solution"].as_str()?.to_string()
-    } else {
-        gold?.to_string()
-    };
-    Some(format!("The answer is \\boxed{{{answer}}}."))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -303,7 +292,7 @@ fn sft_row(
     if !verify_trace(&trace, &VerifySettings::default()).is_ok_and(|v| v.correct) {
         return Err(CHECK_FAILED);
     }
-    let user = crate::generate::default_template(domain).replace("{prompt}", problem);
+    let user = instruction(domain, problem);
     let prompt = vec![ChatMessage { role: "user".into(), content: user }];
     let completion = vec![ChatMessage { role: "assistant".into(), content: reply }];
     Ok(SftRow {
@@ -416,7 +405,7 @@ fn teacher_rows(
         let prompts: Vec<crate::teacher::Prompt> = chunk
             .iter()
             .map(|(w, kept, cue, _)| {
-                let user = crate::generate::default_template(&w.domain).replace("{prompt}", &w.prompt);
+                let user = instruction(&w.domain, &w.prompt);
                 crate::teacher::Prompt {
                     key: w.problem_id.clone(),
                     messages: vec![crate::model::chat::Message::new("user", &user)],
@@ -546,6 +535,52 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
     report.seconds = started.elapsed().as_secs_f64();
     report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
     Ok(Outcome::Written(writer.finish(report)?))
+}
+
+/// `forge journey`.
+pub struct Journey;
+
+impl crate::stage::Stage for Journey {
+    const NAME: &'static str = "journey";
+    const ABOUT: &'static str =
+        "Write training conversations with verified wrong-then-corrected steps (journey learning)";
+    const LONG_ABOUT: Option<&'static str> = Some(
+        "Write training conversations that show a mistake, its detection and the fix (an `sft` \
+                      table: `messages`, `prompt`/`completion`, and `segments` labelling each span as step, \
+                      error, detect, fix, verify or final, with a `train` flag). `--strategy synthetic` \
+                      writes, at each checkable step and with probability `--error-rate`, a wrong version of \
+                      the step (arithmetic slip, wrong operand, wrong operator, misread number, a quantity \
+                      used before it is computed), then a \
+                      detection stating the recomputation, then the correct step; `--strategy verify` writes \
+                      clean solutions with checks that confirm correct steps; `--strategy splice` takes a \
+                      teacher's traces and, for a problem with a wrong and a right sample, writes the wrong one \
+                      up to its first failing calculation (or its wrong answer), a transition that says what \
+                      failed, then the right one; `--strategy teacher` gives the same wrong prefix and a cue \
+                      (\"Wait, let me check that again.\") to `--teacher` and keeps a continuation whose \
+                      calculations check out and whose answer verifies. Every error is rejected by the \
+                      step checker, every fix accepted and every final answer verified, or the row is not \
+                      written (the report counts it). Input: problems with reference steps that carry \
+                      calculations (`forge synth`, GSM8K imported with `--preset gsm8k`); for `splice`, \
+                      traces from `forge generate` with several samples per problem (`splice`, `teacher`).",
+    );
+    const EXAMPLES: &'static str = "  forge journey --input igsm/ --error-rate 0.5 -o sft/
+  forge journey --input igsm/ --error-rate 0.5 --mask-errors -o sft-masked/
+  forge journey --input gsm8k-train/ --error-rate 0.2 --marker back --error-types arithmetic,operand -o sft/
+  forge journey --input igsm/ --error-rate 0.5 --detect-after 2 -o sft-late/
+  forge journey --input igsm/ --strategy verify --verify-share 0.4 -o sft-verify/
+  forge journey --input igsm/ --error-rate 0 -o sft-clean/          # clean solutions, same format
+  forge journey --input traces/ --strategy splice -o sft-splice/     # traces of `forge generate -n 4`
+  forge journey --input traces/ --strategy teacher --teacher local:teacher/ --continuations 4 -o sft-teacher/";
+    type Config = JourneyConfig;
+    type Target = OutputArgs;
+
+    fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
+        Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
+    }
+
+    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
+        Some(OutputArgs::replacing(dir))
+    }
 }
 
 #[cfg(test)]

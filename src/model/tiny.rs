@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 use tokenizers::AddedToken;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -65,25 +64,6 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<tokenizers
     Ok(tok)
 }
 
-/// The text of every message of the datasets' rows (as `forge train-sft` reads them), or their `prompt`.
-fn corpus(data: &[std::path::PathBuf]) -> Result<Vec<String>> {
-    let mut texts = Vec::new();
-    for path in data {
-        let input = crate::dataset::Input::open(path)?;
-        for record in input.records(0..input.rows()) {
-            let record = record?;
-            match crate::train::data::conversation(&record.fields) {
-                Ok(conv) => texts.extend(conv.messages.into_iter().map(|m| m.content)),
-                Err(e) => match record.fields.get("prompt").and_then(|p| p.as_str()) {
-                    Some(prompt) => texts.push(prompt.to_string()),
-                    None => return Err(crate::train::data::located(&record, e)),
-                },
-            }
-        }
-    }
-    Ok(texts)
-}
-
 /// GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + their rank.
 fn byte_char(b: u8) -> char {
     let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
@@ -131,105 +111,6 @@ pub fn parameters(arch: Arch, size: Size, vocab: usize) -> usize {
     vocab * size.hidden + size.layers * layer + size.hidden + head
 }
 
-/// `forge init-model`: a fresh model of a family and size (flags and pipeline TOML).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct InitConfig {
-    /// Architecture
-    #[arg(long, visible_alias = "arch", value_enum, default_value_t = Arch::Qwen2)]
-    #[serde(default = "qwen2", alias = "arch")]
-    pub family: Arch,
-    #[arg(long, default_value_t = 64)]
-    #[serde(default = "d64")]
-    pub hidden: usize,
-    #[arg(long, default_value_t = 128)]
-    #[serde(default = "d128")]
-    pub intermediate: usize,
-    #[arg(long, default_value_t = 2)]
-    #[serde(default = "d2")]
-    pub layers: usize,
-    #[arg(long, default_value_t = 4)]
-    #[serde(default = "d4")]
-    pub heads: usize,
-    #[arg(long, default_value_t = 2)]
-    #[serde(default = "d2")]
-    pub kv_heads: usize,
-    /// Seed of the weights
-    #[arg(long, default_value_t = 0)]
-    #[serde(default)]
-    pub seed: u64,
-    /// Take the tokenizer (and chat template) of this checkpoint or tokenizer directory instead of the
-    /// byte-level one
-    #[arg(long, value_name = "DIR")]
-    pub tokenizer_from: Option<std::path::PathBuf>,
-    /// Train a byte-level BPE tokenizer of `--vocab-size` tokens on the text of these datasets (repeatable)
-    /// instead of using the byte-level one: a from-scratch model then reads several times fewer tokens
-    /// per row
-    #[arg(long, value_name = "DATA", conflicts_with = "tokenizer_from")]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tokenizer_data: Vec<std::path::PathBuf>,
-    /// Vocabulary size of the trained tokenizer (`--tokenizer-data`), special tokens included
-    #[arg(long, default_value_t = 1024)]
-    #[serde(default = "d1024")]
-    pub vocab_size: usize,
-}
-
-fn qwen2() -> Arch {
-    Arch::Qwen2
-}
-fn d1024() -> usize {
-    1024
-}
-fn d64() -> usize {
-    64
-}
-fn d128() -> usize {
-    128
-}
-fn d2() -> usize {
-    2
-}
-fn d4() -> usize {
-    4
-}
-
-/// Write the model `cfg` describes into `dir` (which must not hold anything); returns its parameter count.
-pub fn init(cfg: &InitConfig, dir: &Path) -> Result<usize> {
-    if dir.exists() && fs_err::read_dir(dir)?.next().is_some() {
-        return Err(Error::usage(format!("`{}` exists and is not empty", dir.display())));
-    }
-    if cfg.heads == 0
-        || cfg.kv_heads == 0
-        || !cfg.hidden.is_multiple_of(cfg.heads)
-        || !cfg.heads.is_multiple_of(cfg.kv_heads)
-    {
-        return Err(Error::usage("`--heads` must divide `--hidden`, and `--kv-heads` must divide `--heads`"));
-    }
-    let size = Size {
-        hidden: cfg.hidden,
-        intermediate: cfg.intermediate,
-        layers: cfg.layers,
-        heads: cfg.heads,
-        kv_heads: cfg.kv_heads,
-    };
-    if !cfg.tokenizer_data.is_empty() {
-        if cfg.vocab_size < 256 + SPECIAL.len() {
-            return Err(Error::usage(format!("`--vocab-size` must be at least {}", 256 + SPECIAL.len())));
-        }
-        let texts = corpus(&cfg.tokenizer_data)?;
-        fs_err::create_dir_all(dir)?;
-        write_tokenizer_files(dir, &train_tokenizer(&texts, cfg.vocab_size)?)?;
-        write_with_tokenizer(dir, cfg.family, size, cfg.seed, dir)?;
-    } else {
-        match &cfg.tokenizer_from {
-            Some(from) => write_with_tokenizer(dir, cfg.family, size, cfg.seed, from)?,
-            None => write(dir, cfg.family, size, cfg.seed)?,
-        }
-    }
-    let vocab = ModelConfig::read(&dir.join("config.json"))?.vocab_size;
-    Ok(parameters(cfg.family, size, vocab))
-}
-
 /// Write a tiny random checkpoint directory: config, weights, tokenizer, chat template.
 pub fn write(dir: &Path, arch: Arch, size: Size, seed: u64) -> Result<()> {
     let config = config(arch, size);
@@ -270,7 +151,7 @@ pub fn write_tokenizer(dir: &Path) -> Result<()> {
 }
 
 /// `tok` (which knows [`SPECIAL`]) as the tokenizer files of a ChatML checkpoint.
-fn write_tokenizer_files(dir: &Path, tok: &tokenizers::Tokenizer) -> Result<()> {
+pub fn write_tokenizer_files(dir: &Path, tok: &tokenizers::Tokenizer) -> Result<()> {
     tok.save(dir.join("tokenizer.json"), true).map_err(|e| Error::usage(e.to_string()))?;
     let id = |t: &str| tok.token_to_id(t).expect("the special tokens are in the vocabulary");
     let config = serde_json::json!({
@@ -316,56 +197,5 @@ mod tests {
         let chat = super::super::chat::ChatTemplate::from_dir(dir.path()).unwrap();
         let text = chat.render(&[super::super::chat::Message::new("user", "hi")], true, &Default::default()).unwrap();
         assert_eq!(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-    }
-
-    #[test]
-    fn a_trained_tokenizer_compresses_its_corpus_and_round_trips_any_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("rows.jsonl");
-        let rows: Vec<String> = (0..300)
-            .map(|i| {
-                let user = format!("The number of lamps in Maple School is {}. What is it?", i % 23);
-                let reply = format!("Define a as the number of lamps in Maple School. a = {}.", i % 23);
-                serde_json::json!({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]})
-                    .to_string()
-            })
-            .collect();
-        std::fs::write(&data, rows.join("\n")).unwrap();
-        let out = dir.path().join("model");
-        let cfg = InitConfig {
-            family: Arch::Llama,
-            hidden: 32,
-            intermediate: 64,
-            layers: 1,
-            heads: 2,
-            kv_heads: 1,
-            seed: 1,
-            tokenizer_from: None,
-            tokenizer_data: vec![data.clone()],
-            vocab_size: 300,
-        };
-        let params = init(&cfg, &out).unwrap();
-        let ck = Checkpoint::load(&out, &Device::Cpu).unwrap();
-        let tok = super::super::tokenizer::Tokenizer::from_dir(&out).unwrap();
-        assert_eq!(ck.config.vocab_size, tok.vocab_size());
-        assert!(tok.vocab_size() <= 300 && tok.vocab_size() > 270, "{}", tok.vocab_size());
-        assert_eq!(
-            params,
-            parameters(
-                Arch::Llama,
-                Size { hidden: 32, intermediate: 64, layers: 1, heads: 2, kv_heads: 1 },
-                tok.vocab_size()
-            )
-        );
-        assert_eq!(tok.eos_ids, vec![2, 0], "<|im_end|>, then <|endoftext|>");
-        let seen = "Define a as the number of lamps in Maple School. a = 7.";
-        let ids = tok.encode(seen).unwrap();
-        assert!(ids.len() * 3 < seen.len(), "{} tokens for {} bytes", ids.len(), seen.len());
-        let unseen = "<|im_start|>user\nZebra ✓ 12345 {}\n\t<|im_end|>";
-        assert_eq!(tok.decode(&tok.encode(unseen).unwrap(), false).unwrap(), unseen);
-
-        let small = InitConfig { vocab_size: 100, ..cfg };
-        let err = init(&small, &dir.path().join("small")).unwrap_err();
-        assert!(err.to_string().contains("at least 259"), "{err}");
     }
 }

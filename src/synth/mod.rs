@@ -244,6 +244,28 @@ pub fn run(cfg: &SynthConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome
     Ok(Outcome::Written(writer.finish(report)?))
 }
 
+/// `forge synth`.
+pub struct Synth;
+
+impl crate::stage::Stage for Synth {
+    const NAME: &'static str = "synth";
+    const ABOUT: &'static str = "Generate verifiable problems with step-by-step reference solutions";
+    const EXAMPLES: &'static str = "  forge synth igsm --n 1000 --seed 7 -o igsm/
+  forge synth igsm --n 200 --ops 8..10 --seed 8 -o igsm-hard/   # harder, out-of-distribution split
+  forge synth arith --n 5000 --ops 3 -o arith/
+  forge synth countdown --n 1000 --ops 3 -o countdown/           # 4 numbers";
+    type Config = SynthConfig;
+    type Target = OutputArgs;
+
+    fn run(cfg: &SynthConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
+        Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
+    }
+
+    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
+        Some(OutputArgs::replacing(dir))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 pub mod local;
 pub mod sampling;
+pub mod traces;
 
 use serde::Serialize;
 

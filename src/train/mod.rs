@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Input;
 use crate::error::{Error, Result};
+use crate::formats::conversation::{conversation, located};
 use crate::model::Checkpoint;
 use crate::model::chat::ChatTemplate;
 use crate::model::lora::AdapterConfig;
@@ -230,8 +231,8 @@ fn load_examples(
             .enumerate()
             .filter(|(i, _)| keep(offset + *i as u64))
             .map(|(_, r)| {
-                let conv = data::conversation(&r.fields).map_err(|e| data::located(r, e))?;
-                renderer.example(&conv).map_err(|e| data::located(r, e))
+                let conv = conversation(&r.fields).map_err(|e| located(r, e))?;
+                renderer.example(&conv).map_err(|e| located(r, e))
             })
             .collect();
         offset += input.rows();
@@ -438,4 +439,61 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
 /// The directory a run keeps its checkpoints in.
 pub fn checkpoints_dir(out: &Path) -> PathBuf {
     out.join("checkpoints")
+}
+
+/// `forge train-sft`.
+pub struct TrainSft;
+
+impl crate::stage::Stage for TrainSft {
+    const NAME: &'static str = "train-sft";
+    const ABOUT: &'static str =
+        "Fine-tune a model on conversations (loss on assistant tokens), write a Hugging Face checkpoint";
+    const LONG_ABOUT: Option<&'static str> = Some(
+        "Fine-tune a Qwen2 / Llama checkpoint on conversations. Rows are `messages` (every assistant \
+                      message is trained), `prompt`/`completion` (strings or message lists; the completion is \
+                      trained), or a problems dataset with reference `steps` (the reference solution is \
+                      trained, under `forge generate`'s instruction). `segments` with `train = false` are \
+                      left out of the loss. Examples are packed into rows of `--max-length` tokens without \
+                      attention across them; AdamW with warmup and cosine decay, gradient clipping and \
+                      accumulation up to `--batch-tokens` per step.\n\n\
+                      OUT receives the model (config, safetensors, tokenizer: transformers and vLLM load it), \
+                      metrics.csv, loss.png and train-report.json; checkpoints/ holds periodic checkpoints \
+                      while it runs, and a rerun of an interrupted command resumes from the last one.",
+    );
+    const EXAMPLES: &'static str =
+        "  forge train-sft --model init/ --data sft/ -o student/ --epochs 3 --lr 3e-4 --batch-tokens 16384
+  forge train-sft --model Qwen2.5-0.5B-Instruct/ --data curated/ --eval-data heldout/ -o ft/ --lr 1e-5 --max-length 4096
+  forge train-sft --model init/ --data igsm/ -o teacher/ --max-steps 2000 --lr 1e-3 --schedule linear
+  forge train-sft --model init/ --data sft/ -o student/ --resume     # continue an interrupted run";
+    type Config = TrainConfig;
+    type Target = TrainOutput;
+
+    fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<crate::stage::Done> {
+        let (report, ran) = run(cfg, out, ctx)?;
+        let dir = out.output.display();
+        let eval = report.final_eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default();
+        let summary = format!(
+            "{}{} steps over {} examples ({} dropped), {} tokens ({} trained): loss {:.4}{eval}; {:.0} tokens/s\nwrote the model to `{dir}`",
+            if ran { String::new() } else { format!("`{dir}` already holds this finished run; nothing to do\n") },
+            report.steps,
+            report.examples,
+            report.dropped,
+            report.tokens,
+            report.trained_tokens,
+            report.final_loss,
+            report.tokens_per_second
+        );
+        Ok(crate::stage::Done {
+            up_to_date: !ran,
+            rows_in: Some(report.examples as u64),
+            loss: Some(report.final_loss),
+            eval_loss: report.final_eval_loss,
+            summary,
+            ..Default::default()
+        })
+    }
+
+    fn pipeline_target(dir: &Path) -> Option<TrainOutput> {
+        Some(TrainOutput { output: dir.to_path_buf(), resume: false, overwrite: true })
+    }
 }

@@ -59,7 +59,7 @@ pub fn calc(calc: &Calc) -> bool {
 /// The 0-based indices of the calculations in `text`'s `<<expr=result>>` annotations that are wrong.
 pub fn annotations(text: &str) -> Vec<usize> {
     text.lines()
-        .flat_map(|line| crate::import::gsm8k_step(line).calcs)
+        .flat_map(|line| crate::formats::steps::annotated_step(line).calcs)
         .enumerate()
         .filter(|(_, c)| !calc(c))
         .map(|(i, _)| i)

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod language;
 mod latex;
 pub mod repetition;
+pub mod vote;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -474,5 +475,37 @@ impl Drop for Sink {
         if !self.temp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// `forge verify`: one pair on the command line, or a whole file.
+pub struct Verify;
+
+impl crate::stage::Stage for Verify {
+    const NAME: &'static str = "verify";
+    const ABOUT: &'static str = "Check model outputs against gold answers: extraction, equivalence, format, truncation";
+    const EXAMPLES: &'static str =
+        "  forge verify --gold '\\frac12' --pred 'so the answer is \\boxed{0.5}'   # exit 0: equivalent, 1: not
+  forge verify --input traces.jsonl --output verdicts.jsonl
+  forge verify --input runs.parquet --output checked.parquet --gold-col gold --output-col response";
+    type Config = VerifyConfig;
+    type Target = crate::stage::NoTarget;
+
+    fn run(cfg: &VerifyConfig, _: &crate::stage::NoTarget, ctx: &Context) -> Result<crate::stage::Done> {
+        if let (Some(gold), Some(pred)) = (&cfg.gold, &cfg.pred) {
+            let mut verdict = verify_answer(gold, pred, &cfg.settings);
+            if let Some(prompt) = &cfg.prompt {
+                check_language(&mut verdict, prompt, pred, &cfg.settings);
+            }
+            let text = serde_json::to_string_pretty(&verdict).expect("serialisable") + "\n";
+            return Ok(crate::stage::Done { stdout: Some(text), check_failed: !verdict.correct, ..Default::default() });
+        }
+        let report = run(cfg, ctx)?;
+        Ok(crate::stage::Done {
+            rows_in: Some(report.rows_in),
+            rows_out: Some(report.rows_out),
+            summary: report.to_string(),
+            ..Default::default()
+        })
     }
 }

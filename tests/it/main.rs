@@ -17,6 +17,8 @@ mod generate;
 mod import;
 /// `forge journey`: the guarantees on every task, the knobs, GSM8K's annotations.
 mod journey;
+/// The layer rule of README's Layout section holds in `src/`.
+mod layers;
 /// Models: chat templates against transformers' rendering.
 mod model;
 /// `forge run`: pipelines skip what is up to date and rerun what changed.

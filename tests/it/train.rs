@@ -3,9 +3,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Var};
+use forge::formats::conversation::conversation;
 use forge::model::tiny::{Size, write};
 use forge::model::{Arch, Checkpoint};
-use forge::train::data::{Example, Renderer, conversation};
+use forge::train::data::{Example, Renderer};
 use forge::train::{metrics, pack};
 use serde_json::Value;
 

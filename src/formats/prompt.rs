@@ -1,0 +1,31 @@
+//! What a problem looks like to a model: the instruction each domain's problems are put under (the same
+//! for the teacher in `generate`, the student in `train-sft` and the model in `eval`), and the answer line
+//! a reference solution ends with.
+
+/// The instruction each domain's problems get unless `--prompt-template` says otherwise.
+pub fn default_template(domain: &str) -> &'static str {
+    match domain {
+        "countdown" => {
+            "{prompt}\n\nThink step by step, then give the final expression (each number used once) as \\boxed{expression}."
+        }
+        "code" => "{prompt}\n\nThink step by step, then write the complete Python solution in one ```python block.",
+        _ => "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}.",
+    }
+}
+
+/// `prompt` under its domain's instruction: the user message a model sees.
+pub fn instruction(domain: &str, prompt: &str) -> String {
+    default_template(domain).replace("{prompt}", prompt)
+}
+
+/// The last line of a solution: the final answer in `\boxed{}` (Countdown: the expression).
+/// `None` without one (no gold; a Countdown problem without `solution` in its metadata).
+pub fn answer_line(domain: &str, gold: Option<&str>, metadata: &str) -> Option<String> {
+    let answer = if domain == "countdown" {
+        let meta: serde_json::Value = serde_json::from_str(metadata).ok()?;
+        meta["solution"].as_str()?.to_string()
+    } else {
+        gold?.to_string()
+    };
+    Some(format!("The answer is \\boxed{{{answer}}}."))
+}

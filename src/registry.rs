@@ -1,0 +1,121 @@
+//! Every stage, once: the command line's subcommands and `forge run`'s stage tables are built from
+//! [`STAGES`]. Adding a stage is a module with an `impl Stage` and one line here.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use clap::{Args, FromArgMatches};
+use serde_json::Value;
+
+use crate::Context;
+use crate::error::{Error, Location, Result};
+use crate::stage::{Done, Stage};
+
+/// The stages in pipeline order: the order of `forge --help`.
+pub static STAGES: &[&dyn Entry] = &[
+    &Of::<crate::import::Import>(PhantomData),
+    &Of::<crate::synth::Synth>(PhantomData),
+    &Of::<crate::verify::Verify>(PhantomData),
+    &Of::<crate::generate::Generate>(PhantomData),
+    &Of::<crate::init_model::InitModel>(PhantomData),
+    &Of::<crate::journey::Journey>(PhantomData),
+    &Of::<crate::train::TrainSft>(PhantomData),
+    &Of::<crate::eval::Eval>(PhantomData),
+    &Of::<crate::merge_lora::MergeLora>(PhantomData),
+    &Of::<crate::filter::Filter>(PhantomData),
+    &Of::<crate::export::Export>(PhantomData),
+    &Of::<crate::stats::Stats>(PhantomData),
+];
+
+/// The stage named `name` (a subcommand, or a pipeline key with `_` for `-`).
+pub fn find(name: &str) -> Option<&'static dyn Entry> {
+    STAGES.iter().copied().find(|s| s.name() == name || s.key() == name)
+}
+
+/// A stage ready to run: its settings parsed and its target fixed.
+pub trait Planned {
+    fn run(&self, ctx: &Context) -> Result<Done>;
+    /// The settings and the target as JSON, as `--show-config` prints them.
+    fn show(&self) -> Value;
+}
+
+/// A registered stage, as the command line and the pipeline use it.
+pub trait Entry: Sync {
+    /// The subcommand (`train-sft`).
+    fn name(&self) -> &'static str;
+    /// The pipeline table key and `--show-config` key (`train_sft`).
+    fn key(&self) -> String {
+        self.name().replace('-', "_")
+    }
+    /// The key of its `forge run` table, for a stage that can be a pipeline step.
+    fn pipeline_key(&self) -> Option<String>;
+    /// The subcommand with its flags, description and examples.
+    fn command(&self) -> clap::Command;
+    /// The stage as the subcommand's matches describe it (a settings file, where the stage takes one,
+    /// read first and overridden by the flags given).
+    fn plan_from_flags(&self, matches: &clap::ArgMatches) -> Result<Box<dyn Planned>>;
+    /// The stage as a pipeline table describes it, writing `dir`; `None` if it cannot be a pipeline step.
+    fn plan_from_table(&self, table: toml::Value, dir: &Path, file: &Path) -> Option<Result<Box<dyn Planned>>>;
+}
+
+/// A stage type as a registry entry (`fn() -> S`: the entry holds no `S`, so it is `Sync` for any `S`).
+struct Of<S>(PhantomData<fn() -> S>);
+
+struct Ready<S: Stage> {
+    config: S::Config,
+    target: S::Target,
+}
+
+impl<S: Stage> Planned for Ready<S> {
+    fn run(&self, ctx: &Context) -> Result<Done> {
+        S::run(&self.config, &self.target, ctx)
+    }
+
+    fn show(&self) -> Value {
+        let key = S::NAME.replace('-', "_");
+        serde_json::json!({ key: self.config, "output": self.target })
+    }
+}
+
+impl<S: Stage + 'static> Entry for Of<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn pipeline_key(&self) -> Option<String> {
+        S::pipeline_target(Path::new("")).map(|_| self.key())
+    }
+
+    fn command(&self) -> clap::Command {
+        let mut cmd = clap::Command::new(S::NAME).about(S::ABOUT).after_help(format!("Examples:\n{}", S::EXAMPLES));
+        if let Some(long) = S::LONG_ABOUT {
+            cmd = cmd.long_about(long);
+        }
+        S::Target::augment_args(S::Config::augment_args(cmd))
+    }
+
+    fn plan_from_flags(&self, matches: &clap::ArgMatches) -> Result<Box<dyn Planned>> {
+        let usage = |e: clap::Error| Error::usage(e.to_string());
+        let mut config = S::Config::from_arg_matches(matches).map_err(usage)?;
+        let target = S::Target::from_arg_matches(matches).map_err(usage)?;
+        if let Some(file) = S::settings_file(&target) {
+            let given: Vec<String> = matches
+                .ids()
+                .filter(|id| matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                .map(|id| id.to_string())
+                .collect();
+            config = crate::config::load(file, &config, &given)?;
+        }
+        Ok(Box::new(Ready::<S> { config, target }))
+    }
+
+    fn plan_from_table(&self, table: toml::Value, dir: &Path, file: &Path) -> Option<Result<Box<dyn Planned>>> {
+        let target = S::pipeline_target(dir)?;
+        Some(
+            table
+                .try_into::<S::Config>()
+                .map(|config| Box::new(Ready::<S> { config, target }) as Box<dyn Planned>)
+                .map_err(|e| Error::data(Location::file(file).column(self.key()), e.message().to_string())),
+        )
+    }
+}

@@ -1,0 +1,96 @@
+//! The shape every stage has: a name (its subcommand), one settings struct read from flags and from a
+//! pipeline table alike, the flags that say where its result goes, and a `run` that reports what it did
+//! in one form ([`Done`]). The registry (`src/registry.rs`) lists the stages; the command line and `forge run` are built
+//! from that list, so adding a stage is one module with an `impl Stage` and one line there.
+
+use std::fmt::Debug;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+use crate::{Context, Outcome};
+
+/// A stage of forge: a subcommand, and (when it writes a directory) a `[[stage]]` table of `forge run`.
+pub trait Stage {
+    /// The subcommand (`train-sft`); a pipeline table is keyed by it with `_` for `-` (`train_sft`).
+    const NAME: &'static str;
+    /// One line for `forge --help`.
+    const ABOUT: &'static str;
+    /// The subcommand's longer description, when one line is not enough.
+    const LONG_ABOUT: Option<&'static str> = None;
+    /// The examples closing `forge NAME --help`.
+    const EXAMPLES: &'static str;
+    /// The settings: flags on the command line, a table in a pipeline (same names, same defaults).
+    type Config: clap::Args + clap::FromArgMatches + Serialize + DeserializeOwned + Debug;
+    /// Where the result goes and how it is shown (`-o DIR`, `--shard`, `--json`): flags only, which a
+    /// pipeline fills in from its directory ([`Stage::pipeline_target`]).
+    type Target: clap::Args + clap::FromArgMatches + Serialize + Debug;
+
+    fn run(cfg: &Self::Config, target: &Self::Target, ctx: &Context) -> Result<Done>;
+
+    /// The target of this stage as a pipeline step writing `dir`; `None` for a stage that writes no
+    /// directory (`verify`, `stats`), which cannot be a pipeline step.
+    fn pipeline_target(_dir: &Path) -> Option<Self::Target> {
+        None
+    }
+
+    /// A TOML file of settings named by the target's flags (`filter --config FILE`): read first, flags
+    /// given on the command line override it.
+    fn settings_file(_target: &Self::Target) -> Option<&Path> {
+        None
+    }
+}
+
+/// What a stage did, in the one form the command line and `forge run` both read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Done {
+    /// The output already held this same run's finished result; nothing was done.
+    pub up_to_date: bool,
+    pub rows_in: Option<u64>,
+    pub rows_out: Option<u64>,
+    /// Evaluations: pass@1.
+    pub accuracy: Option<f64>,
+    /// Training: the final training and held-out losses.
+    pub loss: Option<f64>,
+    pub eval_loss: Option<f64>,
+    /// What the command line prints on stderr when the stage ends (unless `--quiet`).
+    pub summary: String,
+    /// Data the command line prints on stdout (`stats`, `eval --json`, a `verify` pair's verdict).
+    pub stdout: Option<String>,
+    /// A check the user asked for failed (`verify --gold --pred` not equivalent): exit status 1.
+    pub check_failed: bool,
+}
+
+impl Done {
+    /// A dataset stage's result: rows in and out from the manifest's report, and the usual summary.
+    pub fn dataset(outcome: &Outcome, dir: &Path) -> Done {
+        let m = outcome.manifest();
+        let up_to_date = matches!(outcome, Outcome::UpToDate(_));
+        let summary = if up_to_date {
+            format!("`{}` is up to date ({} rows); nothing to do", dir.display(), m.rows)
+        } else {
+            format!("{}\nwrote {} rows in {} file(s) to `{}`", m.report, m.rows, m.files.len(), dir.display())
+        };
+        Done {
+            up_to_date,
+            rows_in: Some(m.report.rows_in),
+            rows_out: Some(m.report.rows_out),
+            summary,
+            ..Done::default()
+        }
+    }
+}
+
+/// For a stage whose result goes nowhere but the terminal: no flags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, clap::Args)]
+pub struct NoTarget {}
+
+/// For a stage that writes one directory: `-o DIR`.
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
+pub struct DirTarget {
+    /// Directory to write
+    #[arg(short, long, value_name = "DIR")]
+    pub output: std::path::PathBuf,
+}
