@@ -1,6 +1,8 @@
 //! forge's benchmarks: one criterion target, a module per stage. Figures and the machine they came from
 //! are kept in `benches/README.md`.
 
+#![allow(clippy::disallowed_methods)] // tests and benches may use std::fs: a failure names its test
+
 use criterion::{criterion_group, criterion_main};
 
 mod dataset;

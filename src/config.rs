@@ -38,7 +38,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
 
 /// Where key `id` sits in `value`: a dotted id (`minhash.seed`) is a path, a plain one is looked up at
 /// the top level first, then in nested tables.
-fn find<'a>(value: &'a Value, id: &str, path: &mut Vec<String>) -> Option<(Vec<String>, &'a Value)> {
+pub(crate) fn find<'a>(value: &'a Value, id: &str, path: &mut Vec<String>) -> Option<(Vec<String>, &'a Value)> {
     if id.contains('.') {
         let keys: Vec<String> = id.split('.').map(str::to_string).collect();
         let found = keys.iter().try_fold(value, |v, k| v.get(k))?;
@@ -97,16 +97,16 @@ mod tests {
     fn flags_given_override_the_file_and_others_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.toml");
-        std::fs::write(&path, "near_dup = true\nmax = 3\n[minhash]\nbands = 20\nrows = 5\n").unwrap();
+        fs_err::write(&path, "near_dup = true\nmax = 3\n[minhash]\nbands = 20\nrows = 5\n").unwrap();
         let cli = Outer { near_dup: false, max: None, minhash: Inner { bands: 14, rows: 8 } };
         let got = load(&path, &cli, &["rows".into()]).unwrap();
         assert_eq!(got, Outer { near_dup: true, max: Some(3), minhash: Inner { bands: 20, rows: 8 } });
         let got = load(&path, &cli, &["minhash.bands".into(), "near_dup".into()]).unwrap();
         assert_eq!(got, Outer { near_dup: false, max: Some(3), minhash: Inner { bands: 14, rows: 5 } });
-        std::fs::write(&path, "near_dup = true\nbandz = 3\n").unwrap();
+        fs_err::write(&path, "near_dup = true\nbandz = 3\n").unwrap();
         let err = load::<Outer>(&path, &cli, &[]).unwrap_err().to_string();
         assert!(err.contains("bandz"), "{err}");
-        std::fs::write(&path, "near_dup = \n").unwrap();
+        fs_err::write(&path, "near_dup = \n").unwrap();
         let err = load::<Outer>(&path, &cli, &[]).unwrap_err().to_string();
         assert!(err.contains("f.toml:1"), "{err}");
     }

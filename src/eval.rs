@@ -32,21 +32,21 @@ pub struct EvalConfig {
     #[arg(long, value_name = "DIR")]
     pub problems: PathBuf,
     /// Samples per problem (pass@n and maj@n when above 1)
-    #[arg(short = 'n', long = "samples", default_value_t = 1, value_name = "N")]
+    #[arg(short = 'n', long = "samples", default_value_t = one(), value_name = "N")]
     #[serde(default = "one")]
     pub n: u32,
     /// Softmax temperature (default: 0, greedy, for one sample; 0.6 for several)
     #[arg(long)]
     pub temperature: Option<f32>,
     /// Nucleus sampling threshold (with a temperature above 0)
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = top_p())]
     #[serde(default = "top_p")]
     pub top_p: f32,
     /// Generated tokens at most per sample
-    #[arg(long = "max-tokens", default_value_t = 1024, value_name = "N")]
+    #[arg(long = "max-tokens", default_value_t = max_tokens(), value_name = "N")]
     #[serde(default = "max_tokens")]
     pub max_new_tokens: u32,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = seed())]
     #[serde(default = "seed")]
     pub seed: u64,
     /// The user message, `{prompt}` standing for the problem (default: `forge generate`'s per domain)
@@ -56,11 +56,11 @@ pub struct EvalConfig {
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
     /// Text the reply starts with, e.g. `'<think>\n'`
-    #[arg(long, default_value = "", value_name = "TEXT")]
+    #[arg(long, default_value_t, value_name = "TEXT")]
     #[serde(default)]
     pub prefill: String,
     /// Problems decoded together
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(long, default_value_t = batch(), value_name = "N")]
     #[serde(default = "batch")]
     pub batch_size: usize,
 }

@@ -60,7 +60,7 @@ pub struct ExportConfig {
     #[arg(long, value_enum)]
     pub format: Format,
     /// How the reasoning is delimited in the assistant message
-    #[arg(long, value_enum, default_value_t = Reasoning::Think)]
+    #[arg(long, value_enum, default_value_t = think())]
     #[serde(default = "think")]
     pub reasoning: Reasoning,
 }

@@ -25,26 +25,26 @@ use crate::stage::{Done, Stage};
 #[serde(deny_unknown_fields)]
 pub struct InitConfig {
     /// Architecture
-    #[arg(long, visible_alias = "arch", value_enum, default_value_t = Arch::Qwen2)]
+    #[arg(long, visible_alias = "arch", value_enum, default_value_t = qwen2())]
     #[serde(default = "qwen2", alias = "arch")]
     pub family: Arch,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = d64())]
     #[serde(default = "d64")]
     pub hidden: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = d128())]
     #[serde(default = "d128")]
     pub intermediate: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = d2())]
     #[serde(default = "d2")]
     pub layers: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = d4())]
     #[serde(default = "d4")]
     pub heads: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = d2())]
     #[serde(default = "d2")]
     pub kv_heads: usize,
     /// Seed of the weights
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t)]
     #[serde(default)]
     pub seed: u64,
     /// Take the tokenizer (and chat template) of this checkpoint or tokenizer directory instead of the
@@ -55,10 +55,10 @@ pub struct InitConfig {
     /// instead of using the byte-level one: a from-scratch model then reads several times fewer tokens
     /// per row
     #[arg(long, value_name = "DATA", conflicts_with = "tokenizer_from")]
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub tokenizer_data: Vec<PathBuf>,
     /// Vocabulary size of the trained tokenizer (`--tokenizer-data`), special tokens included
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = d1024())]
     #[serde(default = "d1024")]
     pub vocab_size: usize,
 }
@@ -209,7 +209,7 @@ mod tests {
                     .to_string()
             })
             .collect();
-        std::fs::write(&data, rows.join("\n")).unwrap();
+        fs_err::write(&data, rows.join("\n")).unwrap();
         let out = dir.path().join("model");
         let cfg = InitConfig {
             family: Arch::Llama,

@@ -56,6 +56,11 @@ pub trait Entry: Sync {
     fn plan_from_flags(&self, matches: &clap::ArgMatches) -> Result<Box<dyn Planned>>;
     /// The stage as a pipeline table describes it, writing `dir`; `None` if it cannot be a pipeline step.
     fn plan_from_table(&self, table: toml::Value, dir: &Path, file: &Path) -> Option<Result<Box<dyn Planned>>>;
+
+    /// The settings that `flags` give and those that `table` gives, each as `--show-config` prints them
+    /// (the check that flags and tables share their defaults).
+    #[cfg(test)]
+    fn settings_of(&self, flags: &[&str], table: Value) -> std::result::Result<(Value, Value, Vec<String>), String>;
 }
 
 /// A stage type as a registry entry (`fn() -> S`: the entry holds no `S`, so it is `Sync` for any `S`).
@@ -109,6 +114,17 @@ impl<S: Stage + 'static> Entry for Of<S> {
         Ok(Box::new(Ready::<S> { config, target }))
     }
 
+    #[cfg(test)]
+    fn settings_of(&self, flags: &[&str], table: Value) -> std::result::Result<(Value, Value, Vec<String>), String> {
+        let cmd = S::Config::augment_args(clap::Command::new(S::NAME).no_binary_name(true));
+        let ids = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+        let matches = cmd.try_get_matches_from(flags).map_err(|e| e.to_string())?;
+        let from_flags = S::Config::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        let from_table: S::Config = serde_json::from_value(table).map_err(|e| e.to_string())?;
+        let json = |c: &S::Config| serde_json::to_value(c).expect("serialisable");
+        Ok((json(&from_flags), json(&from_table), ids))
+    }
+
     fn plan_from_table(&self, table: toml::Value, dir: &Path, file: &Path) -> Option<Result<Box<dyn Planned>>> {
         let target = S::pipeline_target(dir)?;
         Some(
@@ -117,5 +133,52 @@ impl<S: Stage + 'static> Entry for Of<S> {
                 .map(|config| Box::new(Ready::<S> { config, target }) as Box<dyn Planned>)
                 .map_err(|e| Error::data(Location::file(file).column(self.key()), e.message().to_string())),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Every stage's defaults are written once: the settings of a command line with only the required
+    /// flags equal those of a pipeline table with only the same required keys, and `--show-config` (the
+    /// settings as JSON) shows every flag's setting, none hidden.
+    #[test]
+    fn flag_defaults_equal_table_defaults_and_show_config_shows_them_all() {
+        let required: &[(&str, &[&str], Value)] = &[
+            ("import", &["in.jsonl"], json!({ "input": "in.jsonl" })),
+            ("synth", &["igsm"], json!({ "task": "igsm" })),
+            ("verify", &[], json!({})),
+            (
+                "generate",
+                &["--teacher", "local:t", "--problems", "p"],
+                json!({ "teacher": "local:t", "problems": "p" }),
+            ),
+            ("init-model", &[], json!({})),
+            ("journey", &["--input", "i"], json!({ "input": "i" })),
+            ("train-sft", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
+            ("eval", &["--model", "m", "--problems", "p"], json!({ "model": "m", "problems": "p" })),
+            ("merge-lora", &["--adapter", "a"], json!({ "adapter": "a" })),
+            ("filter", &["--input", "i"], json!({ "input": "i" })),
+            ("export", &["i", "--format", "hf"], json!({ "input": "i", "format": "hf" })),
+            ("stats", &["d"], json!({ "dataset": "d" })),
+        ];
+        for entry in STAGES {
+            let (_, flags, table) = required
+                .iter()
+                .find(|(name, ..)| *name == entry.name())
+                .unwrap_or_else(|| panic!("add `{}` to this test's table", entry.name()));
+            let (from_flags, from_table, ids) = entry.settings_of(flags, table.clone()).unwrap();
+            assert_eq!(from_flags, from_table, "`{}`: flag defaults differ from table defaults", entry.name());
+            for id in ids {
+                assert!(
+                    crate::config::find(&from_flags, &id, &mut Vec::new()).is_some(),
+                    "`{}`: `--show-config` hides `{id}`",
+                    entry.name()
+                );
+            }
+        }
     }
 }

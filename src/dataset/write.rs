@@ -301,8 +301,10 @@ impl DatasetWriter {
             let path = entry?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
             let Some(index) = self.names.index_of(&name) else { continue };
-            let rows = std::fs::File::open(&path)
+            let rows = fs_err::File::open(&path)
                 .ok()
+                .map(fs_err::File::into_parts)
+                .map(|(f, _)| f)
                 .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
                 .map(|r| parquet::file::reader::FileReader::metadata(&r).file_metadata().num_rows() as u64);
             if !self.fresh && !name.ends_with(".tmp") && rows == Some(self.rows_per_shard) {
@@ -326,10 +328,12 @@ impl Drop for DatasetWriter {
         }
         if let Some(open) = self.open.take() {
             drop(open.writer);
+            #[allow(clippy::disallowed_methods)] // cleanup on drop: an error is ignored, its path never shown
             let _ = std::fs::remove_file(&open.temp);
         }
         if self.fresh {
             let _ = remove_run(&self.dir, self.shard);
+            #[allow(clippy::disallowed_methods)] // cleanup on drop: an error is ignored, its path never shown
             let _ = std::fs::remove_dir(&self.dir);
         }
     }

@@ -16,7 +16,7 @@ use super::work::{Dec, Enc, Sink, Work, write_file};
 use super::{FilterConfig, Keep, Pick, Reason, Source};
 use crate::Context;
 use crate::dataset::Shard;
-use crate::error::Result;
+use crate::error::{Error, Location, Result};
 use crate::verify::equivalent;
 
 /// What the write step does with one row.
@@ -179,7 +179,9 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
         for (i, f) in facts.iter().enumerate() {
             let owner = *first_problem.entry(f.prompt_key).or_insert(&f.problem);
             if owner != f.problem {
-                reject(&mut decisions[i], Reason::DuplicatePrompt, || format!(r#"{{"problem":"{owner}"}}"#));
+                reject(&mut decisions[i], Reason::DuplicatePrompt, || {
+                    serde_json::json!({ "problem": owner }).to_string()
+                });
             }
         }
     }
@@ -215,14 +217,20 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
             };
             alive.sort_by_key(|&r| rank(r));
             for &r in &alive[k..] {
-                reject(&mut decisions[r], Reason::MaxPerProblem, || format!(r#"{{"kept":{k}}}"#));
+                reject(&mut decisions[r], Reason::MaxPerProblem, || serde_json::json!({ "kept": k }).to_string());
             }
         }
     }
     // Report, then the decisions per slice.
-    let evals: Vec<(String, String)> = match fs_err::read(work.evals()) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => Vec::new(),
+    // written by the signatures step whenever there is an evaluation set
+    let evals: Vec<(String, String)> = if work.evals().exists() {
+        let bytes = fs_err::read(work.evals())?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::data(Location::file(work.evals()), format!("unreadable working file: {e}"))
+                .with_hint("rerun `--step signatures` (or the whole filter) to rewrite it")
+        })?
+    } else {
+        Vec::new()
     };
     let mut hits: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
     for (f, d) in facts.iter().zip(&decisions) {
@@ -295,7 +303,9 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
             None => {
                 report.no_consensus_problems += 1;
                 for &r in rows {
-                    reject(&mut decisions[r], Reason::NoConsensus, || format!(r#"{{"answers":{}}}"#, voters.len()));
+                    reject(&mut decisions[r], Reason::NoConsensus, || {
+                        serde_json::json!({ "answers": voters.len() }).to_string()
+                    });
                 }
                 return;
             }
@@ -307,7 +317,8 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
             report.pass_rate_rejected_problems += 1;
             for &r in rows {
                 reject(&mut decisions[r], Reason::PassRate, || {
-                    format!(r#"{{"passed":{passed},"samples":{},"window":"{window}"}}"#, rows.len())
+                    serde_json::json!({ "passed": passed, "samples": rows.len(), "window": window.to_string() })
+                        .to_string()
                 });
             }
         }
@@ -316,7 +327,7 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
         for &r in rows {
             if decisions[r].correct == Some(false) {
                 let gold = if decisions[r].majority_gold.is_some() { "majority" } else { "reference" };
-                reject(&mut decisions[r], Reason::Incorrect, || format!(r#"{{"gold":"{gold}"}}"#));
+                reject(&mut decisions[r], Reason::Incorrect, || serde_json::json!({ "gold": gold }).to_string());
             }
         }
     }

@@ -27,7 +27,7 @@ pub struct DecontamConfig {
     #[arg(long = "decontam-digits", id = "decontam.normalize_digits")]
     pub normalize_digits: bool,
     /// Flag a row only when it holds at least this share of an item's n-grams (0: any shared n-gram)
-    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    #[arg(long, default_value_t = DecontamConfig::default().min_containment, value_name = "SHARE")]
     pub min_containment: f64,
 }
 

@@ -88,7 +88,7 @@ pub struct FilterConfig {
     #[serde(default)]
     pub minhash: MinHashConfig,
     /// Which row of a duplicate cluster to keep
-    #[arg(long, value_enum, default_value_t = Keep::First)]
+    #[arg(long, value_enum, default_value_t)]
     #[serde(default)]
     pub keep: Keep,
     /// Reject texts shorter than this many characters
@@ -104,7 +104,7 @@ pub struct FilterConfig {
     #[arg(long, value_name = "K")]
     pub max_per_problem: Option<usize>,
     /// Which samples `--max-per-problem` keeps
-    #[arg(long, value_enum, default_value_t = Pick::Shortest)]
+    #[arg(long, value_enum, default_value_t)]
     #[serde(default)]
     pub pick: Pick,
     /// Keep problems whose share of correct samples lies in LO:HI (as open-r1 filters for difficulty)
@@ -112,11 +112,11 @@ pub struct FilterConfig {
     pub pass_rate: Option<PassRate>,
     /// A problem without gold takes its samples' majority answer as gold when at least this share of
     /// its answers agree; below it, its rows are rejected as `no_consensus`
-    #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+    #[arg(long, default_value_t = default_vote_share(), value_name = "SHARE")]
     #[serde(default = "default_vote_share")]
     pub min_vote_share: f64,
     /// Seed of `--pick random`
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t)]
     #[serde(default)]
     pub seed: u64,
     #[command(flatten)]

@@ -141,6 +141,7 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         if self.writer.is_some() {
+            #[allow(clippy::disallowed_methods)] // cleanup on drop: an error is ignored, its path never shown
             let _ = std::fs::remove_file(&self.temp);
         }
     }

@@ -105,7 +105,7 @@ pub struct ImportConfig {
     #[serde(default)]
     pub id_col: Option<String>,
     /// How answers are judged, for the generic mapping
-    #[arg(long, value_enum, default_value_t = Domain::Math, conflicts_with = "preset")]
+    #[arg(long, value_enum, default_value_t = default_domain(), conflicts_with = "preset")]
     #[serde(default = "default_domain")]
     pub domain: Domain,
     /// Source name recorded on every row (default: `<preset>/<file stem>`, or the file stem)

@@ -123,15 +123,15 @@ pub struct JourneyConfig {
     /// with `--strategy splice` or `teacher`, traces from `forge generate`
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
-    #[arg(long, value_enum, default_value_t = Strategy::Synthetic)]
+    #[arg(long, value_enum, default_value_t = defaults::strategy())]
     #[serde(default = "defaults::strategy")]
     pub strategy: Strategy,
     /// Probability that a checkable step is first written wrong (per step)
-    #[arg(long, default_value_t = 0.2, value_name = "P")]
+    #[arg(long, default_value_t = defaults::error_rate(), value_name = "P")]
     #[serde(default = "defaults::error_rate")]
     pub error_rate: f64,
     /// Share of problems that get a journey; the others get their clean solution
-    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    #[arg(long, default_value_t = defaults::one(), value_name = "X")]
     #[serde(default = "defaults::one")]
     pub journey_share: f64,
     /// Error types to draw from, uniformly
@@ -139,7 +139,7 @@ pub struct JourneyConfig {
     #[serde(default = "defaults::types")]
     pub error_types: Vec<ErrorType>,
     /// At most this many errors per solution
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = defaults::max_errors(), value_name = "N")]
     #[serde(default = "defaults::max_errors")]
     pub max_errors: u32,
     /// Probability that a correct step is followed by a check confirming it (default: 0, or 0.4 with
@@ -147,35 +147,35 @@ pub struct JourneyConfig {
     #[arg(long, value_name = "P")]
     pub verify_share: Option<f64>,
     /// How a detection is written
-    #[arg(long, value_enum, default_value_t = Marker::Wait)]
+    #[arg(long, value_enum, default_value_t = defaults::marker())]
     #[serde(default = "defaults::marker")]
     pub marker: Marker,
     /// Notice a wrong calculation this many steps late: the steps after it that do not need its result are
     /// written first, then the detection names the earlier step and the fix redoes it (fewer steps where
     /// the next one needs the wrong result; `unavailable` errors are always noticed at once)
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t, value_name = "N")]
     #[serde(default)]
     pub detect_after: u32,
     /// `--strategy teacher`: the teacher that continues the wrong prefixes (`local:PATH`)
     #[arg(long, value_name = "SPEC")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub teacher: Option<String>,
     /// `--strategy teacher`: continuations sampled per wrong prefix; the first one the verifier accepts is kept
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = defaults::continuations(), value_name = "N")]
     #[serde(default = "defaults::continuations")]
     pub continuations: u32,
     /// `--strategy teacher`: the continuations' sampling temperature and length
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = defaults::temperature())]
     #[serde(default = "defaults::temperature")]
     pub temperature: f32,
-    #[arg(long = "max-tokens", default_value_t = 512, value_name = "N")]
+    #[arg(long = "max-tokens", default_value_t = defaults::max_tokens(), value_name = "N")]
     #[serde(default = "defaults::max_tokens")]
     pub max_tokens: u32,
     /// Leave the wrong steps out of the loss (`train = false` on error segments)
     #[arg(long)]
     #[serde(default)]
     pub mask_errors: bool,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults::seed())]
     #[serde(default = "defaults::seed")]
     pub seed: u64,
 }

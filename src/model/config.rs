@@ -96,8 +96,20 @@ impl ModelConfig {
                 config.rope_theta = theta;
             }
             if params["rope_type"].as_str().is_some_and(|t| t != "default") {
-                config.rope_scaling = serde_json::from_value(params).ok();
+                config.rope_scaling = Some(serde_json::from_value(params).map_err(|e| {
+                    Error::data(Location::file(path).column("rope_parameters"), format!("unreadable: {e}"))
+                })?);
             }
+        }
+        // a scaling forge does not apply would give wrong logits without a word: refuse it
+        if let Some(s) = &config.rope_scaling
+            && !matches!(s.rope_type.as_str(), "llama3" | "default")
+        {
+            return Err(Error::data(
+                Location::file(path).column("rope_scaling"),
+                format!("unsupported RoPE scaling `{}`", s.rope_type),
+            )
+            .with_hint("forge applies `llama3` scaling (Llama 3.1+); other scalings are not implemented"));
         }
         config.arch().map_err(|e| e.with_hint("forge runs Qwen2/Qwen2.5 and Llama checkpoints"))?;
         if config.num_attention_heads == 0 || !config.num_attention_heads.is_multiple_of(config.kv_heads()) {
@@ -165,5 +177,34 @@ impl ModelConfig {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(extra: &str) -> Result<ModelConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let text = format!(
+            r#"{{"model_type": "llama", "vocab_size": 8, "hidden_size": 8, "intermediate_size": 8,
+                "num_hidden_layers": 1, "num_attention_heads": 2{extra}}}"#
+        );
+        fs_err::write(&path, text).unwrap();
+        ModelConfig::read(&path)
+    }
+
+    /// A RoPE scaling forge does not apply is refused, never silently ignored (wrong logits).
+    #[test]
+    fn unknown_rope_scaling_is_refused() {
+        let llama3 = r#", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}"#;
+        assert_eq!(read(llama3).unwrap().rope_scaling.unwrap().factor, 8.0);
+        let yarn = r#", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#;
+        let err = read(yarn).unwrap_err().to_string();
+        assert!(err.contains("column `rope_scaling`") && err.contains("unsupported RoPE scaling `yarn`"), "{err}");
+        let bad = r#", "rope_parameters": {"rope_type": "llama3", "factor": "eight"}"#;
+        let err = read(bad).unwrap_err().to_string();
+        assert!(err.contains("rope_parameters"), "{err}");
     }
 }

@@ -599,9 +599,8 @@ unsafe fn products_avx2(x: &[f32], m: usize, k: usize, w: &[f32], first: usize, 
         let ws = [wrow(0), wrow(1), wrow(2)];
         // the next tile's rows, fetched into the cache while this one computes: at decoding sizes the
         // weights stream from memory
-        let ahead: usize = std::env::var("FORGE_AHEAD").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-        let next = w.as_ptr().wrapping_add((j + ahead * TILE_COLUMNS) * k);
-        let prefetch = if j + ahead * TILE_COLUMNS < columns { Some(next) } else { None };
+        let next = w.as_ptr().wrapping_add((j + TILE_COLUMNS) * k);
+        let prefetch = if j + TILE_COLUMNS < columns { Some(next) } else { None };
         let mut i = 0;
         while i < m {
             let out = out.wrapping_add(i * n + first + j);

@@ -332,10 +332,10 @@ mod tests {
             let diff = (var.as_tensor() - b[name].as_tensor()).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
         }
-        std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+        fs_err::remove_file(dir.path().join("model.safetensors")).unwrap();
         let err = Checkpoint::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("no `*.safetensors`"), "{err}");
-        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "mamba", "vocab_size": 1, "hidden_size": 1, "intermediate_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1}"#).unwrap();
+        fs_err::write(dir.path().join("config.json"), r#"{"model_type": "mamba", "vocab_size": 1, "hidden_size": 1, "intermediate_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1}"#).unwrap();
         let err = Checkpoint::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("unsupported architecture `mamba`"), "{err}");
     }

@@ -190,7 +190,7 @@ mod tests {
         write(dir.path(), Arch::Qwen2, Size::default(), 5).unwrap();
         let ck = Checkpoint::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(ck.config.vocab_size, 259);
-        let written = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        let written = fs_err::read_to_string(dir.path().join("config.json")).unwrap();
         assert!(!written.contains("null"), "transformers reads a null as a value: {written}");
         let tok = super::super::tokenizer::Tokenizer::from_dir(dir.path()).unwrap();
         assert_eq!(tok.eos_ids, vec![258, 256]);

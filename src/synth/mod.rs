@@ -54,12 +54,6 @@ pub enum Names {
     Letters,
 }
 
-impl Names {
-    fn is_words(&self) -> bool {
-        *self == Names::Words
-    }
-}
-
 impl Task {
     pub fn name(self) -> &'static str {
         match self {
@@ -137,11 +131,11 @@ pub struct SynthConfig {
     #[arg(value_enum)]
     pub task: Task,
     /// Number of problems
-    #[arg(long, default_value_t = DEFAULT_N)]
+    #[arg(long, default_value_t = default_n())]
     #[serde(default = "default_n")]
     pub n: u64,
     /// Seed: the same seed gives the same problems, byte for byte
-    #[arg(long, default_value_t = DEFAULT_SEED)]
+    #[arg(long, default_value_t)]
     #[serde(default)]
     pub seed: u64,
     /// Operations per problem, a count or an inclusive range (`4`, `2..5`); defaults: arith 2..4,
@@ -150,20 +144,20 @@ pub struct SynthConfig {
     #[serde(default)]
     pub ops: Option<Span>,
     /// igsm: the prime all arithmetic is taken modulo
-    #[arg(long, default_value_t = DEFAULT_MODULUS)]
+    #[arg(long, default_value_t = default_modulus())]
     #[serde(default = "default_modulus")]
     pub modulus: u64,
     /// igsm: quantities in the problem that the answer does not depend on
-    #[arg(long, default_value_t = DEFAULT_DISTRACTORS)]
+    #[arg(long, default_value_t = default_distractors())]
     #[serde(default = "default_distractors")]
     pub distractors: u64,
     /// igsm: how quantities are named: in words ("the number of lamps in Maple School") or with capital
     /// letters ("Q"), which makes rows several times shorter for models trained from scratch
-    #[arg(long, value_enum, default_value_t = Names::Words)]
-    #[serde(default, skip_serializing_if = "Names::is_words")]
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default)]
     pub names: Names,
     /// arith: largest operand
-    #[arg(long, default_value_t = DEFAULT_MAX_OPERAND)]
+    #[arg(long, default_value_t = default_max_operand())]
     #[serde(default = "default_max_operand")]
     pub max_operand: u64,
 }

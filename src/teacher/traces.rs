@@ -31,7 +31,7 @@ pub struct GenerateConfig {
     #[arg(long, value_name = "DIR")]
     pub problems: PathBuf,
     /// Samples per problem
-    #[arg(short = 'n', long = "samples", default_value_t = 1, value_name = "N")]
+    #[arg(short = 'n', long = "samples", default_value_t = one(), value_name = "N")]
     #[serde(default = "one")]
     pub n: u32,
     #[command(flatten)]
@@ -45,11 +45,11 @@ pub struct GenerateConfig {
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
     /// Text the assistant's reply starts with, e.g. `'<think>\n'` as R1 recipes do (escapes \n and \t are read)
-    #[arg(long, default_value = "", value_name = "TEXT")]
+    #[arg(long, default_value_t, value_name = "TEXT")]
     #[serde(default)]
     pub prefill: String,
     /// Problems decoded together (their samples share one batch)
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = eight(), value_name = "N")]
     #[serde(default = "eight")]
     pub batch_size: usize,
 }
@@ -102,7 +102,8 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     let n = u64::from(cfg.n);
     let total = (range.end - range.start) * n;
     let progress = Progress::rows("generate", total, ctx.quiet);
-    let mut report = StageReport::new("generate", 0, 0, 0.0);
+    // rows in: the samples to make (n per problem of the slice); the writer checks every one was written
+    let mut report = StageReport::new("generate", total, 0, 0.0);
     let (mut tokens, mut index) = (0u64, 0u64);
     let prefill = unescape(&cfg.prefill);
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
@@ -179,7 +180,5 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     if !ctx.quiet {
         eprintln!("generate: {tokens} completion tokens, {:.0} tokens/s", tokens as f64 / report.seconds.max(1e-9));
     }
-    // Rows in are the samples to make (n per problem); every one is written.
-    report.rows_in = report.rows_out;
     Ok(Outcome::Written(writer.finish(report)?))
 }

@@ -50,62 +50,62 @@ pub struct TrainConfig {
     #[arg(long, value_name = "DIR")]
     pub eval_data: Option<PathBuf>,
     /// Share of `--data` held out for the evaluation loss when `--eval-data` is not given
-    #[arg(long, default_value_t = 0.02, value_name = "X")]
+    #[arg(long, default_value_t = defaults::eval_share(), value_name = "X")]
     #[serde(default = "defaults::eval_share")]
     pub eval_share: f64,
     /// Evaluation loss every N optimizer steps (and at the end); 0: at the end only
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, default_value_t = defaults::every(), value_name = "N")]
     #[serde(default = "defaults::every")]
     pub eval_every: u64,
     /// Checkpoint every N optimizer steps (a rerun resumes from the last one); 0: never
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, default_value_t = defaults::every(), value_name = "N")]
     #[serde(default = "defaults::every")]
     pub save_every: u64,
     /// Passes over the data
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = defaults::epochs(), value_name = "N")]
     #[serde(default = "defaults::epochs")]
     pub epochs: u64,
     /// Stop after N optimizer steps (the schedule spans N steps)
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,
     /// Peak learning rate
-    #[arg(long, default_value_t = 2e-5, value_name = "LR")]
+    #[arg(long, default_value_t = defaults::lr(), value_name = "LR")]
     #[serde(default = "defaults::lr")]
     pub lr: f64,
     /// Learning-rate decay after warmup
-    #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
+    #[arg(long, value_enum, default_value_t = defaults::schedule())]
     #[serde(default = "defaults::schedule")]
     pub schedule: Schedule,
     /// Share of the steps spent warming the learning rate up linearly
-    #[arg(long, default_value_t = 0.03, value_name = "X")]
+    #[arg(long, default_value_t = defaults::warmup(), value_name = "X")]
     #[serde(default = "defaults::warmup")]
     pub warmup_ratio: f64,
     /// AdamW weight decay (not applied to norm weights and biases)
-    #[arg(long, default_value_t = 0.01, value_name = "X")]
+    #[arg(long, default_value_t = defaults::weight_decay(), value_name = "X")]
     #[serde(default = "defaults::weight_decay")]
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (0: no clipping)
-    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    #[arg(long, default_value_t = defaults::one(), value_name = "X")]
     #[serde(default = "defaults::one")]
     pub max_grad_norm: f64,
     /// Tokens per optimizer step (rows of `--max-length` tokens; gradients of micro-batches are accumulated)
-    #[arg(long, default_value_t = 16384, value_name = "N")]
+    #[arg(long, default_value_t = defaults::batch_tokens(), value_name = "N")]
     #[serde(default = "defaults::batch_tokens")]
     pub batch_tokens: usize,
     /// Tokens per forward pass (bounds memory)
-    #[arg(long, default_value_t = 4096, value_name = "N")]
+    #[arg(long, default_value_t = defaults::micro_batch_tokens(), value_name = "N")]
     #[serde(default = "defaults::micro_batch_tokens")]
     pub micro_batch_tokens: usize,
     /// Tokens per training row; longer examples are cut, keeping the start
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    #[arg(long, default_value_t = defaults::max_length(), value_name = "N")]
     #[serde(default = "defaults::max_length")]
     pub max_length: usize,
     /// Pack several examples into each row (attention stays within each example); `false`: one per row, padded
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, default_value_t = defaults::yes(), action = clap::ArgAction::Set, value_name = "BOOL")]
     #[serde(default = "defaults::yes")]
     pub packing: bool,
     /// Seed of the data order, the held-out split and the LoRA initialisation
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = defaults::seed(), value_name = "N")]
     #[serde(default = "defaults::seed")]
     pub seed: u64,
     /// Train a LoRA adapter of this rank instead of every weight (the output is a peft adapter directory;

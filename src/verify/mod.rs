@@ -82,12 +82,15 @@ pub struct VerifyConfig {
     pub output: Option<PathBuf>,
     /// Column with the gold answer
     #[arg(long, default_value = DEFAULT_GOLD_COL, value_name = "COL")]
+    #[serde(default = "defaults::gold_col")]
     pub gold_col: String,
     /// Column with the model output
     #[arg(long, default_value = DEFAULT_OUTPUT_COL, value_name = "COL")]
+    #[serde(default = "defaults::output_col")]
     pub output_col: String,
     /// Column with the prompt, for the language check (skipped when the column is absent)
     #[arg(long, default_value = DEFAULT_PROMPT_COL, value_name = "COL")]
+    #[serde(default = "defaults::prompt_col")]
     pub prompt_col: String,
     /// Check one pair: the gold answer
     #[arg(long, requires = "pred")]
@@ -104,6 +107,18 @@ pub struct VerifyConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub settings: VerifySettings,
+}
+
+mod defaults {
+    pub fn gold_col() -> String {
+        super::DEFAULT_GOLD_COL.into()
+    }
+    pub fn output_col() -> String {
+        super::DEFAULT_OUTPUT_COL.into()
+    }
+    pub fn prompt_col() -> String {
+        super::DEFAULT_PROMPT_COL.into()
+    }
 }
 
 /// The verdict on one output.
@@ -271,6 +286,8 @@ fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyC
     let required = |name: &str| -> Result<String> {
         match fields.get(name) {
             Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::Null) => Err(Error::data(location.clone().column(name), "the value is null")
+                .with_hint("every row needs a value here; filter out the rows without one first")),
             _ => column(name)?.map(str::to_string).ok_or_else(|| {
                 Error::data(location.clone().column(name), "required column is missing")
                     .with_hint("name the columns with `--gold-col` and `--output-col`")
@@ -473,6 +490,7 @@ fn widen(data_type: &arrow_schema::DataType) -> arrow_schema::DataType {
 impl Drop for Sink {
     fn drop(&mut self) {
         if !self.temp.as_os_str().is_empty() {
+            #[allow(clippy::disallowed_methods)] // cleanup on drop: an error is ignored, its path never shown
             let _ = std::fs::remove_file(&self.temp);
         }
     }

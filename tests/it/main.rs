@@ -1,6 +1,8 @@
 //! forge's integration tests: one binary (every extra test binary re-links arrow and parquet).
 //! Tests that read `../shared/data` are `#[ignore = "needs ../shared/data"]`; `.ci/run` runs them too.
 
+#![allow(clippy::disallowed_methods)] // tests and benches may use std::fs: a failure names its test
+
 mod util;
 
 /// Bad input: every kind gets a located one-line cause, exit status 2 and no output left behind.

@@ -67,6 +67,17 @@ fn parquet_output_survives_columns_that_change_type() {
     assert_eq!(column("correct")["types"]["boolean"], 1501);
 }
 
+/// A null gold answer is named as such, with its row, not reported as a missing column.
+#[test]
+fn null_gold_is_named_with_its_row() {
+    let s = Scratch::new();
+    let input =
+        s.write("in.jsonl", "{\"answer\": \"1\", \"completion\": \"1\"}\n{\"answer\": null, \"completion\": \"2\"}\n");
+    let (code, _, stderr) = run(&[&"verify", &"--input", &input, &"--output", &s.path("out.jsonl")]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("in.jsonl:2, column `answer`: the value is null"), "{stderr}");
+}
+
 #[test]
 fn missing_output_column_is_a_located_error() {
     let s = Scratch::new();
