@@ -45,7 +45,7 @@ pub mod verify;
 
 pub mod stage;
 
-// The stages, in pipeline order.
+// The stages (`pipeline::registry::STAGES` lists them in pipeline order).
 pub mod eval;
 pub mod export;
 pub mod filter;
@@ -59,7 +59,6 @@ pub mod synth;
 pub mod train;
 
 pub mod pipeline;
-pub mod registry;
 
 pub use error::{Error, Location, Result};
 

@@ -1,6 +1,6 @@
 //! The shape every stage has: a name (its subcommand), one settings struct read from flags and from a
 //! pipeline table alike, the flags that say where its result goes, and a `run` that reports what it did
-//! in one form ([`Done`]). The registry (`src/registry.rs`) lists the stages; the command line and `forge run` are built
+//! in one form ([`Done`]). The registry (`src/pipeline/registry.rs`) lists the stages; the command line and `forge run` are built
 //! from that list, so adding a stage is one module with an `impl Stage` and one line there.
 
 use std::fmt::Debug;

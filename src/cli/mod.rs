@@ -1,5 +1,5 @@
 //! The command line: a thin layer over the library. The subcommands are the registry's stages
-//! (`forge::registry::STAGES`), each parsed into its settings struct and run; `forge run` composes them.
+//! (`forge::pipeline::registry::STAGES`), each parsed into its settings struct and run; `forge run` composes them.
 //! Progress and summaries go to stderr; stdout carries data only (`forge stats` output).
 
 use std::io::Write;
@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use forge::Context;
-use forge::registry::STAGES;
+use forge::pipeline::registry::STAGES;
 
 const LONG_ABOUT: &str = "Make reasoning data and train on it: import or synthesise problems, generate solutions with a \
                           teacher, verify and curate them, weave in verified wrong-then-corrected steps (journey), \
@@ -82,7 +82,7 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let stage = forge::registry::find(name).expect("every subcommand is registered").plan_from_flags(sub)?;
+    let stage = forge::pipeline::registry::find(name).expect("every subcommand is registered").plan_from_flags(sub)?;
     if show_config {
         return print(&(serde_json::to_string_pretty(&stage.show())? + "\n"));
     }

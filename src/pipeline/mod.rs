@@ -19,6 +19,8 @@
 //! stage reruns it and whatever its new output changes downstream. `--from NAME` reruns from a stage on. A
 //! failing stage stops the run and leaves the earlier outputs as they are.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,7 +28,7 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::error::{Error, Location, Result};
-use crate::registry::Planned;
+use registry::Planned;
 
 /// A pipeline file, read: where the stages write, and the stages in order.
 pub struct Pipeline {
@@ -129,12 +131,12 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
             _ => return Err(Error::data(at(), "a stage needs a `name`".to_string())),
         };
         let keys: Vec<String> = table.keys().cloned().collect();
-        let kinds = crate::registry::STAGES.iter().filter_map(|s| s.pipeline_key()).collect::<Vec<_>>().join(", ");
+        let kinds = registry::STAGES.iter().filter_map(|s| s.pipeline_key()).collect::<Vec<_>>().join(", ");
         let [kind] = keys.as_slice() else {
             return Err(Error::data(at(), format!("stage `{name}` needs exactly one stage table, found {keys:?}"))
                 .with_hint(format!("one of: {kinds}")));
         };
-        let entry = crate::registry::find(kind).filter(|e| e.pipeline_key().is_some()).ok_or_else(|| {
+        let entry = registry::find(kind).filter(|e| e.pipeline_key().is_some()).ok_or_else(|| {
             Error::data(at(), format!("stage `{name}`: `{kind}` is not a pipeline stage"))
                 .with_hint(format!("one of: {kinds}"))
         })?;
