@@ -34,16 +34,16 @@ struct RunArgs {
 
 /// The whole command line: global flags, every registered stage, and `run`.
 pub fn command() -> clap::Command {
-    let run = RunArgs::augment_args(
-        clap::Command::new("run")
-            .about("Run a pipeline: a declared chain of stages; stages whose settings and inputs are unchanged are skipped")
-            .after_help(
-                "Examples:
+    // about text after the flags: `augment_args` sets it from the struct's doc comment
+    let run = RunArgs::augment_args(clap::Command::new("run"))
+        .about("Run a pipeline: a declared chain of stages; stages whose settings and inputs are unchanged are skipped")
+        .long_about(None::<&str>)
+        .after_help(
+            "Examples:
   forge run pipelines/quickstart.toml
   forge run pipelines/quickstart.toml --from student    # rerun from the stage named `student`
   forge run pipelines/quickstart.toml --dir /tmp/qs     # write the stages elsewhere",
-            ),
-    );
+        );
     clap::Command::new("forge")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Make reasoning data and train on it")

@@ -92,11 +92,11 @@ impl<S: Stage + 'static> Entry for Of<S> {
     }
 
     fn command(&self) -> clap::Command {
-        let mut cmd = clap::Command::new(S::NAME).about(S::ABOUT).after_help(format!("Examples:\n{}", S::EXAMPLES));
-        if let Some(long) = S::LONG_ABOUT {
-            cmd = cmd.long_about(long);
-        }
-        S::Target::augment_args(S::Config::augment_args(cmd))
+        // after the flags: `augment_args` sets the about text from the structs' doc comments
+        S::Target::augment_args(S::Config::augment_args(clap::Command::new(S::NAME)))
+            .about(S::ABOUT)
+            .long_about(S::LONG_ABOUT)
+            .after_help(format!("Examples:\n{}", S::EXAMPLES))
     }
 
     fn plan_from_flags(&self, matches: &clap::ArgMatches) -> Result<Box<dyn Planned>> {
