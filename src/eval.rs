@@ -306,6 +306,12 @@ pub struct EvalTarget {
     pub json: bool,
 }
 
+impl crate::stage::Target for EvalTarget {
+    fn in_pipeline(dir: &std::path::Path) -> Option<EvalTarget> {
+        Some(EvalTarget { output: Some(dir.to_path_buf()), json: false })
+    }
+}
+
 /// `forge eval`.
 pub struct Eval;
 
@@ -332,10 +338,6 @@ impl crate::stage::Stage for Eval {
             stdout: Some(stdout),
             ..Default::default()
         })
-    }
-
-    fn pipeline_target(dir: &Path) -> Option<EvalTarget> {
-        Some(EvalTarget { output: Some(dir.to_path_buf()), json: false })
     }
 }
 

@@ -7,11 +7,7 @@
 
 use crate::error::Result;
 pub use crate::teacher::traces::GenerateConfig;
-use crate::{Context, Outcome, OutputArgs};
-
-pub fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
-    crate::teacher::traces::write_traces(cfg, out, ctx)
-}
+use crate::{Context, OutputArgs};
 
 /// `forge generate`.
 pub struct Generate;
@@ -27,10 +23,6 @@ impl crate::stage::Stage for Generate {
     type Target = OutputArgs;
 
     fn run(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
-        Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
-    }
-
-    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
-        Some(OutputArgs::replacing(dir))
+        Ok(crate::stage::Done::dataset(&crate::teacher::traces::write_traces(cfg, out, ctx)?, &out.output))
     }
 }

@@ -134,6 +134,12 @@ pub struct InitTarget {
 /// of the datasets a tokenizer was trained on. The same command again finds it and does nothing.
 const MARKER: &str = ".forge-init.json";
 
+impl crate::stage::Target for InitTarget {
+    fn in_pipeline(dir: &std::path::Path) -> Option<InitTarget> {
+        Some(InitTarget { output: dir.to_path_buf(), overwrite: true })
+    }
+}
+
 /// `forge init-model`.
 pub struct InitModel;
 
@@ -164,10 +170,6 @@ impl Stage for InitModel {
         crate::dataset::write_atomic(&marker, wanted.as_bytes())?;
         let summary = format!("wrote a {:?} model of {params} parameters to `{}`", cfg.family, dir.display());
         Ok(Done { summary, ..Done::default() })
-    }
-
-    fn pipeline_target(dir: &Path) -> Option<InitTarget> {
-        Some(InitTarget { output: dir.to_path_buf(), overwrite: true })
     }
 }
 

@@ -28,7 +28,8 @@ macro_rules! serde_as_string {
 }
 pub(crate) use serde_as_string;
 
-// Layers, bottom up (README's Layout section; `tests/it/layers.rs` checks that imports go downwards).
+// Layers, bottom up, a blank line between them (README's Layout section; `tests/it/layers.rs` checks
+// that imports go downwards).
 pub mod error;
 pub mod expr;
 pub mod progress;
@@ -38,12 +39,15 @@ pub mod rng;
 pub mod config;
 pub mod dataset;
 
-pub mod formats;
+pub mod stage;
+
 pub mod model;
-pub mod teacher;
+
+pub mod formats;
+
 pub mod verify;
 
-pub mod stage;
+pub mod teacher;
 
 // The stages (`pipeline::registry::STAGES` lists them in pipeline order).
 pub mod eval;
@@ -79,18 +83,6 @@ pub struct OutputArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub write: WriteOptions,
-}
-
-impl OutputArgs {
-    /// `dir`, whole (no `--shard`), replacing the output of other settings: a pipeline stage's output,
-    /// which its settings and inputs alone determine.
-    pub fn replacing(dir: &std::path::Path) -> OutputArgs {
-        OutputArgs {
-            output: dir.to_path_buf(),
-            shard: Shard::default(),
-            write: WriteOptions { overwrite: true, ..WriteOptions::default() },
-        }
-    }
 }
 
 /// How this invocation was made, for provenance and for how much to print.

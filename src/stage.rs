@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
-use crate::{Context, Outcome};
+use crate::{Context, Outcome, OutputArgs};
 
 /// A stage of forge: a subcommand, and (when it writes a directory) a `[[stage]]` table of `forge run`.
 pub trait Stage {
@@ -24,17 +24,10 @@ pub trait Stage {
     const EXAMPLES: &'static str;
     /// The settings: flags on the command line, a table in a pipeline (same names, same defaults).
     type Config: clap::Args + clap::FromArgMatches + Serialize + DeserializeOwned + Debug;
-    /// Where the result goes and how it is shown (`-o DIR`, `--shard`, `--json`): flags only, which a
-    /// pipeline fills in from its directory ([`Stage::pipeline_target`]).
-    type Target: clap::Args + clap::FromArgMatches + Serialize + Debug;
+    /// Where the result goes and how it is shown (`-o DIR`, `--shard`, `--json`).
+    type Target: Target;
 
     fn run(cfg: &Self::Config, target: &Self::Target, ctx: &Context) -> Result<Done>;
-
-    /// The target of this stage as a pipeline step writing `dir`; `None` for a stage that writes no
-    /// directory (`verify`, `stats`), which cannot be a pipeline step.
-    fn pipeline_target(_dir: &Path) -> Option<Self::Target> {
-        None
-    }
 
     /// A TOML file of settings named by the target's flags (`filter --config FILE`): read first, flags
     /// given on the command line override it.
@@ -43,10 +36,29 @@ pub trait Stage {
     }
 }
 
-/// What a stage did, in the one form the command line and `forge run` both read.
+/// Where a stage's result goes: flags on the command line, filled in from the step's directory in a
+/// pipeline.
+pub trait Target: clap::Args + clap::FromArgMatches + Serialize + Debug + Sized {
+    /// The target of a pipeline step writing `dir`; `None` for a stage that cannot be a pipeline step
+    /// (one that writes no directory, as `verify` and `stats`, or one left out of pipelines, as `export`).
+    fn in_pipeline(dir: &Path) -> Option<Self>;
+}
+
+/// A dataset stage in a pipeline writes `dir` whole (no `--shard`), replacing the output of other
+/// settings: a step's output is determined by its settings and inputs alone.
+impl Target for OutputArgs {
+    fn in_pipeline(dir: &Path) -> Option<OutputArgs> {
+        let write = crate::dataset::WriteOptions { overwrite: true, ..Default::default() };
+        Some(OutputArgs { output: dir.to_path_buf(), shard: crate::dataset::Shard::ALL, write })
+    }
+}
+
+/// What a stage did, in the one form the command line and `forge run` both read (serialized: the
+/// figures of `pipeline-summary.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Done {
     /// The output already held this same run's finished result; nothing was done.
+    #[serde(skip)]
     pub up_to_date: bool,
     pub rows_in: Option<u64>,
     pub rows_out: Option<u64>,
@@ -56,10 +68,13 @@ pub struct Done {
     pub loss: Option<f64>,
     pub eval_loss: Option<f64>,
     /// What the command line prints on stderr when the stage ends (unless `--quiet`).
+    #[serde(skip)]
     pub summary: String,
     /// Data the command line prints on stdout (`stats`, `eval --json`, a `verify` pair's verdict).
+    #[serde(skip)]
     pub stdout: Option<String>,
     /// A check the user asked for failed (`verify --gold --pred` not equivalent): exit status 1.
+    #[serde(skip)]
     pub check_failed: bool,
 }
 
@@ -87,10 +102,22 @@ impl Done {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, clap::Args)]
 pub struct NoTarget {}
 
+impl Target for NoTarget {
+    fn in_pipeline(_: &Path) -> Option<NoTarget> {
+        None
+    }
+}
+
 /// For a stage that writes one directory: `-o DIR`.
 #[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
 pub struct DirTarget {
     /// Directory to write
     #[arg(short, long, value_name = "DIR")]
     pub output: std::path::PathBuf,
+}
+
+impl Target for DirTarget {
+    fn in_pipeline(_: &Path) -> Option<DirTarget> {
+        None
+    }
 }

@@ -287,6 +287,12 @@ pub struct StatsTarget {
     pub json: bool,
 }
 
+impl crate::stage::Target for StatsTarget {
+    fn in_pipeline(_: &Path) -> Option<StatsTarget> {
+        None
+    }
+}
+
 /// `forge stats`.
 pub struct Stats;
 

@@ -374,6 +374,16 @@ pub struct FilterTarget {
     pub output: OutputArgs,
 }
 
+impl crate::stage::Target for FilterTarget {
+    fn in_pipeline(dir: &std::path::Path) -> Option<FilterTarget> {
+        Some(FilterTarget {
+            config_file: None,
+            step: None,
+            output: <OutputArgs as crate::stage::Target>::in_pipeline(dir)?,
+        })
+    }
+}
+
 /// `forge filter`.
 pub struct Filter;
 
@@ -409,10 +419,6 @@ impl crate::stage::Stage for Filter {
             Some(outcome) => crate::stage::Done::dataset(&outcome, &target.output.output),
             None => crate::stage::Done::default(), // a step that finishes no dataset
         })
-    }
-
-    fn pipeline_target(dir: &Path) -> Option<FilterTarget> {
-        Some(FilterTarget { config_file: None, step: None, output: OutputArgs::replacing(dir) })
     }
 
     fn settings_file(target: &FilterTarget) -> Option<&Path> {

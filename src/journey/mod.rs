@@ -577,10 +577,6 @@ impl crate::stage::Stage for Journey {
     fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
         Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
     }
-
-    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
-        Some(OutputArgs::replacing(dir))
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::error::{Error, Location, Result};
+use crate::stage::Done;
 use registry::Planned;
 
 /// A pipeline file, read: where the stages write, and the stages in order.
@@ -44,21 +45,17 @@ pub struct Step {
     pub stage: Box<dyn Planned>,
 }
 
-/// What one stage did.
+/// What one stage did (a row of `pipeline-summary.json` and of the closing table).
 #[derive(Debug, Clone, Serialize)]
 pub struct StageSummary {
     pub name: String,
     pub kind: String,
     /// `ran` or `skipped` (up to date).
     pub status: String,
-    pub rows_in: Option<u64>,
-    pub rows_out: Option<u64>,
     pub seconds: f64,
-    /// Eval stages: pass@1.
-    pub accuracy: Option<f64>,
-    /// Training stages: the final training and held-out losses.
-    pub loss: Option<f64>,
-    pub eval_loss: Option<f64>,
+    /// Rows in and out, and the accuracy or losses of evaluation and training stages.
+    #[serde(flatten)]
+    pub done: Done,
 }
 
 /// Replace `@name` references to stage outputs in every string of `value`.
@@ -158,12 +155,8 @@ fn run_step(step: &Step, ctx: &Context) -> Result<StageSummary> {
         name: step.name.clone(),
         kind: step.kind.clone(),
         status: if done.up_to_date { "skipped" } else { "ran" }.into(),
-        rows_in: done.rows_in,
-        rows_out: done.rows_out,
         seconds: started.elapsed().as_secs_f64(),
-        accuracy: done.accuracy,
-        loss: done.loss,
-        eval_loss: done.eval_loss,
+        done,
     })
 }
 
@@ -207,7 +200,7 @@ pub fn table(summaries: &[StageSummary]) -> String {
     );
     let n = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     for s in summaries {
-        let result = match (s.accuracy, s.loss, s.eval_loss) {
+        let result = match (s.done.accuracy, s.done.loss, s.done.eval_loss) {
             (Some(a), _, _) => format!("accuracy {:.1}%", 100.0 * a),
             (_, Some(l), Some(e)) => format!("loss {l:.3}, held-out {e:.3}"),
             (_, Some(l), None) => format!("loss {l:.3}"),
@@ -218,8 +211,8 @@ pub fn table(summaries: &[StageSummary]) -> String {
             s.name,
             s.kind,
             s.status,
-            n(s.rows_in),
-            n(s.rows_out),
+            n(s.done.rows_in),
+            n(s.done.rows_out),
             s.seconds
         );
     }

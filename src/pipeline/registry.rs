@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::Context;
 use crate::error::{Error, Location, Result};
-use crate::stage::{Done, Stage};
+use crate::stage::{Done, Stage, Target};
 
 /// The stages in pipeline order: the order of `forge --help`.
 pub static STAGES: &[&dyn Entry] = &[
@@ -88,7 +88,7 @@ impl<S: Stage + 'static> Entry for Of<S> {
     }
 
     fn pipeline_key(&self) -> Option<String> {
-        S::pipeline_target(Path::new("")).map(|_| self.key())
+        <S::Target as Target>::in_pipeline(Path::new("")).map(|_| self.key())
     }
 
     fn command(&self) -> clap::Command {
@@ -126,7 +126,7 @@ impl<S: Stage + 'static> Entry for Of<S> {
     }
 
     fn plan_from_table(&self, table: toml::Value, dir: &Path, file: &Path) -> Option<Result<Box<dyn Planned>>> {
-        let target = S::pipeline_target(dir)?;
+        let target = S::Target::in_pipeline(dir)?;
         Some(
             table
                 .try_into::<S::Config>()

@@ -254,10 +254,6 @@ impl crate::stage::Stage for Synth {
     fn run(cfg: &SynthConfig, out: &OutputArgs, ctx: &Context) -> Result<crate::stage::Done> {
         Ok(crate::stage::Done::dataset(&run(cfg, out, ctx)?, &out.output))
     }
-
-    fn pipeline_target(dir: &std::path::Path) -> Option<OutputArgs> {
-        Some(OutputArgs::replacing(dir))
-    }
 }
 
 #[cfg(test)]

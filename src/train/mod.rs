@@ -441,6 +441,12 @@ pub fn checkpoints_dir(out: &Path) -> PathBuf {
     out.join("checkpoints")
 }
 
+impl crate::stage::Target for TrainOutput {
+    fn in_pipeline(dir: &std::path::Path) -> Option<TrainOutput> {
+        Some(TrainOutput { output: dir.to_path_buf(), resume: false, overwrite: true })
+    }
+}
+
 /// `forge train-sft`.
 pub struct TrainSft;
 
@@ -491,9 +497,5 @@ impl crate::stage::Stage for TrainSft {
             summary,
             ..Default::default()
         })
-    }
-
-    fn pipeline_target(dir: &Path) -> Option<TrainOutput> {
-        Some(TrainOutput { output: dir.to_path_buf(), resume: false, overwrite: true })
     }
 }
