@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$1" run pipelines/quickstart.toml --dir "$work/old" --quiet
-"$2" run pipelines/quickstart.toml --dir "$work/new" --quiet
+# both write the same path (eval traces record the model's path), then are moved aside
+"$1" run pipelines/quickstart.toml --dir "$work/run" --quiet && mv "$work/run" "$work/old"
+"$2" run pipelines/quickstart.toml --dir "$work/run" --quiet && mv "$work/run" "$work/new"
 (cd "$work/old" && find . -type f \( -name '*.parquet' -o -name '*.safetensors' \) | sort) > "$work/files"
 [ -s "$work/files" ] || { echo "no Parquet or safetensors files were written" >&2; exit 1; }
 same=0; differ=0

@@ -69,9 +69,14 @@ fn think() -> Reasoning {
     Reasoning::Think
 }
 
+/// The delimiters teachers write around reasoning; a reply's reasoning is rendered without them (a
+/// splice joins two samples' reasoning, each with its own).
+const DELIMITERS: [&str; 4] = ["<think>", "</think>", "<|begin_of_thought|>", "<|end_of_thought|>"];
+
 /// The assistant reply with its reasoning in `style`.
 pub fn reply(reasoning: Option<&str>, solution: &str, style: Reasoning) -> String {
-    match (reasoning.map(str::trim).filter(|r| !r.is_empty()), style) {
+    let reasoning = reasoning.map(|r| DELIMITERS.iter().fold(r.to_string(), |r, d| r.replace(d, "")));
+    match (reasoning.as_deref().map(str::trim).filter(|r| !r.is_empty()), style) {
         (None, _) | (_, Reasoning::None) => solution.trim().to_string(),
         (Some(r), Reasoning::Think) => format!("<think>\n{r}\n</think>\n\n{}", solution.trim()),
         (Some(r), Reasoning::Thought) => format!(
@@ -91,19 +96,20 @@ fn row(fields: &Map<String, Value>, index: u64, style: Reasoning) -> std::result
     let mut conv: Conversation = conversation(fields)?;
     let last = conv.messages.len() - 1;
     // the reasoning and solution of the final reply: a traces row has them as columns; an sft row has
-    // segments (everything before the `final` segment is reasoning)
+    // segments (everything before the `final` segment is reasoning); otherwise the reasoning may be
+    // delimited in the text only (a teacher's continuation of a wrong prefix), ending at the last
+    // closing delimiter
     let text = |k: &str| fields.get(k).and_then(Value::as_str);
+    let content = conv.messages[last].content.clone();
     let parts = if let Some(solution) = text("solution") {
         Some((text("reasoning").map(str::to_string), solution.to_string()))
-    } else if !conv.segments.is_empty() {
-        let content: Vec<char> = conv.messages[last].content.chars().collect();
-        conv.segments.iter().find(|s| s.kind == "final").map(|f| {
-            let reasoning: String = content[..f.start.min(content.len())].iter().collect();
-            let solution: String = content[f.start.min(content.len())..].iter().collect();
-            (Some(reasoning), solution)
-        })
     } else {
-        None
+        let chars: Vec<char> = content.chars().collect();
+        let at_final = conv.segments.iter().find(|s| s.kind == "final").map(|f| f.start.min(chars.len()));
+        at_final.map(|at| (Some(chars[..at].iter().collect()), chars[at..].iter().collect())).or_else(|| {
+            let split = crate::verify::extract::split(&content);
+            split.reasoning.filter(|_| !split.unclosed).map(|r| (Some(r.to_string()), split.solution.to_string()))
+        })
     };
     if let Some((reasoning, solution)) = parts {
         conv.messages[last].content = reply(reasoning.as_deref(), &solution, style);

@@ -10,6 +10,7 @@
 //! files and `manifest-I-of-N.json` into the same directory; readers treat the directory as one dataset
 //! once all N manifests are there.
 
+mod lock;
 mod manifest;
 mod read;
 mod schema;

@@ -17,6 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::lock::Lock;
 use super::manifest::{Manifest, Provenance, ShardFile};
 use super::{Shard, TableKind, to_batch};
 use crate::error::{Error, Location, Result};
@@ -73,6 +74,8 @@ struct OpenShard {
 }
 
 pub struct DatasetWriter {
+    /// Held while this writer lives; dropped first, so that a fresh run's directory can be removed.
+    lock: Option<Lock>,
     dir: PathBuf,
     kind: TableKind,
     schema: SchemaRef,
@@ -107,6 +110,11 @@ impl DatasetWriter {
         let mut fresh = !dir.exists();
         if !fresh {
             check_is_forge_dir(dir, options.companions)?;
+        }
+        fs_err::create_dir_all(dir)?;
+        // before looking at what the directory holds: another process may be writing it
+        let lock = Lock::take(dir, &names.lock())?;
+        if !fresh {
             let existing = if manifest_path.exists() {
                 Some(("finished", Manifest::read(&manifest_path)?.provenance.fingerprint))
             } else if progress_path.exists() {
@@ -133,8 +141,8 @@ impl DatasetWriter {
             }
             fresh = existing.is_none() || replaced;
         }
-        fs_err::create_dir_all(dir)?;
         let mut writer = DatasetWriter {
+            lock: Some(lock),
             dir: dir.to_path_buf(),
             kind,
             schema: kind.schema(),
@@ -323,6 +331,7 @@ impl Drop for DatasetWriter {
     /// input leaves nothing behind. (A killed process runs no destructor: its finished shards stay, and
     /// the rerun resumes from them.)
     fn drop(&mut self) {
+        drop(self.lock.take());
         if self.finished {
             return;
         }
@@ -349,6 +358,7 @@ fn is_forge_name(name: &str) -> bool {
     (name.starts_with("part-") && name.ends_with(".parquet"))
         || (name.starts_with("manifest") && name.ends_with(".json"))
         || name.starts_with(".forge-progress")
+        || name.starts_with(".forge-lock")
         || (name.starts_with(".part-") && name.ends_with(".tmp"))
         || (name.starts_with(".manifest") && name.ends_with(".tmp"))
 }
@@ -424,6 +434,14 @@ impl Names {
 
     fn manifest(self) -> String {
         Manifest::file_name(self.shard)
+    }
+
+    fn lock(self) -> String {
+        if self.shard.count == 1 {
+            ".forge-lock.json".into()
+        } else {
+            format!(".forge-lock-{:05}-of-{:05}.json", self.shard.index, self.shard.count)
+        }
     }
 }
 

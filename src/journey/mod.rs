@@ -313,10 +313,16 @@ fn sft_row(
 /// every calculation checks out).
 type Judged<'a> = (Vec<(&'a Trace, String)>, Vec<&'a Trace>);
 
-fn judge(samples: &[Trace]) -> Judged<'_> {
+/// A sample the verifier cannot judge (a math problem without gold, a Countdown row without its numbers)
+/// stops the run with the trace named: it is bad input, not a wrong sample.
+fn judge(samples: &[Trace]) -> Result<Judged<'_>> {
     let settings = VerifySettings::default();
-    let verdict = |t: &Trace| verify_trace(&TraceRef::of(t), &settings).ok();
-    let judged: Vec<_> = samples.iter().map(|t| (t, verdict(t))).collect();
+    let verdict = |t: &Trace| {
+        verify_trace(&TraceRef::of(t), &settings)
+            .map(Some)
+            .map_err(|(column, message)| Error::usage(format!("trace `{}`, column `{column}`: {message}", t.id)))
+    };
+    let judged: Vec<_> = samples.iter().map(|t| Ok((t, verdict(t)?))).collect::<Result<_>>()?;
     // a wrong sample must state an answer, and not merely have been cut short
     let wrong: Vec<(&Trace, String)> = judged
         .iter()
@@ -331,12 +337,21 @@ fn judge(samples: &[Trace]) -> Judged<'_> {
         .filter(|(t, v)| v.as_ref().is_some_and(|v| v.correct) && splice::checks_out(&t.completion))
         .map(|(t, _)| *t)
         .collect();
-    (wrong, right)
+    Ok((wrong, right))
 }
 
 /// The splice row of one problem's samples, or the reason there is none.
-fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result::Result<SftRow, &'static str> {
-    let (wrong, right) = judge(samples);
+fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> Result<std::result::Result<SftRow, &'static str>> {
+    let (wrong, right) = judge(samples)?;
+    Ok(splice_of(cfg, &wrong, &right, index))
+}
+
+fn splice_of(
+    cfg: &JourneyConfig,
+    wrong: &[(&Trace, String)],
+    right: &[&Trace],
+    index: u64,
+) -> std::result::Result<SftRow, &'static str> {
     if right.is_empty() {
         return Err(NO_RIGHT);
     }
@@ -344,8 +359,8 @@ fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result
         return Err(NO_WRONG);
     }
     let mut rng = Rng::for_row(cfg.seed, "splice", index);
-    let (w, answer) = rng.pick(&wrong);
-    let r = *rng.pick(&right);
+    let (w, answer) = rng.pick(wrong);
+    let r = *rng.pick(right);
     let (segs, cut) = splice::build(w, answer, r, cfg.mask_errors, &mut rng).ok_or(NOTHING_BEFORE)?;
     let metadata = serde_json::json!({
         "strategy": cfg.strategy,
@@ -361,12 +376,30 @@ fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> std::result
     sft_row(&id, &r.problem_id, &r.source, &r.domain, &r.prompt, r.gold.as_deref(), &r.metadata, &segs, metadata)
 }
 
+/// The traces grouped by problem, in the order the problems first appear, each with its index in that
+/// order; with `--shard I/N`, the I-th slice of the problems (not of the rows, so that no problem's samples
+/// are split between shards, and every problem gets the same index, and so the same row, as unsharded).
+fn problem_groups(input: &Input, shard: crate::dataset::Shard) -> Result<Vec<(u64, Vec<Trace>)>> {
+    let (mut groups, mut at) = (Vec::<Vec<Trace>>::new(), std::collections::HashMap::new());
+    for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
+        for t in batch? {
+            let i = *at.entry(t.problem_id.clone()).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[i].push(t);
+        }
+    }
+    let range = shard.range(groups.len() as u64);
+    Ok((0u64..).zip(groups).skip(range.start as usize).take((range.end - range.start) as usize).collect())
+}
+
 /// `--strategy teacher`: for each problem with a wrong sample, the sample up to its failure and a cue,
 /// continued by the teacher `--continuations` times; the first continuation that ends and whose answer
 /// verifies makes the problem's row.
 fn teacher_rows(
     cfg: &JourneyConfig,
-    groups: &[Vec<Trace>],
+    groups: &[(u64, Vec<Trace>)],
     report: &mut StageReport,
     progress: &Progress,
 ) -> Result<Vec<SftRow>> {
@@ -384,13 +417,13 @@ fn teacher_rows(
     let mut reject = |reason: &str| *report.rejected.entry(reason.to_string()).or_default() += 1;
     // (wrong sample, its kept prefix as written, the cue, where it was cut)
     let mut work = Vec::new();
-    for (i, samples) in groups.iter().enumerate() {
-        let (wrong, _) = judge(samples);
+    for (i, samples) in groups {
+        let (wrong, _) = judge(samples)?;
         if wrong.is_empty() {
             reject(NO_WRONG);
             continue;
         }
-        let mut rng = Rng::for_row(cfg.seed, "teacher", i as u64);
+        let mut rng = Rng::for_row(cfg.seed, "teacher", *i);
         let (w, answer) = rng.pick(&wrong);
         let Some((kept, _, cut)) = splice::cut(w, answer, &mut rng) else {
             reject(NOTHING_BEFORE);
@@ -472,7 +505,6 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         ))
         .with_hint("splice and teacher take `forge generate`'s traces; synthetic and verify take problems"));
     }
-    let range = out.shard.range(input.rows());
     let provenance = Provenance::start("journey", &ctx.command, cfg, vec![input.reference()?]);
     let mut writer = match DatasetWriter::create(&out.output, TableKind::Sft, out.shard, &out.write, provenance)? {
         Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
@@ -480,17 +512,7 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
     };
     let mut report = StageReport::new("journey", 0, 0, 0.0);
     if matches!(cfg.strategy, Strategy::Splice | Strategy::Teacher) {
-        // one row per problem: its samples, in the order the problems first appear
-        let (mut groups, mut at) = (Vec::<Vec<Trace>>::new(), std::collections::HashMap::new());
-        for batch in input.rows_of::<Trace>(TableKind::Traces, range) {
-            for t in batch? {
-                let i = *at.entry(t.problem_id.clone()).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[i].push(t);
-            }
-        }
+        let groups = problem_groups(&input, out.shard)?;
         // a row per problem: the report counts problems in, rows out and problems rejected
         report.rows_in = groups.len() as u64;
         let progress = Progress::rows("journey", groups.len() as u64, ctx.quiet);
@@ -498,8 +520,8 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
             teacher_rows(cfg, &groups, &mut report, &progress)?
         } else {
             let mut rows = Vec::new();
-            for (i, samples) in groups.iter().enumerate() {
-                match splice_row(cfg, samples, i as u64) {
+            for (i, samples) in &groups {
+                match splice_row(cfg, samples, *i)? {
                     Ok(r) => rows.push(r),
                     Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
                 }
@@ -514,6 +536,7 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
         return Ok(Outcome::Written(writer.finish(report)?));
     }
+    let range = out.shard.range(input.rows());
     let progress = Progress::rows("journey", range.end - range.start, ctx.quiet);
     let mut index = range.start;
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {

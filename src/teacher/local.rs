@@ -57,6 +57,16 @@ impl Local {
         self.tokenizer.encode(&text)
     }
 
+    /// Whether the text of `tokens` ends with one of the `stop` strings. Only the last tokens are decoded:
+    /// a token is at least one byte, so a stop string of L bytes lies within the last L tokens, and a few
+    /// more cover a character split over tokens (decoding the whole completion every step was O(T²)).
+    fn ends_with_stop(&self, tokens: &[u32], stop: &[String]) -> Result<bool> {
+        let Some(longest) = stop.iter().map(String::len).max() else { return Ok(false) };
+        let tail = &tokens[tokens.len().saturating_sub(longest + 4)..];
+        let text = self.tokenizer.decode(tail, false)?;
+        Ok(stop.iter().any(|s| text.ends_with(s.as_str())))
+    }
+
     fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
         let dev = self.model.device().clone();
         let model = &self.model;
@@ -128,12 +138,9 @@ impl Local {
                 }
                 row.tokens.push(token);
                 row.logprobs.push(logprob);
-                if !cfg.stop.is_empty() {
-                    let text = self.tokenizer.decode(&row.tokens, false)?;
-                    if cfg.stop.iter().any(|s| text.ends_with(s.as_str())) {
-                        row.finish = Some(Finish::Stop);
-                        continue;
-                    }
+                if self.ends_with_stop(&row.tokens, &cfg.stop)? {
+                    row.finish = Some(Finish::Stop);
+                    continue;
                 }
                 if row.tokens.len() >= cfg.max_new_tokens as usize {
                     row.finish = Some(Finish::Length);

@@ -201,6 +201,7 @@ pub struct TrainOutput {
 pub struct TrainReport {
     pub fingerprint: String,
     pub steps: u64,
+    /// Epochs begun (`--max-steps` can end a run before `--epochs`); the last one may be partial.
     pub epochs: u64,
     pub examples: usize,
     pub eval_examples: usize,
@@ -421,7 +422,7 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     let report = TrainReport {
         fingerprint,
         steps: total,
-        epochs: cfg.epochs,
+        epochs: steps.last().map_or(0, |(epoch, _)| epoch + 1),
         examples: examples.len(),
         eval_examples: eval_examples.len(),
         dropped,

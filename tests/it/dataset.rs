@@ -216,3 +216,30 @@ fn killed_import_resumes_without_redoing_or_duplicating() {
     let args = ["import", "--prompt-col", "q", "--answer-col", "a", f, "--rows-per-shard", "5000"];
     kill_and_resume(&args, &s.path("killed"), &s.path("clean"), 5000, &[1]);
 }
+
+/// A second process writing an output (a shard-run of it) that a first is writing stops at once, naming
+/// the first (pid and host), while another shard of the same output runs beside it; once the first is
+/// gone, the output is free again and no lock file stays behind.
+#[test]
+fn a_second_writer_of_one_output_is_told_who_holds_it() {
+    use forge::dataset::{DatasetWriter, Provenance, Shard, Start, WriteOptions};
+    let s = Scratch::new();
+    let dir = s.path("out");
+    let provenance = Provenance::start("test", &[], &"held", vec![]);
+    let shard: Shard = "0/2".parse().unwrap();
+    let Ok(Start::Write(held)) =
+        DatasetWriter::create(&dir, TableKind::Problems, shard, &WriteOptions::default(), provenance)
+    else {
+        panic!("a fresh directory is written")
+    };
+    let (code, _, stderr) = run(&[&"synth", &"arith", &"--n", &"6", &"--shard", &"0/2", &"-o", &dir]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&format!("is being written by process {} on host", std::process::id())), "{stderr}");
+    ok(&[&"synth", &"arith", &"--n", &"6", &"--shard", &"1/2", &"-o", &dir, &"-q"]);
+    drop(held);
+    ok(&[&"synth", &"arith", &"--n", &"6", &"--shard", &"0/2", &"-o", &dir, &"-q"]);
+    assert_eq!(Input::open(&dir).unwrap().rows(), 6);
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(!names.iter().any(|n| n.starts_with(".forge-lock")), "{names:?}");
+}

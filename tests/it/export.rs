@@ -56,3 +56,44 @@ fn exports_load_in_datasets_pyarrow_polars_and_duckdb() {
         );
     }
 }
+
+/// Journey rows spliced from samples that reason in `<think>`: exported with `think`, the reply has one
+/// reasoning block (not one nested in another); with `none`, no delimiter at all. The same for the
+/// teacher strategy's rows, whose reasoning is delimited in the text only.
+#[test]
+fn spliced_reasoning_is_delimited_once_or_not_at_all() {
+    let s = Scratch::new();
+    let t = |sample: u32, reasoning: &str, answer: &str| {
+        let mut row = crate::util::trace("p1", sample, "What is (3 + 4) * 2?", Some("14"), "");
+        let solution = format!("The answer is \\boxed{{{answer}}}.");
+        row["completion"] = format!("<think>\n{reasoning}\n</think>\n\n{solution}").into();
+        row["reasoning"] = format!("\n{reasoning}\n").into();
+        row["solution"] = format!("\n\n{solution}").into();
+        row
+    };
+    let traces = s.write(
+        "traces.jsonl",
+        crate::util::jsonl(&[t(0, "First, 3 + 4 = 8.\nThen 8 * 2 = 16.", "16"), t(1, "3 + 4 = 7.\n7 * 2 = 14.", "14")]),
+    );
+    let sft = s.path("sft");
+    ok(&[&"journey", &"--input", &traces, &"--strategy", &"splice", &"-o", &sft, &"-q"]);
+    // a teacher-strategy row: the reasoning delimited in the reply's text, no `final` segment
+    let teacher_row = serde_json::json!({
+        "id": "q-teacher", "segments": [{"kind": "error", "start": 0, "end": 20, "train": true}],
+        "messages": [{"role": "user", "content": "What is 2 + 2?"},
+                     {"role": "assistant", "content": "<think>\n2 + 2 = 5\nWait, 2 + 2 = 4.\n</think>\n\nThe answer is 4."}],
+    });
+    let teacher = s.write("teacher.jsonl", crate::util::jsonl(&[teacher_row]));
+    for (input, name) in [(&sft, "splice"), (&teacher, "teacher")] {
+        for (style, opens) in [("think", 1), ("none", 0)] {
+            let out = s.path(&format!("{name}-{style}"));
+            ok(&[&"export", input, &"--format", &"jsonl", &"--reasoning", &style, &"-o", &out, &"-q"]);
+            let text = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
+            let row: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let reply = row["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+            assert_eq!(reply.matches("<think>").count(), opens, "{name}, {style}: {reply}");
+            assert_eq!(reply.matches("</think>").count(), opens, "{name}, {style}: {reply}");
+            assert!(reply.ends_with("The answer is \\boxed{14}.") || reply.ends_with("The answer is 4."), "{reply}");
+        }
+    }
+}

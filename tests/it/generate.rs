@@ -168,3 +168,38 @@ fn greedy_generation_records_top_logprobs() {
         }
     }
 }
+
+/// `--stop`: greedy generation ends right after the first place its text ends with the stop string (the
+/// byte-level tokenizer makes every byte a token boundary), with `finish_reason = stop`.
+#[test]
+fn stop_strings_end_the_completion_where_they_first_appear() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[&"synth", &"arith", &"--n", &"2", &"-o", &problems, &"-q"]);
+    let teacher = checkpoint(&s.path("ck"), Arch::Qwen2);
+    let generate = |out: &str, stop: &[&str]| {
+        let out = s.path(out);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"generate", &"--teacher", &teacher, &"--problems"];
+        args.extend([&problems as &dyn AsRef<std::ffi::OsStr>, &"--temperature", &"0", &"--max-tokens", &"40"]);
+        args.extend([&"-o" as &dyn AsRef<std::ffi::OsStr>, &out, &"-q"]);
+        for stop in stop {
+            args.extend([&"--stop" as &dyn AsRef<std::ffi::OsStr>, stop]);
+        }
+        ok(&args);
+        records(&out)
+    };
+    let free = generate("free", &[]);
+    let text = free[0]["completion"].as_str().unwrap().to_string();
+    // a stop string from the middle of the first completion, on character boundaries
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 30, "{text:?}");
+    let stop: String = chars[20..23].iter().collect();
+    let end = text.find(&stop).unwrap() + stop.len();
+    let stopped = generate("stopped", &[&stop, "no such text anywhere"]);
+    assert_eq!(stopped[0]["completion"].as_str().unwrap(), &text[..end]);
+    assert_eq!(stopped[0]["finish_reason"], "stop");
+    // the other problem: cut at its own first occurrence, or not at all
+    let (other, free_other) = (stopped[1]["completion"].as_str().unwrap(), free[1]["completion"].as_str().unwrap());
+    let expected = free_other.find(&stop).map_or(free_other, |at| &free_other[..at + stop.len()]);
+    assert_eq!(other, expected);
+}

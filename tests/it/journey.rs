@@ -285,6 +285,18 @@ fn splices_cut_the_wrong_sample_at_its_first_failing_step() {
     ok(&[&"journey", &"--input", &traces, &"--strategy", &"splice", &"--mask-errors", &"-o", &out, &"-q"]);
     let written = rows(&out);
     assert_eq!(written.iter().map(|r| r.problem_id.as_str()).collect::<Vec<_>>(), ["p1", "p3", "p5"]);
+    // `--shard` slices problems, not rows: p3's two samples sit on both sides of the row midpoint, and two
+    // shards still write the rows of one run, byte for byte
+    let sharded = s.path("sharded");
+    for shard in ["0/2", "1/2"] {
+        let args = [&"journey" as &dyn AsRef<std::ffi::OsStr>, &"--input", &traces, &"--strategy", &"splice"];
+        ok(&[&args[..], &[&"--mask-errors", &"--shard", &shard, &"-o", &sharded, &"-q"]].concat());
+    }
+    let both = rows(&sharded);
+    assert_eq!(
+        both.iter().map(|r| (&r.problem_id, &r.completion[0].content)).collect::<Vec<_>>(),
+        written.iter().map(|r| (&r.problem_id, &r.completion[0].content)).collect::<Vec<_>>()
+    );
 
     let p1 = &written[0];
     let reply = &p1.completion[0].content;
@@ -445,4 +457,19 @@ fn check_corrections(out: &Path, samples: &[serde_json::Map<String, Value>], how
         assert!(verdict.correct, "{reply}");
     }
     written.len()
+}
+
+/// A sample the verifier cannot judge (a Countdown trace without its numbers) is bad input: the splice
+/// stops and names the trace, rather than leaving the sample out unsaid.
+#[test]
+fn an_unjudgeable_sample_stops_the_splice_and_is_named() {
+    let s = Scratch::new();
+    let mut bad = crate::util::trace("c1", 0, "Make 10 from [2, 5].", Some("10"), "2 * 5 = 10");
+    bad["domain"] = "countdown".into();
+    let traces = s.write("traces.jsonl", crate::util::jsonl(&[bad]));
+    let out = s.path("splice");
+    let (code, _, stderr) = crate::util::run(&[&"journey", &"--input", &traces, &"--strategy", &"splice", &"-o", &out]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("trace `c1#0`, column `metadata`"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
 }

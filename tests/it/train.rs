@@ -322,7 +322,12 @@ fn bf16_compute_keeps_f32_master_weights() {
             &dtype,
             &"-q",
         ]);
-        (metrics::read(&out.join("metrics.csv")).unwrap(), Checkpoint::load(&out, &Device::Cpu).unwrap())
+        let rows = metrics::read(&out.join("metrics.csv")).unwrap();
+        let report: Value = serde_json::from_slice(&std::fs::read(out.join("train-report.json")).unwrap()).unwrap();
+        // `--max-steps` ends the run inside the first of the 3 default epochs: the report says so
+        assert_eq!(report["epochs"], rows.last().unwrap().epoch + 1);
+        assert_eq!(report["epochs"], 1);
+        (rows, Checkpoint::load(&out, &Device::Cpu).unwrap())
     };
     let (f32_rows, _) = train("f32");
     let (bf16_rows, bf16) = train("bf16");
