@@ -152,6 +152,64 @@ impl Report {
     }
 }
 
+/// `--max-per-problem k`: of a problem's rows still kept, the first `k` by `--pick` stay (right answers
+/// before wrong ones for `shortest`).
+fn keep_at_most(cfg: &FilterConfig, k: usize, rows: &[usize], facts: &[Facts], decisions: &mut [Decision]) {
+    let mut alive: Vec<usize> = rows.iter().copied().filter(|&r| decisions[r].reason.is_none()).collect();
+    if alive.len() <= k {
+        return;
+    }
+    let rank = |r: usize| -> (u8, u64, u64) {
+        let wrong = u8::from(decisions[r].correct != Some(true));
+        match cfg.pick {
+            Pick::Shortest => (wrong, facts[r].chars, r as u64),
+            Pick::First => (0, r as u64, 0),
+            Pick::Random => (0, xxhash_rust::xxh3::xxh3_64_with_seed(facts[r].id.as_bytes(), cfg.seed), r as u64),
+        }
+    };
+    alive.sort_by_key(|&r| rank(r));
+    for &r in &alive[k..] {
+        reject(&mut decisions[r], Reason::MaxPerProblem, || serde_json::json!({ "kept": k }).to_string());
+    }
+}
+
+/// The report's counts: kept, rejected by reason, and the benchmark items contaminated rows hit.
+fn count(facts: &[Facts], decisions: &[Decision], work: &Work, report: &mut Report) -> Result<()> {
+    // written by the signatures step whenever there is an evaluation set
+    let evals: Vec<(String, String)> = if work.evals().exists() {
+        let bytes = fs_err::read(work.evals())?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::data(Location::file(work.evals()), format!("unreadable working file: {e}"))
+                .with_hint("rerun `--step signatures` (or the whole filter) to rewrite it")
+        })?
+    } else {
+        Vec::new()
+    };
+    let mut hits: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for (f, d) in facts.iter().zip(decisions) {
+        match d.reason {
+            None => report.kept += 1,
+            Some(reason) => *report.rejected.entry(reason.name().to_string()).or_default() += 1,
+        }
+        if d.reason == Some(Reason::Contaminated)
+            && let Some((bench, item)) = f.contam.and_then(|i| evals.get(i as usize))
+        {
+            *hits.entry(bench).or_default().entry(item).or_default() += 1;
+        }
+    }
+    for (bench, items) in hits {
+        let mut list: Vec<(String, u64)> = items.into_iter().map(|(i, n)| (i.to_string(), n)).collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let entry = BenchmarkHits {
+            items_hit: list.len() as u64,
+            rows: list.iter().map(|x| x.1).sum(),
+            items: list.into_iter().take(100).map(|(item, rows)| ItemHits { item, rows }).collect(),
+        };
+        report.contamination.insert(bench.to_string(), entry);
+    }
+    Ok(())
+}
+
 /// Step 3: every decision, written per input slice of the signatures step; the report.
 pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &Context) -> Result<Report> {
     let shards = work.map_shards()?;
@@ -201,59 +259,10 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
     }
     if let Some(k) = cfg.max_per_problem {
         for rows in problems.values() {
-            let mut alive: Vec<usize> = rows.iter().copied().filter(|&r| decisions[r].reason.is_none()).collect();
-            if alive.len() <= k {
-                continue;
-            }
-            let rank = |r: usize| -> (u8, u64, u64) {
-                let wrong = u8::from(decisions[r].correct != Some(true));
-                match cfg.pick {
-                    Pick::Shortest => (wrong, facts[r].chars, r as u64),
-                    Pick::First => (0, r as u64, 0),
-                    Pick::Random => {
-                        (0, xxhash_rust::xxh3::xxh3_64_with_seed(facts[r].id.as_bytes(), cfg.seed), r as u64)
-                    }
-                }
-            };
-            alive.sort_by_key(|&r| rank(r));
-            for &r in &alive[k..] {
-                reject(&mut decisions[r], Reason::MaxPerProblem, || serde_json::json!({ "kept": k }).to_string());
-            }
+            keep_at_most(cfg, k, rows, &facts, &mut decisions);
         }
     }
-    // Report, then the decisions per slice.
-    // written by the signatures step whenever there is an evaluation set
-    let evals: Vec<(String, String)> = if work.evals().exists() {
-        let bytes = fs_err::read(work.evals())?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::data(Location::file(work.evals()), format!("unreadable working file: {e}"))
-                .with_hint("rerun `--step signatures` (or the whole filter) to rewrite it")
-        })?
-    } else {
-        Vec::new()
-    };
-    let mut hits: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-    for (f, d) in facts.iter().zip(&decisions) {
-        match d.reason {
-            None => report.kept += 1,
-            Some(reason) => *report.rejected.entry(reason.name().to_string()).or_default() += 1,
-        }
-        if d.reason == Some(Reason::Contaminated)
-            && let Some((bench, item)) = f.contam.and_then(|i| evals.get(i as usize))
-        {
-            *hits.entry(bench).or_default().entry(item).or_default() += 1;
-        }
-    }
-    for (bench, items) in hits {
-        let mut list: Vec<(String, u64)> = items.into_iter().map(|(i, n)| (i.to_string(), n)).collect();
-        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let entry = BenchmarkHits {
-            items_hit: list.len() as u64,
-            rows: list.iter().map(|x| x.1).sum(),
-            items: list.into_iter().take(100).map(|(item, rows)| ItemHits { item, rows }).collect(),
-        };
-        report.contamination.insert(bench.to_string(), entry);
-    }
+    count(&facts, &decisions, work, &mut report)?;
     let total = source.input.rows();
     for index in 0..shards {
         let shard = Shard { index, count: shards };

@@ -394,6 +394,36 @@ fn problem_groups(input: &Input, shard: crate::dataset::Shard) -> Result<Vec<(u6
     Ok((0u64..).zip(groups).skip(range.start as usize).take((range.end - range.start) as usize).collect())
 }
 
+/// A wrong prefix to continue: the wrong sample, its kept part as written, the cue, where it was cut.
+type Prefix<'a> = (&'a Trace, String, String, splice::Cut);
+
+/// `--strategy teacher`: each problem's wrong sample cut before its failure, with a cue; problems
+/// without one are counted in `report`.
+fn wrong_prefixes<'a>(
+    cfg: &JourneyConfig,
+    groups: &'a [(u64, Vec<Trace>)],
+    report: &mut StageReport,
+) -> Result<Vec<Prefix<'a>>> {
+    let mut reject = |reason: &str| *report.rejected.entry(reason.to_string()).or_default() += 1;
+    let mut work = Vec::new();
+    for (i, samples) in groups {
+        let (wrong, _) = judge(samples)?;
+        if wrong.is_empty() {
+            reject(NO_WRONG);
+            continue;
+        }
+        let mut rng = Rng::for_row(cfg.seed, "teacher", *i);
+        let (w, answer) = rng.pick(&wrong);
+        let Some((kept, _, cut)) = splice::cut(w, answer, &mut rng) else {
+            reject(NOTHING_BEFORE);
+            continue;
+        };
+        let open = if w.reasoning.is_some() { "<think>\n" } else { "" };
+        work.push((*w, format!("{open}{kept}"), rng.pick(&CUES).to_string(), cut));
+    }
+    Ok(work)
+}
+
 /// `--strategy teacher`: for each problem with a wrong sample, the sample up to its failure and a cue,
 /// continued by the teacher `--continuations` times; the first continuation that ends and whose answer
 /// verifies makes the problem's row.
@@ -414,24 +444,8 @@ fn teacher_rows(
         seed: cfg.seed,
         ..Default::default()
     };
+    let work = wrong_prefixes(cfg, groups, report)?;
     let mut reject = |reason: &str| *report.rejected.entry(reason.to_string()).or_default() += 1;
-    // (wrong sample, its kept prefix as written, the cue, where it was cut)
-    let mut work = Vec::new();
-    for (i, samples) in groups {
-        let (wrong, _) = judge(samples)?;
-        if wrong.is_empty() {
-            reject(NO_WRONG);
-            continue;
-        }
-        let mut rng = Rng::for_row(cfg.seed, "teacher", *i);
-        let (w, answer) = rng.pick(&wrong);
-        let Some((kept, _, cut)) = splice::cut(w, answer, &mut rng) else {
-            reject(NOTHING_BEFORE);
-            continue;
-        };
-        let open = if w.reasoning.is_some() { "<think>\n" } else { "" };
-        work.push((*w, format!("{open}{kept}"), rng.pick(&CUES).to_string(), cut));
-    }
     progress.inc((groups.len() - work.len()) as u64);
     let mut rows = Vec::new();
     for chunk in work.chunks(8) {

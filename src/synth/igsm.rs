@@ -84,6 +84,43 @@ struct Quantity {
     needed: bool,
 }
 
+/// A quantity the question does not need, defined from earlier ones (iGSM's distractors).
+fn distractor(rng: &mut Rng, qs: &mut Vec<Quantity>, names: &mut Names, p: u64) {
+    let a = rng.below(qs.len() as u64) as usize;
+    let def = if rng.chance(0.3) {
+        Def::AddConst(a, rng.range(1, p - 1))
+    } else {
+        let b = rng.below(qs.len() as u64) as usize;
+        binary(rng, a, b)
+    };
+    let value = eval(qs, def, p);
+    qs.push(Quantity { name: names.next(rng), def, value, needed: false });
+}
+
+/// The reference solution: one step per needed quantity, in definition order, each computation a
+/// checkable calc.
+fn reference_steps(qs: &[Quantity], p: u64) -> Vec<Step> {
+    let var = |i: usize| variable(i);
+    (0..qs.len())
+        .map(|i| {
+            let q = &qs[i];
+            let head = format!("Define {} as {}.", var(i), q.name);
+            let (text, calcs) = match q.def {
+                Def::Given => (format!("{head} {} = {}.", var(i), q.value), vec![]),
+                def => {
+                    let (sym, expr) = formula(qs, def, &var);
+                    let calc = format!("({expr}) % {p}");
+                    (
+                        format!("{head} {} = {sym} = {calc} = {}.", var(i), q.value),
+                        vec![Calc { expr: calc, result: q.value.to_string() }],
+                    )
+                }
+            };
+            Step { text, calcs }
+        })
+        .collect()
+}
+
 pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     let p = cfg.modulus.max(2);
     let ops = ops.max(1) as usize;
@@ -133,15 +170,7 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     let target = qs.len() - 1;
     let needed = qs.len();
     for _ in 0..cfg.distractors {
-        let a = rng.below(qs.len() as u64) as usize;
-        let def = if rng.chance(0.3) {
-            Def::AddConst(a, rng.range(1, p - 1))
-        } else {
-            let b = rng.below(qs.len() as u64) as usize;
-            binary(rng, a, b)
-        };
-        let value = eval(&qs, def, p);
-        qs.push(Quantity { name: names.next(rng), def, value, needed: false });
+        distractor(rng, &mut qs, &mut names, p);
     }
 
     let mut statements: Vec<String> = qs.iter().map(|q| statement(&qs, q)).collect();
@@ -153,25 +182,7 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     );
     let prompt = format!("{} {question}", statements.join(" "));
 
-    let var = |i: usize| variable(i);
-    let steps = (0..needed)
-        .map(|i| {
-            let q = &qs[i];
-            let head = format!("Define {} as {}.", var(i), q.name);
-            let (text, calcs) = match q.def {
-                Def::Given => (format!("{head} {} = {}.", var(i), q.value), vec![]),
-                def => {
-                    let (sym, expr) = formula(&qs, def, &var);
-                    let calc = format!("({expr}) % {p}");
-                    (
-                        format!("{head} {} = {sym} = {calc} = {}.", var(i), q.value),
-                        vec![Calc { expr: calc, result: q.value.to_string() }],
-                    )
-                }
-            };
-            Step { text, calcs }
-        })
-        .collect();
+    let steps = reference_steps(&qs[..needed], p);
     Problem {
         id: String::new(),
         source: String::new(),

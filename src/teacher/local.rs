@@ -67,12 +67,10 @@ impl Local {
         Ok(stop.iter().any(|s| text.ends_with(s.as_str())))
     }
 
-    fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
-        let dev = self.model.device().clone();
-        let model = &self.model;
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
+    /// Every prompt with its new tokens fits the model's context.
+    fn check_context(&self, prompts: &[Prompt], ids: &[Vec<u32>], cfg: &SamplingConfig) -> Result<()> {
         let context = self.config.max_position_embeddings;
-        for (p, row) in prompts.iter().zip(&ids) {
+        for (p, row) in prompts.iter().zip(ids) {
             if row.len() + cfg.max_new_tokens as usize > context {
                 return Err(Error::usage(format!(
                     "problem `{}`: {} prompt tokens + {} new tokens exceed the model's context of {context}",
@@ -83,7 +81,13 @@ impl Local {
                 .with_hint("lower `--max-tokens`, or leave the problem out"));
             }
         }
-        // Prefill the distinct prompts together, left-padded.
+        Ok(())
+    }
+
+    /// Prefill the distinct prompts together, left-padded: the cache, the logits of each prompt's last
+    /// position, and which positions of each row are real.
+    fn prefill(&self, ids: &[Vec<u32>]) -> Result<(KvCache, Tensor, Vec<Vec<bool>>)> {
+        let (model, dev) = (&self.model, self.model.device());
         let width = ids.iter().map(Vec::len).max().unwrap_or(0);
         let pad = self.tokenizer.eos_ids[0];
         let padded: Vec<Vec<u32>> =
@@ -93,11 +97,11 @@ impl Local {
             .map(|r| std::iter::repeat_n(false, width - r.len()).chain(std::iter::repeat_n(true, r.len())).collect())
             .collect();
         let mut cache = KvCache::default();
-        let input = Tensor::new(padded, &dev).map_err(candle)?;
+        let input = Tensor::new(padded, dev).map_err(candle)?;
         let hidden = model
             .hidden(
                 &input,
-                &positions(&valid, 0, &dev).map_err(candle)?,
+                &positions(&valid, 0, dev).map_err(candle)?,
                 &attention_mask(&valid, 0, width),
                 Some(&mut cache),
             )
@@ -105,21 +109,17 @@ impl Local {
         // logits of the last position only: a real vocabulary over every prompt position would be
         // gigabytes
         let last = hidden.i((.., width - 1, ..)).and_then(|h| model.head(&h)).map_err(candle)?;
-        // One row per sample, each starting from its prompt's cache.
-        let mut rows: Vec<Row> = Vec::new();
-        for (p, prompt) in prompts.iter().enumerate() {
-            for k in 0..prompt.n as usize {
-                rows.push(Row {
-                    prompt: p,
-                    valid: valid[p].clone(),
-                    tokens: Vec::new(),
-                    logprobs: Vec::new(),
-                    top: Vec::new(),
-                    rng: stream(cfg.seed, &prompt.key, k as u32),
-                    finish: None,
-                });
-            }
-        }
+        Ok((cache, last, valid))
+    }
+
+    fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
+        let dev = self.model.device().clone();
+        let model = &self.model;
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
+        self.check_context(prompts, &ids, cfg)?;
+        let (cache, last, valid) = self.prefill(&ids)?;
+        // one row per sample, each starting from its prompt's cache
+        let mut rows = sample_rows(prompts, &valid, cfg);
         let order = Tensor::new(rows.iter().map(|r| r.prompt as u32).collect::<Vec<_>>(), &dev).map_err(candle)?;
         let mut cache = cache.select(&order).map_err(candle)?;
         let mut next: Vec<Vec<f32>> = last.index_select(&order, 0).map_err(candle)?.to_vec2().map_err(candle)?;
@@ -188,6 +188,25 @@ impl Local {
         }
         Ok(out)
     }
+}
+
+/// The rows of a batch: `n` per prompt, each with its own random stream.
+fn sample_rows(prompts: &[Prompt], valid: &[Vec<bool>], cfg: &SamplingConfig) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (p, prompt) in prompts.iter().enumerate() {
+        for k in 0..prompt.n {
+            rows.push(Row {
+                prompt: p,
+                valid: valid[p].clone(),
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                top: Vec::new(),
+                rng: stream(cfg.seed, &prompt.key, k),
+                finish: None,
+            });
+        }
+    }
+    rows
 }
 
 impl Teacher for Local {

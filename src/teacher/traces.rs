@@ -77,6 +77,47 @@ pub fn messages(cfg: &GenerateConfig, problem: &Problem) -> Vec<Message> {
     out
 }
 
+/// The trace row of sample `k` of `problem`: the completion (after the prefill it continues), its
+/// reasoning split off, and the sample's provenance.
+fn trace(cfg: &GenerateConfig, problem: &Problem, k: u32, s: super::Sample, teacher: &str, prefill: &str) -> Trace {
+    let completion = format!("{prefill}{}", s.text);
+    let parts = crate::verify::extract::split(&completion);
+    let (reasoning, solution) = match parts.reasoning {
+        Some(r) => (Some(r.to_string()), parts.solution.to_string()),
+        None => (None, completion.clone()),
+    };
+    let sampling = &cfg.sampling;
+    Trace {
+        id: format!("{}#{k}", problem.id),
+        problem_id: problem.id.clone(),
+        source: problem.source.clone(),
+        domain: problem.domain.clone(),
+        prompt: problem.prompt.clone(),
+        gold: problem.gold.clone(),
+        teacher: teacher.to_string(),
+        sample_index: k,
+        sampling: Sampling {
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            top_k: sampling.top_k,
+            max_new_tokens: sampling.max_new_tokens,
+            seed: sampling.seed,
+        },
+        reasoning,
+        solution,
+        completion,
+        prompt_tokens: s.prompt_tokens,
+        completion_tokens: s.completion_tokens,
+        finish_reason: s.finish.name().to_string(),
+        metadata: problem.metadata.clone(),
+        token_logprobs: Some(s.logprobs),
+        top_logprobs: (sampling.top_logprobs > 0).then(|| {
+            let position = |p: Vec<(u32, f32)>| p.into_iter().map(|(token, logprob)| TokenLogprob { token, logprob });
+            s.top_logprobs.into_iter().map(|p| position(p).collect()).collect()
+        }),
+    }
+}
+
 /// Sample every problem of `cfg.problems` (the `--shard` slice `out` names) into a traces dataset at
 /// `out`; resumes an interrupted run of the same settings, and does nothing when `out` is up to date.
 pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
@@ -127,45 +168,7 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
             for (problem, samples) in chunk.iter().zip(samples) {
                 for (k, s) in samples.into_iter().enumerate() {
                     tokens += u64::from(s.completion_tokens);
-                    let completion = format!("{prefill}{}", s.text);
-                    let parts = crate::verify::extract::split(&completion);
-                    traces.push(Trace {
-                        id: format!("{}#{k}", problem.id),
-                        problem_id: problem.id.clone(),
-                        source: problem.source.clone(),
-                        domain: problem.domain.clone(),
-                        prompt: problem.prompt.clone(),
-                        gold: problem.gold.clone(),
-                        teacher: teacher.id().to_string(),
-                        sample_index: k as u32,
-                        sampling: Sampling {
-                            temperature: cfg.sampling.temperature,
-                            top_p: cfg.sampling.top_p,
-                            top_k: cfg.sampling.top_k,
-                            max_new_tokens: cfg.sampling.max_new_tokens,
-                            seed: cfg.sampling.seed,
-                        },
-                        reasoning: parts.reasoning.map(str::to_string),
-                        solution: if parts.reasoning.is_some() {
-                            parts.solution.to_string()
-                        } else {
-                            completion.clone()
-                        },
-                        completion,
-                        prompt_tokens: s.prompt_tokens,
-                        completion_tokens: s.completion_tokens,
-                        finish_reason: s.finish.name().to_string(),
-                        metadata: problem.metadata.clone(),
-                        token_logprobs: Some(s.logprobs),
-                        top_logprobs: (cfg.sampling.top_logprobs > 0).then(|| {
-                            s.top_logprobs
-                                .into_iter()
-                                .map(|p| {
-                                    p.into_iter().map(|(token, logprob)| TokenLogprob { token, logprob }).collect()
-                                })
-                                .collect()
-                        }),
-                    });
+                    traces.push(trace(cfg, problem, k as u32, s, teacher.id(), &prefill));
                 }
             }
             report.rows_out += traces.len() as u64;

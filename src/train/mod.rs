@@ -282,56 +282,113 @@ pub(crate) fn candle_err(e: candle_core::Error) -> Error {
     Error::usage(format!("training: {e}"))
 }
 
-/// Run (or resume) a training run; the flag is false when `out` already held this run's finished result
-/// (then nothing was done).
-pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<(TrainReport, bool)> {
+fn check(cfg: &TrainConfig) -> Result<()> {
     if cfg.batch_tokens == 0 || cfg.micro_batch_tokens == 0 || cfg.max_length < 2 {
         return Err(Error::usage("`--batch-tokens`, `--micro-batch-tokens` and `--max-length` must be positive"));
     }
     if !(0.0..1.0).contains(&cfg.eval_share) {
         return Err(Error::usage("`--eval-share` must be in [0, 1)"));
     }
-    let started = Instant::now();
-    let device = crate::model::device();
-    let train_input: Vec<Input> = cfg.data.iter().map(|d| Input::open(d)).collect::<Result<_>>()?;
-    let eval_input = cfg.eval_data.as_deref().map(Input::open).transpose()?;
-    let fingerprint = output::fingerprint(cfg, &train_input, eval_input.as_ref())?;
-    let resume = match output::prepare(&out.output, &fingerprint, out)? {
-        Resume::Finished(report) => return Ok((report, false)),
-        r => r,
-    };
+    Ok(())
+}
+
+/// The training examples, the held-out ones (`--eval-data`, or `--eval-share` of the rows drawn by seed)
+/// and how many rows were dropped with no trained token left.
+fn training_examples(
+    cfg: &TrainConfig,
+    train: &[Input],
+    eval: Option<&Input>,
+) -> Result<(Vec<Example>, Vec<Example>, usize)> {
     let renderer = Renderer::new(ChatTemplate::from_dir(&cfg.model)?, Tokenizer::from_dir(&cfg.model)?, cfg.max_length);
     let held_out = |row: u64| {
         cfg.eval_data.is_none() && crate::rng::Rng::for_row(cfg.seed, "eval", row).uniform() < cfg.eval_share
     };
-    let (examples, mut dropped) = load_examples(&train_input, &renderer, |r| !held_out(r))?;
-    let (eval_examples, eval_dropped) = match &eval_input {
+    let (examples, mut dropped) = load_examples(train, &renderer, |r| !held_out(r))?;
+    let (eval_examples, eval_dropped) = match eval {
         Some(input) => load_examples(std::slice::from_ref(input), &renderer, |_| true)?,
-        None => load_examples(&train_input, &renderer, held_out)?,
+        None => load_examples(train, &renderer, held_out)?,
     };
     dropped += eval_dropped;
     if examples.is_empty() {
         return Err(Error::usage("the training data has no row to train on")
             .with_hint("rows need an assistant message with tokens within `--max-length`"));
     }
+    Ok((examples, eval_examples, dropped))
+}
 
-    // The whole run's steps, fixed up front: each is a list of rows, each row a list of examples.
+/// Where the run starts: the last checkpoint of an interrupted run, or step 0 (`--resume` insists on
+/// the former).
+fn start(
+    resume: &Resume,
+    out: &TrainOutput,
+    checkpoint: &Checkpoint,
+    opt: &mut optim::AdamW,
+    total: u64,
+    quiet: bool,
+) -> Result<TrainState> {
+    Ok(match resume {
+        Resume::From(dir) => {
+            let state = output::restore(dir, checkpoint, opt)?;
+            if !quiet {
+                eprintln!("resuming from step {} of {total} (`{}`)", state.step, dir.display());
+            }
+            state
+        }
+        _ if out.resume => {
+            return Err(Error::usage(format!("`{}` has no checkpoint to resume from", out.output.display())));
+        }
+        _ => TrainState::default(),
+    })
+}
+
+/// One optimizer step's gradients, accumulated over its micro-batches: each micro-batch's summed loss
+/// over the step's `tokens` trained tokens, so the sum is the gradient of the step's mean loss. Returns
+/// the summed loss and the tokens read.
+fn accumulate(
+    model: &crate::model::Decoder,
+    opt: &mut optim::AdamW,
+    examples: &[Example],
+    rows: &[Vec<usize>],
+    per_micro: usize,
+    tokens: usize,
+    device: &Device,
+) -> Result<(f64, u64)> {
+    let (mut loss_sum, mut seen) = (0.0, 0u64);
+    for chunk in rows.chunks(per_micro) {
+        let batch = pack::batch(examples, chunk, device).map_err(candle_err)?;
+        if batch.tokens == 0 {
+            continue;
+        }
+        seen += batch.seen as u64;
+        let sum = nll(model, &batch).map_err(candle_err)?;
+        loss_sum += f64::from(sum.to_scalar::<f32>().map_err(candle_err)?);
+        let grads = (sum / tokens as f64).map_err(candle_err)?.backward().map_err(candle_err)?;
+        opt.accumulate(&grads).map_err(candle_err)?;
+    }
+    Ok((loss_sum, seen))
+}
+
+/// The whole run's steps, fixed up front: each is its epoch and a list of rows, each row a list of
+/// examples; `--max-steps` cuts it short.
+fn plan(cfg: &TrainConfig, examples: &[Example]) -> Vec<(u64, Vec<Vec<usize>>)> {
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
     let per_step = (cfg.batch_tokens / cfg.max_length).max(1);
-    let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
-    let mut steps: Vec<(u64, Vec<Vec<usize>>)> = Vec::new();
-    'epochs: for epoch in 0..cfg.epochs {
+    let mut steps = Vec::new();
+    for epoch in 0..cfg.epochs {
         let rows = pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, epoch);
         for chunk in rows.chunks(per_step) {
             if cfg.max_steps.is_some_and(|m| steps.len() as u64 >= m) {
-                break 'epochs;
+                return steps;
             }
             steps.push((epoch, chunk.to_vec()));
         }
     }
-    let total = steps.len() as u64;
-    let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
+    steps
+}
 
+/// The model to train: the whole checkpoint, or (with `--lora-rank`) its frozen weights with trainable
+/// adapters attached; in the compute precision asked for.
+fn trainable(cfg: &TrainConfig, device: &Device) -> Result<(Checkpoint, Option<AdapterConfig>)> {
     let lora = cfg.lora_rank.map(|r| AdapterConfig {
         r,
         lora_alpha: cfg.lora_alpha.unwrap_or(2.0 * r as f64),
@@ -342,12 +399,12 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
         use_rslora: false,
     });
     let mut checkpoint = match &lora {
-        None => Checkpoint::load(&cfg.model, &device)?,
+        None => Checkpoint::load(&cfg.model, device)?,
         Some(adapter) => {
             if adapter.r == 0 {
                 return Err(Error::usage("`--lora-rank` must be at least 1"));
             }
-            let (config, mut model) = Checkpoint::load_frozen(&cfg.model, &device)?;
+            let (config, mut model) = Checkpoint::load_frozen(&cfg.model, device)?;
             let vars = candle_nn::VarMap::new();
             crate::model::lora::attach_trainable(&mut model, &vars, adapter, cfg.seed)?;
             Checkpoint { dir: cfg.model.clone(), config, vars, model }
@@ -357,16 +414,31 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     if precision == Precision::Bf16 {
         checkpoint.model.set_compute_dtype(candle_core::DType::BF16);
     }
+    Ok((checkpoint, lora))
+}
+
+/// Run (or resume) a training run; the flag is false when `out` already held this run's finished result
+/// (then nothing was done).
+pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<(TrainReport, bool)> {
+    check(cfg)?;
+    let started = Instant::now();
+    let device = crate::model::device();
+    let train_input: Vec<Input> = cfg.data.iter().map(|d| Input::open(d)).collect::<Result<_>>()?;
+    let eval_input = cfg.eval_data.as_deref().map(Input::open).transpose()?;
+    let fingerprint = output::fingerprint(cfg, &train_input, eval_input.as_ref())?;
+    let resume = match output::prepare(&out.output, &fingerprint, out)? {
+        Resume::Finished(report) => return Ok((report, false)),
+        r => r,
+    };
+    let (examples, eval_examples, dropped) = training_examples(cfg, &train_input, eval_input.as_ref())?;
+
+    let steps = plan(cfg, &examples);
+    let total = steps.len() as u64;
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
+    let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
+    let (checkpoint, lora) = trainable(cfg, &device)?;
     let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
-    let mut state = TrainState::default();
-    if let Resume::From(dir) = &resume {
-        state = output::restore(dir, &checkpoint, &mut opt)?;
-        if !ctx.quiet {
-            eprintln!("resuming from step {} of {total} (`{}`)", state.step, dir.display());
-        }
-    } else if out.resume {
-        return Err(Error::usage(format!("`{}` has no checkpoint to resume from", out.output.display())));
-    }
+    let mut state = start(&resume, out, &checkpoint, &mut opt, total, ctx.quiet)?;
     let mut log = metrics::Log::open(&out.output, state.step)?;
     let progress = crate::progress::Progress::steps("train", total, ctx.quiet);
     progress.inc(state.step);
@@ -376,19 +448,9 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     for (step, (epoch, rows)) in steps.iter().enumerate().skip(state.step as usize) {
         let step = step as u64;
         let tokens = pack::trained_tokens(&examples, rows);
-        let mut loss_sum = 0.0;
-        for chunk in rows.chunks(per_micro) {
-            let batch = pack::batch(&examples, chunk, &device).map_err(candle_err)?;
-            if batch.tokens == 0 {
-                continue;
-            }
-            run_tokens += batch.seen as u64;
-            state.tokens += batch.seen as u64;
-            let sum = nll(&checkpoint.model, &batch).map_err(candle_err)?;
-            loss_sum += f64::from(sum.to_scalar::<f32>().map_err(candle_err)?);
-            let grads = (sum / tokens as f64).map_err(candle_err)?.backward().map_err(candle_err)?;
-            opt.accumulate(&grads).map_err(candle_err)?;
-        }
+        let (loss_sum, seen) = accumulate(&checkpoint.model, &mut opt, &examples, rows, per_micro, tokens, &device)?;
+        run_tokens += seen;
+        state.tokens += seen;
         let lr = optim::learning_rate(cfg.schedule, cfg.lr, step, warmup, total);
         let grad_norm = opt.step(lr, cfg.max_grad_norm).map_err(candle_err)?;
         last_loss = loss_sum / tokens.max(1) as f64;
