@@ -17,8 +17,9 @@ use super::{FilterConfig, Reason, Source};
 use crate::Context;
 use crate::dataset::{Input, Shard, TableKind};
 use crate::error::{Error, Location, Result};
+use crate::formats::domain::Domain;
 use crate::progress::Progress;
-use crate::verify::{TraceRef, Verdict, verify_trace};
+use crate::verify::{Failure, TraceRef, Verdict, verify_trace};
 
 /// Columns tried, in order, for an evaluation item's text and its id.
 const EVAL_TEXT: [&str; 4] = ["prompt", "problem", "question", "text"];
@@ -267,7 +268,7 @@ fn row_facts(
     }
     if let Some(completion) = cols.completion.filter(|_| !cfg.no_verify) {
         let trace = TraceRef {
-            domain: cols.domain.value(i),
+            domain: Domain::of(cols.domain.value(i)),
             gold,
             output: completion.value(i),
             prompt: Some(prompt),
@@ -277,9 +278,9 @@ fn row_facts(
         let verdict = verify_trace(&trace, &cfg.verify)
             .map_err(|(column, message)| Error::data(Location::row(file, row).column(column), message))?;
         if let Some(reason) = trace_check(&verdict) {
-            early.push((reason, verdict.failed.join(",")));
+            early.push((reason, verdict.failed.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")));
         }
-        let countdown = trace.domain == "countdown";
+        let countdown = trace.domain == Domain::Countdown;
         facts.has_gold |= countdown;
         if facts.has_gold {
             facts.correct = Some(verdict.correct);
@@ -304,16 +305,16 @@ fn row_facts(
 /// The verifier's failed checks as a rejection reason (a wrong answer is not one here: the pass rate
 /// counts it first).
 fn trace_check(v: &Verdict) -> Option<Reason> {
-    let has = |code: &str| v.failed.iter().any(|f| f == code);
+    let has = |failure: Failure| v.failed.contains(&failure);
     if v.truncated {
         Some(Reason::Truncated)
     } else if v.repetition {
         Some(Reason::Repetition)
     } else if v.language_ok == Some(false) {
         Some(Reason::Language)
-    } else if has("bad_delimiters") {
+    } else if has(Failure::BadDelimiters) {
         Some(Reason::BadFormat)
-    } else if has("no_answer") {
+    } else if has(Failure::NoAnswer) {
         Some(Reason::NoAnswer)
     } else {
         None

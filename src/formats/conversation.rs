@@ -15,6 +15,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::domain::Domain;
 use super::prompt::{answer_line, instruction};
 use crate::dataset::{Record, Step};
 use crate::model::chat::Message;
@@ -73,7 +74,7 @@ pub fn conversation(fields: &Map<String, Value>) -> Result<Conversation, RowErro
         // a traces (or curated) row keeps the bare problem: the teacher saw it under `forge generate`'s
         // instruction for its domain
         if present(fields, "teacher").is_some() && p.is_string() {
-            let domain = fields.get("domain").and_then(Value::as_str).unwrap_or("math");
+            let domain = Domain::of(fields.get("domain").and_then(Value::as_str).unwrap_or_default());
             prompt[0].content = instruction(domain, &prompt[0].content);
         }
         let completion = messages_of(c, "completion", "assistant")?;
@@ -81,7 +82,7 @@ pub fn conversation(fields: &Map<String, Value>) -> Result<Conversation, RowErro
         ([prompt, completion].concat(), trained)
     } else if let (Some(Value::String(prompt)), Some(steps)) = (present(fields, "prompt"), present(fields, "steps")) {
         let steps: Vec<Step> = serde_json::from_value(steps.clone()).map_err(|e| ("steps", e.to_string()))?;
-        let domain = fields.get("domain").and_then(Value::as_str).unwrap_or("math");
+        let domain = Domain::of(fields.get("domain").and_then(Value::as_str).unwrap_or_default());
         let user = instruction(domain, prompt);
         let answer = reference_solution(domain, &steps, fields)?;
         (vec![Message::new("user", &user), Message::new("assistant", &answer)], vec![false, true])
@@ -103,14 +104,14 @@ pub fn conversation(fields: &Map<String, Value>) -> Result<Conversation, RowErro
 
 /// A problem's reference solution as the answer `forge generate`'s instruction asks for: the steps, then
 /// the final answer in `\boxed{}` (the expression for Countdown, a Python block for code).
-pub fn reference_solution(domain: &str, steps: &[Step], fields: &Map<String, Value>) -> Result<String, RowError> {
+pub fn reference_solution(domain: Domain, steps: &[Step], fields: &Map<String, Value>) -> Result<String, RowError> {
     let text: Vec<&str> = steps.iter().map(|s| s.text.as_str()).collect();
-    if domain == "code" {
+    if domain == Domain::Code {
         return Ok(format!("```python\n{}\n```", text.join("\n")));
     }
     let text_of = |k: &str| fields.get(k).and_then(Value::as_str);
     let answer = answer_line(domain, text_of("gold"), text_of("metadata").unwrap_or_default()).ok_or(
-        if domain == "countdown" {
+        if domain == Domain::Countdown {
             ("metadata", "a countdown problem needs `solution` in its metadata".to_string())
         } else {
             ("gold", "a problem without `gold` has no reference answer".to_string())

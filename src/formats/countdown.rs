@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::domain::Domain;
 use crate::dataset::{Calc, Problem, Step};
 use crate::expr::{Expr, Op};
 
@@ -13,7 +14,7 @@ pub fn from_solution(nums: &[i128], target: i128, solution: &Expr) -> Problem {
     Problem {
         id: String::new(),
         source: String::new(),
-        domain: "countdown".into(),
+        domain: Domain::Countdown.name().into(),
         prompt: format!(
             "Using the numbers [{}], create an equation that equals {target}. You can use basic arithmetic \
              operations (+, -, *, /) and each number can only be used once.",

@@ -4,9 +4,10 @@
 use super::{Row, problem};
 use crate::dataset::Problem;
 use crate::error::Result;
+use crate::formats::domain::Domain;
 
 pub fn convert(row: &Row) -> Result<Problem> {
-    let mut p = problem(row.scalar("id")?, "math", row.text("problem")?, Some(row.scalar("answer")?));
+    let mut p = problem(row.scalar("id")?, Domain::Math, row.text("problem")?, Some(row.scalar("answer")?));
     p.metadata = row.metadata(&["id", "problem", "question", "answer"]);
     Ok(p)
 }

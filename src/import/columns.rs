@@ -17,7 +17,7 @@ pub fn convert(row: &Row, cfg: &ImportConfig) -> Result<Problem> {
     };
     let used: Vec<&str> =
         [Some(prompt_col), cfg.answer_col.as_deref(), cfg.id_col.as_deref()].into_iter().flatten().collect();
-    let mut p = problem(id, cfg.domain.name(), prompt, gold);
+    let mut p = problem(id, cfg.domain, prompt, gold);
     p.metadata = row.metadata(&used);
     Ok(p)
 }

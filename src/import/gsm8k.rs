@@ -4,6 +4,7 @@
 use super::{Row, content_id, problem};
 use crate::dataset::Problem;
 use crate::error::Result;
+use crate::formats::domain::Domain;
 use crate::formats::steps::annotated_step;
 
 pub fn convert(row: &Row) -> Result<Problem> {
@@ -15,7 +16,7 @@ pub fn convert(row: &Row) -> Result<Problem> {
         return Err(row.error("answer", "nothing after `####`"));
     }
     let steps = work.lines().filter(|l| !l.trim().is_empty()).map(annotated_step).collect();
-    let mut p = problem(content_id(&question, Some(&gold)), "math", question, Some(gold));
+    let mut p = problem(content_id(&question, Some(&gold)), Domain::Math, question, Some(gold));
     p.steps = Some(steps);
     p.metadata = row.metadata(&["question", "answer"]);
     Ok(p)

@@ -7,6 +7,7 @@
 use super::{Row, content_id, problem};
 use crate::dataset::{Problem, Step};
 use crate::error::Result;
+use crate::formats::domain::Domain;
 use crate::verify::extract::boxed_answer;
 
 pub fn convert(row: &Row) -> Result<Problem> {
@@ -25,7 +26,7 @@ pub fn convert(row: &Row) -> Result<Problem> {
         Some(id) => id,
         None => content_id(&prompt, gold.as_deref()),
     };
-    let mut p = problem(id, "math", prompt, gold);
+    let mut p = problem(id, Domain::Math, prompt, gold);
     p.steps = solution.map(|s| {
         s.split("\n\n")
             .map(str::trim)

@@ -5,13 +5,14 @@
 use super::{Row, problem};
 use crate::dataset::{Problem, Step};
 use crate::error::Result;
+use crate::formats::domain::Domain;
 
 pub fn convert(row: &Row) -> Result<Problem> {
     let text = row.text("text")?;
     let asserts = row.text_list("test_list")?;
     let setup = row.opt_text("test_setup_code")?.unwrap_or_default();
     let prompt = format!("{text}\nYour code should pass these tests:\n\n{}", asserts.join("\n"));
-    let mut p = problem(row.scalar("task_id")?, "code", prompt, None);
+    let mut p = problem(row.scalar("task_id")?, Domain::Code, prompt, None);
     p.tests = Some(
         asserts
             .iter()

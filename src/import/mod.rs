@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::dataset::{DatasetWriter, Format, Input, Problem, Provenance, Record, Start, TableKind};
 use crate::error::{Error, Location, Result};
+use crate::formats::domain::Domain;
 use crate::progress::Progress;
 use crate::report::StageReport;
 use crate::{Context, Outcome, OutputArgs};
@@ -59,25 +60,6 @@ impl Preset {
             Preset::Humaneval => "humaneval",
             Preset::Mbpp => "mbpp",
             Preset::Aime => "aime",
-        }
-    }
-}
-
-/// How answers of a generically mapped input are judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Domain {
-    Math,
-    Code,
-    Countdown,
-}
-
-impl Domain {
-    pub fn name(self) -> &'static str {
-        match self {
-            Domain::Math => "math",
-            Domain::Code => "code",
-            Domain::Countdown => "countdown",
         }
     }
 }
@@ -306,11 +288,11 @@ pub fn content_id(prompt: &str, gold: Option<&str>) -> String {
     format!("h{:016x}", h.digest())
 }
 
-fn problem(id: String, domain: &str, prompt: String, gold: Option<String>) -> Problem {
+fn problem(id: String, domain: Domain, prompt: String, gold: Option<String>) -> Problem {
     Problem {
         id,
         source: String::new(),
-        domain: domain.into(),
+        domain: domain.name().into(),
         prompt,
         gold,
         tests: None,

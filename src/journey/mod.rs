@@ -31,6 +31,7 @@ use crate::dataset::{
     ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentSpan, SftRow, Start, TableKind, Trace,
 };
 use crate::error::{Error, Result};
+use crate::formats::domain::Domain;
 use crate::formats::prompt::{answer_line, instruction};
 use crate::progress::Progress;
 use crate::report::StageReport;
@@ -238,7 +239,8 @@ fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Resul
     if !steps.iter().any(|s| !s.calcs.is_empty()) {
         return Err(NO_STEPS);
     }
-    let answer = answer_line(&problem.domain, problem.gold.as_deref(), &problem.metadata).ok_or(NO_ANSWER)?;
+    let answer =
+        answer_line(Domain::of(&problem.domain), problem.gold.as_deref(), &problem.metadata).ok_or(NO_ANSWER)?;
     let mut rng = Rng::for_row(cfg.seed, "journey", index);
     let journey = rng.chance(cfg.journey_share);
     let verify = cfg.verify_share.unwrap_or(if cfg.strategy == Strategy::Verify { 0.4 } else { 0.0 });
@@ -287,12 +289,18 @@ fn sft_row(
     metadata: serde_json::Value,
 ) -> std::result::Result<SftRow, &'static str> {
     let (reply, spans) = render(segs);
-    let trace =
-        TraceRef { domain, gold, output: &reply, prompt: None, metadata: Some(problem_metadata), finish_reason: None };
+    let trace = TraceRef {
+        domain: Domain::of(domain),
+        gold,
+        output: &reply,
+        prompt: None,
+        metadata: Some(problem_metadata),
+        finish_reason: None,
+    };
     if !verify_trace(&trace, &VerifySettings::default()).is_ok_and(|v| v.correct) {
         return Err(CHECK_FAILED);
     }
-    let user = instruction(domain, problem);
+    let user = instruction(Domain::of(domain), problem);
     let prompt = vec![ChatMessage { role: "user".into(), content: user }];
     let completion = vec![ChatMessage { role: "assistant".into(), content: reply }];
     Ok(SftRow {
@@ -452,7 +460,7 @@ fn teacher_rows(
         let prompts: Vec<crate::teacher::Prompt> = chunk
             .iter()
             .map(|(w, kept, cue, _)| {
-                let user = instruction(&w.domain, &w.prompt);
+                let user = instruction(Domain::of(&w.domain), &w.prompt);
                 crate::teacher::Prompt {
                     key: w.problem_id.clone(),
                     messages: vec![crate::model::chat::Message::new("user", &user)],

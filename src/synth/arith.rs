@@ -5,6 +5,7 @@
 use super::{Rng, SynthConfig};
 use crate::dataset::{Calc, Problem, Step};
 use crate::expr::{Expr, Op};
+use crate::formats::domain::Domain;
 
 /// Intermediate values stay at or below this, so a tiny model is not asked for huge products.
 const MAX_VALUE: i128 = 10_000;
@@ -23,7 +24,7 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     Problem {
         id: String::new(),
         source: String::new(),
-        domain: "math".into(),
+        domain: Domain::Math.name().into(),
         prompt: format!("Compute {expr}."),
         gold: Some(value.to_string()),
         tests: None,

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Rng, SynthConfig};
 use crate::dataset::{Calc, Problem, Step};
+use crate::formats::domain::Domain;
 
 const PLACES: [&str; 24] = [
     "Maple School",
@@ -186,7 +187,7 @@ pub fn problem(rng: &mut Rng, ops: u64, cfg: &SynthConfig) -> Problem {
     Problem {
         id: String::new(),
         source: String::new(),
-        domain: "math".into(),
+        domain: Domain::Math.name().into(),
         prompt,
         gold: Some(qs[target].value.to_string()),
         tests: None,

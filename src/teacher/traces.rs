@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{Prompt, SamplingConfig};
 use crate::dataset::{DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, TokenLogprob, Trace};
 use crate::error::{Error, Result};
+use crate::formats::domain::Domain;
 use crate::formats::prompt::default_template;
 use crate::model::chat::Message;
 use crate::progress::Progress;
@@ -68,7 +69,10 @@ fn unescape(s: &str) -> String {
 /// The chat messages of `problem`.
 pub fn messages(cfg: &GenerateConfig, problem: &Problem) -> Vec<Message> {
     let template = cfg.prompt_template.as_deref().map(unescape);
-    let user = template.as_deref().unwrap_or(default_template(&problem.domain)).replace("{prompt}", &problem.prompt);
+    let user = template
+        .as_deref()
+        .unwrap_or(default_template(Domain::of(&problem.domain)))
+        .replace("{prompt}", &problem.prompt);
     let mut out = Vec::new();
     if let Some(system) = &cfg.system {
         out.push(Message::new("system", &unescape(system)));

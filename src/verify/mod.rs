@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use crate::Context;
 use crate::dataset::{Format, Input};
 use crate::error::{Error, Location, Result};
+use crate::formats::domain::Domain;
 use crate::progress::Progress;
 use crate::report::StageReport;
 
@@ -140,9 +141,62 @@ pub struct Verdict {
     /// The reasoning is in the prompt's language and script (null when there is no prompt).
     pub language_ok: Option<bool>,
     pub foreign_script_share: Option<f64>,
-    /// Stable reason codes of every failed check.
-    pub failed: Vec<String>,
+    /// Every failed check (stable snake_case codes in the written verdict).
+    pub failed: Vec<Failure>,
     pub verifier: &'static str,
+}
+
+/// A check an output failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The reasoning opened (`<think>`) and never closed.
+    UnclosedReasoning,
+    /// More than one `<think>` or `</think>`, or the closing before the opening.
+    BadDelimiters,
+    /// No answer could be extracted.
+    NoAnswer,
+    /// An n-gram repeats back to back past `max_repeats`.
+    Repetition,
+    /// The answer is not equivalent to the gold one.
+    WrongAnswer,
+    /// The reasoning is not in the prompt's language or script.
+    Language,
+    /// The generation hit its token limit.
+    Truncated,
+    /// Countdown: the answer is not an arithmetic expression over integers.
+    Unparsable,
+    /// Countdown: the numbers used are not exactly the given ones, each once.
+    WrongNumbers,
+    /// Countdown: the expression does not reach the target.
+    WrongValue,
+}
+
+impl Failure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::UnclosedReasoning => "unclosed_reasoning",
+            Failure::BadDelimiters => "bad_delimiters",
+            Failure::NoAnswer => "no_answer",
+            Failure::Repetition => "repetition",
+            Failure::WrongAnswer => "wrong_answer",
+            Failure::Language => "language",
+            Failure::Truncated => "truncated",
+            Failure::Unparsable => "unparsable",
+            Failure::WrongNumbers => "wrong_numbers",
+            Failure::WrongValue => "wrong_value",
+        }
+    }
+}
+
+impl From<checks::CountdownError> for Failure {
+    fn from(e: checks::CountdownError) -> Failure {
+        match e {
+            checks::CountdownError::Unparsable => Failure::Unparsable,
+            checks::CountdownError::WrongNumbers => Failure::WrongNumbers,
+            checks::CountdownError::WrongValue => Failure::WrongValue,
+        }
+    }
 }
 
 /// Check a math-style output against a gold answer.
@@ -152,7 +206,7 @@ pub fn verify_answer(gold: &str, output: &str, settings: &VerifySettings) -> Ver
         v.match_method = equivalent(gold, pred, settings.tolerance);
         v.correct = v.match_method.is_some();
         if !v.correct {
-            v.failed.push("wrong_answer".into());
+            v.failed.push(Failure::WrongAnswer);
         }
     }
     v
@@ -167,9 +221,7 @@ pub fn verify_countdown(nums: &[i128], target: i128, output: &str, settings: &Ve
                 v.correct = true;
                 v.match_method = Some(Method::Exact);
             }
-            Err(e) => {
-                v.failed.push(serde_json::to_value(e).expect("serialisable").as_str().unwrap_or("wrong").to_string())
-            }
+            Err(e) => v.failed.push(e.into()),
         }
     }
     v
@@ -180,18 +232,18 @@ fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
     let found = extract::extract_split(output, &parts, !settings.no_last_number);
     let mut failed = Vec::new();
     if parts.unclosed {
-        failed.push("unclosed_reasoning".to_string());
+        failed.push(Failure::UnclosedReasoning);
     }
     let ordered = delimiters_in_order(output);
     if !ordered {
-        failed.push("bad_delimiters".to_string());
+        failed.push(Failure::BadDelimiters);
     }
     if found.is_none() {
-        failed.push("no_answer".to_string());
+        failed.push(Failure::NoAnswer);
     }
     let repetition = repetition::has_loop(output, settings.max_repeats.max(2));
     if repetition {
-        failed.push("repetition".to_string());
+        failed.push(Failure::Repetition);
     }
     Verdict {
         repetition,
@@ -216,7 +268,7 @@ pub fn check_language(verdict: &mut Verdict, prompt: &str, output: &str, setting
     verdict.language_ok = Some(check.ok);
     verdict.foreign_script_share = Some(check.foreign_script_share);
     if !check.ok {
-        verdict.failed.push("language".into());
+        verdict.failed.push(Failure::Language);
     }
 }
 
@@ -295,8 +347,8 @@ fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyC
         }
     };
     let output = required(&cfg.output_col)?;
-    let domain = column("domain")?.unwrap_or("math");
-    let gold = if domain == "countdown" { None } else { Some(required(&cfg.gold_col)?) };
+    let domain = Domain::of(column("domain")?.unwrap_or_default());
+    let gold = if domain == Domain::Countdown { None } else { Some(required(&cfg.gold_col)?) };
     let trace = TraceRef {
         domain,
         gold: gold.as_deref(),
@@ -311,8 +363,8 @@ fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyC
 /// The columns of one row that a verdict needs.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceRef<'a> {
-    /// `math` (answer equivalence), `countdown` (expression check); anything else is judged as math.
-    pub domain: &'a str,
+    /// Which verifier judges the output.
+    pub domain: Domain,
     /// Without one, the verdict has the checks but `correct` stays false and `match_method` null.
     pub gold: Option<&'a str>,
     pub output: &'a str,
@@ -328,7 +380,7 @@ impl<'a> TraceRef<'a> {
     /// A `traces` row's completion (no language check: its `prompt` is the bare problem).
     pub fn of(t: &'a crate::dataset::Trace) -> Self {
         TraceRef {
-            domain: &t.domain,
+            domain: Domain::of(&t.domain),
             gold: t.gold.as_deref(),
             output: &t.completion,
             prompt: None,
@@ -338,29 +390,59 @@ impl<'a> TraceRef<'a> {
     }
 }
 
-/// Verify one row; an `Err` names the column that is unusable and why.
-pub fn verify_trace(t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
-    let mut verdict = if t.domain == "countdown" {
+/// A domain's judgement of an output: extraction, the domain's own check (answer equivalence, the
+/// Countdown expression; the code sandbox comes next), format and repetition checks. An `Err` names the
+/// column that is unusable and why.
+pub trait Verifier: Sync {
+    fn verify(&self, t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)>;
+}
+
+/// Math: the extracted answer against the gold one ([`verify_answer`]); without gold, the checks only.
+pub struct MathVerifier;
+
+impl Verifier for MathVerifier {
+    fn verify(&self, t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
+        Ok(match t.gold {
+            Some(gold) => verify_answer(gold, t.output, settings),
+            None => base_verdict(t.output, settings),
+        })
+    }
+}
+
+/// Countdown: the extracted expression against the row's `nums` and `target` ([`verify_countdown`]).
+pub struct CountdownVerifier;
+
+impl Verifier for CountdownVerifier {
+    fn verify(&self, t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
         let meta: Value = t.metadata.and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
         let nums: Option<Vec<i128>> =
             meta["nums"].as_array().map(|a| a.iter().filter_map(Value::as_i64).map(i128::from).collect());
         match (nums, meta["target"].as_i64()) {
-            (Some(nums), Some(target)) => verify_countdown(&nums, i128::from(target), t.output, settings),
-            _ => return Err(("metadata", "a countdown row needs `nums` and `target` in its metadata".into())),
+            (Some(nums), Some(target)) => Ok(verify_countdown(&nums, i128::from(target), t.output, settings)),
+            _ => Err(("metadata", "a countdown row needs `nums` and `target` in its metadata".into())),
         }
-    } else {
-        match t.gold {
-            Some(gold) => verify_answer(gold, t.output, settings),
-            None => base_verdict(t.output, settings),
-        }
-    };
+    }
+}
+
+/// The verifier of `domain`. Code is judged as math (its answer, if any) until the sandbox lands.
+pub fn verifier(domain: Domain) -> &'static dyn Verifier {
+    match domain {
+        Domain::Math | Domain::Code => &MathVerifier,
+        Domain::Countdown => &CountdownVerifier,
+    }
+}
+
+/// Verify one row with its domain's verifier, then the checks every domain shares (language, a
+/// generation cut at its limit); an `Err` names the column that is unusable and why.
+pub fn verify_trace(t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
+    let mut verdict = verifier(t.domain).verify(t, settings)?;
     if let Some(prompt) = t.prompt {
         check_language(&mut verdict, prompt, t.output, settings);
     }
     if t.finish_reason == Some("length") && !verdict.truncated {
         verdict.truncated = true;
         verdict.format_ok = false;
-        verdict.failed.push("truncated".into());
+        verdict.failed.push(Failure::Truncated);
     }
     Ok(verdict)
 }
@@ -525,5 +607,58 @@ impl crate::stage::Stage for Verify {
             summary: report.to_string(),
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The written verdict's `failed` codes are the names filter reports use, whatever serde derives.
+    #[test]
+    fn failure_codes_are_their_names() {
+        use Failure::*;
+        let all = [
+            UnclosedReasoning,
+            BadDelimiters,
+            NoAnswer,
+            Repetition,
+            WrongAnswer,
+            Language,
+            Truncated,
+            Unparsable,
+            WrongNumbers,
+            WrongValue,
+        ];
+        for f in all {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.name());
+        }
+        let nums = [44, 19, 35];
+        let v = verify_countdown(&nums, 98, "\\boxed{35 + 44 + 18}", &VerifySettings::default());
+        assert_eq!(v.failed, [WrongNumbers]);
+    }
+
+    /// Each domain's verifier judges its rows: a Countdown row by its expression, a code row (until the
+    /// sandbox) as math.
+    #[test]
+    fn the_domain_picks_the_verifier() {
+        let settings = VerifySettings::default();
+        let meta = r#"{"nums": [44, 19, 35], "target": 98}"#;
+        let row = |domain, output| TraceRef {
+            domain,
+            gold: Some("98"),
+            output,
+            prompt: None,
+            metadata: Some(meta),
+            finish_reason: None,
+        };
+        let countdown = verify_trace(&row(Domain::Countdown, "\\boxed{35 + (44 + 19)}"), &settings).unwrap();
+        assert!(countdown.correct);
+        let as_math = verify_trace(&row(Domain::Math, "\\boxed{35 + (44 + 19)}"), &settings).unwrap();
+        assert_eq!(as_math.extracted.as_deref(), Some("35 + (44 + 19)"));
+        let code = verify_trace(&row(Domain::Code, "\\boxed{98}"), &settings).unwrap();
+        assert!(code.correct);
+        let no_meta = TraceRef { metadata: None, ..row(Domain::Countdown, "\\boxed{98}") };
+        assert_eq!(verify_trace(&no_meta, &settings).unwrap_err().0, "metadata");
     }
 }

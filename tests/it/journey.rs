@@ -108,7 +108,7 @@ fn synthetic_journeys_keep_their_guarantees_on_every_task() {
             assert_eq!(k, inserted.len());
             assert_eq!(texts.last().unwrap().0, "final");
             let problem = TraceRef {
-                domain: &r.domain,
+                domain: forge::formats::domain::Domain::of(&r.domain),
                 gold: r.gold.as_deref(),
                 output: reply,
                 prompt: None,
@@ -444,7 +444,7 @@ fn check_corrections(out: &Path, samples: &[serde_json::Map<String, Value>], how
         }
         let verdict = verify_trace(
             &TraceRef {
-                domain: &r.domain,
+                domain: forge::formats::domain::Domain::of(&r.domain),
                 gold: r.gold.as_deref(),
                 output: reply,
                 prompt: None,
