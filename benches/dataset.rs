@@ -66,7 +66,7 @@ pub fn read_write(c: &mut Criterion) {
                 std::fs::remove_dir_all(&dir).unwrap();
             },
             BatchSize::PerIteration,
-        )
+        );
     });
     group.bench_function("read", |b| b.iter(|| assert_eq!(read(&reference), ROWS)));
     group.finish();

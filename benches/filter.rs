@@ -25,7 +25,7 @@ pub fn throughput(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(15));
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("band_keys_10k_igsm_prompts", |b| {
-        b.iter(|| docs.iter().filter_map(|d| hasher.band_keys(d)).count())
+        b.iter(|| docs.iter().filter_map(|d| hasher.band_keys(d)).count());
     });
     group.finish();
 }

@@ -44,7 +44,7 @@ pub fn decode(c: &mut Criterion) {
         let mask = attention_mask(&valid, PROMPT, 1);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("decode_step", batch), |b| {
-            b.iter(|| model.forward(&step, &pos, &mask, Some(&mut cache.clone())).unwrap())
+            b.iter(|| model.forward(&step, &pos, &mask, Some(&mut cache.clone())).unwrap());
         });
     }
 

@@ -28,7 +28,7 @@ pub fn step(c: &mut Criterion) {
             let loss = (nll(&ck.model, &batch).unwrap() / batch.tokens as f64).unwrap();
             opt.accumulate(&loss.backward().unwrap()).unwrap();
             opt.step(1e-4, 1.0).unwrap();
-        })
+        });
     });
     group.finish();
 }

@@ -38,13 +38,13 @@ pub fn throughput(c: &mut Criterion) {
     let pairs = cases();
     group.throughput(Throughput::Elements(pairs.len() as u64));
     group.bench_function("short_pairs", |b| {
-        b.iter(|| pairs.iter().filter(|(g, p)| equivalent(g, p, DEFAULT_TOLERANCE).is_some()).count())
+        b.iter(|| pairs.iter().filter(|(g, p)| equivalent(g, p, DEFAULT_TOLERANCE).is_some()).count());
     });
     if let Some(outputs) = gsm8k() {
         let settings = VerifySettings::default();
         group.throughput(Throughput::Elements(outputs.len() as u64));
         group.bench_function("gsm8k_cot", |b| {
-            b.iter(|| outputs.iter().filter(|(g, o)| verify_answer(g, o, &settings).correct).count())
+            b.iter(|| outputs.iter().filter(|(g, o)| verify_answer(g, o, &settings).correct).count());
         });
     }
     group.finish();

@@ -77,7 +77,7 @@ impl Error {
     pub fn with_hint(mut self, text: impl Into<String>) -> Self {
         match &mut self {
             Error::Data { hint, .. } | Error::Usage { hint, .. } | Error::Arrow { hint, .. } => {
-                *hint = Some(text.into())
+                *hint = Some(text.into());
             }
             _ => {}
         }

@@ -170,9 +170,9 @@ impl fmt::Display for Expr {
             Expr::Bin(a, op, b) => {
                 let p = op.precedence();
                 if a.precedence() < p {
-                    write!(f, "({a})")?
+                    write!(f, "({a})")?;
                 } else {
-                    write!(f, "{a}")?
+                    write!(f, "{a}")?;
                 }
                 write!(f, " {} ", op.symbol())?;
                 if b.precedence() <= p { write!(f, "({b})") } else { write!(f, "{b}") }

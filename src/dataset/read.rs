@@ -416,7 +416,7 @@ fn csv_reader(path: &Path) -> Result<csv::Reader<fs_err::File>> {
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
-    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    let line = e.position().map(csv::Position::line).unwrap_or(0);
     let message = match e.kind() {
         csv::ErrorKind::Utf8 { err, .. } => format!("invalid UTF-8 in field {}", err.field() + 1),
         csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
@@ -458,7 +458,7 @@ fn csv_records(path: &Path, range: Range<u64>) -> Box<dyn Iterator<Item = Result
                 break;
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(row);
+        let line = record.position().map(csv::Position::line).unwrap_or(row);
         let fields =
             headers.iter().zip(record.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
         Some(Ok(Record { location: Location::line(&path, line), fields }))

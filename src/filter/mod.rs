@@ -315,7 +315,7 @@ pub fn run(cfg: &FilterConfig, out: &OutputArgs, step: Option<FilterStep>, ctx: 
         FilterStep::Signatures => signatures::run(cfg, &source, &work, out.shard, ctx)?,
         FilterStep::Buckets => {
             if cfg.near_dup {
-                clusters::buckets(cfg, &work, out.shard)?
+                clusters::buckets(cfg, &work, out.shard)?;
             }
         }
         FilterStep::Clusters => {

@@ -16,7 +16,7 @@ pub fn convert(row: &Row) -> Result<Problem> {
             let (mut used, mut given) = (e.numbers(), nums.clone());
             used.sort_unstable();
             given.sort_unstable();
-            if used != given || e.eval().ok().and_then(|v| v.as_int()) != Some(target) {
+            if used != given || e.eval().ok().and_then(expr::Rational::as_int) != Some(target) {
                 return Err(
                     row.error("ref_solution", format!("`{text}` does not reach {target} using each of {nums:?} once"))
                 );

@@ -48,7 +48,7 @@ impl ErrorType {
 /// Does the checker accept `calc` as step `reference`'s calculation? The expression must evaluate to the
 /// result written, and that must be the reference result.
 pub fn accepts(calc: &Calc, reference: &Calc) -> bool {
-    let value = parse(&calc.expr).and_then(|e| e.eval()).ok().and_then(|v| v.as_int());
+    let value = parse(&calc.expr).and_then(|e| e.eval()).ok().and_then(crate::expr::Rational::as_int);
     value.is_some_and(|v| v.to_string() == calc.result) && calc.result == reference.result
 }
 

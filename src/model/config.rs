@@ -174,7 +174,9 @@ impl ModelConfig {
     pub fn ids(value: &Option<serde_json::Value>) -> Vec<u32> {
         match value {
             Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect(),
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(serde_json::Value::as_u64).map(|n| n as u32).collect()
+            }
             _ => Vec::new(),
         }
     }

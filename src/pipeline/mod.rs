@@ -123,9 +123,8 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
         let toml::Value::Table(mut table) = table else {
             return Err(Error::data(at(), "a stage is a table".to_string()));
         };
-        let name = match table.remove("name") {
-            Some(toml::Value::String(name)) => name,
-            _ => return Err(Error::data(at(), "a stage needs a `name`".to_string())),
+        let Some(toml::Value::String(name)) = table.remove("name") else {
+            return Err(Error::data(at(), "a stage needs a `name`".to_string()));
         };
         let keys: Vec<String> = table.keys().cloned().collect();
         let kinds = registry::STAGES.iter().filter_map(|s| s.pipeline_key()).collect::<Vec<_>>().join(", ");

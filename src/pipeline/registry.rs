@@ -107,7 +107,7 @@ impl<S: Stage + 'static> Entry for Of<S> {
             let given: Vec<String> = matches
                 .ids()
                 .filter(|id| matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
-                .map(|id| id.to_string())
+                .map(ToString::to_string)
                 .collect();
             config = crate::config::load(file, &config, &given)?;
         }

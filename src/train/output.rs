@@ -66,7 +66,7 @@ pub fn fingerprint(cfg: &TrainConfig, data: &[Input], eval: Option<&Input>) -> R
         "train-sft",
         cfg,
         data.iter().map(|d| d.reference().map(|r| r.xxh3)).collect::<Result<Vec<_>>>()?,
-        eval.map(|e| e.reference()).transpose()?.map(|r| r.xxh3),
+        eval.map(Input::reference).transpose()?.map(|r| r.xxh3),
         crate::model::checkpoint_hash(&cfg.model)?,
     ]);
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.to_string().as_bytes())))

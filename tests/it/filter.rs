@@ -138,7 +138,7 @@ fn corpus(n: usize) -> Vec<Value> {
             if c > 0 {
                 let at = (next() % 60) as usize;
                 if next() % 2 == 0 {
-                    w[at] = "changed".into()
+                    w[at] = "changed".into();
                 } else {
                     w.remove(at);
                 }
@@ -491,7 +491,7 @@ fn near_dup_benchmark_precision_and_recall() {
         let d: Value = serde_json::from_str(line).unwrap();
         let models = ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"];
         let negatives: Vec<&str> = models.iter().map(|m| d[*m]["solution"].as_str().unwrap()).collect();
-        let negatives: Vec<String> = negatives.iter().map(|n| n.to_string()).collect();
+        let negatives: Vec<String> = negatives.iter().map(std::string::ToString::to_string).collect();
         let refs: Vec<&str> = negatives.iter().map(String::as_str).collect();
         families.push(edited_family(d["ground_truth"].as_str().unwrap(), false, &refs, &mut rng));
     }

@@ -132,7 +132,7 @@ fn every_shared_data_file_imports_with_its_row_count() {
         match preset {
             "humaneval" | "mbpp" => assert_eq!(no_gold.len(), rows, "{file}"),
             "math" if file == "math/train.jsonl" => {
-                assert_eq!(no_gold, ["train/number_theory/7115.json", "train/number_theory/7117.json"])
+                assert_eq!(no_gold, ["train/number_theory/7115.json", "train/number_theory/7117.json"]);
             }
             _ => assert!(no_gold.is_empty(), "{file}: {no_gold:?}"),
         }

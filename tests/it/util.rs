@@ -27,7 +27,7 @@ pub fn forge() -> Command {
 
 /// Run forge with `args`; returns (exit code, stdout, stderr).
 pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let out: Output = forge().args(args.iter().map(|a| a.as_ref())).output().expect("run forge");
+    let out: Output = forge().args(args.iter().map(std::convert::AsRef::as_ref)).output().expect("run forge");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
