@@ -243,3 +243,28 @@ fn a_second_writer_of_one_output_is_told_who_holds_it() {
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     assert!(!names.iter().any(|n| n.starts_with(".forge-lock")), "{names:?}");
 }
+
+/// A Hugging Face dataset directory (`data/train-*.parquet` shards, a README card) reads as one dataset,
+/// the shards in name order.
+#[test]
+fn hf_nested_data_layout_reads_as_one_dataset() {
+    let s = Scratch::new();
+    let dir = s.path("hf");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("README.md"), "---\nconfigs: []\n---\n").unwrap();
+    for (i, ids) in [["a", "b"], ["c", "d"]].iter().enumerate() {
+        let column = |v: &'static str| large(&[Some(v), Some(v)]);
+        write_parquet(
+            &dir.join(format!("data/train-0000{i}-of-00002.parquet")),
+            vec![
+                ("id", large(&[Some(ids[0]), Some(ids[1])])),
+                ("source", column("hf")),
+                ("domain", column("math")),
+                ("prompt", column("1+1")),
+                ("metadata", column("{}")),
+            ],
+        );
+    }
+    let rows = problems(&dir);
+    assert_eq!(rows.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+}

@@ -584,3 +584,49 @@ fn near_dup_benchmark_precision_and_recall() {
         }
     }
 }
+
+/// The reasons the first test does not reach: the verifier's language, format and answer checks, the
+/// length limits, and the pass-rate window (a problem answered right by 1 of 3 samples is outside 0.5:1).
+#[test]
+fn language_format_answer_length_and_pass_rate_rejections() {
+    let s = Scratch::new();
+    let q = |n: u32| format!("Tom has 3 boxes with 4 apples in each of them (case {n}). How many apples are there?");
+    let rows = vec![
+        trace("ok", 0, &q(0), Some("12"), "Three boxes of four apples make 3 * 4 = 12. The answer is \\boxed{12}."),
+        trace(
+            "lang",
+            0,
+            &q(1),
+            Some("12"),
+            "汤姆有三个盒子，每个盒子里有四个苹果，所以一共有十二个苹果。答案是 \\boxed{12}。",
+        ),
+        trace("fmt", 0, &q(2), Some("12"), "<think>3 * 4</think> wait <think>= 12</think> The answer is \\boxed{12}."),
+        trace("none", 0, &q(3), Some("12"), "I cannot tell how many apples Tom has from what is written here."),
+        trace("short", 0, &q(4), Some("12"), "\\boxed{12}"),
+        trace("long", 0, &q(5), Some("18"), &long_solution("18", "own")),
+        trace("hard", 0, &q(6), Some("12"), "Three boxes of four apples make 3 * 4 = 12. The answer is \\boxed{12}."),
+        trace("hard", 1, &q(6), Some("12"), "Three boxes and four apples make 3 + 4 = 7. The answer is \\boxed{7}."),
+        trace("hard", 2, &q(6), Some("12"), "Three boxes and four apples make 4 - 3 = 1. The answer is \\boxed{1}."),
+    ];
+    let input = s.write("traces.jsonl", jsonl(&rows));
+    let out = s.path("curated");
+    let args = [&"--min-chars" as &dyn AsRef<std::ffi::OsStr>, &"20", &"--max-chars", &"300", &"--pass-rate", &"0.5:1"];
+    ok(&[&[&"filter" as &dyn AsRef<std::ffi::OsStr>, &"--input", &input, &"-o", &out, &"-q"][..], &args[..]].concat());
+    let reasons: BTreeMap<String, String> = rejected(&out).into_iter().map(|(id, (r, _))| (id, r)).collect();
+    let expected: BTreeMap<String, String> = [
+        ("lang#0", "language"),
+        ("fmt#0", "bad_format"),
+        ("none#0", "no_answer"),
+        ("short#0", "too_short"),
+        ("long#0", "too_long"),
+        ("hard#0", "pass_rate"),
+        ("hard#1", "pass_rate"),
+        ("hard#2", "pass_rate"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(reasons, expected);
+    let kept: Vec<String> = records(&out).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kept, ["ok#0"]);
+}

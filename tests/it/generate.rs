@@ -76,6 +76,15 @@ fn generate_writes_one_trace_per_sample_with_provenance() {
             let other = out(&format!("traces-{arch:?}-b{batch}"), batch);
             assert_eq!(samples(&rows), samples(&other), "{arch:?}: batch size {batch} changed the samples");
         }
+        // `--shard I/3` three times into one directory: the rows of one run, in order
+        let sharded = s.path(&format!("traces-{arch:?}-sharded"));
+        for shard in ["2/3", "0/3", "1/3"] {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+                common.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+            args.extend([&"--problems" as &dyn AsRef<std::ffi::OsStr>, &problems, &"--shard", &shard, &"-o", &sharded]);
+            ok(&args);
+        }
+        assert_eq!(samples(&rows), samples(&records(&sharded)), "{arch:?}: three shards differ from one run");
     }
 }
 

@@ -9,6 +9,8 @@ mod util;
 mod bad_input;
 /// Reading and writing datasets: formats, casts, shards, atomic writes, kill and resume.
 mod dataset;
+/// `forge eval`: its scores recomputed from the traces it keeps.
+mod eval;
 /// `forge export`: every format loads in datasets, pyarrow, polars and DuckDB.
 mod export;
 /// `forge filter`: every rejection reason, sharded = one process, kill and resume, real-data accuracy.

@@ -78,6 +78,21 @@ fn train_sft_learns_and_writes_a_checkpoint() {
                 .fold(0f32, f32::max)
         };
         assert!(diff(&trained, &base) > 1e-3, "training changed the weights");
+        // the file's header as transformers reads it: `{"format": "pt"}` metadata, transformers' tensor
+        // names, the config's dtype
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        assert_eq!(header["__metadata__"], serde_json::json!({"format": "pt"}));
+        let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let dtype = match config["torch_dtype"].as_str().or(config["dtype"].as_str()) {
+            Some("bfloat16") => "BF16",
+            Some("float16") => "F16",
+            _ => "F32",
+        };
+        let embed = &header["model.embed_tokens.weight"];
+        assert_eq!(embed["dtype"], dtype, "{embed}");
+        assert!(header["model.layers.0.self_attn.q_proj.weight"].is_object(), "transformers' names");
 
         let before = std::fs::read(out.join("model.safetensors")).unwrap();
         let (code, _, stderr) = run(&args[..args.len() - 1]);
@@ -344,4 +359,76 @@ fn bf16_compute_keeps_f32_master_weights() {
     let kept = before.iter().zip(&after).filter(|(b, a)| **a != **b && (**a - **b).abs() < half_ulp(**b)).count();
     assert!(after.iter().zip(&before).all(|(a, b)| a != b), "every weight moved");
     assert!(kept > before.len() / 4, "updates below bf16's resolution are kept ({kept} of {})", before.len());
+}
+
+/// `--packing false`: one example per row, so a step of `--batch-tokens / --max-length` rows takes that many
+/// examples, and an epoch is ceil(examples / rows per step) steps (packing takes fewer).
+#[test]
+fn unpacked_training_takes_one_example_per_row() {
+    let s = Scratch::new();
+    let data = s.path("arith");
+    ok(&[&"synth", &"arith", &"--n", &"40", &"--ops", &"1", &"--seed", &"2", &"-o", &data, &"-q"]);
+    let init = s.path("init");
+    write(&init, Arch::Qwen2, Size::default(), 1).unwrap();
+    let steps = |packing: &str| {
+        let out = s.path(&format!("out-{packing}"));
+        let args: Args = vec![
+            &"train-sft",
+            &"--model",
+            &init,
+            &"--data",
+            &data,
+            &"-o",
+            &out,
+            &"--epochs",
+            &"1",
+            &"--eval-data",
+            &data,
+            &"--batch-tokens",
+            &"4096",
+            &"--max-length",
+            &"1024",
+            &"--packing",
+            &packing,
+            &"-q",
+        ];
+        ok(&args);
+        let report: Value = serde_json::from_slice(&std::fs::read(out.join("train-report.json")).unwrap()).unwrap();
+        (report["steps"].as_u64().unwrap(), report["examples"].as_u64().unwrap())
+    };
+    let (unpacked, examples) = steps("false");
+    assert_eq!(examples, 40);
+    assert_eq!(unpacked, examples.div_ceil(4096 / 1024), "4 examples a step");
+    let (packed, _) = steps("true");
+    assert!(packed < unpacked, "packing puts several short examples in a row: {packed} vs {unpacked}");
+}
+
+/// `init-model --tokenizer-from`: the new model takes another checkpoint's tokenizer and chat template, and
+/// its vocabulary size.
+#[test]
+fn init_model_takes_another_checkpoints_tokenizer() {
+    let s = Scratch::new();
+    let out = s.path("init");
+    ok(&[
+        &"init-model",
+        &"--hidden",
+        &"32",
+        &"--layers",
+        &"1",
+        &"--tokenizer-from",
+        &"samples/tiny-teacher",
+        &"-o",
+        &out,
+        &"-q",
+    ]);
+    let teacher = Path::new("samples/tiny-teacher");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(teacher.join(f)).unwrap(), "{f}");
+    }
+    let vocab = |dir: &Path| {
+        let c: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        c["vocab_size"].as_u64().unwrap()
+    };
+    assert_eq!(vocab(&out), vocab(teacher));
+    assert_eq!(Checkpoint::load(&out, &Device::Cpu).unwrap().config.hidden_size, 32);
 }
