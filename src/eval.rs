@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Input, TableKind, Trace, WriteOptions};
+use crate::dataset::{Finish, Input, TableKind, Trace, WriteOptions};
 use crate::error::{Error, Result};
 use crate::teacher::SamplingConfig;
 use crate::teacher::traces::{GenerateConfig, write_traces};
@@ -241,7 +241,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
                 correct: verdict.correct,
                 answer: verdict.extracted,
                 tokens: t.completion_tokens,
-                truncated: t.finish_reason == "length",
+                truncated: Finish::of(&t.finish_reason) == Some(Finish::Length),
             });
         }
     }

@@ -24,7 +24,7 @@ use arrow_schema::{DataType, Field, Fields, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::dataset::{Input, Manifest, TableKind};
+use crate::dataset::{Input, Manifest, SegmentKind, TableKind};
 use crate::error::{Error, Result};
 use crate::formats::conversation::{Conversation, conversation, located};
 
@@ -105,7 +105,8 @@ fn row(fields: &Map<String, Value>, index: u64, style: Reasoning) -> std::result
         Some((text("reasoning").map(str::to_string), solution.to_string()))
     } else {
         let chars: Vec<char> = content.chars().collect();
-        let at_final = conv.segments.iter().find(|s| s.kind == "final").map(|f| f.start.min(chars.len()));
+        let at_final =
+            conv.segments.iter().find(|s| s.kind == SegmentKind::Final.name()).map(|f| f.start.min(chars.len()));
         at_final.map(|at| (Some(chars[..at].iter().collect()), chars[at..].iter().collect())).or_else(|| {
             let split = crate::verify::extract::split(&content);
             split.reasoning.filter(|_| !split.unclosed).map(|r| (Some(r.to_string()), split.solution.to_string()))

@@ -24,8 +24,8 @@ use std::str::FromStr;
 pub use manifest::{InputRef, Manifest, Provenance, ShardFile};
 pub use read::{Format, Input, InputFile, Record};
 pub use schema::{
-    Calc, ChatMessage, Problem, Sampling, SegmentSpan, SftRow, Step, TableKind, TokenLogprob, Trace, problems_schema,
-    traces_schema, type_name,
+    Calc, ChatMessage, Finish, Problem, Sampling, SegmentKind, SegmentSpan, SftRow, Step, TableKind, TokenLogprob,
+    Trace, problems_schema, traces_schema, type_name,
 };
 pub use value::{json_type_name, to_batch};
 pub(crate) use write::write_atomic;

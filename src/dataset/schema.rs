@@ -202,6 +202,61 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// What a segment of a training reply is (the `kind` of the sft table's `segments`; journey writes them,
+/// trainers and `export` read them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentKind {
+    Step,
+    Error,
+    Detect,
+    Fix,
+    Verify,
+    Final,
+}
+
+impl SegmentKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentKind::Step => "step",
+            SegmentKind::Error => "error",
+            SegmentKind::Detect => "detect",
+            SegmentKind::Fix => "fix",
+            SegmentKind::Verify => "verify",
+            SegmentKind::Final => "final",
+        }
+    }
+}
+
+/// Why a sample ended (the traces table's `finish_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// `max_new_tokens` reached: truncated.
+    Length,
+}
+
+impl Finish {
+    pub fn name(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+
+    /// The reason a `finish_reason` value names (`None` for one forge does not write, as a server's
+    /// `content_filter`).
+    pub fn of(column: &str) -> Option<Finish> {
+        match column {
+            "stop" => Some(Finish::Stop),
+            "length" => Some(Finish::Length),
+            _ => None,
+        }
+    }
+}
+
 /// A labelled span of the completion: character offsets into the assistant message's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentSpan {

@@ -28,7 +28,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{
-    ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentSpan, SftRow, Start, TableKind, Trace,
+    ChatMessage, DatasetWriter, Input, Problem, Provenance, SegmentKind as Kind, SegmentSpan, SftRow, Start, TableKind,
+    Trace,
 };
 use crate::error::{Error, Result};
 use crate::formats::domain::Domain;
@@ -39,31 +40,6 @@ use crate::rng::Rng;
 use crate::verify::{TraceRef, VerifySettings, verify_trace};
 use crate::{Context, Outcome, OutputArgs};
 use synthetic::{ErrorType, Knobs};
-
-/// What a segment is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Step,
-    Error,
-    Detect,
-    Fix,
-    Verify,
-    Final,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Step => "step",
-            Kind::Error => "error",
-            Kind::Detect => "detect",
-            Kind::Fix => "fix",
-            Kind::Verify => "verify",
-            Kind::Final => "final",
-        }
-    }
-}
 
 /// A piece of a solution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,14 +190,43 @@ mod defaults {
     }
 }
 
-/// Why a row was not written.
-const NO_STEPS: &str = "no_checkable_steps";
-const NO_ANSWER: &str = "no_answer";
-const CHECK_FAILED: &str = "check_failed";
-const NO_WRONG: &str = "no_wrong_sample";
-const NO_RIGHT: &str = "no_right_sample";
-const NOTHING_BEFORE: &str = "nothing_before_the_failure";
-const NOT_ACCEPTED: &str = "no_continuation_accepted";
+/// Why a row was not written (counted in the report under its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reject {
+    /// The problem's reference steps carry no calculation to get wrong.
+    NoSteps,
+    /// The problem has no answer for a final line (no gold; a Countdown row without `solution`).
+    NoAnswer,
+    /// The written row's final answer did not verify.
+    CheckFailed,
+    /// Splice and teacher: no sample of the problem is wrong with an answer.
+    NoWrong,
+    /// Splice: no sample of the problem is right with every calculation checking out.
+    NoRight,
+    /// The wrong sample fails at once: nothing before the failure to keep.
+    NothingBefore,
+    /// Teacher: no continuation ended, checked out and verified.
+    NotAccepted,
+}
+
+impl Reject {
+    fn name(self) -> &'static str {
+        match self {
+            Reject::NoSteps => "no_checkable_steps",
+            Reject::NoAnswer => "no_answer",
+            Reject::CheckFailed => "check_failed",
+            Reject::NoWrong => "no_wrong_sample",
+            Reject::NoRight => "no_right_sample",
+            Reject::NothingBefore => "nothing_before_the_failure",
+            Reject::NotAccepted => "no_continuation_accepted",
+        }
+    }
+}
+
+/// Count a rejected problem in `report`.
+fn count(report: &mut StageReport, reason: Reject) {
+    *report.rejected.entry(reason.name().to_string()).or_default() += 1;
+}
 
 /// Cues after a wrong prefix that the teacher continues (`--strategy teacher`): they announce a check
 /// without saying what is wrong, so the teacher has to find it.
@@ -234,13 +239,13 @@ fn numbers(text: &str) -> Vec<i128> {
 }
 
 /// The row of one problem, or the reason there is none.
-fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Result<SftRow, &'static str> {
+fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Result<SftRow, Reject> {
     let steps = problem.steps.as_deref().unwrap_or_default();
     if !steps.iter().any(|s| !s.calcs.is_empty()) {
-        return Err(NO_STEPS);
+        return Err(Reject::NoSteps);
     }
     let answer =
-        answer_line(Domain::of(&problem.domain), problem.gold.as_deref(), &problem.metadata).ok_or(NO_ANSWER)?;
+        answer_line(Domain::of(&problem.domain), problem.gold.as_deref(), &problem.metadata).ok_or(Reject::NoAnswer)?;
     let mut rng = Rng::for_row(cfg.seed, "journey", index);
     let journey = rng.chance(cfg.journey_share);
     let verify = cfg.verify_share.unwrap_or(if cfg.strategy == Strategy::Verify { 0.4 } else { 0.0 });
@@ -256,7 +261,7 @@ fn row(cfg: &JourneyConfig, problem: &Problem, index: u64) -> std::result::Resul
     let (mut segs, inserted) = synthetic::build(steps, &numbers(&problem.prompt), &knobs, &mut rng);
     segs.push(Seg { kind: Kind::Final, text: answer, train: true });
     if !inserted.iter().all(|e| e.checked) {
-        return Err(CHECK_FAILED);
+        return Err(Reject::CheckFailed);
     }
     let metadata = serde_json::json!({
         "strategy": cfg.strategy,
@@ -287,7 +292,7 @@ fn sft_row(
     problem_metadata: &str,
     segs: &[Seg],
     metadata: serde_json::Value,
-) -> std::result::Result<SftRow, &'static str> {
+) -> std::result::Result<SftRow, Reject> {
     let (reply, spans) = render(segs);
     let trace = TraceRef {
         domain: Domain::of(domain),
@@ -298,7 +303,7 @@ fn sft_row(
         finish_reason: None,
     };
     if !verify_trace(&trace, &VerifySettings::default()).is_ok_and(|v| v.correct) {
-        return Err(CHECK_FAILED);
+        return Err(Reject::CheckFailed);
     }
     let user = instruction(Domain::of(domain), problem);
     let prompt = vec![ChatMessage { role: "user".into(), content: user }];
@@ -349,7 +354,7 @@ fn judge(samples: &[Trace]) -> Result<Judged<'_>> {
 }
 
 /// The splice row of one problem's samples, or the reason there is none.
-fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> Result<std::result::Result<SftRow, &'static str>> {
+fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> Result<std::result::Result<SftRow, Reject>> {
     let (wrong, right) = judge(samples)?;
     Ok(splice_of(cfg, &wrong, &right, index))
 }
@@ -359,17 +364,17 @@ fn splice_of(
     wrong: &[(&Trace, String)],
     right: &[&Trace],
     index: u64,
-) -> std::result::Result<SftRow, &'static str> {
+) -> std::result::Result<SftRow, Reject> {
     if right.is_empty() {
-        return Err(NO_RIGHT);
+        return Err(Reject::NoRight);
     }
     if wrong.is_empty() {
-        return Err(NO_WRONG);
+        return Err(Reject::NoWrong);
     }
     let mut rng = Rng::for_row(cfg.seed, "splice", index);
     let (w, answer) = rng.pick(wrong);
     let r = *rng.pick(right);
-    let (segs, cut) = splice::build(w, answer, r, cfg.mask_errors, &mut rng).ok_or(NOTHING_BEFORE)?;
+    let (segs, cut) = splice::build(w, answer, r, cfg.mask_errors, &mut rng).ok_or(Reject::NothingBefore)?;
     let metadata = serde_json::json!({
         "strategy": cfg.strategy,
         "journey": true,
@@ -412,18 +417,18 @@ fn wrong_prefixes<'a>(
     groups: &'a [(u64, Vec<Trace>)],
     report: &mut StageReport,
 ) -> Result<Vec<Prefix<'a>>> {
-    let mut reject = |reason: &str| *report.rejected.entry(reason.to_string()).or_default() += 1;
+    let mut reject = |reason: Reject| count(report, reason);
     let mut work = Vec::new();
     for (i, samples) in groups {
         let (wrong, _) = judge(samples)?;
         if wrong.is_empty() {
-            reject(NO_WRONG);
+            reject(Reject::NoWrong);
             continue;
         }
         let mut rng = Rng::for_row(cfg.seed, "teacher", *i);
         let (w, answer) = rng.pick(&wrong);
         let Some((kept, _, cut)) = splice::cut(w, answer, &mut rng) else {
-            reject(NOTHING_BEFORE);
+            reject(Reject::NothingBefore);
             continue;
         };
         let open = if w.reasoning.is_some() { "<think>\n" } else { "" };
@@ -453,7 +458,7 @@ fn teacher_rows(
         ..Default::default()
     };
     let work = wrong_prefixes(cfg, groups, report)?;
-    let mut reject = |reason: &str| *report.rejected.entry(reason.to_string()).or_default() += 1;
+    let mut reject = |reason: Reject| count(report, reason);
     progress.inc((groups.len() - work.len()) as u64);
     let mut rows = Vec::new();
     for chunk in work.chunks(8) {
@@ -497,7 +502,7 @@ fn teacher_rows(
             );
             match row {
                 Some(r) => rows.push(r),
-                None => reject(NOT_ACCEPTED),
+                None => reject(Reject::NotAccepted),
             }
         }
         progress.inc(chunk.len() as u64);
@@ -545,7 +550,7 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
             for (i, samples) in &groups {
                 match splice_row(cfg, samples, *i)? {
                     Ok(r) => rows.push(r),
-                    Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
+                    Err(reason) => count(&mut report, reason),
                 }
                 progress.inc(1);
             }
@@ -567,7 +572,7 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         for p in &problems {
             match row(cfg, p, index) {
                 Ok(r) => rows.push(r),
-                Err(reason) => *report.rejected.entry(reason.to_string()).or_default() += 1,
+                Err(reason) => count(&mut report, reason),
             }
             index += 1;
         }

@@ -5,8 +5,7 @@ pub mod local;
 pub mod sampling;
 pub mod traces;
 
-use serde::Serialize;
-
+pub use crate::dataset::Finish;
 use crate::error::{Error, Result};
 use crate::model::chat::Message;
 pub use sampling::SamplingConfig;
@@ -20,25 +19,6 @@ pub struct Prompt {
     /// Text the assistant's turn starts with (e.g. `<think>\n`); the completion continues it.
     pub prefill: String,
     pub n: u32,
-}
-
-/// Why a sample ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finish {
-    /// An end-of-sequence token or a stop string.
-    Stop,
-    /// `max_new_tokens` reached: truncated.
-    Length,
-}
-
-impl Finish {
-    pub fn name(self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-        }
-    }
 }
 
 /// One sampled completion.

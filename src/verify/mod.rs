@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Context;
-use crate::dataset::{Format, Input};
+use crate::dataset::{Finish, Format, Input};
 use crate::error::{Error, Location, Result};
 use crate::formats::domain::Domain;
 use crate::progress::Progress;
@@ -439,7 +439,7 @@ pub fn verify_trace(t: &TraceRef, settings: &VerifySettings) -> std::result::Res
     if let Some(prompt) = t.prompt {
         check_language(&mut verdict, prompt, t.output, settings);
     }
-    if t.finish_reason == Some("length") && !verdict.truncated {
+    if t.finish_reason.and_then(Finish::of) == Some(Finish::Length) && !verdict.truncated {
         verdict.truncated = true;
         verdict.format_ok = false;
         verdict.failed.push(Failure::Truncated);
