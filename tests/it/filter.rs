@@ -22,6 +22,15 @@ fn long_solution(answer: &str, word: &str) -> String {
     )
 }
 
+/// `id -> reject_reason` of a filter output.
+fn reasons(out: &Path) -> BTreeMap<String, String> {
+    rejected(out).into_iter().map(|(id, (r, _))| (id, r)).collect()
+}
+
+fn by_id(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
 fn with(mut row: Value, key: &str, value: Value) -> Value {
     row[key] = value;
     row
@@ -69,8 +78,7 @@ fn filter_keeps_and_rejects_every_row_with_a_reason() {
     };
     let (code, _, stderr) = filter();
     assert_eq!(code, 0, "{stderr}");
-    let reasons: BTreeMap<String, String> = rejected(&out).into_iter().map(|(id, (r, _))| (id, r)).collect();
-    let expected: BTreeMap<String, String> = [
+    let expected = by_id(&[
         ("apples#1", "exact_duplicate"),
         ("apples#2", "incorrect"),
         ("apples#3", "truncated"),
@@ -83,11 +91,8 @@ fn filter_keeps_and_rejects_every_row_with_a_reason() {
         ("split#0", "no_consensus"),
         ("split#1", "no_consensus"),
         ("split#2", "no_consensus"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    assert_eq!(reasons, expected);
+    ]);
+    assert_eq!(reasons(&out), expected);
     let kept = records(&out);
     let ids: Vec<&str> = kept.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["apples#0", "bakery#0", "vote#0"]);
@@ -612,8 +617,7 @@ fn language_format_answer_length_and_pass_rate_rejections() {
     let out = s.path("curated");
     let args = [&"--min-chars" as &dyn AsRef<std::ffi::OsStr>, &"20", &"--max-chars", &"300", &"--pass-rate", &"0.5:1"];
     ok(&[&[&"filter" as &dyn AsRef<std::ffi::OsStr>, &"--input", &input, &"-o", &out, &"-q"][..], &args[..]].concat());
-    let reasons: BTreeMap<String, String> = rejected(&out).into_iter().map(|(id, (r, _))| (id, r)).collect();
-    let expected: BTreeMap<String, String> = [
+    let expected = by_id(&[
         ("lang#0", "language"),
         ("fmt#0", "bad_format"),
         ("none#0", "no_answer"),
@@ -622,11 +626,8 @@ fn language_format_answer_length_and_pass_rate_rejections() {
         ("hard#0", "pass_rate"),
         ("hard#1", "pass_rate"),
         ("hard#2", "pass_rate"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    assert_eq!(reasons, expected);
+    ]);
+    assert_eq!(reasons(&out), expected);
     let kept: Vec<String> = records(&out).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(kept, ["ok#0"]);
 }
