@@ -240,3 +240,42 @@ fn lora_adapters_match_peft_and_merge_exactly() {
     close(&logits(&ck.model), "merged");
     assert!(merged.join("tokenizer.json").exists() && merged.join("config.json").exists());
 }
+
+/// f16 weights: the trained Qwen2 fixture stored in f16 loads (computed in f32) with the logits of its f32
+/// weights, within f16's rounding of the weights.
+#[test]
+fn f16_checkpoints_load_with_the_logits_of_their_f32_weights() {
+    use candle_core::{DType, Device, Tensor};
+    use forge::model::{Checkpoint, attention_mask, positions};
+
+    let f32_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trained/qwen2");
+    let out = tempfile::tempdir().unwrap();
+    let f16_dir = out.path();
+    for entry in std::fs::read_dir(&f32_dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, f16_dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let weights = candle_core::safetensors::load(f32_dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let half: std::collections::HashMap<String, Tensor> =
+        weights.into_iter().map(|(name, t)| (name, t.to_dtype(DType::F16).unwrap())).collect();
+    candle_core::safetensors::save(&half, f16_dir.join("model.safetensors")).unwrap();
+    let mut config: Value = serde_json::from_slice(&std::fs::read(f32_dir.join("config.json")).unwrap()).unwrap();
+    config["torch_dtype"] = "float16".into();
+    std::fs::write(f16_dir.join("config.json"), config.to_string()).unwrap();
+
+    let expected: Value = serde_json::from_slice(&std::fs::read(f32_dir.join("expected.json")).unwrap()).unwrap();
+    let prompt: Vec<u32> = serde_json::from_value(expected["prompt"].clone()).unwrap();
+    let logits = |dir: &std::path::Path| -> Vec<f32> {
+        let ck = Checkpoint::load(dir, &Device::Cpu).unwrap();
+        let valid = vec![vec![true; prompt.len()]];
+        let ids = Tensor::new(vec![prompt.clone()], &Device::Cpu).unwrap();
+        let pos = positions(&valid, 0, &Device::Cpu).unwrap();
+        let l = ck.model.forward(&ids, &pos, &attention_mask(&valid, 0, prompt.len()), None).unwrap();
+        l.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let (full, half) = (logits(&f32_dir), logits(f16_dir));
+    let scale = full.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = full.iter().zip(&half).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst > 0.0, "the f16 weights are rounded, so the logits move a little");
+    assert!(worst <= 1e-2 * scale, "f16 logits off by {worst} (scale {scale})");
+}
