@@ -11,7 +11,9 @@
 //! calculator annotations: [`synthetic`]), `verify` (clean solutions with checks that confirm correct
 //! work), `splice` (a teacher's wrong sample cut at its first failing step, then a right sample of the
 //! same problem: [`splice`]) and `teacher` (the same wrong prefix and a cue, continued by a teacher; kept
-//! when the continuation's calculations check out and its answer verifies).
+//! when the continuation's calculations check out and its answer verifies: `teacher`); one file per
+//! strategy, and this module holds what they share (segments, the checks every row passes, grouping
+//! traces by problem).
 //!
 //! ```text
 //! forge journey --input igsm/ --error-rate 0.5 -o sft/
@@ -21,6 +23,7 @@
 
 pub mod splice;
 pub mod synthetic;
+mod teacher;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -228,11 +231,6 @@ fn count(report: &mut StageReport, reason: Reject) {
     *report.rejected.entry(reason.name().to_string()).or_default() += 1;
 }
 
-/// Cues after a wrong prefix that the teacher continues (`--strategy teacher`): they announce a check
-/// without saying what is wrong, so the teacher has to find it.
-const CUES: [&str; 3] =
-    ["Wait, let me check that again.", "Hmm, wait. Let me verify this step.", "Wait, something is off here."];
-
 /// The numbers of a problem's text: wrong operands come from here.
 fn numbers(text: &str) -> Vec<i128> {
     text.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect()
@@ -353,42 +351,6 @@ fn judge(samples: &[Trace]) -> Result<Judged<'_>> {
     Ok((wrong, right))
 }
 
-/// The splice row of one problem's samples, or the reason there is none.
-fn splice_row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> Result<std::result::Result<SftRow, Reject>> {
-    let (wrong, right) = judge(samples)?;
-    Ok(splice_of(cfg, &wrong, &right, index))
-}
-
-fn splice_of(
-    cfg: &JourneyConfig,
-    wrong: &[(&Trace, String)],
-    right: &[&Trace],
-    index: u64,
-) -> std::result::Result<SftRow, Reject> {
-    if right.is_empty() {
-        return Err(Reject::NoRight);
-    }
-    if wrong.is_empty() {
-        return Err(Reject::NoWrong);
-    }
-    let mut rng = Rng::for_row(cfg.seed, "splice", index);
-    let (w, answer) = rng.pick(wrong);
-    let r = *rng.pick(right);
-    let (segs, cut) = splice::build(w, answer, r, cfg.mask_errors, &mut rng).ok_or(Reject::NothingBefore)?;
-    let metadata = serde_json::json!({
-        "strategy": cfg.strategy,
-        "journey": true,
-        "mask_errors": cfg.mask_errors,
-        "wrong_sample": w.sample_index,
-        "right_sample": r.sample_index,
-        "teacher": r.teacher,
-        "cut": cut,
-        "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
-    });
-    let id = format!("{}-splice", r.problem_id);
-    sft_row(&id, &r.problem_id, &r.source, &r.domain, &r.prompt, r.gold.as_deref(), &r.metadata, &segs, metadata)
-}
-
 /// The traces grouped by problem, in the order the problems first appear, each with its index in that
 /// order; with `--shard I/N`, the I-th slice of the problems (not of the rows, so that no problem's samples
 /// are split between shards, and every problem gets the same index, and so the same row, as unsharded).
@@ -405,109 +367,6 @@ fn problem_groups(input: &Input, shard: crate::dataset::Shard) -> Result<Vec<(u6
     }
     let range = shard.range(groups.len() as u64);
     Ok((0u64..).zip(groups).skip(range.start as usize).take((range.end - range.start) as usize).collect())
-}
-
-/// A wrong prefix to continue: the wrong sample, its kept part as written, the cue, where it was cut.
-type Prefix<'a> = (&'a Trace, String, String, splice::Cut);
-
-/// `--strategy teacher`: each problem's wrong sample cut before its failure, with a cue; problems
-/// without one are counted in `report`.
-fn wrong_prefixes<'a>(
-    cfg: &JourneyConfig,
-    groups: &'a [(u64, Vec<Trace>)],
-    report: &mut StageReport,
-) -> Result<Vec<Prefix<'a>>> {
-    let mut reject = |reason: Reject| count(report, reason);
-    let mut work = Vec::new();
-    for (i, samples) in groups {
-        let (wrong, _) = judge(samples)?;
-        if wrong.is_empty() {
-            reject(Reject::NoWrong);
-            continue;
-        }
-        let mut rng = Rng::for_row(cfg.seed, "teacher", *i);
-        let (w, answer) = rng.pick(&wrong);
-        let Some((kept, _, cut)) = splice::cut(w, answer, &mut rng) else {
-            reject(Reject::NothingBefore);
-            continue;
-        };
-        let open = if w.reasoning.is_some() { "<think>\n" } else { "" };
-        work.push((*w, format!("{open}{kept}"), rng.pick(&CUES).to_string(), cut));
-    }
-    Ok(work)
-}
-
-/// `--strategy teacher`: for each problem with a wrong sample, the sample up to its failure and a cue,
-/// continued by the teacher `--continuations` times; the first continuation that ends and whose answer
-/// verifies makes the problem's row.
-fn teacher_rows(
-    cfg: &JourneyConfig,
-    groups: &[(u64, Vec<Trace>)],
-    report: &mut StageReport,
-    progress: &Progress,
-) -> Result<Vec<SftRow>> {
-    let spec = cfg
-        .teacher
-        .as_deref()
-        .ok_or_else(|| Error::usage("`--strategy teacher` needs a teacher").with_hint("add `--teacher local:PATH`"))?;
-    let mut teacher = crate::teacher::open(spec)?;
-    let sampling = crate::teacher::SamplingConfig {
-        temperature: cfg.temperature,
-        max_new_tokens: cfg.max_tokens,
-        seed: cfg.seed,
-        ..Default::default()
-    };
-    let work = wrong_prefixes(cfg, groups, report)?;
-    let mut reject = |reason: Reject| count(report, reason);
-    progress.inc((groups.len() - work.len()) as u64);
-    let mut rows = Vec::new();
-    for chunk in work.chunks(8) {
-        let prompts: Vec<crate::teacher::Prompt> = chunk
-            .iter()
-            .map(|(w, kept, cue, _)| {
-                let user = instruction(Domain::of(&w.domain), &w.prompt);
-                crate::teacher::Prompt {
-                    key: w.problem_id.clone(),
-                    messages: vec![crate::model::chat::Message::new("user", &user)],
-                    prefill: format!("{kept}\n{cue}\n"),
-                    n: cfg.continuations,
-                }
-            })
-            .collect();
-        let continued = teacher.generate(&prompts, &sampling)?;
-        for ((w, kept, cue, cut), samples) in chunk.iter().zip(continued) {
-            let ended = |c: &crate::teacher::Sample| c.finish == crate::teacher::Finish::Stop;
-            let row = samples.iter().enumerate().filter(|(_, c)| ended(c) && splice::checks_out(&c.text)).find_map(
-                |(k, c)| {
-                    let segs = [
-                        Seg { kind: Kind::Error, text: kept.clone(), train: !cfg.mask_errors },
-                        Seg { kind: Kind::Detect, text: cue.clone(), train: true },
-                        Seg { kind: Kind::Fix, text: c.text.trim().to_string(), train: true },
-                    ];
-                    let metadata = serde_json::json!({
-                        "strategy": cfg.strategy,
-                        "journey": true,
-                        "mask_errors": cfg.mask_errors,
-                        "wrong_sample": w.sample_index,
-                        "teacher": spec,
-                        "continuation": k,
-                        "continuations": cfg.continuations,
-                        "cut": cut,
-                        "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
-                    });
-                    let id = format!("{}-teacher", w.problem_id);
-                    let (p, meta) = (&w.problem_id, &w.metadata);
-                    sft_row(&id, p, &w.source, &w.domain, &w.prompt, w.gold.as_deref(), meta, &segs, metadata).ok()
-                },
-            );
-            match row {
-                Some(r) => rows.push(r),
-                None => reject(Reject::NotAccepted),
-            }
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    Ok(rows)
 }
 
 pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
@@ -544,11 +403,11 @@ pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outco
         report.rows_in = groups.len() as u64;
         let progress = Progress::rows("journey", groups.len() as u64, ctx.quiet);
         let rows = if cfg.strategy == Strategy::Teacher {
-            teacher_rows(cfg, &groups, &mut report, &progress)?
+            teacher::rows(cfg, &groups, &mut report, &progress)?
         } else {
             let mut rows = Vec::new();
             for (i, samples) in &groups {
-                match splice_row(cfg, samples, *i)? {
+                match splice::row(cfg, samples, *i)? {
                     Ok(r) => rows.push(r),
                     Err(reason) => count(&mut report, reason),
                 }

@@ -9,8 +9,9 @@
 
 use serde::Serialize;
 
-use super::{Kind, Seg};
-use crate::dataset::{Calc, Trace};
+use super::{JourneyConfig, Kind, Reject, Seg, judge, sft_row};
+use crate::dataset::{Calc, SftRow, Trace};
+use crate::error::Result;
 use crate::rng::Rng;
 use crate::verify::checks;
 
@@ -140,6 +141,42 @@ pub fn cut(wrong: &Trace, wrong_answer: &str, rng: &mut Rng) -> Option<(String, 
         return None;
     }
     Some((kept.trim_end().to_string(), detect, cut))
+}
+
+/// The splice row of one problem's samples, or the reason there is none.
+pub(super) fn row(cfg: &JourneyConfig, samples: &[Trace], index: u64) -> Result<std::result::Result<SftRow, Reject>> {
+    let (wrong, right) = judge(samples)?;
+    Ok(splice(cfg, &wrong, &right, index))
+}
+
+fn splice(
+    cfg: &JourneyConfig,
+    wrong: &[(&Trace, String)],
+    right: &[&Trace],
+    index: u64,
+) -> std::result::Result<SftRow, Reject> {
+    if right.is_empty() {
+        return Err(Reject::NoRight);
+    }
+    if wrong.is_empty() {
+        return Err(Reject::NoWrong);
+    }
+    let mut rng = Rng::for_row(cfg.seed, "splice", index);
+    let (w, answer) = rng.pick(wrong);
+    let r = *rng.pick(right);
+    let (segs, cut) = build(w, answer, r, cfg.mask_errors, &mut rng).ok_or(Reject::NothingBefore)?;
+    let metadata = serde_json::json!({
+        "strategy": cfg.strategy,
+        "journey": true,
+        "mask_errors": cfg.mask_errors,
+        "wrong_sample": w.sample_index,
+        "right_sample": r.sample_index,
+        "teacher": r.teacher,
+        "cut": cut,
+        "checks": { "errors_rejected": true, "fixes_accepted": true, "final_verified": true },
+    });
+    let id = format!("{}-splice", r.problem_id);
+    sft_row(&id, &r.problem_id, &r.source, &r.domain, &r.prompt, r.gold.as_deref(), &r.metadata, &segs, metadata)
 }
 
 #[cfg(test)]
