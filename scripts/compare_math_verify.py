@@ -4,8 +4,10 @@ Workloads:
   cases  - the team's (gold, prediction) pairs, tests/fixtures/answer_cases.tsv (short answer pairs)
   gsm8k  - GSM8K model solutions with human is_correct labels (full chain-of-thought outputs)
   math   - MATH train/test and MATH-500 reference solutions against the gold answers forge imports
+  corpus - with --corpus FILE: the differential corpus of scripts/verify_corpus.py (model-style phrasings,
+           right and wrong), reported by category
 
-Usage: python scripts/compare_math_verify.py [--forge PATH] [--limit N] [--show K]
+Usage: python scripts/compare_math_verify.py [--forge PATH] [--limit N] [--show K] [--corpus FILE] [--only W]
 Needs ../shared/data and `pip install -r scripts/requirements.txt`. forge runs as `forge verify --input
 --output` (process start and JSON I/O included); Math-Verify runs parse(gold) + parse(pred) + verify
 per item in this process.
@@ -71,6 +73,24 @@ def math(forge):
     return rows
 
 
+def corpus(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def by_category(rows, f, m):
+    """Per category: items, forge agrees with the expected verdict, Math-Verify does, and they differ."""
+    table = {}
+    for r, a, b in zip(rows, f, m):
+        t = table.setdefault(r["category"], [0, 0, 0, 0])
+        t[0] += 1
+        t[1] += a == r["expected"]
+        t[2] += b == r["expected"]
+        t[3] += a != b
+    print(f"  {'category':16} {'items':>6} {'forge ok':>9} {'MV ok':>7} {'differ':>7}")
+    for c, (n, ok_f, ok_m, d) in sorted(table.items()):
+        print(f"  {c:16} {n:6} {ok_f:9} {ok_m:7} {d:7}")
+
+
 def run_forge(forge, rows):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
@@ -97,30 +117,63 @@ def run_math_verify(rows):
     return verdicts, time.perf_counter() - start
 
 
+def run_math_verify_cached(rows, path):
+    """Math-Verify's verdicts, reused from `path` when it holds them for exactly these rows (for iterating on
+    forge; the speed figure then comes from the run that wrote the cache)."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([[r["answer"], r.get("mv_completion", r["completion"])] for r in rows]).encode()).hexdigest()
+    cached = json.load(open(path)) if path and os.path.exists(path) else {}
+    if key in cached:
+        return cached[key]["verdicts"], cached[key]["seconds"]
+    verdicts, seconds = run_math_verify(rows)
+    if path:
+        cached[key] = {"verdicts": verdicts, "seconds": seconds}
+        json.dump(cached, open(path, "w"))
+    return verdicts, seconds
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--forge", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"), "release", "forge"))
     ap.add_argument("--limit", type=int, default=0, help="at most N items per workload (0: all)")
     ap.add_argument("--show", type=int, default=15, help="disagreements to print per workload")
+    ap.add_argument("--corpus", help="also run the differential corpus written by scripts/verify_corpus.py")
+    ap.add_argument("--only", help="run only this workload (cases, gsm8k, math, corpus)")
+    ap.add_argument("--dump", help="write every disagreement to this JSONL file")
+    ap.add_argument("--mv-cache", help="reuse Math-Verify's verdicts (and time) stored in this JSON file")
     args = ap.parse_args()
+    workloads = [("cases", cases), ("gsm8k", gsm8k), ("math", lambda: math(args.forge))]
+    if args.corpus:
+        workloads.append(("corpus", lambda: corpus(args.corpus)))
+    if args.only:
+        workloads = [w for w in workloads if w[0] == args.only]
     print(f"{'workload':8} {'items':>6} {'forge ok':>9} {'MV ok':>7} {'differ':>7} {'forge/s':>10} {'MV/s':>8} {'ratio':>7}")
     report = []
-    for name, make in [("cases", cases), ("gsm8k", gsm8k), ("math", lambda: math(args.forge))]:
+    for name, make in workloads:
         rows = make()
         if args.limit:
             rows = rows[: args.limit]
         f, fs = run_forge(args.forge, rows)
-        m, ms = run_math_verify(rows)
+        m, ms = run_math_verify_cached(rows, args.mv_cache)
         right_f = sum(a == r["expected"] for a, r in zip(f, rows))
         right_m = sum(a == r["expected"] for a, r in zip(m, rows))
         differ = [(r, a, b) for r, a, b in zip(rows, f, m) if a != b]
         n = len(rows)
         print(f"{name:8} {n:6} {right_f:9} {right_m:7} {len(differ):7} {n / fs:10.0f} {n / ms:8.0f} {(n / fs) / (n / ms):7.1f}")
+        if name == "corpus":
+            by_category(rows, f, m)
         report.append((name, differ))
+    if args.dump:
+        with open(args.dump, "w") as out:
+            for name, differ in report:
+                for r, a, b in differ:
+                    out.write(json.dumps({"workload": name, "forge": a, "math_verify": b, **r}) + "\n")
     for name, differ in report:
         for r, a, b in differ[: args.show]:
             tail = r["completion"][-120:].replace("\n", " ")
-            print(f"[{name}] expected={r['expected']} forge={a} math-verify={b} gold={r['answer']!r} pred=...{tail!r}")
+            label = f"{name}/{r['category']}" if "category" in r else name
+            print(f"[{label}] expected={r['expected']} forge={a} math-verify={b} gold={r['answer']!r} pred=...{tail!r}")
     sys.stdout.flush()
 
 

@@ -16,7 +16,7 @@
 use serde::Serialize;
 
 use super::latex::{self, V};
-use crate::expr::Rational;
+use crate::expr::{Op, Rational};
 
 /// Relative tolerance for values that are not exact (`\sqrt`, `\pi`).
 pub const DEFAULT_TOLERANCE: f64 = 1e-6;
@@ -52,6 +52,13 @@ enum Value {
     Matrix(Vec<Vec<Value>>),
     /// An expression with variables, compared by evaluation at the same points.
     Sym(latex::Expr),
+    /// `x = 3`, `a_{37} = 19`: a value under a name (the name without spaces and braces; the name as an
+    /// expression, when it is one, to compare `y = 2x + 1` with an equation).
+    Labelled(String, Box<Value>, Option<latex::Expr>),
+    /// `7:32`: the proportion, equal only to another ratio.
+    Ratio(Num),
+    /// `lhs = rhs` that is not a labelled value, as `lhs - rhs`: equal to an equation with the same solutions.
+    Equation(latex::Expr),
     Text(String),
 }
 
@@ -91,7 +98,8 @@ pub fn is_structured(answer: &str) -> bool {
             Value::Num(_) => true,
             Value::Seq(_, items, _) | Value::Set(items) | Value::Union(items) => items.iter().all(no_text),
             Value::Matrix(rows) => rows.iter().flatten().all(no_text),
-            Value::Sym(_) => true,
+            Value::Sym(_) | Value::Ratio(_) | Value::Equation(_) => true,
+            Value::Labelled(_, v, _) => no_text(v),
             Value::Text(_) => false,
         }
     }
@@ -104,7 +112,17 @@ fn same(g: &Value, p: &Value, tol: f64) -> Option<Method> {
         (Value::Seq(o1, a, c1), Value::Seq(o2, b, c2)) if o1 == o2 && c1 == c2 && a.len() == b.len() => {
             a.iter().zip(b).all(|(x, y)| same(x, y, tol).is_some()).then_some(Method::Structure)
         }
-        (Value::Set(a), Value::Set(b)) | (Value::Union(a), Value::Union(b)) => unordered(a, b, tol),
+        // `2x + 4y = 3` against `y = -x/2 + 3/4`: the labelled value read as an equation.
+        (Value::Equation(e), Value::Labelled(_, v, Some(name)))
+        | (Value::Labelled(_, v, Some(name)), Value::Equation(e)) => {
+            let Value::Sym(v) = v.as_ref() else { return None };
+            proportional(e, &latex::Expr::difference(name, v), tol)
+        }
+        (Value::Labelled(_, a, _), b) | (b, Value::Labelled(_, a, _)) => same(a, b, tol),
+        (Value::Set(a), Value::Set(b)) => labelled_set(a, b, tol).unwrap_or_else(|| unordered(a, b, tol)),
+        (Value::Union(a), Value::Union(b)) => unordered(a, b, tol),
+        (Value::Ratio(a), Value::Ratio(b)) => same_value(a, b, tol),
+        (Value::Equation(a), Value::Equation(b)) => proportional(a, b, tol),
         (Value::Sym(a), Value::Sym(b)) => symbolic(a, b, tol),
         // An identity such as `\\sin^2 x + \\cos^2 x` against a number.
         (Value::Sym(a), Value::Num(n)) | (Value::Num(n), Value::Sym(a)) => {
@@ -128,15 +146,10 @@ fn same(g: &Value, p: &Value, tol: f64) -> Option<Method> {
 fn same_number(a: &Num, b: &Num, tol: f64) -> Option<Method> {
     let candidates = |n: &Num| {
         let mut v = vec![*n];
-        if n.percent {
-            // 28% is also read as its numeral, 28.
-            let scale = Rational::int(100);
-            v.push(Num {
-                exact: n.exact.and_then(|x| crate::expr::Op::Mul.apply(x, scale).ok()),
-                approx: n.approx * 100.0,
-                percent: false,
-                places: n.places,
-            });
+        // 28% is also read as its numeral, 28 (and 12.5% as 12.5), but `4 4/9%` is one value, 4 4/9 hundredths.
+        let numeral = n.exact.and_then(|x| Op::Mul.apply(x, Rational::int(100)).ok());
+        if n.percent && (n.places.is_some() || numeral.is_some_and(|x| x.den == 1)) {
+            v.push(Num { exact: numeral, approx: n.approx * 100.0, percent: false, places: n.places });
         }
         v
     };
@@ -188,20 +201,81 @@ fn unordered(a: &[Value], b: &[Value], tol: f64) -> Option<Method> {
     Some(Method::Structure)
 }
 
+/// Two lists whose items are all labelled with the same labels (`a_3 = 2, a_{37} = 19`) match label by label;
+/// `None` when they are not both labelled that way.
+fn labelled_set(a: &[Value], b: &[Value], tol: f64) -> Option<Option<Method>> {
+    fn labels(v: &[Value]) -> Option<Vec<&String>> {
+        let mut l: Vec<&String> = v
+            .iter()
+            .map(|x| if let Value::Labelled(name, _, _) = x { Some(name) } else { None })
+            .collect::<Option<_>>()?;
+        l.sort();
+        Some(l)
+    }
+    let (la, lb) = (labels(a)?, labels(b)?);
+    if la != lb {
+        return None;
+    }
+    let value = |v: &[Value], name: &str| {
+        v.iter().find_map(|x| match x {
+            Value::Labelled(n, value, _) if n == name => Some(value.as_ref().clone()),
+            _ => None,
+        })
+    };
+    Some(
+        la.iter()
+            .all(|name| matches!((value(a, name), value(b, name)), (Some(x), Some(y)) if same(&x, &y, tol).is_some()))
+            .then_some(Method::Structure),
+    )
+}
+
+/// Two equations `f = 0` and `g = 0` with `f = c·g` for one constant `c ≠ 0` at every point (`2x + 4y = 3`
+/// and `y = -x/2 + 3/4` compare as `2x + 4y - 3` and `y + x/2 - 3/4`).
+fn proportional(a: &latex::Expr, b: &latex::Expr, tol: f64) -> Option<Method> {
+    let vars: Vec<&String> = a.vars.union(&b.vars).collect();
+    let mut ratio: Option<f64> = None;
+    let mut agreed = 0;
+    for k in 0..SAMPLES {
+        let env = |name: &str| point(&vars, name, k);
+        let (Some(x), Some(y)) = (a.eval(&env), b.eval(&env)) else { continue };
+        if x.approx.abs() < 1e-12 || y.approx.abs() < 1e-12 {
+            if (x.approx.abs() < 1e-12) != (y.approx.abs() < 1e-12) {
+                return None;
+            }
+            continue;
+        }
+        let r = x.approx / y.approx;
+        match ratio {
+            Some(c) if (c - r).abs() > tol.max(1e-9) * c.abs().max(r.abs()) => return None,
+            _ => ratio = Some(r),
+        }
+        agreed += 1;
+    }
+    (agreed >= 3).then_some(Method::Symbolic)
+}
+
 /// Points at which symbolic answers are compared: exact rationals unlikely to be special.
 const POINTS: [(i128, i128); 11] =
     [(2, 7), (5, 3), (-3, 11), (7, 5), (11, 13), (13, 4), (-9, 7), (3, 17), (19, 6), (-5, 2), (23, 9)];
+
+/// Points tried per comparison: the first half near 0, the second half shifted by 10 (inside the domain of
+/// `\\sqrt{x - 3}` or `\\ln(x - 5)`, where every point of the first half is outside).
+const SAMPLES: usize = 14;
+
+/// The value of variable `name` at sample `k`: each variable gets a different exact rational.
+fn point(vars: &[&String], name: &str, k: usize) -> Option<V> {
+    let i = vars.iter().position(|v| v.as_str() == name)?;
+    let (n, d) = POINTS[(i + 3 * k) % POINTS.len()];
+    let shift = if k >= SAMPLES / 2 { 10 * d } else { 0 };
+    Some(V::exact(Rational::new(n + shift, d).ok()?))
+}
 
 /// Same value at several points, each variable bound to a different exact rational at each point.
 fn symbolic(a: &latex::Expr, b: &latex::Expr, tol: f64) -> Option<Method> {
     let vars: Vec<&String> = a.vars.union(&b.vars).collect();
     let mut agreed = 0;
-    for k in 0..7 {
-        let env = |name: &str| {
-            let i = vars.iter().position(|v| v.as_str() == name)?;
-            let (n, d) = POINTS[(i + 3 * k) % POINTS.len()];
-            Some(V::exact(Rational::new(n, d).ok()?))
-        };
+    for k in 0..SAMPLES {
+        let env = |name: &str| point(&vars, name, k);
         let (Some(x), Some(y)) = (a.eval(&env), b.eval(&env)) else { continue };
         let num = |v: V| Num { exact: v.exact, approx: v.approx, percent: false, places: None };
         same_value(&num(x), &num(y), tol)?;
@@ -274,6 +348,9 @@ pub fn normalize(answer: &str) -> String {
             ("\\times", "*"),
             ("×", "*"),
             ("\\infty", "∞"),
+            ("\\neq", "!="),
+            ("\\ne ", "!="),
+            ("≠", "!="),
             ("\\leq", "<="),
             ("\\geq", ">="),
             ("\\le", "<="),
@@ -297,18 +374,7 @@ pub fn normalize(answer: &str) -> String {
     } {
         s = unwrap(&s, wrapper);
     }
-    let mut s = s.trim().trim_end_matches('.').trim().to_string();
-    // `x = 3`, `k = 5 + 1 = 6`: the value is the last right-hand side of a short name.
-    if let Some((lhs, _)) = s.split_once('=') {
-        let lhs = lhs.trim();
-        let name = |n: &str| !n.is_empty() && n.len() <= 3 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        // `f(x) = …` names a function by its formula.
-        let function =
-            lhs.strip_suffix(')').and_then(|l| l.split_once('(')).is_some_and(|(f, args)| name(f) && name(args.trim()));
-        if name(lhs) || function {
-            s = s.rsplit('=').next().unwrap_or("").trim().to_string();
-        }
-    }
+    let s = s.trim().trim_end_matches('.').trim().to_string();
     strip_units(&s).replace('\u{0}', "\\\\")
 }
 
@@ -384,11 +450,12 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     if let Some(m) = matrix(s, depth) {
         return m;
     }
+    // `1, 2, 3, \ldots` is not the list `1, 2, 3`.
+    if ["...", "\\ldots", "\\cdots", "\\dots", "…"].iter().any(|e| s.contains(e)) {
+        return Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
     if s.contains("\\cup") {
         return Value::Union(s.split("\\cup").map(|part| parse_depth(part, depth + 1)).collect());
-    }
-    if let Some(interval) = inequality(s, depth) {
-        return interval;
     }
     // A whole number with thousands separators (1,234,567.5) is one number, not a list.
     let is_thousands = {
@@ -402,13 +469,17 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     if is_thousands {
         return parse_depth(&s.replace(',', ""), depth + 1);
     }
-    let brackets = [("\\{", "\\}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")];
+    let items = split_top(s);
+    if items.len() > 1 {
+        return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
+    }
+    let brackets = [("\\{", "\\}"), ("{", "}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")];
     for (open, close) in brackets {
         if let Some(inner) = s.strip_prefix(open).and_then(|r| r.strip_suffix(close))
             && balanced(inner)
         {
             let items = split_top(inner);
-            if open == "\\{" {
+            if open == "\\{" || open == "{" && items.len() > 1 {
                 return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
             }
             if items.len() > 1 {
@@ -418,26 +489,36 @@ fn parse_depth(s: &str, depth: usize) -> Value {
             }
         }
     }
-    let items = split_top(s);
-    if items.len() > 1 {
-        return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
+    if let Some(v) = inequality(s, depth).or_else(|| equation(s, depth)).or_else(|| ratio(s, depth)) {
+        return v;
     }
     if let Some(sign) = ["∞", "+∞", "-∞"].iter().position(|i| *i == s) {
-        let approx = if sign == 2 { f64::NEG_INFINITY } else { f64::INFINITY };
-        return Value::Num(Num { exact: None, approx, percent: false, places: None });
+        return Value::Num(infinite(sign == 2));
     }
-    match latex::parse(s) {
-        Some(e) if e.vars.is_empty() => match e.value() {
-            Some(v) => Value::Num(Num { exact: v.exact, approx: v.approx, percent: e.percent, places: e.places }),
-            None => Value::Text(s.to_string()),
-        },
-        Some(e) => Value::Sym(e),
-        None => Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" ")),
-    }
+    leaf(&strip_units(s)).unwrap_or_else(|| Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" ")))
 }
 
-/// `\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}` (also bmatrix, vmatrix, matrix, array).
+/// A number or an expression with variables.
+fn leaf(s: &str) -> Option<Value> {
+    let e = latex::parse(s)?;
+    if !e.vars.is_empty() {
+        return Some(Value::Sym(e));
+    }
+    let v = e.value()?;
+    Some(Value::Num(Num { exact: v.exact, approx: v.approx, percent: e.percent, places: e.places }))
+}
+
+fn infinite(negative: bool) -> Num {
+    Num { exact: None, approx: if negative { f64::NEG_INFINITY } else { f64::INFINITY }, percent: false, places: None }
+}
+
+/// `\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}` (also bmatrix, vmatrix, matrix, array, and an array
+/// in brackets: `\\left[\\begin{array}{cc} … \\end{array}\\right]`).
 fn matrix(s: &str, depth: usize) -> Option<Value> {
+    let s = match s.strip_prefix(['[', '(']).and_then(|r| r.strip_suffix([']', ')'])) {
+        Some(inner) if inner.trim_start().starts_with("\\begin{") => inner.trim(),
+        _ => s,
+    };
     let body = s.strip_prefix("\\begin{")?;
     let (env, body) = body.split_once('}')?;
     let body = body.strip_suffix(&format!("\\end{{{env}}}"))?;
@@ -456,54 +537,181 @@ fn matrix(s: &str, depth: usize) -> Option<Value> {
     (!rows.is_empty()).then_some(Value::Matrix(rows))
 }
 
-/// A one-variable inequality or chain (`x > 3`, `-2 <= x < 7`, `3 <= x`) as the interval it describes,
-/// so it compares with interval notation.
+/// The byte offsets of `op` in `s` outside brackets and braces.
+fn top_level(s: &str, op: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut depth = 0i64;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ if depth == 0 && s[i..].starts_with(op) => found.push(i),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// `x = 3`, `a_{37} = 19`, `(p, q) = (3, 2)`, `\\frac{NO}{BO} = \\frac{1}{\\sqrt6}`: a labelled value
+/// (the label names what the value is); `5 \\times 2 = 10`: a calculation, worth its result; `v \\in S`: the set
+/// `S`; anything else with `=` (`2x + y = 1`, `7 = 11a + c`) is an equation.
+fn equation(s: &str, depth: usize) -> Option<Value> {
+    if let Some((v, set)) = s.split_once("\\in ").or_else(|| s.split_once("\\in["))
+        && is_var(v.trim())
+    {
+        let set = if s.contains("\\in[") { format!("[{set}") } else { set.to_string() };
+        return Some(parse_depth(&set, depth + 1));
+    }
+    let cuts: Vec<usize> = top_level(s, "=")
+        .into_iter()
+        .filter(|&i| i == 0 || !matches!(s.as_bytes()[i - 1], b'<' | b'>' | b'!'))
+        .collect();
+    let &last = cuts.last()?;
+    let lhs = s[..cuts[0]].trim();
+    let rhs = s[last + 1..].trim();
+    if lhs.is_empty() || rhs.is_empty() {
+        return None;
+    }
+    if is_label(lhs) {
+        let name = latex::parse(lhs).filter(|e| !e.vars.is_empty());
+        return Some(Value::Labelled(label_key(lhs), Box::new(parse_depth(rhs, depth + 1)), name));
+    }
+    let sides: Vec<&str> = std::iter::once(0)
+        .chain(cuts.iter().map(|i| i + 1))
+        .zip(cuts.iter().copied().chain(std::iter::once(s.len())))
+        .map(|(a, b)| s[a..b].trim())
+        .collect();
+    let parsed: Vec<Option<latex::Expr>> = sides.iter().map(|p| latex::parse(p)).collect();
+    if parsed.iter().all(|e| e.as_ref().is_some_and(|e| e.vars.is_empty())) {
+        return Some(parse_depth(rhs, depth + 1));
+    }
+    match (&parsed[0], &parsed[parsed.len() - 1]) {
+        (Some(l), Some(r)) if parsed.len() == 2 => Some(Value::Equation(latex::Expr::difference(l, r))),
+        _ => Some(Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" "))),
+    }
+}
+
+/// A name, not a quantity: letters (with subscripts, arguments and fraction bars), no digits of its own.
+fn is_label(lhs: &str) -> bool {
+    let mut rest = String::with_capacity(lhs.len());
+    let mut chars = lhs.chars().peekable();
+    let mut prev_letter = false;
+    while let Some(c) = chars.next() {
+        // `a_{37}`, `a_3`, `f(2)`: subscripts and arguments are part of the name.
+        if c == '_' || (c == '(' && prev_letter) {
+            let (open, close) = if c == '(' { ('(', ')') } else { ('{', '}') };
+            if c == '(' || chars.peek() == Some(&open) {
+                if c != '(' {
+                    chars.next();
+                }
+                let mut depth = 1;
+                for d in chars.by_ref() {
+                    if d == open {
+                        depth += 1;
+                    } else if d == close {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                }
+            } else {
+                chars.next();
+            }
+            prev_letter = true;
+            continue;
+        }
+        prev_letter = c.is_alphabetic();
+        rest.push(c);
+    }
+    let letters = rest.replace("\\frac", "").replace("\\angle", "");
+    letters.chars().any(char::is_alphabetic) && !letters.chars().any(|c| c.is_ascii_digit() || c == '\\')
+}
+
+fn label_key(lhs: &str) -> String {
+    lhs.chars().filter(|c| !c.is_whitespace() && !matches!(c, '{' | '}')).collect()
+}
+
+/// `7:32` (a ratio): equal to a ratio of the same proportion.
+fn ratio(s: &str, depth: usize) -> Option<Value> {
+    let [at] = top_level(s, ":")[..] else { return None };
+    let (a, b) = (parse_depth(&s[..at], depth + 1), parse_depth(&s[at + 1..], depth + 1));
+    let (Value::Num(a), Value::Num(b)) = (a, b) else { return None };
+    let exact = match (a.exact, b.exact) {
+        (Some(x), Some(y)) if y.num != 0 => Some(Op::Div.apply(x, y).ok()?),
+        (_, Some(y)) if y.num == 0 => return None,
+        _ => None,
+    };
+    let approx = a.approx / b.approx;
+    approx.is_finite().then(|| Value::Ratio(Num { exact, approx, percent: false, places: None }))
+}
+
+fn is_var(p: &str) -> bool {
+    let p = p.strip_prefix('|').and_then(|p| p.strip_suffix('|')).unwrap_or(p);
+    p.len() == 1 && p.chars().all(|c| c.is_ascii_alphabetic())
+}
+
+/// A one-variable inequality or chain (`x > 3`, `-2 <= x < 7`, `3 <= x`, `x != 2`, `1 <= |z| <= 2`) as the
+/// set it describes (an interval or a union of them), so it compares with interval notation.
 fn inequality(s: &str, depth: usize) -> Option<Value> {
-    if !s.contains(['<', '>']) {
+    if !s.contains(['<', '>']) && !s.contains("!=") {
         return None;
     }
     let mut parts = Vec::new();
     let mut ops = Vec::new();
     let mut rest = s;
-    while let Some(i) = rest.find(['<', '>']) {
+    while let Some(i) = rest.find(['<', '>', '!']) {
+        let b = rest.as_bytes()[i];
+        if b == b'!' && !rest[i + 1..].starts_with('=') {
+            return None;
+        }
         parts.push(rest[..i].trim());
-        let strict = !rest[i + 1..].starts_with('=');
-        ops.push((rest.as_bytes()[i] == b'<', strict));
-        rest = &rest[i + if strict { 1 } else { 2 }..];
+        let strict = b == b'!' || !rest[i + 1..].starts_with('=');
+        // (less, strict, not-equal)
+        ops.push((b == b'<', strict, b == b'!'));
+        rest = &rest[i + if strict && b != b'!' { 1 } else { 2 }..];
     }
     parts.push(rest.trim());
-    let is_var = |p: &str| p.len() == 1 && p.chars().all(|c| c.is_ascii_alphabetic());
     let bound = |p: &str| match parse_depth(p, depth + 1) {
-        Value::Num(n) => Some(Value::Num(n)),
+        Value::Num(n) => Some(n),
         _ => None,
     };
-    let infinite = |negative: bool| {
-        Value::Num(Num {
-            exact: None,
-            approx: if negative { f64::NEG_INFINITY } else { f64::INFINITY },
-            percent: false,
-            places: None,
-        })
-    };
-    // (lower bound, closed), (upper bound, closed)
-    let (lo, hi) = match (parts.as_slice(), ops.as_slice()) {
-        ([x, a], [(less, strict)]) if is_var(x) => {
-            let b = (bound(a)?, !strict);
-            if *less { ((infinite(true), false), b) } else { (b, (infinite(false), false)) }
+    let (var, (lo, hi)) = match (parts.as_slice(), ops.as_slice()) {
+        ([x, a], [(_, _, true)]) | ([a, x], [(_, _, true)]) if is_var(x) && !x.starts_with('|') => {
+            let a = bound(a)?;
+            let below = Value::Seq('(', vec![Value::Num(infinite(true)), Value::Num(a)], ')');
+            let above = Value::Seq('(', vec![Value::Num(a), Value::Num(infinite(false))], ')');
+            return Some(Value::Union(vec![below, above]));
         }
-        ([a, x], [(less, strict)]) if is_var(x) => {
+        ([x, a], [(less, strict, false)]) if is_var(x) => {
             let b = (bound(a)?, !strict);
-            if *less { (b, (infinite(false), false)) } else { ((infinite(true), false), b) }
+            (x, if *less { ((infinite(true), false), b) } else { (b, (infinite(false), false)) })
         }
-        ([a, x, b], [(l1, s1), (l2, s2)]) if is_var(x) && l1 == l2 => {
+        ([a, x], [(less, strict, false)]) if is_var(x) => {
+            let b = (bound(a)?, !strict);
+            (x, if *less { (b, (infinite(false), false)) } else { ((infinite(true), false), b) })
+        }
+        ([a, x, b], [(l1, s1, false), (l2, s2, false)]) if is_var(x) && l1 == l2 => {
             let (a, b) = ((bound(a)?, !s1), (bound(b)?, !s2));
-            if *l1 { (a, b) } else { (b, a) }
+            (x, if *l1 { (a, b) } else { (b, a) })
         }
         _ => return None,
     };
-    let open = if lo.1 { '[' } else { '(' };
-    let close = if hi.1 { ']' } else { ')' };
-    Some(Value::Seq(open, vec![lo.0, hi.0], close))
+    let interval = |lo: (Num, bool), hi: (Num, bool)| {
+        Value::Seq(if lo.1 { '[' } else { '(' }, vec![Value::Num(lo.0), Value::Num(hi.0)], if hi.1 { ']' } else { ')' })
+    };
+    if !var.starts_with('|') {
+        return Some(interval(lo, hi));
+    }
+    // `a <= |x| <= b`: the values of x, on both sides of 0.
+    let neg = |(n, closed): (Num, bool)| {
+        let exact = n.exact.and_then(|x| Op::Sub.apply(Rational::int(0), x).ok());
+        (Num { exact, approx: -n.approx, percent: false, places: None }, closed)
+    };
+    if lo.0.approx <= 0.0 {
+        return Some(interval(neg(hi), hi));
+    }
+    Some(Value::Union(vec![interval(neg(hi), neg(lo)), interval(lo, hi)]))
 }
 
 fn balanced(s: &str) -> bool {

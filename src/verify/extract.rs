@@ -15,9 +15,13 @@ pub enum Rule {
     AnswerTag,
     Boxed,
     FinalAnswerIs,
+    /// "Final Answer: …", "**Final Answer** …".
+    FinalAnswer,
     AnswerIs,
     AnswerColon,
     Gsm8k,
+    /// The last math span (`$…$`, `\\(…\\)`, `\\[…\\]`, `$$…$$`) with no number after it.
+    LastSpan,
     /// The whole (short) output is one answer: `\frac12`, `(1, 2)`, `Evelyn`.
     Whole,
     LastNumber,
@@ -74,14 +78,29 @@ pub fn extract_split(text: &str, parts: &Split<'_>, last_number: bool) -> Option
         places.push(text);
     }
     for place in places {
-        if let Some(found) = extract_in(place, false) {
+        if let Some(found) = extract_in(place) {
             return Some(found);
         }
     }
     if let Some(whole) = whole_answer(parts.solution) {
         return Some((whole, Rule::Whole));
     }
-    if last_number { extract_in(text, true) } else { None }
+    if last_number { last_number_in(text).map(|n| (n, Rule::LastNumber)) } else { None }
+}
+
+/// The answer a gold field stands for: the field itself, or, when it is prose around math (`The answer
+/// is $5$.`, `so \boxed{12} apples`), what extraction finds in it.
+pub fn gold_answer(gold: &str) -> std::borrow::Cow<'_, str> {
+    let t = gold.trim();
+    let spans = spans(t);
+    let boxed = find(t, "\\boxed").is_some() || find(t, "\\fbox").is_some();
+    let prose = !spans.is_empty() && spans.iter().map(|s| s.outer.len()).sum::<usize>() < t.len();
+    if (boxed || prose)
+        && let Some((answer, _)) = extract_in(t)
+    {
+        return answer.into();
+    }
+    gold.into()
 }
 
 /// A short output that is nothing but an answer: a number or structure the comparer can read, or a
@@ -96,10 +115,8 @@ fn whole_answer(text: &str) -> Option<String> {
     answer_like.then(|| t.to_string())
 }
 
-fn extract_in(text: &str, last_number: bool) -> Option<(String, Rule)> {
-    if last_number {
-        return last_number_in(text).map(|n| (n, Rule::LastNumber));
-    }
+/// The marked answer in `text`, by the first rule that finds one.
+fn extract_in(text: &str) -> Option<(String, Rule)> {
     if let Some(i) = rfind(text, "<answer>") {
         let rest = &text[i + "<answer>".len()..];
         let inner = rest.split("</answer>").next().unwrap_or(rest).trim();
@@ -113,18 +130,250 @@ fn extract_in(text: &str, last_number: bool) -> Option<(String, Rule)> {
     let lower = text.to_ascii_lowercase();
     for (anchor, rule) in [
         ("final answer is", Rule::FinalAnswerIs),
+        ("final answer", Rule::FinalAnswer),
         ("answer is", Rule::AnswerIs),
         ("answer:", Rule::AnswerColon),
         ("####", Rule::Gsm8k),
     ] {
-        if let Some(i) = rfind(&lower, anchor) {
-            let after = clean_tail(&text[i + anchor.len()..]);
-            if !after.is_empty() {
-                return Some((after, rule));
+        let Some(i) = rfind(&lower, anchor) else { continue };
+        let rest = &text[i + anchor.len()..];
+        // A bare "final answer" marks one only as a heading or label (`Final Answer:`, `**Final Answer**`).
+        if rule == Rule::FinalAnswer && !rest.trim_start_matches(['*', ' ']).starts_with([':', '\n']) {
+            continue;
+        }
+        if let Some(after) = marked(rest) {
+            return Some((after, rule));
+        }
+    }
+    last_span(text).map(|s| (s, Rule::LastSpan))
+}
+
+/// The answer after a "final answer" marker, within the rest of its sentence: the text itself when it
+/// reads as an answer (`17`, `(1, 2)`, `x = 5`), else a number after the last math span (`The largest
+/// $n$ is 34.` gives 34), else that span, else the text (`Evelyn`).
+fn marked(rest: &str) -> Option<String> {
+    let rest = rest.trim_start_matches([':', ' ', '\t', '*']);
+    // A display block right after the marker (`**Final Answer**\n\\[ … \\]`) may span lines.
+    let lead = rest.len() - rest.trim_start().len();
+    let tail = match spans(rest).first() {
+        Some(s) if s.outer.start == lead => &rest[..s.outer.end.max(rest.find('\n').unwrap_or(rest.len()))],
+        _ => rest.lines().next().unwrap_or(""),
+    };
+    // "… is $42$. I hope it is correct." (Minerva's format): the sentence ends at a period and a space.
+    let tail = sentence(tail);
+    let found = spans(tail);
+    if found.is_empty() {
+        let cleaned = clean_tail(tail);
+        if cleaned.is_empty() || super::answer::is_structured(&cleaned) {
+            return (!cleaned.is_empty()).then_some(cleaned);
+        }
+        return Some(last_number_in(tail).unwrap_or(cleaned));
+    }
+    if let Some(n) = found.last().and_then(|s| last_number_in(&tail[s.outer.end..])) {
+        return Some(n);
+    }
+    joined_spans(tail, &found)
+}
+
+/// `tail` up to the end of its first sentence outside math.
+fn sentence(tail: &str) -> &str {
+    let bytes = tail.as_bytes();
+    let mut math = spans(tail).into_iter().map(|s| s.outer).peekable();
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(span) = math.peek()
+            && span.contains(&i)
+        {
+            i = span.end;
+            math.next();
+            continue;
+        }
+        if matches!(bytes[i], b'.' | b'!' | b'?') && bytes.get(i + 1).is_none_or(|b| *b == b' ') {
+            // `3.5` stays one number.
+            if !(bytes[i] == b'.'
+                && i > 0
+                && bytes[i - 1].is_ascii_digit()
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+            {
+                return &tail[..i];
+            }
+        }
+        i += 1;
+    }
+    tail
+}
+
+/// A math span: `$…$`, `$$…$$`, `\\(…\\)` or `\\[…\\]`, with its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span<'a> {
+    pub outer: std::ops::Range<usize>,
+    pub content: &'a str,
+}
+
+/// Every math span in `text`, in order. `$…$` stays on one line and must look like math, so currency
+/// (`costs $5 and then $10`) is not a span: the closing `$` is not followed by a digit, and a space inside one
+/// delimiter needs a space inside the other. `\\$` is a literal dollar sign.
+pub fn spans(text: &str) -> Vec<Span<'_>> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut unclosed = [false; 3];
+    let mut i = 0;
+    while i < bytes.len() {
+        // Only `$` and `\\` (ASCII, so char boundaries) start a span.
+        if !matches!(bytes[i], b'$' | b'\\') {
+            i += 1;
+            continue;
+        }
+        let rest = &text[i..];
+        let pair = if rest.starts_with("\\[") {
+            Some((0, "\\[", "\\]"))
+        } else if rest.starts_with("\\(") {
+            Some((1, "\\(", "\\)"))
+        } else if rest.starts_with("$$") {
+            Some((2, "$$", "$$"))
+        } else {
+            None
+        };
+        if let Some((k, open, close)) = pair {
+            // Once a delimiter has no closing one, no later opening has either: skip them, so `\\[` repeated
+            // 100,000 times is one scan, not 100,000.
+            if !unclosed[k] {
+                if let Some(end) = find(&rest[open.len()..], close) {
+                    let content = &rest[open.len()..open.len() + end];
+                    found.push(Span { outer: i..i + open.len() + end + close.len(), content: content.trim() });
+                    i += open.len() + end + close.len();
+                    continue;
+                }
+                unclosed[k] = true;
+            }
+        } else if bytes[i] == b'\\' {
+            i += 2;
+            continue;
+        } else if bytes[i] == b'$'
+            && let Some(span) = inline_span(text, i)
+        {
+            i = span.outer.end;
+            found.push(span);
+            continue;
+        }
+        i += 1;
+    }
+    found.retain(|s| !s.content.is_empty());
+    found
+}
+
+/// The `$…$` span opening at `start`, if the `$` opens one.
+fn inline_span(text: &str, start: usize) -> Option<Span<'_>> {
+    let body = &text[start + 1..];
+    let line = &body[..body.find('\n').unwrap_or(body.len())];
+    let bytes = line.as_bytes();
+    let mut j = 0;
+    while j < bytes.len() {
+        match bytes[j] {
+            b'\\' => j += 1,
+            b'$' => {
+                let content = &line[..j];
+                // `$5 and $` closes on a space; `$ x $` and `$ x$` are fine.
+                let balanced = !content.ends_with(char::is_whitespace) || content.starts_with(char::is_whitespace);
+                let digit_after = bytes.get(j + 1).is_some_and(u8::is_ascii_digit);
+                if balanced && !digit_after && looks_like_math(content) {
+                    return Some(Span { outer: start..start + 1 + j + 1, content: content.trim() });
+                }
+                return None;
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    None
+}
+
+/// Not a sentence: outside `\\text{…}`-style commands, no two words of three or more letters.
+fn looks_like_math(content: &str) -> bool {
+    let mut words = 0;
+    let mut run = 0;
+    let mut command = false;
+    let mut depth = 0usize;
+    for c in content.chars() {
+        match c {
+            '\\' => {
+                command = true;
+                run = 0;
+            }
+            '{' => {
+                depth += 1;
+                command = false;
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+            }
+            c if c.is_ascii_alphabetic() => {
+                if !command && depth == 0 {
+                    run += 1;
+                    if run == 3 {
+                        words += 1;
+                    }
+                }
+            }
+            _ => {
+                run = 0;
+                command = false;
             }
         }
     }
-    None
+    words < 2
+}
+
+/// The last math span of `text`, joined with the spans just before it when only `,` or `and` separate
+/// them (`$-2$, $1$ and $3$`). `None` when a number follows it outside math (the number is later, and the
+/// last-number rule decides).
+fn last_span(text: &str) -> Option<String> {
+    let found = spans(text);
+    let last = found.last()?;
+    if number_after(text, last.outer.end) {
+        return None;
+    }
+    joined_spans(text, &found)
+}
+
+fn joined_spans(text: &str, found: &[Span<'_>]) -> Option<String> {
+    let last = found.last()?;
+    let mut items = vec![last.content];
+    let mut start = last.outer.start;
+    for prev in found.iter().rev().skip(1) {
+        if !conjunctive(&text[prev.outer.end..start]) {
+            break;
+        }
+        items.push(prev.content);
+        start = prev.outer.start;
+    }
+    items.reverse();
+    Some(items.join(", "))
+}
+
+/// Does a number (not part of a word) appear in `text` after `from`?
+fn number_after(text: &str, from: usize) -> bool {
+    last_number_in(&text[from..]).is_some()
+}
+
+/// Two answers joined into one list: only spacing, commas and `and` between them (`\\quad \\text{and} \\quad`),
+/// or a few words with an `and` (or `;`) and no word that takes the first one back (`$\\boxed{1}$ papers
+/// and $\\boxed{2}$ bins`, `(a) $\\boxed{3}$ and (b) $\\boxed{5}$`, but not `$\\boxed{1}$ or $\\boxed{2}$`
+/// or `$\\boxed{1}$ no wait $\\boxed{2}$`).
+fn conjunctive(gap: &str) -> bool {
+    let words: Vec<&str> = gap.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let filler = |w: &&str| matches!(*w, "and" | "text" | "quad" | "qquad" | "mbox");
+    if words.iter().all(filler) {
+        return true;
+    }
+    let joined = gap.contains(';') || words.contains(&"and");
+    let retracts = |w: &&str| {
+        matches!(
+            w.to_ascii_lowercase().as_str(),
+            "or" | "no" | "not" | "wait" | "but" | "instead" | "actually" | "either"
+        )
+    };
+    joined && words.len() <= 6 && !words.iter().any(retracts) && !gap.contains(['.', '\n'])
 }
 
 /// Every top-level `\boxed{…}` / `\fbox{…}` (or `\boxed 5`) in `text`, in order: the span of the whole
@@ -182,17 +431,15 @@ fn box_content(text: &str, at: usize) -> Option<(&str, usize)> {
     }
 }
 
-/// The boxed answer: the last box, joined with the boxes just before it when only `,`, `and` or `$`
-/// separate them (`are $\boxed{-2}$ and $\boxed{1}$` is the set `-2, 1`). Boxes separated by `or` are
+/// The boxed answer: the last box, joined with the boxes just before it when only `,`, `and`, spacing or
+/// `$` separate them (`are $\boxed{-2}$ and $\boxed{1}$` is the set `-2, 1`). Boxes separated by `or` are
 /// alternatives (`$\boxed{x+11}$ or $\boxed{11+x}$`), and any other words break the chain.
 pub fn boxed_answer(text: &str) -> Option<String> {
     let all = boxes(text);
     let (mut span, last) = all.last()?.clone();
     let mut items = vec![last];
     for (prev_span, prev) in all.iter().rev().skip(1) {
-        let gap = &text[prev_span.end..span.start];
-        let gap = gap.replace(['$', ',', ' ', '\n'], "").replace("and", "");
-        if !gap.is_empty() {
+        if !conjunctive(&text[prev_span.end..span.start]) {
             break;
         }
         items.push(prev);
@@ -219,7 +466,16 @@ fn last_number_in(text: &str) -> Option<String> {
             while start > 0 && (bytes[start - 1].is_ascii_digit() || matches!(bytes[start - 1], b'.' | b',')) {
                 start -= 1;
             }
+            // Part of a word or a name (`AZYUK2A`, `a_3`): not a number of its own.
+            if start > 0 && (bytes[start - 1].is_ascii_alphabetic() || bytes[start - 1] == b'_') {
+                end = start;
+                continue;
+            }
             if start > 0 && bytes[start - 1] == b'-' {
+                if start > 1 && bytes[start - 2].is_ascii_alphabetic() {
+                    end = start - 1;
+                    continue;
+                }
                 start -= 1;
             }
             let n = text[start..end].trim_start_matches([',', '.']);
@@ -245,18 +501,20 @@ mod tests {
             ("<think>x</think><answer> (1 + 2) / 3 </answer>", "(1 + 2) / 3", Rule::AnswerTag),
             ("I think the final answer is $42$. I hope it is correct.", "42", Rule::FinalAnswerIs),
             ("**Answer:** 17", "17", Rule::AnswerColon),
-            ("Final Answer: **73**", "73", Rule::AnswerColon),
+            ("Final Answer: **73**", "73", Rule::FinalAnswer),
             ("3 + 4 = 7\n#### 7", "7", Rule::Gsm8k),
             ("She makes 13 * 2 = $<<13*2=26>>26\nA: 26", "26", Rule::LastNumber),
             ("It costs 1,250 dollars.", "1250", Rule::LastNumber),
             ("\\frac12", "\\frac12", Rule::Whole),
-            ("$(1, 2)$.", "(1, 2)", Rule::Whole),
+            ("$(1, 2)$.", "(1, 2)", Rule::LastSpan),
             ("Evelyn", "Evelyn", Rule::Whole),
         ];
         for (text, answer, rule) in cases {
             assert_eq!(extract(text, true), Some((answer.to_string(), *rule)), "{text}");
         }
         assert_eq!(extract("There is no number anywhere in this output.", true), None);
+        // Multi-byte text around the delimiters and numbers.
+        assert_eq!(extract("Janet’s \\€ $x$ café ’", true), Some(("x".into(), Rule::LastSpan)));
         assert_eq!(extract("It is 5", false), None);
     }
 

@@ -175,6 +175,12 @@ impl Expr {
         Expr { node, vars: BTreeSet::new(), percent: false, places: None }
     }
 
+    /// `a - b`, the form an equation `a = b` is compared in.
+    pub fn difference(a: &Expr, b: &Expr) -> Expr {
+        let node = Node::Bin(Op::Sub, Box::new(a.node.clone()), Box::new(b.node.clone()));
+        Expr { node, vars: a.vars.union(&b.vars).cloned().collect(), percent: false, places: None }
+    }
+
     /// The value of a variable-free expression.
     pub fn value(&self) -> Option<V> {
         self.eval(&|_| None)

@@ -203,7 +203,7 @@ impl From<checks::CountdownError> for Failure {
 pub fn verify_answer(gold: &str, output: &str, settings: &VerifySettings) -> Verdict {
     let mut v = base_verdict(output, settings);
     if let Some(pred) = &v.extracted {
-        v.match_method = equivalent(gold, pred, settings.tolerance);
+        v.match_method = equivalent(&extract::gold_answer(gold), pred, settings.tolerance);
         v.correct = v.match_method.is_some();
         if !v.correct {
             v.failed.push(Failure::WrongAnswer);
@@ -613,6 +613,31 @@ impl crate::stage::Stage for Verify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The team's table of whole outputs: `tests/fixtures/output_cases.tsv` (gold, output, yes/no).
+    #[test]
+    fn output_table() {
+        let mut wrong = Vec::new();
+        let mut n = 0;
+        for line in include_str!("../../tests/fixtures/output_cases.tsv").lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 3, "bad case line: {line}");
+            let output = f[1].replace('⏎', "\n");
+            let v = verify_answer(f[0], &output, &VerifySettings::default());
+            if v.correct != (f[2] == "yes") {
+                wrong.push(format!(
+                    "{:?} vs {output:?}: expected {}, extracted {:?} by {:?}",
+                    f[0], f[2], v.extracted, v.extraction_rule
+                ));
+            }
+            n += 1;
+        }
+        assert!(n >= 50, "{n} cases");
+        assert!(wrong.is_empty(), "{} of {n} cases wrong:\n{}", wrong.len(), wrong.join("\n"));
+    }
 
     /// The written verdict's `failed` codes are the names filter reports use, whatever serde derives.
     #[test]
