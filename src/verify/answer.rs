@@ -1,17 +1,23 @@
 //! Are two final answers the same? Both sides are normalised (LaTeX spacing and sizing commands, `\text{}`
-//! and unit words, `$`, degrees, `x =` prefixes), then parsed into numbers, tuples, intervals, sets or text
-//! and compared by structure.
+//! and unit words, `$`, degrees), then parsed into numbers, tuples, intervals, sets, labelled values,
+//! equations, ratios, matrices or text and compared by structure.
 //!
 //! Numbers are exact rationals wherever the notation is exact (integers with thousands separators,
 //! decimals, scientific notation, `\frac`, `a/b`, mixed numbers, percentages, powers): exact values compare
 //! exactly, so `0.1` and `0.10000001` differ and `1/2004!`-style near-zero values never collapse together.
 //! A value with `\sqrt` or `\pi` is compared with a relative tolerance ([`DEFAULT_TOLERANCE`]); a decimal
 //! against a non-terminating exact value matches when it is that value correctly rounded to at least
-//! [`MIN_DECIMAL_PLACES`] places (`0.333` for `1/3`). Percent is a notation: `28\%` equals `0.28` and `28`.
+//! [`MIN_DECIMAL_PLACES`] places (`0.333` for `1/3`). Percent is a notation on a whole value: `28\%` equals
+//! `0.28` and `28`, `12.5\%` equals `12.5`, but `4 4/9\%` is only 4 4/9 hundredths.
 //!
-//! Limits of this version: symbolic expressions with variables, inequalities, matrices and equations
-//! compare as normalised text. Work is bounded: inputs are capped at [`MAX_LEN`] characters, nesting and
-//! exponents are limited, so hostile input gets a verdict, not a hang.
+//! Structure: a one-variable inequality, chain or `≠` is the set it describes (`x \ge 5` = `[5, \infty)`,
+//! `1 \le |z| \le 2` = `[-2,-1] \cup [1,2]`); `x = 3`, `(p,q) = (3,2)`, `\frac{NO}{BO} = …` are labelled
+//! values, equal to their value, and lists of them match label by label when both sides are labelled; a
+//! calculation `5 \times 2 = 10` is its result; any other equation equals one with the same solutions up to a
+//! constant factor (`2x + 4y = 3`, `y = -x/2 + 3/4`); `7:32` equals a ratio of the same proportion; a list
+//! ending in `\ldots` is not a finite list. Expressions with variables compare by exact evaluation at the same
+//! points. Work is bounded: inputs are capped at [`MAX_LEN`] characters, nesting and exponents are limited,
+//! so hostile input gets a verdict, not a hang.
 
 use serde::Serialize;
 
@@ -643,7 +649,7 @@ fn ratio(s: &str, depth: usize) -> Option<Value> {
         _ => None,
     };
     let approx = a.approx / b.approx;
-    approx.is_finite().then(|| Value::Ratio(Num { exact, approx, percent: false, places: None }))
+    approx.is_finite().then_some(Value::Ratio(Num { exact, approx, percent: false, places: None }))
 }
 
 fn is_var(p: &str) -> bool {

@@ -1,11 +1,21 @@
-//! Finding the final answer in a model's output.
+//! Finding the final answer in a model output.
 //!
 //! The reasoning is split off first (`<think>…</think>`, `<|begin_of_thought|>…<|end_of_thought|>`), and the
-//! solution part is searched before the whole text. Rules, tried in order, each taking the **last** match:
-//! `<answer>…</answer>` (TinyZero), `\boxed{}`/`\fbox{}` (several boxes separated only by `,`/`and`/`or`
-//! form one set), "final answer is", "the answer is", `Answer:`, GSM8K's `#### N`, and, unless switched
-//! off, the last number. The rule that fired is recorded so curation can distrust fallbacks.
+//! solution part is searched before the whole text. Rules, tried in order (the ranking Math-Verify uses), each
+//! taking the **last** match: `<answer>…</answer>` (TinyZero); `\boxed{}`/`\fbox{}` (boxes separated only by
+//! `,`/`and`/spacing, or by a few words with an `and`, form one list); "final answer is", "Final Answer:", "the
+//! answer is", `Answer:`, GSM8K's `#### N` (within the rest of the sentence: the text when it reads as an
+//! answer, else a number after its last math span, else that span); the last math span (`$…$`, `\(…\)`,
+//! `\[…\]`, `$$…$$`, with the spans just before it joined by `,`/`and`); a short output that is nothing but an
+//! answer; and, unless switched off, the last number that is not part of a word. The rule that fired is
+//! recorded so curation can distrust fallbacks.
+//!
+//! Work is linear in the output: every scan moves forward, and a delimiter with no closing one is not searched
+//! for again.
 
+use std::cell::RefCell;
+
+use memchr::memmem::{Finder, FinderRev};
 use serde::Serialize;
 
 /// Which rule found the answer.
@@ -27,14 +37,42 @@ pub enum Rule {
     LastNumber,
 }
 
-// memchr's SIMD substring search: these scans run over every output, and std's two-way search showed
-// up as the largest single cost in profiles of `forge verify`.
-fn find(haystack: &str, needle: &str) -> Option<usize> {
-    memchr::memmem::find(haystack.as_bytes(), needle.as_bytes())
+// memchr's SIMD substring search, with each needle's searcher built once per thread: these scans run over
+// every output, and std's two-way search, then building memchr's searchers per call, showed up as the largest
+// single costs in profiles of `forge verify`.
+thread_local! {
+    static FORWARD: RefCell<Vec<(&'static str, Finder<'static>)>> = const { RefCell::new(Vec::new()) };
+    static BACKWARD: RefCell<Vec<(&'static str, FinderRev<'static>)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn rfind(haystack: &str, needle: &str) -> Option<usize> {
-    memchr::memmem::rfind(haystack.as_bytes(), needle.as_bytes())
+/// The searcher for `needle` in `cache`, built on first use (needles are the few literals of this module).
+fn cached<'c, F>(cache: &'c mut Vec<(&'static str, F)>, needle: &'static str, build: fn(&'static str) -> F) -> &'c F {
+    let i = match cache.iter().position(|(n, _)| std::ptr::eq(*n, needle)) {
+        Some(i) => i,
+        None => {
+            cache.push((needle, build(needle)));
+            cache.len() - 1
+        }
+    };
+    &cache[i].1
+}
+
+/// The first `needle` in `haystack`.
+pub(super) fn find(haystack: &str, needle: &'static str) -> Option<usize> {
+    FORWARD.with_borrow_mut(|c| cached(c, needle, Finder::new).find(haystack.as_bytes()))
+}
+
+/// How many times `needle` occurs in `haystack` (not overlapping).
+pub(super) fn count(haystack: &str, needle: &'static str) -> usize {
+    FORWARD.with_borrow_mut(|c| cached(c, needle, Finder::new).find_iter(haystack.as_bytes()).count())
+}
+
+/// The last `needle` in `haystack`. memchr's reverse search has no SIMD path: a forward search first answers
+/// the common case (not there at all) and leaves the reverse search only the text from the first match on.
+fn rfind(haystack: &str, needle: &'static str) -> Option<usize> {
+    let first = find(haystack, needle)?;
+    let rest = &haystack.as_bytes()[first..];
+    BACKWARD.with_borrow_mut(|c| cached(c, needle, FinderRev::new).rfind(rest)).map(|i| first + i)
 }
 
 /// A model output split into reasoning and solution.
@@ -53,7 +91,7 @@ pub fn split(text: &str) -> Split<'_> {
         if let Some(end) = rfind(text, close) {
             let start = find(&text[..end], open).map_or(0, |i| i + open.len());
             let mut solution = &text[end + close.len()..];
-            if let Some(s) = solution.find("<|begin_of_solution|>") {
+            if let Some(s) = find(solution, "<|begin_of_solution|>") {
                 solution = &solution[s + "<|begin_of_solution|>".len()..];
                 solution = solution.split("<|end_of_solution|>").next().unwrap_or(solution);
             }
@@ -110,8 +148,10 @@ fn whole_answer(text: &str) -> Option<String> {
     if t.is_empty() || t.chars().count() > 64 {
         return None;
     }
-    let answer_like =
-        super::answer::is_structured(t) || (t.chars().count() <= 32 && !t.chars().any(|c| c.is_ascii_digit()));
+    // A structure, a few words without digits, or one formula without words (`-[0,1)`: not its last number).
+    let answer_like = super::answer::is_structured(t)
+        || (t.chars().count() <= 32 && !t.chars().any(|c| c.is_ascii_digit()))
+        || (!t.contains(char::is_whitespace) && looks_like_math(t) && !t.chars().any(|c| c.is_ascii_alphabetic()));
     answer_like.then(|| t.to_string())
 }
 
@@ -264,12 +304,12 @@ pub fn spans(text: &str) -> Vec<Span<'_>> {
 
 /// The `$…$` span opening at `start`, if the `$` opens one.
 fn inline_span(text: &str, start: usize) -> Option<Span<'_>> {
-    let body = &text[start + 1..];
-    let line = &body[..body.find('\n').unwrap_or(body.len())];
+    let line = &text[start + 1..];
     let bytes = line.as_bytes();
     let mut j = 0;
     while j < bytes.len() {
         match bytes[j] {
+            b'\n' => return None,
             b'\\' => j += 1,
             b'$' => {
                 let content = &line[..j];
@@ -386,11 +426,15 @@ pub fn boxes(text: &str) -> Vec<(std::ops::Range<usize>, &str)> {
         .collect();
     starts.sort_unstable();
     let mut found: Vec<(std::ops::Range<usize>, &str)> = Vec::new();
+    if starts.is_empty() {
+        return found;
+    }
+    let pairs = brace_pairs(text);
     for (start, after) in starts {
         if found.last().is_some_and(|(span, _)| start < span.end) {
             continue;
         }
-        if let Some((content, end)) = box_content(text, after) {
+        if let Some((content, end)) = box_content(text, after, &pairs) {
             found.push((start..end, content));
         }
     }
@@ -402,26 +446,34 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     boxes(text).pop().map(|(_, content)| content)
 }
 
-fn box_content(text: &str, at: usize) -> Option<(&str, usize)> {
-    let rest = &text[at..];
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut depth = 1usize;
-        let mut escaped = false;
-        for (i, c) in body.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some((body[..i].trim(), at + 1 + i + 1));
-                    }
+/// Every matched `{`…`}` pair of `text` (`\\{` and `\\}` do not count), sorted by the opening brace: one scan,
+/// so `\\boxed{` repeated 100,000 times without a closing brace is not 100,000 scans to the end.
+fn brace_pairs(text: &str) -> Vec<(usize, usize)> {
+    let mut open = Vec::new();
+    let mut pairs = Vec::new();
+    let mut escaped = false;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'{' => open.push(i),
+            b'}' => {
+                if let Some(o) = open.pop() {
+                    pairs.push((o, i));
                 }
-                _ => {}
             }
+            _ => {}
         }
-        None
+    }
+    pairs.sort_unstable();
+    pairs
+}
+
+fn box_content<'t>(text: &'t str, at: usize, pairs: &[(usize, usize)]) -> Option<(&'t str, usize)> {
+    let rest = &text[at..];
+    if rest.starts_with('{') {
+        let close = pairs.binary_search_by_key(&at, |p| p.0).ok().map(|i| pairs[i].1)?;
+        Some((text[at + 1..close].trim(), close + 1))
     } else if rest.starts_with(' ') {
         let skipped = rest.len() - rest.trim_start().len();
         let token = rest.trim_start().split(|c: char| c.is_whitespace() || c == '$').next()?;
@@ -516,6 +568,25 @@ mod tests {
         // Multi-byte text around the delimiters and numbers.
         assert_eq!(extract("Janet’s \\€ $x$ café ’", true), Some(("x".into(), Rule::LastSpan)));
         assert_eq!(extract("It is 5", false), None);
+    }
+
+    #[test]
+    fn hostile_outputs_are_one_scan() {
+        // Each would be quadratic if an unclosed delimiter or a rejected `$` were searched from every opening.
+        for unit in ["\\[", "\\(", "$$", "$5 and ", "$ x", "\\boxed{", "final answer: ", "$\\frac{1}{2}$, "] {
+            let text = unit.repeat(200_000 / unit.len());
+            let _ = extract(&text, true);
+            let _ = gold_answer(&text);
+        }
+        let long_line = format!("The final answer is {}$x$ and more", "$ a ".repeat(50_000));
+        assert!(extract(&long_line, true).is_some());
+    }
+
+    #[test]
+    fn currency_is_not_math() {
+        assert_eq!(spans("She pays $20 and gets $2 back, so $18 is left"), vec![]);
+        assert_eq!(spans("costs $20 + $30 = $50."), vec![]);
+        assert_eq!(spans("a \\$5 fee and $x$").len(), 1);
     }
 
     #[test]

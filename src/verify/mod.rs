@@ -127,7 +127,8 @@ mod defaults {
 pub struct Verdict {
     /// The answer found, as written.
     pub extracted: Option<String>,
-    /// Which rule found it (`boxed`, `answer_tag`, ..., `last_number` for the fallback).
+    /// Which rule found it (`answer_tag`, `boxed`, `final_answer_is`, `final_answer`, `answer_is`, `answer_colon`, `gsm8k`,
+    /// `last_span`, `whole`, and `last_number` for the fallback).
     pub extraction_rule: Option<Rule>,
     pub correct: bool,
     /// How equivalence was decided (`exact`, `tolerance`, `rounding`, `structure`, `text`).
@@ -274,11 +275,11 @@ pub fn check_language(verdict: &mut Verdict, prompt: &str, output: &str, setting
 
 /// At most one `<think>` and one `</think>`, the opening (if any) before the closing.
 fn delimiters_in_order(text: &str) -> bool {
-    let (opens, closes) = (text.matches("<think>").count(), text.matches("</think>").count());
+    let (opens, closes) = (extract::count(text, "<think>"), extract::count(text, "</think>"));
     if opens > 1 || closes > 1 {
         return false;
     }
-    match (text.find("<think>"), text.find("</think>")) {
+    match (extract::find(text, "<think>"), extract::find(text, "</think>")) {
         (Some(o), Some(c)) => o < c,
         _ => true,
     }
@@ -305,18 +306,13 @@ pub fn run(cfg: &VerifyConfig, ctx: &Context) -> Result<StageReport> {
         report.rows_in += 1;
         report.rows_out += 1;
         *report.flagged.entry(if verdict.correct { "correct" } else { "incorrect" }.into()).or_default() += 1;
-        let mut row = record.fields;
-        if let Value::Object(v) = serde_json::to_value(&verdict).expect("serialisable") {
-            row.extend(v);
-        }
-        batch.push(Value::Object(row));
+        batch.push((record.fields, verdict));
         if batch.len() == 1024 {
-            sink.write(&batch)?;
             progress.inc(batch.len() as u64);
-            batch.clear();
+            sink.write(std::mem::replace(&mut batch, Vec::with_capacity(1024)))?;
         }
     }
-    sink.write(&batch)?;
+    sink.write(batch)?;
     sink.finish()?;
     progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
@@ -472,18 +468,27 @@ impl Sink {
         Ok(Sink { path: path.to_path_buf(), temp, kind })
     }
 
-    fn write(&mut self, rows: &[Value]) -> Result<()> {
+    /// Write each row with its verdict's columns (which replace input columns of the same names).
+    fn write(&mut self, rows: Vec<(Map<String, Value>, Verdict)>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         match &mut self.kind {
             SinkKind::Jsonl(w) => {
-                for row in rows {
-                    serde_json::to_writer(&mut *w, row).map_err(std::io::Error::from)?;
+                for (fields, verdict) in rows {
+                    // The common case, written without building the merged row.
+                    if !verdict_columns().iter().any(|c| fields.contains_key(c)) {
+                        serde_json::to_writer(&mut *w, &Merged { fields: &fields, verdict: &verdict })
+                            .map_err(std::io::Error::from)?;
+                    } else {
+                        serde_json::to_writer(&mut *w, &merged(fields, &verdict)).map_err(std::io::Error::from)?;
+                    }
                     w.write_all(b"\n")?;
                 }
             }
             SinkKind::Parquet(writer, schema) => {
+                let rows: Vec<Value> = rows.into_iter().map(|(f, v)| merged(f, &v)).collect();
+                let rows = rows.as_slice();
                 // The schema is inferred from the first rows, with all-null columns read as text and
                 // numbers accepted in text columns, so that later rows fit it.
                 let schema = match schema {
@@ -542,6 +547,35 @@ impl Sink {
         self.temp = PathBuf::new();
         Ok(())
     }
+}
+
+/// A row and its verdict as one JSON object (for rows with no column named as a verdict column).
+#[derive(Serialize)]
+struct Merged<'a> {
+    #[serde(flatten)]
+    fields: &'a Map<String, Value>,
+    #[serde(flatten)]
+    verdict: &'a Verdict,
+}
+
+/// A row with its verdict's columns set.
+fn merged(mut row: Map<String, Value>, verdict: &Verdict) -> Value {
+    if let Value::Object(v) = serde_json::to_value(verdict).expect("serialisable") {
+        row.extend(v);
+    }
+    Value::Object(row)
+}
+
+/// The names of the verdict columns.
+fn verdict_columns() -> &'static [String] {
+    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let v = verify_answer("1", "1", &VerifySettings::default());
+        match serde_json::to_value(&v).expect("serialisable") {
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    });
+    &NAMES
 }
 
 /// The types of the verdict columns, whatever the first rows happened to hold.

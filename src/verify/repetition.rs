@@ -18,6 +18,11 @@ fn is_cjk(c: char) -> bool {
 fn tokens(text: &str) -> Vec<u64> {
     let mut out = Vec::with_capacity(text.len() / 5);
     let mut push = |t: &str| out.push(xxhash_rust::xxh3::xxh3_64(t.as_bytes()));
+    // Most outputs are ASCII: no CJK to split out, and ASCII whitespace is all the whitespace there is.
+    if text.is_ascii() {
+        text.split_ascii_whitespace().for_each(push);
+        return out;
+    }
     for word in text.split_whitespace() {
         let mut start = 0;
         for (i, c) in word.char_indices() {
