@@ -2,6 +2,8 @@
 
 Workloads:
   cases  - the team's (gold, prediction) pairs, tests/fixtures/answer_cases.tsv (short answer pairs)
+  outputs - the team's whole outputs (tests/fixtures/output_cases.tsv): answers in prose, several answers,
+           labelled answers, relations, matrices, percent, false accepts
   gsm8k  - GSM8K model solutions with human is_correct labels (full chain-of-thought outputs)
   math   - MATH train/test and MATH-500 reference solutions against the gold answers forge imports
   corpus - with --corpus FILE: the differential corpus of scripts/verify_corpus.py (model-style phrasings,
@@ -36,6 +38,18 @@ def cases():
         gold, pred, expected = line.split("\t")
         # Answer-vs-answer pairs: Math-Verify needs LaTeX in a math environment, so both sides get `$`.
         rows.append({"answer": gold, "completion": pred, "mv_completion": f"${pred}$", "expected": expected == "yes"})
+    return rows
+
+
+def outputs():
+    rows = []
+    for line in (ROOT / "tests/fixtures/output_cases.tsv").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        gold, output, expected = line.split("\t")
+        # A gold that is prose around math goes to Math-Verify as written; any other gold gets `$`s.
+        mv_gold = gold if "$" in gold else f"${gold}$"
+        rows.append({"answer": gold, "mv_answer": mv_gold, "completion": output.replace("⏎", "\n"), "expected": expected == "yes"})
     return rows
 
 
@@ -109,7 +123,7 @@ def run_math_verify(rows):
     start = time.perf_counter()
     for r in rows:
         try:
-            gold = parse(f"${r['answer']}$")
+            gold = parse(r.get("mv_answer", f"${r['answer']}$"))
             pred = parse(r.get("mv_completion", r["completion"]))
             verdicts.append(bool(verify(gold, pred)))
         except Exception:
@@ -122,7 +136,9 @@ def run_math_verify_cached(rows, path):
     forge; the speed figure then comes from the run that wrote the cache)."""
     import hashlib
 
-    key = hashlib.sha256(json.dumps([[r["answer"], r.get("mv_completion", r["completion"])] for r in rows]).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([[r.get("mv_answer", r["answer"]), r.get("mv_completion", r["completion"])] for r in rows]).encode()
+    ).hexdigest()
     cached = json.load(open(path)) if path and os.path.exists(path) else {}
     if key in cached:
         return cached[key]["verdicts"], cached[key]["seconds"]
@@ -139,11 +155,11 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="at most N items per workload (0: all)")
     ap.add_argument("--show", type=int, default=15, help="disagreements to print per workload")
     ap.add_argument("--corpus", help="also run the differential corpus written by scripts/verify_corpus.py")
-    ap.add_argument("--only", help="run only this workload (cases, gsm8k, math, corpus)")
+    ap.add_argument("--only", help="run only this workload (cases, outputs, gsm8k, math, corpus)")
     ap.add_argument("--dump", help="write every disagreement to this JSONL file")
     ap.add_argument("--mv-cache", help="reuse Math-Verify's verdicts (and time) stored in this JSON file")
     args = ap.parse_args()
-    workloads = [("cases", cases), ("gsm8k", gsm8k), ("math", lambda: math(args.forge))]
+    workloads = [("cases", cases), ("outputs", outputs), ("gsm8k", gsm8k), ("math", lambda: math(args.forge))]
     if args.corpus:
         workloads.append(("corpus", lambda: corpus(args.corpus)))
     if args.only:

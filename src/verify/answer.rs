@@ -357,6 +357,8 @@ pub fn normalize(answer: &str) -> String {
             ("\\neq", "!="),
             ("\\ne ", "!="),
             ("≠", "!="),
+            ("\\leqslant", "<="),
+            ("\\geqslant", ">="),
             ("\\leq", "<="),
             ("\\geq", ">="),
             ("\\le", "<="),
@@ -366,6 +368,14 @@ pub fn normalize(answer: &str) -> String {
             ("≤", "<="),
             ("≥", ">="),
             ("\\lbrace", "\\{"),
+            ("\\lvert", "|"),
+            ("\\rvert", "|"),
+            ("\\langle", "("),
+            ("\\rangle", ")"),
+            ("\\mathbb{R}", "(-∞, ∞)"),
+            ("\\emptyset", "\\{\\}"),
+            ("\\varnothing", "\\{\\}"),
+            ("±", "\\pm"),
             ("\\rbrace", "\\}"),
         ][..]
     } {
@@ -376,7 +386,20 @@ pub fn normalize(answer: &str) -> String {
     for wrapper in if plain {
         &[][..]
     } else {
-        &["\\boxed", "\\fbox", "\\text", "\\textbf", "\\mathrm", "\\mathbf", "\\mbox", "\\textit", "\\operatorname"][..]
+        &[
+            "\\boxed",
+            "\\fbox",
+            "\\text",
+            "\\textbf",
+            "\\mathrm",
+            "\\mathbf",
+            "\\mbox",
+            "\\textit",
+            "\\operatorname",
+            "\\boldsymbol",
+            "\\mathit",
+            "\\textrm",
+        ][..]
     } {
         s = unwrap(&s, wrapper);
     }
@@ -478,6 +501,9 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     let items = split_top(s);
     if items.len() > 1 {
         return Value::Set(items.iter().map(|i| parse_depth(i, depth + 1)).collect());
+    }
+    if let Some(both) = plus_minus(s) {
+        return Value::Set(both.iter().map(|i| parse_depth(i, depth + 1)).collect());
     }
     let brackets = [("\\{", "\\}"), ("{", "}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")];
     for (open, close) in brackets {
@@ -737,12 +763,16 @@ fn balanced(s: &str) -> bool {
     depth == 0
 }
 
-/// Split at commas (and `;`) outside brackets and braces.
+/// Split at commas, `;`, ` and ` and ` or ` outside brackets and braces (`x = 2 or x = 3` lists two values).
 fn split_top(s: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut depth = 0i64;
     let mut start = 0;
+    let mut skip_to = 0;
     for (i, c) in s.char_indices() {
+        if i < skip_to {
+            continue;
+        }
         match c {
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth -= 1,
@@ -750,12 +780,26 @@ fn split_top(s: &str) -> Vec<&str> {
                 parts.push(s[start..i].trim());
                 start = i + 1;
             }
+            ' ' if depth == 0 => {
+                if let Some(word) = [" and ", " or "].iter().find(|w| s[i..].starts_with(**w)) {
+                    parts.push(s[start..i].trim());
+                    start = i + word.len();
+                    skip_to = start;
+                }
+            }
             _ => {}
         }
     }
     parts.push(s[start..].trim());
     parts.retain(|p| !p.is_empty());
     parts
+}
+
+/// `1 \pm \sqrt{2}`: the two values it stands for.
+fn plus_minus(s: &str) -> Option<[String; 2]> {
+    let [at] = top_level(s, "\\pm")[..] else { return None };
+    let (head, tail) = (&s[..at], &s[at + "\\pm".len()..]);
+    Some([format!("{head}+{tail}"), format!("{head}-{tail}")])
 }
 
 #[cfg(test)]

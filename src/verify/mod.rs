@@ -463,7 +463,7 @@ impl Sink {
         let file = fs_err::File::create(&temp)?;
         let kind = match format {
             Format::Parquet => SinkKind::Parquet(None, None),
-            _ => SinkKind::Jsonl(std::io::BufWriter::new(file)),
+            _ => SinkKind::Jsonl(std::io::BufWriter::with_capacity(1 << 20, file)),
         };
         Ok(Sink { path: path.to_path_buf(), temp, kind })
     }
