@@ -85,8 +85,8 @@ def kind(g):
         return "tuple"
     if re.search(r"^[\[(].*,.*[\])]$", g) or "\\cup" in g:
         return "interval"
-    if re.search(r"\d,(\\!)?\d{3}", g):
-        return "number" if re.fullmatch(r"[\d,\\!.]+", g) else "expr"
+    if re.search(r"\d,(\\!)? ?\d{3}", g):
+        return "number" if re.fullmatch(r"[\d,\\!. ]+", g) else "expr"
     if re.search(r"(?<!\\),", g) and not re.search(r"[(){}\[\]]", g.replace("\\frac", "").replace("{", "").replace("}", "")):
         return "list"
     return "expr"

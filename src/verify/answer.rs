@@ -335,6 +335,8 @@ pub fn normalize(answer: &str) -> String {
             ("\\displaystyle", ""),
             ("\\dfrac", "\\frac"),
             ("\\tfrac", "\\frac"),
+            // `11,\\! 111`: a thousands separator (a list item would not get the negative space).
+            (",\\! ", ","),
             ("\\!", ""),
             ("\\,", ""),
             ("\\;", ""),

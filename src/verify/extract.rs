@@ -530,8 +530,10 @@ fn last_number_in(text: &str) -> Option<String> {
                 }
                 start -= 1;
             }
-            let n = text[start..end].trim_start_matches([',', '.']);
-            return Some(n.replace(',', ""));
+            let n = text[start..end].trim_start_matches([',', '.']).replace(',', "");
+            // `75%` is 75 hundredths (and still matches a gold of 75).
+            let percent = text[end..].starts_with('%') || text[end..].starts_with("\\%");
+            return Some(if percent { n + "%" } else { n });
         }
         end -= 1;
     }
@@ -557,6 +559,7 @@ mod tests {
             ("3 + 4 = 7\n#### 7", "7", Rule::Gsm8k),
             ("She makes 13 * 2 = $<<13*2=26>>26\nA: 26", "26", Rule::LastNumber),
             ("It costs 1,250 dollars.", "1250", Rule::LastNumber),
+            ("The probability is $\\dfrac{3}{4}$ (or 75%).", "75%", Rule::LastNumber),
             ("\\frac12", "\\frac12", Rule::Whole),
             ("$(1, 2)$.", "(1, 2)", Rule::LastSpan),
             ("Evelyn", "Evelyn", Rule::Whole),
