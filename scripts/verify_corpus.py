@@ -85,9 +85,9 @@ def kind(g):
         return "tuple"
     if re.search(r"^[\[(].*,.*[\])]$", g) or "\\cup" in g:
         return "interval"
-    if re.search(r"\d,(\\!)? ?\d{3}", g):
+    if re.search(r"\d(,|\{,\})(\\!)? ?\d{3}", g):
         return "number" if re.fullmatch(r"[\d,\\!. ]+", g) else "expr"
-    if re.search(r"(?<!\\),", g) and not re.search(r"[(){}\[\]]", g.replace("\\frac", "").replace("{", "").replace("}", "")):
+    if re.search(r"(?<!\\),", g) and "\\{" not in g and not re.search(r"[(){}\[\]]", g.replace("\\frac", "").replace("{", "").replace("}", "")):
         return "list"
     return "expr"
 
@@ -178,7 +178,7 @@ def phrasings(g, k, rng):
         # An earlier box that the model abandoned: the last answer counts.
         out.append(("abandoned", frame(rng, f"At first I got $\\boxed{{{wrong}}}$, but that was an arithmetic slip. Redoing it: $\\boxed{{{g}}}$."), True))
         out.append(("abandoned", frame(rng, f"At first I got $\\boxed{{{g}}}$. Wait, I mis-added. Correcting: the answer is $\\boxed{{{wrong}}}$."), False))
-    if k in ("int", "number", "expr"):
+    if k in ("int", "number", "expr") and "=" not in g:
         label = rng.choice(["x", "n", "k", "a_3", "f(2)", "AB", "\\frac{NO}{BO}"])
         both("labelled", rng.choice(["Therefore $" + label + " = {a}$.", "So the answer is $" + label + " = {a}$.", "\\[\n\\boxed{{" + label + " = {a}}}\n\\]"]))
         both("prose_number", rng.choice(["Final Answer: The largest value is {a}.", "The answer is {a}.", "Answer: {a}"]) if k == "int" else "The answer is ${a}$.")

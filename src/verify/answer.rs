@@ -488,17 +488,15 @@ fn parse_depth(s: &str, depth: usize) -> Value {
     if s.contains("\\cup") {
         return Value::Union(s.split("\\cup").map(|part| parse_depth(part, depth + 1)).collect());
     }
-    // A whole number with thousands separators (1,234,567.5) is one number, not a list.
-    let is_thousands = {
-        let int = s.split('.').next().unwrap_or("");
-        let groups: Vec<&str> = int.trim_start_matches('-').split(',').collect();
-        groups.len() > 1
-            && (1..=3).contains(&groups[0].len())
-            && groups.iter().all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-            && groups[1..].iter().all(|g| g.len() == 3)
-    };
-    if is_thousands {
+    if thousands(s) {
         return parse_depth(&s.replace(',', ""), depth + 1);
+    }
+    // `k = 1,000,000` is one labelled number, not a list.
+    if let Some((lhs, rhs)) = s.split_once('=')
+        && thousands(rhs.trim())
+        && is_label(lhs.trim())
+    {
+        return equation(&s.replace(',', ""), depth).unwrap_or_else(|| Value::Text(s.to_string()));
     }
     let items = split_top(s);
     if items.len() > 1 {
@@ -530,6 +528,16 @@ fn parse_depth(s: &str, depth: usize) -> Value {
         return Value::Num(infinite(sign == 2));
     }
     leaf(&strip_units(s)).unwrap_or_else(|| Value::Text(s.split_whitespace().collect::<Vec<_>>().join(" ")))
+}
+
+/// A whole number with thousands separators (`1,234,567.5`): one number, not a list.
+fn thousands(s: &str) -> bool {
+    let int = s.split('.').next().unwrap_or("");
+    let groups: Vec<&str> = int.trim_start_matches(['-', '$']).split(',').collect();
+    groups.len() > 1
+        && (1..=3).contains(&groups[0].len())
+        && groups.iter().all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+        && groups[1..].iter().all(|g| g.len() == 3)
 }
 
 /// A number or an expression with variables.
