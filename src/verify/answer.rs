@@ -79,6 +79,10 @@ struct Num {
 
 /// `Some(method)` when `pred` is equivalent to `gold`.
 pub fn equivalent(gold: &str, pred: &str, tolerance: f64) -> Option<Method> {
+    // Most answers are plain numbers (`18`, `-3.5`): compared exactly, without the general parser.
+    if let (Some(a), Some(b)) = (plain_number(gold), plain_number(pred)) {
+        return (a == b).then_some(Method::Exact);
+    }
     let (g, p) = (normalize(gold), normalize(pred));
     if g.is_empty() || p.is_empty() {
         return None;
@@ -87,6 +91,17 @@ pub fn equivalent(gold: &str, pred: &str, tolerance: f64) -> Option<Method> {
         return Some(Method::Exact);
     }
     same(&parse(&g), &parse(&p), tolerance)
+}
+
+/// `18`, `-3.5`, `.5`: digits with at most one point and a leading minus, nothing else.
+fn plain_number(s: &str) -> Option<Rational> {
+    let s = s.trim();
+    let (negative, digits) = s.strip_prefix('-').map_or((false, s), |d| (true, d));
+    if !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') || !digits.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value = latex::decimal(digits)?;
+    if negative { Op::Sub.apply(Rational::int(0), value).ok() } else { Some(value) }
 }
 
 /// The exact value of a numeric answer (`24`, `1,000`, `\frac{1}{2}`, `3.5`), if it has one.

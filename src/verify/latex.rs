@@ -506,7 +506,7 @@ impl Parser<'_> {
 }
 
 /// A decimal literal as an exact rational.
-fn decimal(text: &str) -> Option<Rational> {
+pub(super) fn decimal(text: &str) -> Option<Rational> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() + frac.len() > 36 {
         return None;
