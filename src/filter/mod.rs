@@ -19,6 +19,7 @@
 //! forge filter --input traces/ -o curated/ --near-dup --decontaminate math500/ --max-per-problem 4
 //! ```
 
+mod checks;
 mod clusters;
 pub mod decontam;
 pub mod exact_dup;

@@ -10,6 +10,7 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::checks::{RowCheck, RowView, first_failure};
 use super::decontam::Index;
 use super::near_dup::MinHasher;
 use super::work::{Dec, Enc, Sink, Work, write_file};
@@ -19,7 +20,7 @@ use crate::dataset::{Input, Shard, TableKind};
 use crate::error::{Error, Location, Result};
 use crate::formats::domain::Domain;
 use crate::progress::Progress;
-use crate::verify::{Failure, TraceRef, Verdict, verify_trace};
+use crate::verify::{TraceRef, verify_trace};
 
 /// Columns tried, in order, for an evaluation item's text and its id.
 const EVAL_TEXT: [&str; 4] = ["prompt", "problem", "question", "text"];
@@ -185,7 +186,7 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
         let items: Vec<_> = evals.items.iter().map(|(b, i)| serde_json::json!([b, i])).collect();
         write_file(&work.evals(), &serde_json::to_vec(&items).expect("serialisable"))?;
     }
-    let hasher = MinHasher::new(cfg.minhash.clone());
+    let tools = RowTools { evals, hasher: MinHasher::new(cfg.minhash.clone()), checks: RowCheck::list(cfg) };
     let range = shard.range(source.input.rows());
     let progress = Progress::rows("filter 1/2", range.end - range.start, ctx.quiet);
     let mut band_sinks = (0..bands).map(|b| Sink::create(work.band(b, shard))).collect::<Result<Vec<_>>>()?;
@@ -197,7 +198,7 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
         let file = &source.input.path;
         let rows: Vec<(Facts, Option<Vec<u64>>)> = (0..batch.num_rows())
             .into_par_iter()
-            .map(|i| row_facts(cfg, &cols, i, &evals, &hasher, file, row + i as u64))
+            .map(|i| row_facts(cfg, &cols, i, &tools, file, row + i as u64))
             .collect::<Result<_>>()?;
         let mut enc = Enc::default();
         let mut band_bytes: Vec<Vec<u8>> = vec![Vec::new(); bands];
@@ -223,15 +224,22 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     Ok(())
 }
 
+/// What every row is checked and hashed with, built once per run.
+struct RowTools {
+    evals: Evals,
+    hasher: MinHasher,
+    checks: Vec<RowCheck>,
+}
+
 fn row_facts(
     cfg: &FilterConfig,
     cols: &Columns,
     i: usize,
-    evals: &Evals,
-    hasher: &MinHasher,
+    tools: &RowTools,
     file: &Path,
     row: u64,
 ) -> Result<(Facts, Option<Vec<u64>>)> {
+    let RowTools { evals, hasher, checks } = tools;
     let prompt = cols.prompt.value(i);
     let text = cols.completion.map_or(prompt, |c| c.value(i));
     let gold = opt(cols.gold, i);
@@ -251,21 +259,11 @@ fn row_facts(
         correct: None,
         extracted: None,
     };
-    let mut early: Vec<(Reason, String)> = Vec::new();
     let fields: &[(&str, &str)] =
         if cols.completion.is_some() { &[("prompt", prompt), ("completion", text)] } else { &[("prompt", prompt)] };
-    for (field, value) in fields {
-        if let Some(hit) = evals.index.check(value) {
-            let (benchmark, item) = &evals.items[hit.item];
-            facts.contam = Some(hit.item as u32);
-            let detail = serde_json::json!({
-                "benchmark": benchmark, "item": item, "field": field,
-                "shared_ngrams": hit.shared, "containment": (hit.containment * 1e4).round() / 1e4,
-            });
-            early.push((Reason::Contaminated, detail.to_string()));
-            break;
-        }
-    }
+    let hit = fields.iter().find_map(|(field, value)| evals.index.check(value).map(|hit| (hit, *field)));
+    facts.contam = hit.as_ref().map(|(h, _)| h.item as u32);
+    let mut verdict = None;
     if let Some(completion) = cols.completion.filter(|_| !cfg.no_verify) {
         let trace = TraceRef {
             domain: Domain::of(cols.domain.value(i)),
@@ -275,50 +273,27 @@ fn row_facts(
             metadata: Some(cols.metadata.value(i)),
             finish_reason: cols.finish_reason.map(|f| f.value(i)),
         };
-        let verdict = verify_trace(&trace, &cfg.verify)
+        let mut v = verify_trace(&trace, &cfg.verify)
             .map_err(|(column, message)| Error::data(Location::row(file, row).column(column), message))?;
-        if let Some(reason) = trace_check(&verdict) {
-            early.push((reason, verdict.failed.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")));
-        }
-        let countdown = trace.domain == Domain::Countdown;
-        facts.has_gold |= countdown;
+        facts.has_gold |= trace.domain == Domain::Countdown;
         if facts.has_gold {
-            facts.correct = Some(verdict.correct);
+            facts.correct = Some(v.correct);
         }
-        facts.extracted = verdict.extracted;
+        facts.extracted = v.extracted.take(); // no row check reads it
+        verdict = Some(v);
     }
-    let tokens = cols.tokens.map(|t| u64::from(t.value(i)));
-    if cfg.min_chars.is_some_and(|n| facts.chars < n) {
-        early.push((Reason::TooShort, format!("{} characters", facts.chars)));
-    } else if cfg.max_chars.is_some_and(|n| facts.chars > n) {
-        early.push((Reason::TooLong, format!("{} characters", facts.chars)));
-    } else if let (Some(max), Some(tokens)) = (cfg.max_tokens, tokens)
-        && tokens > max
-    {
-        early.push((Reason::TooLong, format!("{tokens} tokens")));
-    }
-    facts.early = early.into_iter().min_by_key(|(r, _)| *r);
+    let view = RowView {
+        contamination: hit.as_ref().map(|(h, field)| {
+            let (benchmark, item) = &evals.items[h.item];
+            (h, benchmark.as_str(), item.as_str(), *field)
+        }),
+        verdict: verdict.as_ref(),
+        chars: facts.chars,
+        tokens: cols.tokens.map(|t| u64::from(t.value(i))),
+    };
+    facts.early = first_failure(checks, &view);
     let keys = if cfg.near_dup { hasher.band_keys(text) } else { None };
     Ok((facts, keys))
-}
-
-/// The verifier's failed checks as a rejection reason (a wrong answer is not one here: the pass rate
-/// counts it first).
-fn trace_check(v: &Verdict) -> Option<Reason> {
-    let has = |failure: Failure| v.failed.contains(&failure);
-    if v.truncated {
-        Some(Reason::Truncated)
-    } else if v.repetition {
-        Some(Reason::Repetition)
-    } else if v.language_ok == Some(false) {
-        Some(Reason::Language)
-    } else if has(Failure::BadDelimiters) {
-        Some(Reason::BadFormat)
-    } else if has(Failure::NoAnswer) {
-        Some(Reason::NoAnswer)
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
