@@ -111,14 +111,14 @@ pub fn extract(text: &str, last_number: bool) -> Option<(String, Rule)> {
 
 /// As [`extract`], for a caller that has split `text` already.
 pub fn extract_split(text: &str, parts: &Split<'_>, last_number: bool) -> Option<(String, Rule)> {
-    let mut places = vec![parts.solution];
-    if parts.reasoning.is_some() {
-        places.push(text);
-    }
-    for place in places {
-        if let Some(found) = extract_in(place) {
-            return Some(found);
-        }
+    // A marked answer in the solution, else in the reasoning, else the solution's last math span (the
+    // reasoning's spans are working, not answers).
+    let reasoning = parts.reasoning.is_some().then_some(text);
+    let found = marked_in(parts.solution)
+        .or_else(|| reasoning.and_then(marked_in))
+        .or_else(|| last_span(parts.solution).map(|s| (s, Rule::LastSpan)));
+    if found.is_some() {
+        return found;
     }
     if let Some(whole) = whole_answer(parts.solution) {
         return Some((whole, Rule::Whole));
@@ -155,8 +155,13 @@ fn whole_answer(text: &str) -> Option<String> {
     answer_like.then(|| t.to_string())
 }
 
-/// The marked answer in `text`, by the first rule that finds one.
+/// The answer in `text` by the first rule that finds one: a marked answer, else the last math span.
 fn extract_in(text: &str) -> Option<(String, Rule)> {
+    marked_in(text).or_else(|| last_span(text).map(|s| (s, Rule::LastSpan)))
+}
+
+/// The answer `text` marks: an answer tag, a box, a "final answer" marker.
+fn marked_in(text: &str) -> Option<(String, Rule)> {
     if let Some(i) = rfind(text, "<answer>") {
         let rest = &text[i + "<answer>".len()..];
         let inner = rest.split("</answer>").next().unwrap_or(rest).trim();
@@ -185,7 +190,7 @@ fn extract_in(text: &str) -> Option<(String, Rule)> {
             return Some((after, rule));
         }
     }
-    last_span(text).map(|s| (s, Rule::LastSpan))
+    None
 }
 
 /// The answer after a "final answer" marker, within the rest of its sentence: the text itself when it
@@ -552,6 +557,9 @@ mod tests {
             ("$\\boxed{x+11}$ or $\\boxed{11+x}$", "11+x", Rule::Boxed),
             ("radius $\\boxed{1}$ no no $\\boxed{9}$", "9", Rule::Boxed),
             ("<think>maybe \\boxed{3}</think>The answer is 4.", "4", Rule::AnswerIs),
+            ("<think>so $x = 4$? No.</think>\n\n5", "5", Rule::Whole),
+            ("<think>so \\boxed{4}</think>\n\nDone, $x = 4$ works.", "4", Rule::Boxed),
+            ("<think>I try $x = 3$.</think>\n\nDone: $x = 4$.", "x = 4", Rule::LastSpan),
             ("<think>x</think><answer> (1 + 2) / 3 </answer>", "(1 + 2) / 3", Rule::AnswerTag),
             ("I think the final answer is $42$. I hope it is correct.", "42", Rule::FinalAnswerIs),
             ("**Answer:** 17", "17", Rule::AnswerColon),
