@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Finish, Input, TableKind, Trace, WriteOptions};
 use crate::error::{Error, Result};
 use crate::teacher::SamplingConfig;
-use crate::teacher::traces::{GenerateConfig, write_traces};
+use crate::teacher::traces::{GenerateConfig, PromptConfig, write_traces};
 use crate::verify::vote::majority;
 use crate::verify::{DEFAULT_TOLERANCE, TraceRef, VerifySettings, verify_trace};
 use crate::{Context, OutputArgs};
@@ -49,16 +49,9 @@ pub struct EvalConfig {
     #[arg(long, default_value_t = seed())]
     #[serde(default = "seed")]
     pub seed: u64,
-    /// The user message, `{prompt}` standing for the problem (default: `forge generate`'s per domain)
-    #[arg(long, value_name = "TEXT")]
-    pub prompt_template: Option<String>,
-    /// A system message
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Text the reply starts with, e.g. `'<think>\n'`
-    #[arg(long, default_value_t, value_name = "TEXT")]
-    #[serde(default)]
-    pub prefill: String,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub prompt: PromptConfig,
     /// Problems decoded together
     #[arg(long, default_value_t = batch(), value_name = "N")]
     #[serde(default = "batch")]
@@ -97,9 +90,7 @@ impl EvalConfig {
                 seed: self.seed,
                 ..SamplingConfig::default()
             },
-            prompt_template: self.prompt_template.clone(),
-            system: self.system.clone(),
-            prefill: self.prefill.clone(),
+            prompt: self.prompt.clone(),
             batch_size: self.batch_size,
         }
     }

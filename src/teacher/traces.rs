@@ -38,6 +38,18 @@ pub struct GenerateConfig {
     #[command(flatten)]
     #[serde(default)]
     pub sampling: SamplingConfig,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub prompt: PromptConfig,
+    /// Problems decoded together (their samples share one batch)
+    #[arg(long, default_value_t = eight(), value_name = "N")]
+    #[serde(default = "eight")]
+    pub batch_size: usize,
+}
+
+/// How a problem becomes chat messages: the same settings for `forge generate` and `forge eval`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct PromptConfig {
     /// The user message, `{prompt}` standing for the problem text (default: an instruction per domain;
     /// `'{prompt}'` sends the problem as it is)
     #[arg(long, value_name = "TEXT")]
@@ -49,10 +61,6 @@ pub struct GenerateConfig {
     #[arg(long, default_value_t, value_name = "TEXT")]
     #[serde(default)]
     pub prefill: String,
-    /// Problems decoded together (their samples share one batch)
-    #[arg(long, default_value_t = eight(), value_name = "N")]
-    #[serde(default = "eight")]
-    pub batch_size: usize,
 }
 
 fn one() -> u32 {
@@ -68,13 +76,13 @@ fn unescape(s: &str) -> String {
 
 /// The chat messages of `problem`.
 pub fn messages(cfg: &GenerateConfig, problem: &Problem) -> Vec<Message> {
-    let template = cfg.prompt_template.as_deref().map(unescape);
+    let template = cfg.prompt.prompt_template.as_deref().map(unescape);
     let user = template
         .as_deref()
         .unwrap_or(default_template(Domain::of(&problem.domain)))
         .replace("{prompt}", &problem.prompt);
     let mut out = Vec::new();
-    if let Some(system) = &cfg.system {
+    if let Some(system) = &cfg.prompt.system {
         out.push(Message::new("system", &unescape(system)));
     }
     out.push(Message::new("user", &user));
@@ -150,7 +158,7 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     // rows in: the samples to make (n per problem of the slice); the writer checks every one was written
     let mut report = StageReport::new("generate", total, 0, 0.0);
     let (mut tokens, mut index) = (0u64, 0u64);
-    let prefill = unescape(&cfg.prefill);
+    let prefill = unescape(&cfg.prompt.prefill);
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
         let problems = batch?;
         for chunk in problems.chunks(cfg.batch_size) {
