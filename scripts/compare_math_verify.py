@@ -30,23 +30,24 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 
 
+def table(name):
+    """The fields of each row of one of the team's tables (tab-separated, `#` comments)."""
+    for line in (ROOT / "tests/fixtures" / name).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            yield line.split("\t")
+
+
 def cases():
-    rows = []
-    for line in (ROOT / "tests/fixtures/answer_cases.tsv").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        gold, pred, expected = line.split("\t")
-        # Answer-vs-answer pairs: Math-Verify needs LaTeX in a math environment, so both sides get `$`.
-        rows.append({"answer": gold, "completion": pred, "mv_completion": f"${pred}$", "expected": expected == "yes"})
-    return rows
+    # Answer-vs-answer pairs: Math-Verify needs LaTeX in a math environment, so both sides get `$`.
+    return [
+        {"answer": gold, "completion": pred, "mv_completion": f"${pred}$", "expected": expected == "yes"}
+        for gold, pred, expected in table("answer_cases.tsv")
+    ]
 
 
 def outputs():
     rows = []
-    for line in (ROOT / "tests/fixtures/output_cases.tsv").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        gold, output, expected = line.split("\t")
+    for gold, output, expected in table("output_cases.tsv"):
         # A gold that is prose around math goes to Math-Verify as written; any other gold gets `$`s.
         mv_gold = gold if "$" in gold else f"${gold}$"
         rows.append({"answer": gold, "mv_answer": mv_gold, "completion": output.replace("⏎", "\n"), "expected": expected == "yes"})
