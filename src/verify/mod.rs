@@ -537,10 +537,21 @@ impl Sink {
                 w.get_ref().sync_all()?;
             }
             SinkKind::Parquet(writer, _) => {
-                if let Some(w) = writer.take() {
-                    let file = w.into_inner().map_err(|e| Error::parquet(&self.temp, e))?;
-                    file.sync_all()?;
-                }
+                // No rows came: a valid Parquet file with the verdict columns, not the empty temporary file.
+                let w = match writer.take() {
+                    Some(w) => w,
+                    None => {
+                        let fields: Vec<arrow_schema::Field> = verdict_columns()
+                            .iter()
+                            .map(|c| arrow_schema::Field::new(c, verdict_type(c).expect("a verdict column"), true))
+                            .collect();
+                        let file = fs_err::File::create(&self.temp)?.into_file();
+                        parquet::arrow::ArrowWriter::try_new(file, Arc::new(arrow_schema::Schema::new(fields)), None)
+                            .map_err(|e| Error::parquet(&self.temp, e))?
+                    }
+                };
+                let file = w.into_inner().map_err(|e| Error::parquet(&self.temp, e))?;
+                file.sync_all()?;
             }
         }
         fs_err::rename(&self.temp, &self.path)?;
@@ -647,6 +658,19 @@ impl crate::stage::Stage for Verify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that writes no rows leaves a Parquet file readers open (with the verdict columns), not 0 bytes.
+    #[test]
+    fn parquet_sink_without_rows_writes_a_valid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.parquet");
+        Sink::create(&path, Format::Parquet).unwrap().finish().unwrap();
+        let file = fs_err::File::open(&path).unwrap().into_file();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 0);
+        let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, verdict_columns());
+    }
 
     /// The team's table of whole outputs: `tests/fixtures/output_cases.tsv` (gold, output, yes/no).
     #[test]
