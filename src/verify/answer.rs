@@ -421,7 +421,7 @@ pub fn normalize(answer: &str) -> String {
         s = unwrap(&s, wrapper);
     }
     let s = s.trim().trim_end_matches('.').trim().to_string();
-    strip_units(&s).replace('\u{0}', "\\\\")
+    s.replace('\u{0}', "\\\\")
 }
 
 /// `\text{abc}` → `abc` (for each occurrence; braces matched).
