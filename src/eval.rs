@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Finish, Input, TableKind, Trace, WriteOptions};
 use crate::error::{Error, Result};
-use crate::teacher::SamplingConfig;
+use crate::teacher::{HttpConfig, SamplingConfig};
 use crate::teacher::traces::{GenerateConfig, PromptConfig, write_traces};
 use crate::verify::vote::majority;
 use crate::verify::{DEFAULT_TOLERANCE, TraceRef, VerifySettings, verify_trace};
@@ -25,7 +25,8 @@ use crate::{Context, OutputArgs};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// The model: a checkpoint directory (`local:PATH` works too)
+    /// The model: a checkpoint directory (`local:PATH` works too), or a server: `openai:URL` or
+    /// `openai:NAME@URL`
     #[arg(long, value_name = "DIR")]
     pub model: String,
     /// Problems dataset with gold answers (directory, Parquet or JSONL)
@@ -56,6 +57,9 @@ pub struct EvalConfig {
     #[arg(long, default_value_t = batch(), value_name = "N")]
     #[serde(default = "batch")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub http: HttpConfig,
 }
 
 fn one() -> u32 {
@@ -92,6 +96,8 @@ impl EvalConfig {
             },
             prompt: self.prompt.clone(),
             batch_size: self.batch_size,
+            model: None,
+            http: self.http.clone(),
         }
     }
 }
@@ -221,6 +227,14 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
     let mut order = Vec::new();
     for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
         for t in batch? {
+            if Finish::of(&t.finish_reason) == Some(Finish::Error) {
+                return Err(Error::usage(format!(
+                    "sample `{}` failed past its retries: {}",
+                    t.id,
+                    t.error.as_deref().unwrap_or("no error recorded")
+                ))
+                .with_hint("rerun the same command: only the failed requests are sent again"));
+            }
             let verdict = verify_trace(&TraceRef::of(&t), &settings).map_err(|(column, message)| {
                 Error::usage(format!("problem `{}`, column `{column}`: {message}", t.problem_id))
             })?;

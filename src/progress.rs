@@ -31,6 +31,11 @@ impl Progress {
         progress
     }
 
+    /// Counts nobody sees (work inside a stage that shows its own).
+    pub fn hidden() -> Self {
+        Progress(ProgressBar::hidden())
+    }
+
     pub fn inc(&self, rows: u64) {
         self.0.inc(rows);
     }

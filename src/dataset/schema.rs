@@ -129,6 +129,10 @@ pub struct Trace {
     pub token_logprobs: Option<Vec<f32>>,
     /// The teacher's most likely tokens at each generated position (`--top-logprobs K`).
     pub top_logprobs: Option<Vec<Vec<TokenLogprob>>>,
+    /// Why the sample is missing (`finish_reason = "error"`): the request failed past its retries.
+    pub error: Option<String>,
+    /// What an HTTP teacher's server reported: a JSON object (model, system fingerprint, usage, latency).
+    pub server: Option<String>,
 }
 
 /// A token and its log-probability.
@@ -181,6 +185,8 @@ pub fn traces_schema() -> SchemaRef {
             ])))),
             true,
         ),
+        string("error", true),
+        string("server", true),
     ]))
 }
 
@@ -236,6 +242,8 @@ pub enum Finish {
     Stop,
     /// `max_new_tokens` reached: truncated.
     Length,
+    /// The request failed past its retries (an HTTP teacher): no sample, the row's `error` says why.
+    Error,
 }
 
 impl Finish {
@@ -243,6 +251,7 @@ impl Finish {
         match self {
             Finish::Stop => "stop",
             Finish::Length => "length",
+            Finish::Error => "error",
         }
     }
 
@@ -252,6 +261,7 @@ impl Finish {
         match column {
             "stop" => Some(Finish::Stop),
             "length" => Some(Finish::Length),
+            "error" => Some(Finish::Error),
             _ => None,
         }
     }

@@ -43,11 +43,16 @@ pub struct WriteOptions {
     #[arg(skip)]
     #[serde(skip)]
     pub companions: &'static [&'static str],
+    /// Write again even when the directory holds this same run, finished (a stage whose finished output
+    /// still has work to redo: `generate`'s error rows). Set by the stage, never by a flag.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub redo_finished: bool,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { rows_per_shard: DEFAULT_ROWS_PER_SHARD, overwrite: false, companions: &[] }
+        WriteOptions { rows_per_shard: DEFAULT_ROWS_PER_SHARD, overwrite: false, companions: &[], redo_finished: false }
     }
 }
 
@@ -126,6 +131,9 @@ impl DatasetWriter {
             let replaced = existing.as_ref().is_some_and(|(_, f)| *f != provenance.fingerprint) && options.overwrite;
             match &existing {
                 None => {}
+                Some(("finished", f)) if *f == provenance.fingerprint && options.redo_finished => {
+                    remove_run(dir, shard)?;
+                }
                 Some(("finished", f)) if *f == provenance.fingerprint => {
                     return Ok(Start::UpToDate(Manifest::read(&manifest_path)?));
                 }
@@ -139,7 +147,7 @@ impl DatasetWriter {
                     .with_hint("pass `--overwrite` to replace it, or write to another directory"));
                 }
             }
-            fresh = existing.is_none() || replaced;
+            fresh = existing.is_none() || replaced || options.redo_finished;
         }
         let mut writer = DatasetWriter {
             lock: Some(lock),

@@ -59,7 +59,8 @@ pub(super) fn rows(
         .teacher
         .as_deref()
         .ok_or_else(|| Error::usage("`--strategy teacher` needs a teacher").with_hint("add `--teacher local:PATH`"))?;
-    let mut teacher = crate::teacher::open(spec)?;
+    let http = crate::teacher::HttpConfig::default();
+    let mut teacher = crate::teacher::open(&crate::teacher::Connect { spec, model: None, http: &http, run: cfg.seed })?;
     let sampling = crate::teacher::SamplingConfig {
         temperature: cfg.temperature,
         max_new_tokens: cfg.max_tokens,
@@ -83,7 +84,7 @@ pub(super) fn rows(
                 }
             })
             .collect();
-        let continued = teacher.generate(&prompts, &sampling)?;
+        let continued = teacher.generate(&prompts, &sampling, &Progress::hidden())?;
         for ((w, kept, cue, cut), samples) in chunk.iter().zip(continued) {
             let ended = |c: &crate::teacher::Sample| c.finish == crate::teacher::Finish::Stop;
             let row = samples.iter().enumerate().filter(|(_, c)| ended(c) && splice::checks_out(&c.text)).find_map(

@@ -11,6 +11,7 @@ use super::{Finish, Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
 use crate::model::tokenizer::Tokenizer;
+use crate::progress::Progress;
 use crate::model::{Checkpoint, Decoder, KvCache, ModelConfig, attention_mask, positions};
 
 pub struct Local {
@@ -19,6 +20,9 @@ pub struct Local {
     model: Decoder,
     tokenizer: Tokenizer,
     chat: ChatTemplate,
+    /// Generated so far, and since when: the rate shown in the progress line.
+    tokens: u64,
+    started: std::time::Instant,
 }
 
 fn candle(e: candle_core::Error) -> Error {
@@ -47,7 +51,15 @@ impl Local {
             return Err(Error::usage(format!("`{}`: no end-of-sequence token found", dir.display()))
                 .with_hint("set `eos_token_id` in config.json or generation_config.json"));
         }
-        Ok(Local { id: format!("local:{}", dir.display()), config, model, tokenizer, chat })
+        Ok(Local {
+            id: format!("local:{}", dir.display()),
+            config,
+            model,
+            tokenizer,
+            chat,
+            tokens: 0,
+            started: std::time::Instant::now(),
+        })
     }
 
     /// The token ids of a prompt: the chat template's rendering with the generation prompt, then the
@@ -184,6 +196,9 @@ impl Local {
                 finish: row.finish.unwrap_or(Finish::Length),
                 logprobs: row.logprobs,
                 top_logprobs: row.top,
+                reasoning: None,
+                error: None,
+                server: None,
             });
         }
         Ok(out)
@@ -214,7 +229,17 @@ impl Teacher for Local {
         &self.id
     }
 
-    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
-        self.decode_batch(prompts, sampling)
+    fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        progress: &Progress,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let out = self.decode_batch(prompts, sampling)?;
+        let samples: usize = out.iter().map(Vec::len).sum();
+        self.tokens += out.iter().flatten().map(|s| u64::from(s.completion_tokens)).sum::<u64>();
+        progress.inc(samples as u64);
+        progress.message(&format!("{:.0} tok/s", self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)));
+        Ok(out)
     }
 }

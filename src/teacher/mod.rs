@@ -1,13 +1,17 @@
-//! Teachers: what writes the traces. One trait; `local` runs a Hugging Face checkpoint in candle. An
-//! OpenAI-compatible backend (vLLM, SGLang servers) comes later behind the same trait.
+//! Teachers: what writes the traces. One trait; `local` runs a Hugging Face checkpoint in candle,
+//! `openai` calls an OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
 
+pub mod journal;
 pub mod local;
+pub mod openai;
 pub mod sampling;
 pub mod traces;
 
 pub use crate::dataset::Finish;
 use crate::error::{Error, Result};
 use crate::model::chat::Message;
+use crate::progress::Progress;
+pub use openai::HttpConfig;
 pub use sampling::SamplingConfig;
 
 /// One prompt to sample `n` completions of.
@@ -26,6 +30,8 @@ pub struct Prompt {
 pub struct Sample {
     /// The generated text (after the prefill; without the end-of-sequence token).
     pub text: String,
+    /// The thinking, when the server returned it apart from the text (`reasoning_content`, `reasoning`).
+    pub reasoning: Option<String>,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub finish: Finish,
@@ -33,20 +39,53 @@ pub struct Sample {
     pub logprobs: Vec<f32>,
     /// The `top_logprobs` most likely tokens at each generated position (empty when not asked).
     pub top_logprobs: Vec<Vec<(u32, f32)>>,
+    /// Why there is no sample (`finish` is [`Finish::Error`]): the request failed past its retries.
+    pub error: Option<String>,
+    /// What an HTTP server reported about the response (a JSON object).
+    pub server: Option<String>,
+}
+
+impl Sample {
+    /// The stand-in for a sample whose request failed.
+    pub fn error(message: &str) -> Sample {
+        Sample {
+            text: String::new(),
+            reasoning: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            finish: Finish::Error,
+            logprobs: Vec::new(),
+            top_logprobs: Vec::new(),
+            error: Some(message.to_string()),
+            server: None,
+        }
+    }
 }
 
 pub trait Teacher {
     /// `local:<path>` or `openai:<model>@<url>`, recorded in every trace.
     fn id(&self) -> &str;
-    /// `n` samples for each prompt, in order.
-    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig) -> Result<Vec<Vec<Sample>>>;
+    /// `n` samples for each prompt, in order; `progress` counts the samples as they finish.
+    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig, progress: &Progress)
+    -> Result<Vec<Vec<Sample>>>;
 }
 
-/// Open the teacher `spec` names (`local:PATH`).
-pub fn open(spec: &str) -> Result<Box<dyn Teacher>> {
-    match spec.split_once(':') {
+/// How to reach a teacher: the spec (`local:PATH`, `openai:URL`), and for an HTTP teacher the served model
+/// name, the client settings, and the run whose journal entries are its own.
+pub struct Connect<'a> {
+    pub spec: &'a str,
+    pub model: Option<&'a str>,
+    pub http: &'a HttpConfig,
+    pub run: u64,
+}
+
+/// Open the teacher `spec` names (`local:PATH` or `openai:URL`).
+pub fn open(c: &Connect) -> Result<Box<dyn Teacher>> {
+    match c.spec.split_once(':') {
         Some(("local", path)) => Ok(Box::new(local::Local::open(std::path::Path::new(path))?)),
-        _ => Err(Error::usage(format!("unknown teacher `{spec}`"))
-            .with_hint("use `local:PATH` for a Hugging Face checkpoint directory")),
+        Some(("openai", urls)) => Ok(Box::new(openai::OpenAi::open(urls, c.model, c.http, c.run)?)),
+        _ => Err(Error::usage(format!("unknown teacher `{}`", c.spec)).with_hint(
+            "use `local:PATH` for a Hugging Face checkpoint directory, `openai:http://HOST:PORT/v1` for a server",
+        )),
     }
 }

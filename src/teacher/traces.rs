@@ -12,8 +12,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Prompt, SamplingConfig};
-use crate::dataset::{DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, TokenLogprob, Trace};
+use super::{Connect, Finish, HttpConfig, Prompt, SamplingConfig};
+use crate::dataset::{
+    DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, TokenLogprob, Trace, WriteOptions,
+};
 use crate::error::{Error, Result};
 use crate::formats::domain::Domain;
 use crate::formats::prompt::default_template;
@@ -25,9 +27,13 @@ use crate::{Context, Outcome, OutputArgs};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {
-    /// The teacher: `local:PATH` (a Hugging Face checkpoint directory)
+    /// The teacher: `local:PATH` (a Hugging Face checkpoint directory) or `openai:URL` (an OpenAI-compatible
+    /// server, URL up to `/v1`; several comma-separated share the requests)
     #[arg(long, value_name = "SPEC")]
     pub teacher: String,
+    /// The model an HTTP teacher asks for (default: the server's only model)
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
     /// Problems dataset (directory, Parquet or JSONL)
     #[arg(long, value_name = "DIR")]
     pub problems: PathBuf,
@@ -45,6 +51,9 @@ pub struct GenerateConfig {
     #[arg(long, default_value_t = eight(), value_name = "N")]
     #[serde(default = "eight")]
     pub batch_size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub http: HttpConfig,
 }
 
 /// How a problem becomes chat messages: the same settings for `forge generate` and `forge eval`.
@@ -92,11 +101,17 @@ pub fn messages(cfg: &GenerateConfig, problem: &Problem) -> Vec<Message> {
 /// The trace row of sample `k` of `problem`: the completion (after the prefill it continues), its
 /// reasoning split off, and the sample's provenance.
 fn trace(cfg: &GenerateConfig, problem: &Problem, k: u32, s: super::Sample, teacher: &str, prefill: &str) -> Trace {
-    let completion = format!("{prefill}{}", s.text);
-    let parts = crate::verify::extract::split(&completion);
-    let (reasoning, solution) = match parts.reasoning {
-        Some(r) => (Some(r.to_string()), parts.solution.to_string()),
-        None => (None, completion.clone()),
+    let (completion, reasoning, solution) = match s.reasoning {
+        // the server split it (`reasoning_content`): the completion shows it as a local model writes it
+        Some(r) => (format!("{prefill}<think>{r}</think>{}", s.text), Some(r), s.text),
+        None => {
+            let completion = format!("{prefill}{}", s.text);
+            let parts = crate::verify::extract::split(&completion);
+            match parts.reasoning {
+                Some(r) => (completion.clone(), Some(r.to_string()), parts.solution.to_string()),
+                None => (completion.clone(), None, completion),
+            }
+        }
     };
     let sampling = &cfg.sampling;
     Trace {
@@ -122,16 +137,20 @@ fn trace(cfg: &GenerateConfig, problem: &Problem, k: u32, s: super::Sample, teac
         completion_tokens: s.completion_tokens,
         finish_reason: s.finish.name().to_string(),
         metadata: problem.metadata.clone(),
-        token_logprobs: Some(s.logprobs),
+        token_logprobs: (s.error.is_none() && s.logprobs.len() == s.completion_tokens as usize).then_some(s.logprobs),
         top_logprobs: (sampling.top_logprobs > 0).then(|| {
             let position = |p: Vec<(u32, f32)>| p.into_iter().map(|(token, logprob)| TokenLogprob { token, logprob });
             s.top_logprobs.into_iter().map(|p| position(p).collect()).collect()
         }),
+        error: s.error,
+        server: s.server,
     }
 }
 
 /// Sample every problem of `cfg.problems` (the `--shard` slice `out` names) into a traces dataset at
 /// `out`; resumes an interrupted run of the same settings, and does nothing when `out` is up to date.
+/// Samples an HTTP teacher failed to get are error rows; a rerun of the same command retries only those
+/// (the others come back from the request journal).
 pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
     if cfg.n == 0 || cfg.batch_size == 0 {
         return Err(Error::usage("`-n` and `--batch-size` must be at least 1"));
@@ -140,6 +159,7 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     let input = Input::open(&cfg.problems)?;
     let range = out.shard.range(input.rows());
     let mut inputs = vec![input.reference()?];
+    let http = cfg.teacher.starts_with("openai:");
     if let Some(("local", path)) = cfg.teacher.split_once(':') {
         // a retrained teacher is a changed input, as changed problems are
         let path = PathBuf::from(path);
@@ -147,26 +167,42 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
         inputs.push(crate::dataset::InputRef { path, rows: 0, xxh3 });
     }
     let provenance = Provenance::start("generate", &ctx.command, cfg, inputs);
-    let mut writer = match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance)? {
+    let mut writer = match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance.clone())? {
+        Start::UpToDate(m) if m.report.flagged.get(ERROR).is_some_and(|&e| e > 0) => {
+            let again = WriteOptions { redo_finished: true, ..out.write.clone() };
+            match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &again, provenance)? {
+                Start::Write(w) => w,
+                Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
+            }
+        }
         Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
         Start::Write(w) => w,
     };
-    let mut teacher = super::open(&cfg.teacher)?;
+    // the journal keys this run's own requests by what the run is: its settings and its output
+    let run = xxhash_rust::xxh3::xxh3_64(
+        format!("{}\n{}\n{}/{}", serde_json::to_string(cfg).expect("JSON"), out.output.display(), out.shard.index, out.shard.count).as_bytes(),
+    );
+    let connect = Connect { spec: &cfg.teacher, model: cfg.model.as_deref(), http: &cfg.http, run };
+    let mut teacher = super::open(&connect)?;
     let n = u64::from(cfg.n);
     let total = (range.end - range.start) * n;
     let progress = Progress::rows("generate", total, ctx.quiet);
     // rows in: the samples to make (n per problem of the slice); the writer checks every one was written
     let mut report = StageReport::new("generate", total, 0, 0.0);
-    let (mut tokens, mut index) = (0u64, 0u64);
+    let (mut tokens, mut index, mut errors) = (0u64, 0u64, 0u64);
     let prefill = unescape(&cfg.prompt.prefill);
+    // an HTTP teacher keeps `--concurrency` requests busy; a chunk's tail idles, so chunks are several deep
+    let chunk_size = if http { (cfg.http.concurrency * 4).div_ceil(cfg.n as usize) } else { cfg.batch_size };
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
         let problems = batch?;
-        for chunk in problems.chunks(cfg.batch_size) {
+        for chunk in problems.chunks(chunk_size) {
             let first = index * n;
             let rows = chunk.len() as u64 * n;
             index += chunk.len() as u64;
-            if writer.skips(first) && writer.skips(first + rows - 1) {
-                writer.skip(rows)?; // finished by an interrupted run of this same command
+            // finished by an interrupted run of this same command; an HTTP teacher's rows come back from
+            // its journal instead, so that its error rows are counted again
+            if !http && writer.skips(first) && writer.skips(first + rows - 1) {
+                writer.skip(rows)?;
                 report.rows_out += rows;
                 progress.inc(rows);
                 continue;
@@ -175,25 +211,36 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
                 .iter()
                 .map(|p| Prompt { key: p.id.clone(), messages: messages(cfg, p), prefill: prefill.clone(), n: cfg.n })
                 .collect();
-            let samples = teacher.generate(&prompts, &cfg.sampling)?;
+            let samples = teacher.generate(&prompts, &cfg.sampling, &progress)?;
             let mut traces = Vec::with_capacity(rows as usize);
             for (problem, samples) in chunk.iter().zip(samples) {
                 for (k, s) in samples.into_iter().enumerate() {
                     tokens += u64::from(s.completion_tokens);
+                    errors += u64::from(s.finish == Finish::Error);
                     traces.push(trace(cfg, problem, k as u32, s, teacher.id(), &prefill));
                 }
             }
             report.rows_out += traces.len() as u64;
             writer.write_rows(&traces)?;
-            progress.inc(rows);
-            progress.message(&format!("{:.0} tok/s", tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)));
         }
     }
     progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
     report.rows_per_second = report.rows_out as f64 / report.seconds.max(1e-9);
+    if errors > 0 {
+        report.flagged.insert(ERROR.into(), errors);
+    }
     if !ctx.quiet {
         eprintln!("generate: {tokens} completion tokens, {:.0} tokens/s", tokens as f64 / report.seconds.max(1e-9));
     }
+    if errors > 0 {
+        eprintln!(
+            "generate: {errors} samples failed past their retries (rows with finish_reason = \"error\"); \
+             rerun the same command to retry only them"
+        );
+    }
     Ok(Outcome::Written(writer.finish(report)?))
 }
+
+/// The report's count of error rows (`finish_reason = "error"`).
+pub const ERROR: &str = "error";

@@ -33,6 +33,8 @@ mod schemas;
 mod stats;
 /// `forge synth`: determinism, sharding, checkable steps.
 mod synth;
+/// The HTTP teacher against a real llama-server, a fault-injecting proxy, kills.
+mod teacher_http;
 /// `forge train-sft`: learning, resume after a kill, loss masks.
 mod train;
 /// `forge verify`: pair and file modes, and agreement with labelled real data.

@@ -1,0 +1,592 @@
+//! The HTTP teacher: any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, hosted APIs).
+//! Requests go out concurrently (`--concurrency`), spread over one or more endpoints, paced by
+//! `--max-rps`, retried with exponential backoff and jitter on 429, 5xx, timeouts, resets and truncated or
+//! malformed bodies (a `Retry-After` wins over the backoff). Every response is journaled
+//! ([`super::journal`]) before it counts, so no finished request is paid for twice. A request that still
+//! fails after `--retries` becomes samples with `finish_reason = "error"` and the error text; a rerun
+//! sends only those again.
+//!
+//! One request per sample, with the sample's own seed (from the run seed, the problem id and the sample
+//! index): servers disagree on `n` (llama.cpp gives `n` copies of one seed's sample, llama-cpp-python
+//! ignores it), and a sample must not depend on the batch or the endpoint that served it. Servers with
+//! prefix caching (vLLM, SGLang, llama.cpp) read a prompt once for its `n` requests.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::journal::{Appender, Journal};
+use super::{Finish, Prompt, Sample, SamplingConfig, Teacher};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// How forge talks to an HTTP teacher: the same settings for `forge generate` and `forge eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// HTTP teacher: the API to call (`chat`: /v1/chat/completions; `completions`: /v1/completions)
+    #[arg(long, value_enum, default_value_t = DEFAULT.api, value_name = "API")]
+    pub api: Api,
+    /// HTTP teacher: the environment variable holding the API key (never written anywhere)
+    #[arg(long, default_value = KEY_ENV, value_name = "VAR")]
+    pub api_key_env: String,
+    /// HTTP teacher: requests in flight at once
+    #[arg(long, default_value_t = DEFAULT.concurrency, value_name = "N")]
+    pub concurrency: usize,
+    /// HTTP teacher: requests started per second at most (default: no limit)
+    #[arg(long, value_name = "R")]
+    pub max_rps: Option<f64>,
+    /// HTTP teacher: seconds one request may take before it is retried
+    #[arg(long = "timeout", default_value_t = DEFAULT.timeout_s, value_name = "SECONDS")]
+    pub timeout_s: f64,
+    /// HTTP teacher: retries of a failing request before it becomes an error row
+    #[arg(long, default_value_t = DEFAULT.retries, value_name = "N")]
+    pub retries: u32,
+    /// HTTP teacher: the request journal (default: `$FORGE_CACHE_DIR/requests`, else
+    /// `~/.cache/forge/requests`); delete it to clear the cache
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<PathBuf>,
+    /// HTTP teacher: answer only from this run's own journaled responses, not from other runs'
+    #[arg(long)]
+    pub no_cache: bool,
+    /// HTTP teacher: do not ask for token log-probabilities (some hosted reasoning APIs refuse them)
+    #[arg(long)]
+    pub no_logprobs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Chat,
+    Completions,
+}
+
+/// Where the API key is read from unless `--api-key-env` says otherwise.
+const KEY_ENV: &str = "OPENAI_API_KEY";
+
+const DEFAULT: HttpConfig = HttpConfig {
+    api: Api::Chat,
+    api_key_env: String::new(), // KEY_ENV: a `String` cannot be made in a const
+    concurrency: 64,
+    max_rps: None,
+    timeout_s: 600.0,
+    retries: 8,
+    journal: None,
+    no_cache: false,
+    no_logprobs: false,
+};
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { api_key_env: KEY_ENV.into(), ..DEFAULT }
+    }
+}
+
+/// Where requests go, and whether the endpoint is resting after failures.
+struct Endpoint {
+    url: String,
+    fails: Cell<u32>,
+    down_until: Cell<Option<Instant>>,
+}
+
+/// Counts shown while the run goes.
+#[derive(Default)]
+struct Stats {
+    in_flight: Cell<u64>,
+    retries: Cell<u64>,
+    errors: Cell<u64>,
+    cached: Cell<u64>,
+    tokens: Cell<u64>,
+}
+
+pub struct OpenAi {
+    id: String,
+    model: String,
+    cfg: HttpConfig,
+    key: Option<String>,
+    endpoints: Vec<Endpoint>,
+    next: Cell<usize>,
+    pace: Cell<Option<Instant>>,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    journal: Journal,
+    appender: Appender,
+    /// Which server answers: self-hosted ones take sampling extras, and fill in their own defaults for
+    /// what a request leaves out.
+    kind: ServerKind,
+    stats: Stats,
+    started: Instant,
+}
+
+/// Why a request ended without a response.
+enum Failed {
+    /// Out of retries, or refused for this request alone (a 400): its samples become error rows.
+    Row(String),
+    /// Wrong for every request (bad key, unknown model or path): the run stops.
+    Run(Error),
+}
+
+impl OpenAi {
+    /// Connect to `spec` (`URL[,URL…]` or `MODEL@URL[,URL…]`, each URL up to `/v1`). `model` names the
+    /// served model (default: from the spec, else the server's only one); `run` keys this run's journal
+    /// entries.
+    pub fn open(spec: &str, model: Option<&str>, cfg: &HttpConfig, run: u64) -> Result<OpenAi> {
+        if cfg.concurrency == 0 || cfg.timeout_s <= 0.0 || cfg.max_rps.is_some_and(|r| r <= 0.0) {
+            return Err(Error::usage("`--concurrency`, `--timeout` and `--max-rps` must be above 0"));
+        }
+        let (named, urls) = match spec.split_once('@') {
+            Some((m, urls)) if !m.contains('/') => (Some(m), urls),
+            _ => (None, spec),
+        };
+        let endpoints: Vec<Endpoint> = urls
+            .split(',')
+            .map(|u| Endpoint {
+                url: u.trim().trim_end_matches('/').to_string(),
+                fails: Cell::new(0),
+                down_until: Cell::new(None),
+            })
+            .collect();
+        if let Some(bad) = endpoints.iter().find(|e| !(e.url.starts_with("http://") || e.url.starts_with("https://"))) {
+            return Err(Error::usage(format!("teacher endpoint `{}` is not an http(s) URL", bad.url))
+                .with_hint("write `--teacher openai:http://HOST:PORT/v1` (several: comma-separated)"));
+        }
+        let key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.is_empty());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs_f64(cfg.timeout_s))
+            .connect_timeout(Duration::from_secs_f64(cfg.timeout_s.min(10.0)))
+            .pool_max_idle_per_host(cfg.concurrency)
+            .build()
+            .map_err(|e| Error::usage(format!("HTTP client: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::usage(format!("async runtime: {e}")))?;
+        let (served, kind) = runtime.block_on(models(&client, &endpoints, key.as_deref()))?;
+        let model = match model.or(named) {
+            Some(m) => m.to_string(),
+            None if served.len() == 1 => served[0].clone(),
+            None => {
+                return Err(Error::usage(format!("the server serves {} models: {}", served.len(), served.join(", ")))
+                    .with_hint("name one with `--model NAME` (or `openai:NAME@URL`)"));
+            }
+        };
+        let mut journal = Journal::open(&cfg.journal.clone().unwrap_or_else(super::journal::default_dir), run, !cfg.no_cache)?;
+        let appender = journal.appender()?;
+        let urls: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
+        Ok(OpenAi {
+            id: format!("openai:{model}@{}", urls.join(",")),
+            model,
+            cfg: cfg.clone(),
+            key,
+            endpoints,
+            next: Cell::new(0),
+            pace: Cell::new(None),
+            client,
+            runtime,
+            journal,
+            appender,
+            kind,
+            stats: Stats::default(),
+            started: Instant::now(),
+        })
+    }
+
+    fn path(&self) -> &'static str {
+        match self.cfg.api {
+            Api::Chat => "/chat/completions",
+            Api::Completions => "/completions",
+        }
+    }
+
+    /// The request for sample `k` of `prompt`.
+    fn body(&self, prompt: &Prompt, s: &SamplingConfig, k: u32) -> Result<Value> {
+        let mut body = json!({ "model": self.model });
+        match self.cfg.api {
+            Api::Chat => {
+                if !prompt.prefill.is_empty() {
+                    return Err(Error::usage("a prefill cannot be sent to a chat API")
+                        .with_hint("use `--api completions`, which sends the rendered prompt with its prefill"));
+                }
+                body["messages"] = json!(prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>());
+            }
+            Api::Completions => {
+                return Err(Error::usage("`--api completions` is not available yet").with_hint("use `--api chat`"));
+            }
+        }
+        body["temperature"] = json!(s.temperature);
+        body["top_p"] = json!(s.top_p);
+        body["max_tokens"] = json!(s.max_new_tokens);
+        // the sample's own seed, below 2^31 (which every server accepts)
+        let seed = super::sampling::stream(s.seed, &prompt.key, k).next_u64() >> 33;
+        body["seed"] = json!(seed);
+        if !s.stop.is_empty() {
+            body["stop"] = json!(s.stop);
+        }
+        if !self.cfg.no_logprobs || s.top_logprobs > 0 {
+            body["logprobs"] = json!(true);
+            if s.top_logprobs > 0 {
+                body["top_logprobs"] = json!(s.top_logprobs);
+                if self.kind == ServerKind::Vllm {
+                    // otherwise vLLM names top-logprob tokens by their text only
+                    body["return_tokens_as_token_ids"] = json!(true);
+                }
+            }
+        }
+        // Sampling extras. Self-hosted servers get them always: left out, llama.cpp applies top_k 40 and
+        // min_p 0.05, vLLM the checkpoint's generation_config.json. Other APIs get them only when set: hosted
+        // APIs refuse keys they do not know.
+        let off = if self.kind == ServerKind::Vllm { -1 } else { 0 };
+        match (self.kind, s.top_k) {
+            (_, Some(k)) => body["top_k"] = json!(k),
+            (ServerKind::Other, None) => {}
+            (_, None) => body["top_k"] = json!(off),
+        }
+        if s.min_p > 0.0 || self.kind != ServerKind::Other {
+            body["min_p"] = json!(s.min_p);
+        }
+        Ok(body)
+    }
+
+    /// The next endpoint to use: round robin over those not resting; waits when all rest.
+    async fn endpoint(&self) -> &Endpoint {
+        loop {
+            let now = Instant::now();
+            let n = self.endpoints.len();
+            for step in 0..n {
+                let i = (self.next.get() + step) % n;
+                if self.endpoints[i].down_until.get().is_none_or(|t| t <= now) {
+                    self.next.set(i + 1);
+                    return &self.endpoints[i];
+                }
+            }
+            let wake = self.endpoints.iter().filter_map(|e| e.down_until.get()).min().unwrap_or(now);
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+
+    /// Wait for this request's turn under `--max-rps`.
+    async fn paced(&self) {
+        let Some(rps) = self.cfg.max_rps else { return };
+        let now = Instant::now();
+        let slot = self.pace.get().map_or(now, |t| t.max(now));
+        self.pace.set(Some(slot + Duration::from_secs_f64(1.0 / rps)));
+        tokio::time::sleep_until(slot.into()).await;
+    }
+
+    /// POST `body`, retrying until a valid response or the retry budget is spent.
+    async fn send(&self, body: &[u8], key: u128) -> std::result::Result<(Box<RawValue>, f64), Failed> {
+        let mut rng = crate::rng::Rng::for_row(key as u64, "backoff", 0);
+        let mut attempt = 0u32;
+        loop {
+            let endpoint = self.endpoint().await;
+            self.paced().await;
+            let started = Instant::now();
+            self.stats.in_flight.set(self.stats.in_flight.get() + 1);
+            let outcome = self.attempt(endpoint, body).await;
+            self.stats.in_flight.set(self.stats.in_flight.get() - 1);
+            let (message, retry_after, endpoint_fault) = match outcome {
+                Attempt::Done(raw) => {
+                    endpoint.fails.set(0);
+                    return Ok((raw, started.elapsed().as_secs_f64()));
+                }
+                Attempt::Fatal(e) => return Err(Failed::Run(e)),
+                Attempt::Refused(m) => return Err(Failed::Row(m)),
+                Attempt::Retry { message, retry_after, endpoint_fault } => (message, retry_after, endpoint_fault),
+            };
+            attempt += 1;
+            if attempt > self.cfg.retries {
+                return Err(Failed::Row(format!("gave up after {attempt} attempts: {message}")));
+            }
+            self.stats.retries.set(self.stats.retries.get() + 1);
+            // exponential backoff with jitter: half the step fixed, half random
+            let step = (0.5 * 2f64.powi(attempt as i32 - 1)).min(30.0);
+            let wait = retry_after.unwrap_or_else(|| Duration::from_secs_f64(step * (0.5 + 0.5 * rng.uniform())));
+            if endpoint_fault {
+                let fails = endpoint.fails.get() + 1;
+                endpoint.fails.set(fails);
+                let rest = Duration::from_secs_f64((0.5 * 2f64.powi(fails as i32 - 1)).min(30.0));
+                endpoint.down_until.set(Some(Instant::now() + rest));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, endpoint: &Endpoint, body: &[u8]) -> Attempt {
+        let url = format!("{}{}", endpoint.url, self.path());
+        let mut request =
+            self.client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_vec());
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Attempt::retry(format!("{url}: {}", chain(&e)), None, true),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(600.0)));
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Attempt::retry(format!("{url}: reading the body: {}", chain(&e)), None, true),
+        };
+        let text = || String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned();
+        match status.as_u16() {
+            200..=299 => match valid(&bytes) {
+                Ok(raw) => Attempt::Done(raw),
+                Err(why) => Attempt::retry(format!("{url}: {why}"), None, false),
+            },
+            408 | 409 | 429 => Attempt::retry(format!("{url}: HTTP {status}: {}", text()), retry_after, false),
+            401 | 403 | 404 => Attempt::Fatal(
+                Error::usage(format!("{url}: HTTP {status}: {}", text()))
+                    .with_hint("check the URL (up to `/v1`), `--model` and the API key's variable (`--api-key-env`)"),
+            ),
+            500..=599 => Attempt::retry(format!("{url}: HTTP {status}: {}", text()), retry_after, true),
+            _ => Attempt::Refused(format!("{url}: HTTP {status}: {}", text())),
+        }
+    }
+
+    /// Sample `k` of `prompt`: from the journal, else from the server (journaled before it counts).
+    async fn sample(&self, prompt: &Prompt, k: u32, s: &SamplingConfig) -> Result<Sample> {
+        let body = serde_json::to_vec(&self.body(prompt, s, k)?).expect("JSON");
+        let key = xxhash_rust::xxh3::xxh3_128(&[self.path().as_bytes(), b"\n", &body].concat());
+        let (response, latency_s, cached) = match self.journal.get(key)? {
+            Some(r) => {
+                self.stats.cached.set(self.stats.cached.get() + 1);
+                (r.response, r.latency_s, true)
+            }
+            None => match self.send(&body, key).await {
+                Ok((raw, latency)) => {
+                    self.appender.append(key, &raw, latency).await.map_err(|e| {
+                        Error::usage(format!("request journal: {e}")).with_hint("is the journal's disk full?")
+                    })?;
+                    (serde_json::from_str(raw.get()).expect("validated"), latency, false)
+                }
+                Err(Failed::Run(e)) => return Err(e),
+                Err(Failed::Row(message)) => {
+                    self.stats.errors.set(self.stats.errors.get() + 1);
+                    return Ok(Sample::error(&message));
+                }
+            },
+        };
+        let sample = choice(&response, s, latency_s, cached)
+            .map_err(|e| Error::usage(format!("problem `{}`: the server's response: {e}", prompt.key)))?;
+        self.stats.tokens.set(self.stats.tokens.get() + u64::from(sample.completion_tokens));
+        Ok(sample)
+    }
+
+    fn status(&self) -> String {
+        let st = &self.stats;
+        format!(
+            "{:.0} tok/s, {} in flight, {} cached, {} retries, {} errors",
+            st.tokens.get() as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
+            st.in_flight.get(),
+            st.cached.get(),
+            st.retries.get(),
+            st.errors.get()
+        )
+    }
+}
+
+enum Attempt {
+    Done(Box<RawValue>),
+    Retry { message: String, retry_after: Option<Duration>, endpoint_fault: bool },
+    Refused(String),
+    Fatal(Error),
+}
+
+impl Attempt {
+    fn retry(message: String, retry_after: Option<Duration>, endpoint_fault: bool) -> Attempt {
+        Attempt::Retry { message, retry_after, endpoint_fault }
+    }
+}
+
+/// An error with its causes (reqwest's own message hides whether it was a timeout or a reset).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A body is a response when it is one JSON object with a non-empty `choices` list: anything else (a
+/// truncated or garbled body, an error object sent with 200) is retried, never journaled.
+fn valid(bytes: &[u8]) -> std::result::Result<Box<RawValue>, String> {
+    let raw: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON body: {e}"))?;
+    #[derive(Deserialize)]
+    struct Shape {
+        choices: Vec<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_str::<Shape>(raw.get()) {
+        Ok(s) if !s.choices.is_empty() => Ok(raw),
+        Ok(_) => Err("a response without choices".into()),
+        Err(e) => Err(format!("not a completion response: {e}")),
+    }
+}
+
+/// The server software, told by `owned_by` in `/v1/models`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    Vllm,
+    Sglang,
+    LlamaCpp,
+    Other,
+}
+
+/// The models `/v1/models` lists on the first endpoint that answers, and the server software.
+async fn models(client: &reqwest::Client, endpoints: &[Endpoint], key: Option<&str>) -> Result<(Vec<String>, ServerKind)> {
+    let mut errors = Vec::new();
+    for e in endpoints {
+        let url = format!("{}/models", e.url);
+        let mut request = client.get(&url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let body = match request.send().await {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(b) => serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()),
+                Err(e) => Err(chain(&e)),
+            },
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(err) => Err(chain(&err)),
+        };
+        match body {
+            Ok(v) => {
+                let data = v["data"].as_array().cloned().unwrap_or_default();
+                let ids = data.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
+                let kind = match data.first().and_then(|m| m["owned_by"].as_str()) {
+                    Some("vllm") => ServerKind::Vllm,
+                    Some("sglang") => ServerKind::Sglang,
+                    Some("llamacpp") => ServerKind::LlamaCpp,
+                    _ => ServerKind::Other,
+                };
+                return Ok((ids, kind));
+            }
+            Err(why) => errors.push(format!("{url}: {why}")),
+        }
+    }
+    Err(Error::usage(format!("no teacher endpoint answered: {}", errors.join("; ")))
+        .with_hint("start the server first; the URL ends in `/v1`"))
+}
+
+/// The sample a response holds (its first choice: forge asks for one per request).
+fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) -> std::result::Result<Sample, String> {
+    let c = &response["choices"][0];
+    let usage = &response["usage"];
+    let message = &c["message"];
+    let text = message["content"].as_str().or_else(|| c["text"].as_str()).unwrap_or("").to_string();
+    let reasoning = message["reasoning_content"]
+        .as_str()
+        .or_else(|| message["reasoning"].as_str())
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    let raw_finish = c["finish_reason"].as_str().unwrap_or("stop");
+    let positions = logprob_positions(&c["logprobs"]);
+    let logprobs: Vec<f32> = positions.iter().map(|p| p["logprob"].as_f64().unwrap_or(f64::NAN) as f32).collect();
+    let top_logprobs = if s.top_logprobs > 0 {
+        positions.iter().map(|p| top_of(p, s.top_logprobs as usize)).collect::<std::result::Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+    let usage_tokens = usage["completion_tokens"].as_u64().map(|t| t as u32);
+    let completion_tokens = if positions.is_empty() { usage_tokens.unwrap_or(0) } else { positions.len() as u32 };
+    let server = json!({
+        "model": response["model"],
+        "system_fingerprint": response["system_fingerprint"],
+        "finish_reason": raw_finish,
+        "usage": usage,
+        "latency_s": latency_s,
+        "cached": cached,
+    });
+    Ok(Sample {
+        text,
+        reasoning,
+        prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0) as u32,
+        completion_tokens,
+        finish: if raw_finish == "length" { Finish::Length } else { Finish::Stop },
+        logprobs,
+        top_logprobs,
+        error: None,
+        server: Some(server.to_string()),
+    })
+}
+
+/// The per-token entries of a choice's `logprobs`, in the chat form (`content[]`, also llama.cpp's
+/// completions) or the legacy completions form (`tokens`, `token_logprobs`, `top_logprobs[{tok: lp}]`),
+/// as chat-form objects.
+fn logprob_positions(logprobs: &Value) -> Vec<Value> {
+    if let Some(content) = logprobs["content"].as_array() {
+        return content.clone();
+    }
+    let (Some(tokens), Some(lps)) = (logprobs["tokens"].as_array(), logprobs["token_logprobs"].as_array()) else {
+        return Vec::new();
+    };
+    let tops = logprobs["top_logprobs"].as_array();
+    tokens
+        .iter()
+        .zip(lps)
+        .enumerate()
+        .map(|(i, (t, lp))| {
+            let top: Vec<Value> = tops
+                .and_then(|t| t.get(i))
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(tok, lp)| json!({"token": tok, "logprob": lp})).collect())
+                .unwrap_or_default();
+            json!({"token": t, "logprob": lp, "top_logprobs": top})
+        })
+        .collect()
+}
+
+/// The `k` most likely tokens at one position, by id: the entry's `id` (llama.cpp) or a `token_id:N`
+/// token (vLLM with `return_tokens_as_token_ids`). Sorted and deduplicated: vLLM lists the sampled token
+/// first, then the others.
+fn top_of(position: &Value, k: usize) -> std::result::Result<Vec<(u32, f32)>, String> {
+    let mut top = Vec::new();
+    for t in position["top_logprobs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let id = t["id"].as_u64().or_else(|| t["token"].as_str()?.strip_prefix("token_id:")?.parse().ok()).ok_or_else(|| {
+            format!("a top-logprob token without an id ({}): this server cannot give top-k token ids yet", t["token"])
+        })?;
+        top.push((id as u32, t["logprob"].as_f64().unwrap_or(f64::NEG_INFINITY) as f32));
+    }
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.dedup_by_key(|t| t.0);
+    top.truncate(k);
+    Ok(top)
+}
+
+impl Teacher for OpenAi {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig, progress: &Progress) -> Result<Vec<Vec<Sample>>> {
+        let this = &*self;
+        let mut done: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
+        let work = prompts.iter().enumerate().flat_map(|(i, p)| (0..p.n).map(move |k| (i, p, k)));
+        this.runtime.block_on(async {
+            let mut jobs = futures_util::stream::iter(work)
+                .map(|(i, p, k)| async move { (i, k, this.sample(p, k, sampling).await) })
+                .buffer_unordered(this.cfg.concurrency);
+            while let Some((i, k, sample)) = jobs.next().await {
+                done[i][k as usize] = Some(sample?);
+                progress.inc(1);
+                progress.message(&this.status());
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(done.into_iter().map(|p| p.into_iter().map(|s| s.expect("every sample answered")).collect()).collect())
+    }
+}
