@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Finish, Input, TableKind, Trace, WriteOptions};
 use crate::error::{Error, Result};
-use crate::teacher::{HttpConfig, SamplingConfig};
 use crate::teacher::traces::{GenerateConfig, PromptConfig, write_traces};
+use crate::teacher::{HttpConfig, SamplingConfig};
 use crate::verify::vote::majority;
 use crate::verify::{DEFAULT_TOLERANCE, TraceRef, VerifySettings, verify_trace};
 use crate::{Context, OutputArgs};

@@ -88,7 +88,8 @@ impl Journal {
             .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
             .collect();
         names.sort();
-        let mut journal = Journal { dir: dir.to_path_buf(), segments: Vec::new(), index: HashMap::new(), run, cache, writer: None };
+        let mut journal =
+            Journal { dir: dir.to_path_buf(), segments: Vec::new(), index: HashMap::new(), run, cache, writer: None };
         for path in names {
             journal.scan(&path)?;
         }
@@ -144,13 +145,14 @@ impl Journal {
     /// A handle that appends responses from async tasks; each append resolves once the line is on disk.
     pub fn appender(&mut self) -> Result<Appender> {
         if self.writer.is_none() {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
             let path = self.dir.join(format!("{}-{nanos}.jsonl", std::process::id()));
-            let file = fs_err::OpenOptions::new().create_new(true).append(true).open(&path)?;
             let (tx, rx) = mpsc::channel::<(String, Ack)>();
+            let segment = path.clone();
             std::thread::Builder::new()
                 .name("forge-journal".into())
-                .spawn(move || commit_loop(file, &rx))
+                .spawn(move || commit_loop(&segment, &rx))
                 .map_err(|e| Error::usage(format!("journal `{}`: {e}", path.display())))?;
             self.writer = Some(tx);
         }
@@ -169,12 +171,25 @@ fn head(line: &[u8]) -> Option<(u128, u64)> {
     Some((parse_key(h.key)?, u64::from_str_radix(h.run, 16).ok()?))
 }
 
-/// Write what is waiting, fsync once, acknowledge it all; until every appender is gone.
-fn commit_loop(file: fs_err::File, rx: &mpsc::Receiver<(String, Ack)>) {
-    let mut file = std::io::BufWriter::new(file);
+/// Write what is waiting, fsync once, acknowledge it all; until every appender is gone. The segment is
+/// made with its first line (a run answered from the journal leaves no empty one).
+fn commit_loop(path: &Path, rx: &mpsc::Receiver<(String, Ack)>) {
+    let mut file: Option<std::io::BufWriter<fs_err::File>> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        if file.is_none() {
+            match fs_err::OpenOptions::new().create_new(true).append(true).open(path) {
+                Ok(f) => file = Some(std::io::BufWriter::new(f)),
+                Err(e) => {
+                    for (_, ack) in batch {
+                        let _ = ack.send(Err(e.to_string()));
+                    }
+                    continue;
+                }
+            }
+        }
+        let file = file.as_mut().expect("opened above");
         let mut result = Ok(());
         for (line, _) in &batch {
             if let Err(e) = file.write_all(line.as_bytes()) {

@@ -11,8 +11,8 @@ use super::{Finish, Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
 use crate::model::tokenizer::Tokenizer;
-use crate::progress::Progress;
 use crate::model::{Checkpoint, Decoder, KvCache, ModelConfig, attention_mask, positions};
+use crate::progress::Progress;
 
 pub struct Local {
     id: String,

@@ -66,8 +66,12 @@ pub trait Teacher {
     /// `local:<path>` or `openai:<model>@<url>`, recorded in every trace.
     fn id(&self) -> &str;
     /// `n` samples for each prompt, in order; `progress` counts the samples as they finish.
-    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig, progress: &Progress)
-    -> Result<Vec<Vec<Sample>>>;
+    fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        progress: &Progress,
+    ) -> Result<Vec<Vec<Sample>>>;
 }
 
 /// How to reach a teacher: the spec (`local:PATH`, `openai:URL`), and for an HTTP teacher the served model

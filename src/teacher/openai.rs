@@ -118,7 +118,9 @@ pub struct OpenAi {
     appender: Appender,
     /// Which server answers: self-hosted ones take sampling extras, and fill in their own defaults for
     /// what a request leaves out.
-    kind: ServerKind,
+    /// Asked of the server when the first request must be sent (a run answered from the journal needs no
+    /// server).
+    kind: tokio::sync::OnceCell<ServerKind>,
     stats: Stats,
     started: Instant,
 }
@@ -166,16 +168,27 @@ impl OpenAi {
             .enable_all()
             .build()
             .map_err(|e| Error::usage(format!("async runtime: {e}")))?;
-        let (served, kind) = runtime.block_on(models(&client, &endpoints, key.as_deref()))?;
+        let kind = tokio::sync::OnceCell::new();
         let model = match model.or(named) {
             Some(m) => m.to_string(),
-            None if served.len() == 1 => served[0].clone(),
             None => {
-                return Err(Error::usage(format!("the server serves {} models: {}", served.len(), served.join(", ")))
-                    .with_hint("name one with `--model NAME` (or `openai:NAME@URL`)"));
+                let (served, server) = runtime.block_on(models(&client, &endpoints, key.as_deref()))?;
+                kind.set(server).expect("unset");
+                match served.as_slice() {
+                    [one] => one.clone(),
+                    _ => {
+                        return Err(Error::usage(format!(
+                            "the server serves {} models: {}",
+                            served.len(),
+                            served.join(", ")
+                        ))
+                        .with_hint("name one with `--model NAME` (or `openai:NAME@URL`)"));
+                    }
+                }
             }
         };
-        let mut journal = Journal::open(&cfg.journal.clone().unwrap_or_else(super::journal::default_dir), run, !cfg.no_cache)?;
+        let mut journal =
+            Journal::open(&cfg.journal.clone().unwrap_or_else(super::journal::default_dir), run, !cfg.no_cache)?;
         let appender = journal.appender()?;
         let urls: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
         Ok(OpenAi {
@@ -203,8 +216,24 @@ impl OpenAi {
         }
     }
 
-    /// The request for sample `k` of `prompt`.
-    fn body(&self, prompt: &Prompt, s: &SamplingConfig, k: u32) -> Result<Value> {
+    /// The journal key of sample `k` of `prompt`: what is asked (API, model, messages, prefill, sampling
+    /// settings, sample index), not where or of which server software.
+    fn key(&self, prompt: &Prompt, s: &SamplingConfig, k: u32) -> u128 {
+        let what = json!({
+            "api": self.path(),
+            "model": self.model,
+            "messages": prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "prefill": prompt.prefill,
+            "sampling": s,
+            "seed_of": prompt.key,
+            "sample": k,
+            "logprobs": !self.cfg.no_logprobs,
+        });
+        xxhash_rust::xxh3::xxh3_128(what.to_string().as_bytes())
+    }
+
+    /// The request for sample `k` of `prompt`, to a `kind` server.
+    fn body(&self, prompt: &Prompt, s: &SamplingConfig, k: u32, kind: ServerKind) -> Result<Value> {
         let mut body = json!({ "model": self.model });
         match self.cfg.api {
             Api::Chat => {
@@ -212,7 +241,9 @@ impl OpenAi {
                     return Err(Error::usage("a prefill cannot be sent to a chat API")
                         .with_hint("use `--api completions`, which sends the rendered prompt with its prefill"));
                 }
-                body["messages"] = json!(prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>());
+                body["messages"] = json!(
+                    prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()
+                );
             }
             Api::Completions => {
                 return Err(Error::usage("`--api completions` is not available yet").with_hint("use `--api chat`"));
@@ -231,7 +262,7 @@ impl OpenAi {
             body["logprobs"] = json!(true);
             if s.top_logprobs > 0 {
                 body["top_logprobs"] = json!(s.top_logprobs);
-                if self.kind == ServerKind::Vllm {
+                if kind == ServerKind::Vllm {
                     // otherwise vLLM names top-logprob tokens by their text only
                     body["return_tokens_as_token_ids"] = json!(true);
                 }
@@ -240,13 +271,13 @@ impl OpenAi {
         // Sampling extras. Self-hosted servers get them always: left out, llama.cpp applies top_k 40 and
         // min_p 0.05, vLLM the checkpoint's generation_config.json. Other APIs get them only when set: hosted
         // APIs refuse keys they do not know.
-        let off = if self.kind == ServerKind::Vllm { -1 } else { 0 };
-        match (self.kind, s.top_k) {
+        let off = if kind == ServerKind::Vllm { -1 } else { 0 };
+        match (kind, s.top_k) {
             (_, Some(k)) => body["top_k"] = json!(k),
             (ServerKind::Other, None) => {}
             (_, None) => body["top_k"] = json!(off),
         }
-        if s.min_p > 0.0 || self.kind != ServerKind::Other {
+        if s.min_p > 0.0 || kind != ServerKind::Other {
             body["min_p"] = json!(s.min_p);
         }
         Ok(body)
@@ -279,7 +310,22 @@ impl OpenAi {
     }
 
     /// POST `body`, retrying until a valid response or the retry budget is spent.
-    async fn send(&self, body: &[u8], key: u128) -> std::result::Result<(Box<RawValue>, f64), Failed> {
+    async fn send(
+        &self,
+        prompt: &Prompt,
+        s: &SamplingConfig,
+        k: u32,
+        key: u128,
+    ) -> std::result::Result<(Box<RawValue>, f64), Failed> {
+        let kind = *self
+            .kind
+            .get_or_try_init(|| async {
+                models(&self.client, &self.endpoints, self.key.as_deref()).await.map(|(_, kind)| kind)
+            })
+            .await
+            .map_err(Failed::Run)?;
+        let body = serde_json::to_vec(&self.body(prompt, s, k, kind).map_err(Failed::Run)?).expect("JSON");
+        let body = body.as_slice();
         let mut rng = crate::rng::Rng::for_row(key as u64, "backoff", 0);
         let mut attempt = 0u32;
         loop {
@@ -357,14 +403,13 @@ impl OpenAi {
 
     /// Sample `k` of `prompt`: from the journal, else from the server (journaled before it counts).
     async fn sample(&self, prompt: &Prompt, k: u32, s: &SamplingConfig) -> Result<Sample> {
-        let body = serde_json::to_vec(&self.body(prompt, s, k)?).expect("JSON");
-        let key = xxhash_rust::xxh3::xxh3_128(&[self.path().as_bytes(), b"\n", &body].concat());
+        let key = self.key(prompt, s, k);
         let (response, latency_s, cached) = match self.journal.get(key)? {
             Some(r) => {
                 self.stats.cached.set(self.stats.cached.get() + 1);
                 (r.response, r.latency_s, true)
             }
-            None => match self.send(&body, key).await {
+            None => match self.send(prompt, s, k, key).await {
                 Ok((raw, latency)) => {
                     self.appender.append(key, &raw, latency).await.map_err(|e| {
                         Error::usage(format!("request journal: {e}")).with_hint("is the journal's disk full?")
@@ -447,7 +492,11 @@ enum ServerKind {
 }
 
 /// The models `/v1/models` lists on the first endpoint that answers, and the server software.
-async fn models(client: &reqwest::Client, endpoints: &[Endpoint], key: Option<&str>) -> Result<(Vec<String>, ServerKind)> {
+async fn models(
+    client: &reqwest::Client,
+    endpoints: &[Endpoint],
+    key: Option<&str>,
+) -> Result<(Vec<String>, ServerKind)> {
     let mut errors = Vec::new();
     for e in endpoints {
         let url = format!("{}/models", e.url);
@@ -494,7 +543,11 @@ fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) ->
         .filter(|r| !r.is_empty())
         .map(str::to_string);
     let raw_finish = c["finish_reason"].as_str().unwrap_or("stop");
-    let positions = logprob_positions(&c["logprobs"]);
+    let mut positions = logprob_positions(&c["logprobs"]);
+    // llama.cpp lists the end-of-sequence token too (as ""); forge's samples end before it
+    if raw_finish == "stop" && positions.last().is_some_and(|p| end_of_sequence(p, &text)) {
+        positions.pop();
+    }
     let logprobs: Vec<f32> = positions.iter().map(|p| p["logprob"].as_f64().unwrap_or(f64::NAN) as f32).collect();
     let top_logprobs = if s.top_logprobs > 0 {
         positions.iter().map(|p| top_of(p, s.top_logprobs as usize)).collect::<std::result::Result<Vec<_>, _>>()?
@@ -522,6 +575,14 @@ fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) ->
         error: None,
         server: Some(server.to_string()),
     })
+}
+
+/// Whether a choice's last logprob entry is an end-of-sequence token the text does not show: empty
+/// (llama.cpp) or a special token such as `<|im_end|>` or `</s>`.
+fn end_of_sequence(position: &Value, text: &str) -> bool {
+    let token = position["token"].as_str().unwrap_or("");
+    let special = (token.starts_with("<|") && token.ends_with("|>")) || token == "</s>";
+    token.is_empty() || (special && !text.ends_with(token))
 }
 
 /// The per-token entries of a choice's `logprobs`, in the chat form (`content[]`, also llama.cpp's
@@ -556,9 +617,14 @@ fn logprob_positions(logprobs: &Value) -> Vec<Value> {
 fn top_of(position: &Value, k: usize) -> std::result::Result<Vec<(u32, f32)>, String> {
     let mut top = Vec::new();
     for t in position["top_logprobs"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let id = t["id"].as_u64().or_else(|| t["token"].as_str()?.strip_prefix("token_id:")?.parse().ok()).ok_or_else(|| {
-            format!("a top-logprob token without an id ({}): this server cannot give top-k token ids yet", t["token"])
-        })?;
+        let id = t["id"].as_u64().or_else(|| t["token"].as_str()?.strip_prefix("token_id:")?.parse().ok()).ok_or_else(
+            || {
+                format!(
+                    "a top-logprob token without an id ({}): this server cannot give top-k token ids yet",
+                    t["token"]
+                )
+            },
+        )?;
         top.push((id as u32, t["logprob"].as_f64().unwrap_or(f64::NEG_INFINITY) as f32));
     }
     top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -572,7 +638,12 @@ impl Teacher for OpenAi {
         &self.id
     }
 
-    fn generate(&mut self, prompts: &[Prompt], sampling: &SamplingConfig, progress: &Progress) -> Result<Vec<Vec<Sample>>> {
+    fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        progress: &Progress,
+    ) -> Result<Vec<Vec<Sample>>> {
         let this = &*self;
         let mut done: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
         let work = prompts.iter().enumerate().flat_map(|(i, p)| (0..p.n).map(move |k| (i, p, k)));

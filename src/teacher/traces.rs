@@ -167,20 +167,28 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
         inputs.push(crate::dataset::InputRef { path, rows: 0, xxh3 });
     }
     let provenance = Provenance::start("generate", &ctx.command, cfg, inputs);
-    let mut writer = match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance.clone())? {
-        Start::UpToDate(m) if m.report.flagged.get(ERROR).is_some_and(|&e| e > 0) => {
-            let again = WriteOptions { redo_finished: true, ..out.write.clone() };
-            match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &again, provenance)? {
-                Start::Write(w) => w,
-                Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
+    let mut writer =
+        match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance.clone())? {
+            Start::UpToDate(m) if m.report.flagged.get(ERROR).is_some_and(|&e| e > 0) => {
+                let again = WriteOptions { redo_finished: true, ..out.write.clone() };
+                match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &again, provenance)? {
+                    Start::Write(w) => w,
+                    Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
+                }
             }
-        }
-        Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
-        Start::Write(w) => w,
-    };
+            Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
+            Start::Write(w) => w,
+        };
     // the journal keys this run's own requests by what the run is: its settings and its output
     let run = xxhash_rust::xxh3::xxh3_64(
-        format!("{}\n{}\n{}/{}", serde_json::to_string(cfg).expect("JSON"), out.output.display(), out.shard.index, out.shard.count).as_bytes(),
+        format!(
+            "{}\n{}\n{}/{}",
+            serde_json::to_string(cfg).expect("JSON"),
+            out.output.display(),
+            out.shard.index,
+            out.shard.count
+        )
+        .as_bytes(),
     );
     let connect = Connect { spec: &cfg.teacher, model: cfg.model.as_deref(), http: &cfg.http, run };
     let mut teacher = super::open(&connect)?;
