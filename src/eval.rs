@@ -205,7 +205,11 @@ pub const REPORT: &str = "eval-report.json";
 /// The directory traces go to when `-o` is not given: `eval-<model>-<problems>` here.
 pub fn default_output(cfg: &EvalConfig) -> PathBuf {
     let name = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "x".into());
-    let model = cfg.model.rsplit(':').next().unwrap_or(&cfg.model);
+    let model = match cfg.model.split_once(':') {
+        Some(("openai", rest)) => rest.split_once('@').map_or("openai", |(name, _)| name),
+        Some((_, path)) => path,
+        None => &cfg.model,
+    };
     PathBuf::from(format!("eval-{}-{}", name(Path::new(model.trim_end_matches('/'))), name(&cfg.problems)))
 }
 
@@ -326,7 +330,8 @@ impl crate::stage::Stage for Eval {
         "Score a model on problems: generate, verify, report pass@1, pass@n, maj@n, length, truncation";
     const EXAMPLES: &'static str = "  forge eval --model student/ --problems igsm-test/                    # greedy, one sample
   forge eval --model student/ --problems igsm-test/ -n 8 --json | jq .accuracy
-  forge eval --model r1-distill/ --problems math500/ -n 4 --temperature 0.6 --prefill '<think>\\n' --max-tokens 8192 -o eval-math500/";
+  forge eval --model r1-distill/ --problems math500/ -n 4 --temperature 0.6 --prefill '<think>\\n' --max-tokens 8192 -o eval-math500/
+  forge eval --model openai:NAME@http://127.0.0.1:8000/v1 --problems math500/ -n 4 --concurrency 128";
     type Config = EvalConfig;
     type Target = EvalTarget;
 

@@ -1,8 +1,10 @@
 //! `forge generate`: a problems dataset in, a traces dataset out: for each problem, `n` chain-of-thought
 //! samples from a teacher, one row per sample ([`crate::teacher::traces`] does the sampling and writing).
+//! The teacher is a local checkpoint or an OpenAI-compatible server ([`crate::teacher::openai`]).
 //!
 //! ```text
 //! forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 -o traces/
+//! forge generate --teacher openai:http://127.0.0.1:8000/v1 --problems problems/ -n 4 -o traces/
 //! ```
 
 use crate::error::Result;
@@ -18,7 +20,9 @@ impl crate::stage::Stage for Generate {
     const EXAMPLES: &'static str = "  forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 -o traces/
   forge generate --teacher local:ckpt/ --problems problems/ -n 4 --temperature 0.7 --top-p 0.95 --max-tokens 1024 --seed 1 -o traces/
   forge generate --teacher local:r1-distill/ --problems math500/ --prefill '<think>\\n' --temperature 0.6 -o traces/
-  forge generate --teacher local:ckpt/ --problems problems/ --prompt-template '{prompt}' --system 'You are a careful solver.' -o traces/";
+  forge generate --teacher local:ckpt/ --problems problems/ --prompt-template '{prompt}' --system 'You are a careful solver.' -o traces/
+  forge generate --teacher openai:http://127.0.0.1:8000/v1 --model NAME --problems problems/ -n 4 --temperature 0.6 --concurrency 256 -o traces/
+  forge generate --teacher openai:http://gpu1:8000/v1,http://gpu2:8000/v1 --problems problems/ -n 8 --journal /data/journal -o traces/";
     type Config = GenerateConfig;
     type Target = OutputArgs;
 

@@ -275,6 +275,29 @@ fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
         ]);
         outs.push(records(&out));
     }
+    // and `forge eval` through the server scores as it does locally
+    let scores: Vec<serde_json::Value> = [local.clone(), format!("openai:tiny@{}", server.url())]
+        .iter()
+        .map(|model| {
+            let json = ok(&[
+                &"eval",
+                &"--model",
+                model,
+                &"--problems",
+                &problems,
+                &"--max-tokens",
+                &"80",
+                &"--journal",
+                &s.path("journal"),
+                &"--json",
+                &"-o",
+                &s.path(&format!("eval-{}", model.len())),
+                &"-q",
+            ]);
+            serde_json::from_str(&json).unwrap()
+        })
+        .collect();
+    assert_eq!(scores[0]["overall"], scores[1]["overall"]);
     for (a, b) in outs[0].iter().zip(&outs[1]) {
         assert_eq!(a["completion"], b["completion"], "problem {}", a["problem_id"]);
         assert_eq!(a["finish_reason"], b["finish_reason"]);
@@ -443,7 +466,7 @@ async fn serve(
         Some(Fault::Internal) => response("HTTP/1.1 500 Internal Server Error", "", error, error.len()),
         Some(Fault::Unavailable) => response("HTTP/1.1 503 Service Unavailable", "", error, error.len()),
         Some(Fault::Reset) => {
-            let _ = sock.set_linger(Some(Duration::ZERO));
+            let _ = sock.set_zero_linger(); // the close sends a reset
             return;
         }
         Some(Fault::Hang) => {
