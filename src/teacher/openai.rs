@@ -661,3 +661,70 @@ impl Teacher for OpenAi {
         Ok(done.into_iter().map(|p| p.into_iter().map(|s| s.expect("every sample answered")).collect()).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling(top: u32) -> SamplingConfig {
+        SamplingConfig { top_logprobs: top, ..SamplingConfig::default() }
+    }
+
+    /// vLLM's shape (`--reasoning-parser`, `return_tokens_as_token_ids`): the reasoning comes apart, the
+    /// top list (sampled token first, unsorted, repeated) is sorted and deduplicated by id.
+    #[test]
+    fn vllm_reasoning_and_unsorted_top_logprobs() {
+        let response = json!({
+            "model": "tiny-qwen2",
+            "choices": [{
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "42", "reasoning": "6 * 7"},
+                "logprobs": {"content": [
+                    {"token": "token_id:19", "logprob": -0.5, "top_logprobs": [
+                        {"token": "token_id:19", "logprob": -0.5},
+                        {"token": "token_id:3", "logprob": -0.1},
+                        {"token": "token_id:7", "logprob": -2.0},
+                        {"token": "token_id:19", "logprob": -0.5}
+                    ]},
+                    {"token": "token_id:20", "logprob": -0.01, "top_logprobs": [
+                        {"token": "token_id:20", "logprob": -0.01}, {"token": "token_id:1", "logprob": -5.0}
+                    ]},
+                    {"token": "<|im_end|>", "logprob": -0.001, "top_logprobs": []}
+                ]}
+            }],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 3}
+        });
+        let s = choice(&response, &sampling(2), 0.25, false).unwrap();
+        assert_eq!((s.text.as_str(), s.reasoning.as_deref()), ("42", Some("6 * 7")));
+        assert_eq!(s.completion_tokens, 2, "the end-of-sequence token is not the sample's");
+        assert_eq!(s.logprobs, vec![-0.5, -0.01]);
+        assert_eq!(s.top_logprobs, vec![vec![(3, -0.1), (19, -0.5)], vec![(20, -0.01), (1, -5.0)]]);
+        assert_eq!(s.prompt_tokens, 9);
+        let server: Value = serde_json::from_str(s.server.as_deref().unwrap()).unwrap();
+        assert_eq!(server["model"], "tiny-qwen2");
+    }
+
+    /// The legacy completions shape (`tokens`, `token_logprobs`, `top_logprobs[{tok: lp}]`) and a cut
+    /// sample; a top token without an id is an error that says so.
+    #[test]
+    fn legacy_completions_logprobs_and_missing_ids() {
+        let response = json!({"choices": [{"index": 0, "text": "ab", "finish_reason": "length", "logprobs": {
+            "tokens": ["a", "b"], "token_logprobs": [-1.0, -2.0], "top_logprobs": [{"a": -1.0}, {"b": -2.0}]
+        }}]});
+        let s = choice(&response, &sampling(0), 0.0, true).unwrap();
+        assert_eq!((s.finish, s.completion_tokens, s.logprobs.clone()), (Finish::Length, 2, vec![-1.0, -2.0]));
+        let err = choice(&response, &sampling(1), 0.0, true).unwrap_err();
+        assert!(err.contains("without an id"), "{err}");
+    }
+
+    /// Bodies that are not a response are retried, never journaled.
+    #[test]
+    fn truncated_garbled_and_empty_bodies_are_not_responses() {
+        let good = br#"{"choices": [{"index": 0, "message": {"content": "x"}}]}"#;
+        assert!(valid(good).is_ok());
+        assert!(valid(&good[..good.len() / 2]).unwrap_err().contains("malformed"));
+        assert!(valid(br#"{"choices": []}"#).unwrap_err().contains("without choices"));
+        assert!(valid(br#"{"error": {"message": "overloaded"}}"#).is_err());
+    }
+}

@@ -645,3 +645,38 @@ fn killed_runs_resume_without_paying_twice() {
     assert!(again <= 4, "{again} received responses were paid for again after 4 kills");
     assert_eq!(log.finished.values().filter(|(_, w)| *w >= 1).count(), 24);
 }
+
+/// Two endpoints, one of them dead: its requests move to the live one, and the rows are those of the live
+/// one alone.
+#[test]
+#[ignore = "needs llama-server: FORGE_LLAMA_SERVER and FORGE_PYTHON (.ci/run sets both)"]
+fn a_dead_endpoint_does_not_fail_the_run() {
+    let s = Scratch::new();
+    let server = Server::llama(&s, 2);
+    let problems = problems(&s, 12);
+    let dead = format!("http://127.0.0.1:{}/v1", free_port());
+    let out = |name: &str, teacher: String| {
+        let dir = s.path(name);
+        ok(&[
+            &"generate",
+            &"--teacher",
+            &teacher,
+            &"--model",
+            &"tiny",
+            &"--problems",
+            &problems,
+            &"--max-tokens",
+            &"24",
+            &"--journal",
+            &s.path(&format!("journal-{name}")),
+            &"-o",
+            &dir,
+            &"-q",
+        ]);
+        records(&dir)
+    };
+    let both = out("both", format!("openai:{dead},{}", server.url()));
+    let one = out("one", format!("openai:{}", server.url()));
+    assert!(both.iter().all(|r| r["finish_reason"] != "error"));
+    assert_same_rows(&both, &one, 1e-3);
+}
