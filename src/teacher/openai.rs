@@ -29,9 +29,6 @@ use crate::progress::Progress;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct HttpConfig {
-    /// HTTP teacher: the API to call (`chat`: /v1/chat/completions; `completions`: /v1/completions)
-    #[arg(long, value_enum, default_value_t = DEFAULT.api, value_name = "API")]
-    pub api: Api,
     /// HTTP teacher: the environment variable holding the API key (never written anywhere)
     #[arg(long, default_value = KEY_ENV, value_name = "VAR")]
     pub api_key_env: String,
@@ -59,18 +56,10 @@ pub struct HttpConfig {
     pub no_logprobs: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Api {
-    Chat,
-    Completions,
-}
-
 /// Where the API key is read from unless `--api-key-env` says otherwise.
 const KEY_ENV: &str = "OPENAI_API_KEY";
 
 const DEFAULT: HttpConfig = HttpConfig {
-    api: Api::Chat,
     api_key_env: String::new(), // KEY_ENV: a `String` cannot be made in a const
     concurrency: 64,
     max_rps: None,
@@ -209,11 +198,9 @@ impl OpenAi {
         })
     }
 
+    /// The chat API: the server renders the checkpoint's chat template.
     fn path(&self) -> &'static str {
-        match self.cfg.api {
-            Api::Chat => "/chat/completions",
-            Api::Completions => "/completions",
-        }
+        "/chat/completions"
     }
 
     /// The journal key of sample `k` of `prompt`: what is asked (API, model, messages, prefill, sampling
@@ -233,25 +220,10 @@ impl OpenAi {
     }
 
     /// The request for sample `k` of `prompt`, to a `kind` server.
-    fn body(&self, prompt: &Prompt, s: &SamplingConfig, k: u32, kind: ServerKind) -> Result<Value> {
+    fn body(&self, prompt: &Prompt, s: &SamplingConfig, k: u32, kind: ServerKind) -> Value {
         let mut body = json!({ "model": self.model });
-        match self.cfg.api {
-            Api::Chat => {
-                if !prompt.prefill.is_empty() {
-                    return Err(Error::usage("a prefill cannot be sent to a chat API")
-                        .with_hint("use `--api completions`, which sends the rendered prompt with its prefill"));
-                }
-                body["messages"] = json!(
-                    prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()
-                );
-            }
-            Api::Completions => {
-                return Err(Error::usage("`--api completions` is not available yet").with_hint("use `--api chat`"));
-            }
-        }
-        body["temperature"] = json!(s.temperature);
-        body["top_p"] = json!(s.top_p);
-        body["max_tokens"] = json!(s.max_new_tokens);
+        body["messages"] =
+            json!(prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>());
         // the sample's own seed, below 2^31 (which every server accepts)
         let seed = super::sampling::stream(s.seed, &prompt.key, k).next_u64() >> 33;
         body["seed"] = json!(seed);
@@ -280,7 +252,7 @@ impl OpenAi {
         if s.min_p > 0.0 || kind != ServerKind::Other {
             body["min_p"] = json!(s.min_p);
         }
-        Ok(body)
+        body
     }
 
     /// The next endpoint to use: round robin over those not resting; waits when all rest.
@@ -324,7 +296,7 @@ impl OpenAi {
             })
             .await
             .map_err(Failed::Run)?;
-        let body = serde_json::to_vec(&self.body(prompt, s, k, kind).map_err(Failed::Run)?).expect("JSON");
+        let body = serde_json::to_vec(&self.body(prompt, s, k, kind)).expect("JSON");
         let body = body.as_slice();
         let mut rng = crate::rng::Rng::for_row(key as u64, "backoff", 0);
         let mut attempt = 0u32;
@@ -644,6 +616,10 @@ impl Teacher for OpenAi {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>> {
+        if prompts.iter().any(|p| !p.prefill.is_empty()) {
+            return Err(Error::usage("a prefill cannot be sent to a chat API")
+                .with_hint("leave `--prefill` out: servers with a reasoning parser start the thinking themselves"));
+        }
         let this = &*self;
         let mut done: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
         let work = prompts.iter().enumerate().flat_map(|(i, p)| (0..p.n).map(move |k| (i, p, k)));

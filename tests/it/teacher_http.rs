@@ -245,7 +245,8 @@ fn generate_against_llama_server() {
     assert!(cached.iter().all(|r| r["server"].as_str().unwrap().contains("\"cached\":true")));
 }
 
-/// Greedy text and logprobs through llama-server equal forge's local teacher on the same checkpoint.
+/// Greedy text and logprobs through llama-server equal forge's local teacher on the same checkpoint, up to
+/// a near-tie.
 #[test]
 #[ignore = "needs llama-server: FORGE_LLAMA_SERVER and FORGE_PYTHON (.ci/run sets both)"]
 fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
@@ -265,6 +266,8 @@ fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
             &problems,
             &"--temperature",
             &"0",
+            &"--top-logprobs",
+            &"2",
             &"--max-tokens",
             &"80",
             &"--journal",
@@ -297,18 +300,34 @@ fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
             serde_json::from_str(&json).unwrap()
         })
         .collect();
-    assert_eq!(scores[0]["overall"], scores[1]["overall"]);
+    // Greedy decoding follows the argmax, and llama.cpp's numbers move in the last digits with its prompt
+    // cache: where two tokens nearly tie, the paths may part. Up to there everything agrees; the parting is
+    // at a near-tie; most rows never part.
+    let mut parted = 0;
     for (a, b) in outs[0].iter().zip(&outs[1]) {
-        assert_eq!(a["completion"], b["completion"], "problem {}", a["problem_id"]);
-        assert_eq!(a["finish_reason"], b["finish_reason"]);
         assert_eq!(a["prompt_tokens"], b["prompt_tokens"]);
+        let (ta, tb) = (a["completion"].as_str().unwrap().as_bytes(), b["completion"].as_str().unwrap().as_bytes());
+        // byte-level teacher: token i is byte i
+        let same = ta.iter().zip(tb).take_while(|(x, y)| x == y).count();
         let (x, y) = (a["token_logprobs"].as_array().unwrap(), b["token_logprobs"].as_array().unwrap());
-        assert_eq!(x.len(), y.len());
-        for (x, y) in x.iter().zip(y) {
+        for (x, y) in x.iter().zip(y).take(same) {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
             assert!((x - y).abs() < 1e-3 + 1e-3 * x.abs(), "{x} vs {y}");
         }
+        if ta == tb {
+            assert_eq!(a["finish_reason"], b["finish_reason"]);
+            assert_eq!(x.len(), y.len());
+            continue;
+        }
+        parted += 1;
+        let top = &a["top_logprobs"][same];
+        let gap = top[0]["logprob"].as_f64().unwrap() - top[1]["logprob"].as_f64().unwrap();
+        assert!(gap < 0.25, "problem {}: parted at token {same} where the top two are {gap} apart", a["problem_id"]);
     }
+    assert!(parted <= 2, "{parted} of 8 greedy paths parted");
+    let pass = |s: &serde_json::Value| s["overall"]["pass_at_1"].as_f64().unwrap();
+    assert_eq!(scores[0]["overall"]["samples"], scores[1]["overall"]["samples"]);
+    assert!((pass(&scores[0]) - pass(&scores[1])).abs() <= parted as f64 / 8.0 + 1e-9);
 }
 
 /// What the proxy did with one POST.
@@ -638,11 +657,12 @@ fn killed_runs_resume_without_paying_twice() {
     let clean = s.path("clean");
     assert!(run_into(&clean, &s.path("journal-clean"), &server.url()).status().unwrap().success());
     assert_same_rows(&records(&out), &records(&clean), 1e-3);
-    // A response received in the moment between its receipt and its fsync, when the kill came, was never
-    // journaled: that request is sent again (at most one per kill). Every other one was sent once.
+    // A response the proxy had written whole but the client had not yet journaled (read, parsed, fsynced)
+    // when the kill came never counted: its request is sent again. Those are at most the requests in
+    // flight, `--concurrency` per kill; every other request was sent once.
     let log = proxy.log.lock().unwrap();
     let again: u32 = log.finished.values().map(|(_, whole)| whole.saturating_sub(1)).sum();
-    assert!(again <= 4, "{again} received responses were paid for again after 4 kills");
+    assert!(again <= 4 * 4, "{again} received responses were paid for again after 4 kills at concurrency 4");
     assert_eq!(log.finished.values().filter(|(_, w)| *w >= 1).count(), 24);
 }
 
