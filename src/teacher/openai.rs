@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::journal::{Appender, Journal};
@@ -105,10 +104,9 @@ pub struct OpenAi {
     runtime: tokio::runtime::Runtime,
     journal: Journal,
     appender: Appender,
-    /// Which server answers: self-hosted ones take sampling extras, and fill in their own defaults for
-    /// what a request leaves out.
-    /// Asked of the server when the first request must be sent (a run answered from the journal needs no
-    /// server).
+    /// Which server software answers: self-hosted ones take sampling extras, and fill in their own defaults
+    /// for what a request leaves out. Asked when the first request must be sent (a run answered from the
+    /// journal needs no server).
     kind: tokio::sync::OnceCell<ServerKind>,
     stats: Stats,
     started: Instant,
@@ -281,14 +279,15 @@ impl OpenAi {
         tokio::time::sleep_until(slot.into()).await;
     }
 
-    /// POST `body`, retrying until a valid response or the retry budget is spent.
+    /// Ask the server for sample `k` of `prompt`, retrying until a valid response or the retry budget is
+    /// spent.
     async fn send(
         &self,
         prompt: &Prompt,
         s: &SamplingConfig,
         k: u32,
         key: u128,
-    ) -> std::result::Result<(Box<RawValue>, f64), Failed> {
+    ) -> std::result::Result<(Value, f64), Failed> {
         let kind = *self
             .kind
             .get_or_try_init(|| async {
@@ -308,9 +307,9 @@ impl OpenAi {
             let outcome = self.attempt(endpoint, body).await;
             self.stats.in_flight.set(self.stats.in_flight.get() - 1);
             let (message, retry_after, endpoint_fault) = match outcome {
-                Attempt::Done(raw) => {
+                Attempt::Done(response) => {
                     endpoint.fails.set(0);
-                    return Ok((raw, started.elapsed().as_secs_f64()));
+                    return Ok((response, started.elapsed().as_secs_f64()));
                 }
                 Attempt::Fatal(e) => return Err(Failed::Run(e)),
                 Attempt::Refused(m) => return Err(Failed::Row(m)),
@@ -321,13 +320,13 @@ impl OpenAi {
                 return Err(Failed::Row(format!("gave up after {attempt} attempts: {message}")));
             }
             self.stats.retries.set(self.stats.retries.get() + 1);
-            // exponential backoff with jitter: half the step fixed, half random
-            let step = (0.5 * 2f64.powi(attempt as i32 - 1)).min(30.0);
-            let wait = retry_after.unwrap_or_else(|| Duration::from_secs_f64(step * (0.5 + 0.5 * rng.uniform())));
+            // jitter: half the step fixed, half random
+            let wait =
+                retry_after.unwrap_or_else(|| Duration::from_secs_f64(backoff(attempt) * (0.5 + 0.5 * rng.uniform())));
             if endpoint_fault {
                 let fails = endpoint.fails.get() + 1;
                 endpoint.fails.set(fails);
-                let rest = Duration::from_secs_f64((0.5 * 2f64.powi(fails as i32 - 1)).min(30.0));
+                let rest = Duration::from_secs_f64(backoff(fails));
                 endpoint.down_until.set(Some(Instant::now() + rest));
             }
             tokio::time::sleep(wait).await;
@@ -360,7 +359,7 @@ impl OpenAi {
         let text = || String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned();
         match status.as_u16() {
             200..=299 => match valid(&bytes) {
-                Ok(raw) => Attempt::Done(raw),
+                Ok(response) => Attempt::Done(response),
                 Err(why) => Attempt::retry(format!("{url}: {why}"), None, false),
             },
             408 | 409 | 429 => Attempt::retry(format!("{url}: HTTP {status}: {}", text()), retry_after, false),
@@ -382,11 +381,11 @@ impl OpenAi {
                 (r.response, r.latency_s, true)
             }
             None => match self.send(prompt, s, k, key).await {
-                Ok((raw, latency)) => {
-                    self.appender.append(key, &raw, latency).await.map_err(|e| {
+                Ok((response, latency)) => {
+                    self.appender.append(key, &response, latency).await.map_err(|e| {
                         Error::usage(format!("request journal: {e}")).with_hint("is the journal's disk full?")
                     })?;
-                    (serde_json::from_str(raw.get()).expect("validated"), latency, false)
+                    (response, latency, false)
                 }
                 Err(Failed::Run(e)) => return Err(e),
                 Err(Failed::Row(message)) => {
@@ -414,8 +413,13 @@ impl OpenAi {
     }
 }
 
+/// Seconds to wait after the `n`-th failure in a row: 0.5 doubling, at most 30.
+fn backoff(n: u32) -> f64 {
+    (0.5 * 2f64.powi(n.min(16) as i32 - 1)).min(30.0)
+}
+
 enum Attempt {
-    Done(Box<RawValue>),
+    Done(Value),
     Retry { message: String, retry_after: Option<Duration>, endpoint_fault: bool },
     Refused(String),
     Fatal(Error),
@@ -441,16 +445,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// A body is a response when it is one JSON object with a non-empty `choices` list: anything else (a
 /// truncated or garbled body, an error object sent with 200) is retried, never journaled.
-fn valid(bytes: &[u8]) -> std::result::Result<Box<RawValue>, String> {
-    let raw: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON body: {e}"))?;
-    #[derive(Deserialize)]
-    struct Shape {
-        choices: Vec<serde::de::IgnoredAny>,
-    }
-    match serde_json::from_str::<Shape>(raw.get()) {
-        Ok(s) if !s.choices.is_empty() => Ok(raw),
-        Ok(_) => Err("a response without choices".into()),
-        Err(e) => Err(format!("not a completion response: {e}")),
+fn valid(bytes: &[u8]) -> std::result::Result<Value, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON body: {e}"))?;
+    match value["choices"].as_array() {
+        Some(choices) if !choices.is_empty() => Ok(value),
+        Some(_) => Err("a response without choices".into()),
+        None => Err("not a completion response: no `choices` list".into()),
     }
 }
 

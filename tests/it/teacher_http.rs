@@ -14,9 +14,22 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::util::{Scratch, ok, records, run};
+use crate::util::{Scratch, records, run};
 
 const IGNORE: &str = "needs llama-server: FORGE_LLAMA_SERVER and FORGE_PYTHON (.ci/run sets both)";
+
+/// Run forge with the words of `line` (scratch paths have no spaces): (exit code, stdout, stderr).
+fn forge_line(line: &str) -> (i32, String, String) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    run(&words.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>())
+}
+
+/// [`forge_line`], insisting on success; stdout.
+fn forge_ok(line: &str) -> String {
+    let (code, stdout, stderr) = forge_line(line);
+    assert_eq!(code, 0, "forge {line} failed:\n{stderr}");
+    stdout
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -100,21 +113,7 @@ impl Drop for Server {
 
 fn problems(s: &Scratch, n: u32) -> PathBuf {
     let dir = s.path("problems");
-    ok(&[
-        &"synth",
-        &"arith",
-        &"--n",
-        &n.to_string(),
-        &"--seed",
-        &"7",
-        &"--ops",
-        &"1..2",
-        &"--max-operand",
-        &"9",
-        &"-o",
-        &dir,
-        &"-q",
-    ]);
+    forge_ok(&format!("synth arith --n {n} --seed 7 --ops 1..2 --max-operand 9 -o {} -q", dir.display()));
     dir
 }
 
@@ -168,37 +167,17 @@ fn generate_against_llama_server() {
     let problems = problems(&s, 6);
     let teacher = format!("openai:{}", server.url());
     let journal = s.path("journal");
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "generate",
-            "--teacher",
-            &teacher,
-            "--model",
-            "tiny",
-            "--problems",
-            problems.to_str().unwrap(),
-            "-n",
-            "3",
-            "--temperature",
-            "1.0",
-            "--max-tokens",
-            "48",
-            "--seed",
-            "4",
-            "--top-logprobs",
-            "3",
-            "--journal",
-            journal.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-q",
-        ]
-        .map(String::from)
-        .to_vec()
+    let generate = |out: &Path| {
+        forge_ok(&format!(
+            "generate --teacher {teacher} --model tiny --problems {} -n 3 --temperature 1.0 --max-tokens 48 --seed 4 \
+             --top-logprobs 3 --journal {} -o {} -q",
+            problems.display(),
+            journal.display(),
+            out.display()
+        ))
     };
     let out = s.path("traces");
-    let argv = args(&out);
-    ok(&argv.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+    generate(&out);
     let rows = records(&out);
     assert_eq!(rows.len(), 18);
     let mut texts = std::collections::HashSet::new();
@@ -238,8 +217,7 @@ fn generate_against_llama_server() {
     // the same run elsewhere, the server gone, is answered from the journal: the same rows, all cached
     drop(server);
     let again = s.path("again");
-    let argv = args(&again);
-    ok(&argv.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+    generate(&again);
     let cached = records(&again);
     assert_same_rows(&cached, &rows, 0.0);
     assert!(cached.iter().all(|r| r["server"].as_str().unwrap().contains("\"cached\":true")));
@@ -258,45 +236,24 @@ fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
     let mut outs = Vec::new();
     for (name, teacher) in [("local", &local), ("remote", &remote)] {
         let out = s.path(name);
-        ok(&[
-            &"generate",
-            &"--teacher",
-            teacher,
-            &"--problems",
-            &problems,
-            &"--temperature",
-            &"0",
-            &"--top-logprobs",
-            &"2",
-            &"--max-tokens",
-            &"80",
-            &"--journal",
-            &s.path("journal"),
-            &"-o",
-            &out,
-            &"-q",
-        ]);
+        forge_ok(&format!(
+            "generate --teacher {teacher} --problems {} --temperature 0 --max-tokens 80 --journal {} -o {} -q",
+            problems.display(),
+            s.path("journal").display(),
+            out.display()
+        ));
         outs.push(records(&out));
     }
     // and `forge eval` through the server scores as it does locally
     let scores: Vec<serde_json::Value> = [local.clone(), format!("openai:tiny@{}", server.url())]
         .iter()
         .map(|model| {
-            let json = ok(&[
-                &"eval",
-                &"--model",
-                model,
-                &"--problems",
-                &problems,
-                &"--max-tokens",
-                &"80",
-                &"--journal",
-                &s.path("journal"),
-                &"--json",
-                &"-o",
-                &s.path(&format!("eval-{}", model.len())),
-                &"-q",
-            ]);
+            let json = forge_ok(&format!(
+                "eval --model {model} --problems {} --max-tokens 80 --journal {} --json -o {} -q",
+                problems.display(),
+                s.path("journal").display(),
+                s.path(&format!("eval-{}", model.len())).display()
+            ));
             serde_json::from_str(&json).unwrap()
         })
         .collect();
@@ -521,29 +478,14 @@ fn faults_are_retried_and_no_received_response_is_paid_twice() {
     let proxy = Proxy::start(server.port, 0.2, Duration::ZERO);
     let problems = problems(&s, 40);
     let out = s.path("traces");
-    let teacher = format!("openai:{}", proxy.url());
-    ok(&[
-        &"generate",
-        &"--teacher",
-        &teacher,
-        &"--problems",
-        &problems,
-        &"-n",
-        &"2",
-        &"--max-tokens",
-        &"32",
-        &"--concurrency",
-        &"8",
-        &"--timeout",
-        &"2",
-        &"--retries",
-        &"12",
-        &"--journal",
-        &s.path("journal"),
-        &"-o",
-        &out,
-        &"-q",
-    ]);
+    forge_ok(&format!(
+        "generate --teacher openai:{} --problems {} -n 2 --max-tokens 32 --concurrency 8 --timeout 2 --retries 12 \
+         --journal {} -o {} -q",
+        proxy.url(),
+        problems.display(),
+        s.path("journal").display(),
+        out.display()
+    ));
     let rows = records(&out);
     assert_eq!(rows.len(), 80);
     let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
@@ -567,29 +509,15 @@ fn error_rows_are_retried_by_the_rerun_alone() {
     let out = s.path("traces");
     let journal = s.path("journal");
     let proxy = Proxy::start(server.port, 0.5, Duration::ZERO);
-    let argv: Vec<String> = [
-        "generate",
-        "--teacher",
-        &format!("openai:{}", proxy.url()),
-        "--model",
-        "tiny",
-        "--problems",
-        problems.to_str().unwrap(),
-        "--max-tokens",
-        "24",
-        "--timeout",
-        "1",
-        "--retries",
-        "0",
-        "--journal",
-        journal.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ]
-    .map(String::from)
-    .to_vec();
-    let (code, _, err) = run(&argv.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+    let line = format!(
+        "generate --teacher openai:{} --model tiny --problems {} --max-tokens 24 --timeout 1 --retries 0 \
+         --journal {} -o {} -q",
+        proxy.url(),
+        problems.display(),
+        journal.display(),
+        out.display()
+    );
+    let (code, _, err) = forge_line(&line);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("rerun the same command"), "{err}");
     let first = records(&out);
@@ -605,7 +533,7 @@ fn error_rows_are_retried_by_the_rerun_alone() {
     // the same command once the faults are over
     proxy.rate.store(0, std::sync::atomic::Ordering::SeqCst);
     let before = proxy.log.lock().unwrap().posts as usize;
-    let _ = ok(&argv.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+    forge_ok(&line);
     let second = records(&out);
     assert!(second.iter().all(|r| r["finish_reason"] != "error"));
     let sent = proxy.log.lock().unwrap().posts as usize - before;
@@ -674,22 +602,12 @@ fn a_dead_endpoint_does_not_fail_the_run() {
     let dead = format!("http://127.0.0.1:{}/v1", free_port());
     let out = |name: &str, teacher: String| {
         let dir = s.path(name);
-        ok(&[
-            &"generate",
-            &"--teacher",
-            &teacher,
-            &"--model",
-            &"tiny",
-            &"--problems",
-            &problems,
-            &"--max-tokens",
-            &"24",
-            &"--journal",
-            &s.path(&format!("journal-{name}")),
-            &"-o",
-            &dir,
-            &"-q",
-        ]);
+        forge_ok(&format!(
+            "generate --teacher {teacher} --model tiny --problems {} --max-tokens 24 --journal {} -o {} -q",
+            problems.display(),
+            s.path(&format!("journal-{name}")).display(),
+            dir.display()
+        ));
         records(&dir)
     };
     let both = out("both", format!("openai:{dead},{}", server.url()));
