@@ -62,11 +62,9 @@ impl Local {
         })
     }
 
-    /// The token ids of a prompt: the chat template's rendering with the generation prompt, then the
-    /// prefill.
+    /// The token ids of a prompt ([`super::render`]).
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        let text = self.chat.render(&prompt.messages, true, &Default::default())? + &prompt.prefill;
-        self.tokenizer.encode(&text)
+        self.tokenizer.encode(&super::render(&self.chat, prompt)?)
     }
 
     /// Whether the text of `tokens` ends with one of the `stop` strings. Only the last tokens are decoded:

@@ -9,7 +9,7 @@ pub mod traces;
 
 pub use crate::dataset::Finish;
 use crate::error::{Error, Result};
-use crate::model::chat::Message;
+use crate::model::chat::{ChatTemplate, Message};
 use crate::progress::Progress;
 pub use openai::HttpConfig;
 pub use sampling::SamplingConfig;
@@ -72,6 +72,12 @@ pub trait Teacher {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>>;
+}
+
+/// The text a model continues for `prompt`: the chat template's rendering with the generation prompt,
+/// then the prefill.
+pub fn render(template: &ChatTemplate, prompt: &Prompt) -> Result<String> {
+    Ok(template.render(&prompt.messages, true, &Default::default())? + &prompt.prefill)
 }
 
 /// How to reach a teacher: the spec (`local:PATH`, `openai:URL`), and for an HTTP teacher the served model

@@ -22,12 +22,21 @@ use serde_json::{Value, json};
 use super::journal::{Appender, Journal};
 use super::{Finish, Prompt, Sample, SamplingConfig, Teacher};
 use crate::error::{Error, Result};
+use crate::model::chat::ChatTemplate;
 use crate::progress::Progress;
 
 /// How forge talks to an HTTP teacher: the same settings for `forge generate` and `forge eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct HttpConfig {
+    /// HTTP teacher: `chat` (/v1/chat/completions: the server renders its chat template) or `completions`
+    /// (/v1/completions: forge renders the template of `--chat-template`, so a `--prefill` works)
+    #[arg(long, value_enum, default_value_t = DEFAULT.api, value_name = "API")]
+    pub api: Api,
+    /// HTTP teacher with `--api completions`: the directory whose chat template renders the prompt (the
+    /// teacher's checkpoint or tokenizer directory)
+    #[arg(long, value_name = "DIR")]
+    pub chat_template: Option<PathBuf>,
     /// HTTP teacher: the environment variable holding the API key (never written anywhere)
     #[arg(long, default_value = KEY_ENV, value_name = "VAR")]
     pub api_key_env: String,
@@ -55,10 +64,19 @@ pub struct HttpConfig {
     pub no_logprobs: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Chat,
+    Completions,
+}
+
 /// Where the API key is read from unless `--api-key-env` says otherwise.
 const KEY_ENV: &str = "OPENAI_API_KEY";
 
 const DEFAULT: HttpConfig = HttpConfig {
+    api: Api::Chat,
+    chat_template: None,
     api_key_env: String::new(), // KEY_ENV: a `String` cannot be made in a const
     concurrency: 64,
     max_rps: None,
@@ -102,6 +120,8 @@ pub struct OpenAi {
     pace: Cell<Option<Instant>>,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    /// With the completions API, the template forge renders prompts with.
+    template: Option<ChatTemplate>,
     journal: Journal,
     appender: Appender,
     /// Which server software answers: self-hosted ones take sampling extras, and fill in their own defaults
@@ -174,6 +194,14 @@ impl OpenAi {
                 }
             }
         };
+        let template = match (cfg.api, &cfg.chat_template) {
+            (Api::Chat, _) => None,
+            (Api::Completions, Some(dir)) => Some(ChatTemplate::from_dir(dir)?),
+            (Api::Completions, None) => {
+                return Err(Error::usage("`--api completions` needs the teacher's chat template")
+                    .with_hint("add `--chat-template DIR` (the teacher's checkpoint or tokenizer directory)"));
+            }
+        };
         let mut journal =
             Journal::open(&cfg.journal.clone().unwrap_or_else(super::journal::default_dir), run, !cfg.no_cache)?;
         let appender = journal.appender()?;
@@ -188,6 +216,7 @@ impl OpenAi {
             pace: Cell::new(None),
             client,
             runtime,
+            template,
             journal,
             appender,
             kind,
@@ -196,19 +225,31 @@ impl OpenAi {
         })
     }
 
-    /// The chat API: the server renders the checkpoint's chat template.
     fn path(&self) -> &'static str {
-        "/chat/completions"
+        match self.cfg.api {
+            Api::Chat => "/chat/completions",
+            Api::Completions => "/completions",
+        }
     }
 
-    /// The journal key of sample `k` of `prompt`: what is asked (API, model, messages, prefill, sampling
-    /// settings, sample index), not where or of which server software.
-    fn key(&self, prompt: &Prompt, s: &SamplingConfig, k: u32) -> u128 {
+    /// What a request for `prompt` sends: its messages (chat), or the prompt forge rendered with its
+    /// prefill (completions).
+    fn content(&self, prompt: &Prompt) -> Result<Value> {
+        Ok(match &self.template {
+            None => json!({
+                "messages": prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()
+            }),
+            Some(template) => json!({ "prompt": super::render(template, prompt)? }),
+        })
+    }
+
+    /// The journal key of sample `k` of `prompt`: what is asked (API, model, messages or rendered prompt,
+    /// sampling settings, sample index), not where or of which server software.
+    fn key(&self, content: &Value, prompt: &Prompt, s: &SamplingConfig, k: u32) -> u128 {
         let what = json!({
             "api": self.path(),
             "model": self.model,
-            "messages": prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
-            "prefill": prompt.prefill,
+            "content": content,
             "sampling": s,
             "seed_of": prompt.key,
             "sample": k,
@@ -217,26 +258,36 @@ impl OpenAi {
         xxhash_rust::xxh3::xxh3_128(what.to_string().as_bytes())
     }
 
-    /// The request for sample `k` of `prompt`, to a `kind` server.
-    fn body(&self, prompt: &Prompt, s: &SamplingConfig, k: u32, kind: ServerKind) -> Value {
-        let mut body = json!({ "model": self.model });
-        body["messages"] =
-            json!(prompt.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>());
+    /// The request for sample `k` of `prompt` (its `content`), to a `kind` server.
+    fn body(&self, content: &Value, prompt: &Prompt, s: &SamplingConfig, k: u32, kind: ServerKind) -> Value {
+        let mut body = content.clone();
+        body["model"] = json!(self.model);
+        body["temperature"] = json!(s.temperature);
+        body["top_p"] = json!(s.top_p);
+        body["max_tokens"] = json!(s.max_new_tokens);
         // the sample's own seed, below 2^31 (which every server accepts)
-        let seed = super::sampling::stream(s.seed, &prompt.key, k).next_u64() >> 33;
-        body["seed"] = json!(seed);
+        body["seed"] = json!(super::sampling::stream(s.seed, &prompt.key, k).next_u64() >> 33);
         if !s.stop.is_empty() {
             body["stop"] = json!(s.stop);
         }
         if !self.cfg.no_logprobs || s.top_logprobs > 0 {
-            body["logprobs"] = json!(true);
-            if s.top_logprobs > 0 {
-                body["top_logprobs"] = json!(s.top_logprobs);
-                if kind == ServerKind::Vllm {
-                    // otherwise vLLM names top-logprob tokens by their text only
-                    body["return_tokens_as_token_ids"] = json!(true);
+            match self.cfg.api {
+                Api::Chat => {
+                    body["logprobs"] = json!(true);
+                    if s.top_logprobs > 0 {
+                        body["top_logprobs"] = json!(s.top_logprobs);
+                    }
                 }
+                // the legacy API: `logprobs` is the number of top tokens, and llama.cpp gives none with 0
+                Api::Completions => body["logprobs"] = json!(s.top_logprobs.max(1)),
             }
+            if s.top_logprobs > 0 && kind == ServerKind::Vllm {
+                // otherwise vLLM names top-logprob tokens by their text only
+                body["return_tokens_as_token_ids"] = json!(true);
+            }
+        }
+        if self.cfg.api == Api::Completions && kind == ServerKind::Vllm {
+            body["add_special_tokens"] = json!(false); // the rendered template has its own
         }
         // Sampling extras. Self-hosted servers get them always: left out, llama.cpp applies top_k 40 and
         // min_p 0.05, vLLM the checkpoint's generation_config.json. Other APIs get them only when set: hosted
@@ -283,6 +334,7 @@ impl OpenAi {
     /// spent.
     async fn send(
         &self,
+        content: &Value,
         prompt: &Prompt,
         s: &SamplingConfig,
         k: u32,
@@ -295,7 +347,7 @@ impl OpenAi {
             })
             .await
             .map_err(Failed::Run)?;
-        let body = serde_json::to_vec(&self.body(prompt, s, k, kind)).expect("JSON");
+        let body = serde_json::to_vec(&self.body(content, prompt, s, k, kind)).expect("JSON");
         let body = body.as_slice();
         let mut rng = crate::rng::Rng::for_row(key as u64, "backoff", 0);
         let mut attempt = 0u32;
@@ -374,13 +426,14 @@ impl OpenAi {
 
     /// Sample `k` of `prompt`: from the journal, else from the server (journaled before it counts).
     async fn sample(&self, prompt: &Prompt, k: u32, s: &SamplingConfig) -> Result<Sample> {
-        let key = self.key(prompt, s, k);
+        let content = self.content(prompt)?;
+        let key = self.key(&content, prompt, s, k);
         let (response, latency_s, cached) = match self.journal.get(key)? {
             Some(r) => {
                 self.stats.cached.set(self.stats.cached.get() + 1);
                 (r.response, r.latency_s, true)
             }
-            None => match self.send(prompt, s, k, key).await {
+            None => match self.send(&content, prompt, s, k, key).await {
                 Ok((response, latency)) => {
                     self.appender.append(key, &response, latency).await.map_err(|e| {
                         Error::usage(format!("request journal: {e}")).with_hint("is the journal's disk full?")
@@ -616,9 +669,10 @@ impl Teacher for OpenAi {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>> {
-        if prompts.iter().any(|p| !p.prefill.is_empty()) {
-            return Err(Error::usage("a prefill cannot be sent to a chat API")
-                .with_hint("leave `--prefill` out: servers with a reasoning parser start the thinking themselves"));
+        if self.cfg.api == Api::Chat && prompts.iter().any(|p| !p.prefill.is_empty()) {
+            return Err(Error::usage("a prefill cannot be sent to a chat API").with_hint(
+                "use `--api completions --chat-template DIR`: forge renders the prompt and its prefill itself",
+            ));
         }
         let this = &*self;
         let mut done: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();

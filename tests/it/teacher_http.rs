@@ -214,6 +214,18 @@ fn generate_against_llama_server() {
     // llama.cpp's default top-k 40 and min-p 0.05, which leave this confident model one token mostly
     assert!(texts.len() > 6, "samples of a problem differ: {} distinct of 18", texts.len());
 
+    // `--max-tokens` reaches the server: every answer of this teacher is longer than 8 tokens
+    let short = s.path("short");
+    forge_ok(&format!(
+        "generate --teacher {teacher} --model tiny --problems {} --max-tokens 8 --journal {} -o {} -q",
+        problems.display(),
+        journal.display(),
+        short.display()
+    ));
+    for r in records(&short) {
+        assert_eq!((r["finish_reason"].as_str(), r["completion_tokens"].as_u64()), (Some("length"), Some(8)));
+    }
+
     // the same run elsewhere, the server gone, is answered from the journal: the same rows, all cached
     drop(server);
     let again = s.path("again");
@@ -223,28 +235,50 @@ fn generate_against_llama_server() {
     assert!(cached.iter().all(|r| r["server"].as_str().unwrap().contains("\"cached\":true")));
 }
 
-/// Greedy text and logprobs through llama-server equal forge's local teacher on the same checkpoint, up to
-/// a near-tie.
+/// Greedy text through llama-server equals forge's local teacher's on the same checkpoint, logprobs within
+/// 2e-2 (where the model is sure they agree to 1e-3; at unsure positions, as after an unusual prefill, up to
+/// 1.2e-2 apart was measured): by the
+/// chat API (the server renders the template), and by the completions API with a prefill (forge renders it);
+/// `forge eval` through the server scores as it does locally.
 #[test]
 #[ignore = "needs llama-server: FORGE_LLAMA_SERVER and FORGE_PYTHON (.ci/run sets both)"]
 fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
     let s = Scratch::new();
     let server = Server::llama(&s, 1);
     let problems = problems(&s, 8);
-    let local = format!("local:{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher").display());
+    let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+    let local = format!("local:{}", checkpoint.display());
     let remote = format!("openai:{}", server.url());
-    let mut outs = Vec::new();
-    for (name, teacher) in [("local", &local), ("remote", &remote)] {
-        let out = s.path(name);
-        forge_ok(&format!(
-            "generate --teacher {teacher} --problems {} --temperature 0 --max-tokens 80 --journal {} -o {} -q",
-            problems.display(),
-            s.path("journal").display(),
-            out.display()
-        ));
-        outs.push(records(&out));
+    let completions = format!("--api completions --chat-template {}", checkpoint.display());
+    // the prefill is how every answer of this teacher starts: a shared first step would be a leak
+    for (i, (remote_flags, prefill)) in [("", ""), (completions.as_str(), "--prefill The")].iter().enumerate() {
+        let generate = |teacher: &str, flags: &str| {
+            let out = s.path(&format!("{i}-{}", teacher.len()));
+            forge_ok(&format!(
+                "generate --teacher {teacher} {flags} {prefill} --problems {} --temperature 0 --max-tokens 80 \
+                 --journal {} -o {} -q",
+                problems.display(),
+                s.path("journal").display(),
+                out.display()
+            ));
+            records(&out)
+        };
+        let (a, b) = (generate(&local, ""), generate(&remote, remote_flags));
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!(a["completion"], b["completion"], "problem {}", a["problem_id"]);
+            assert_eq!(a["finish_reason"], b["finish_reason"]);
+            assert_eq!(a["prompt_tokens"], b["prompt_tokens"]);
+            let (x, y) = (a["token_logprobs"].as_array().unwrap(), b["token_logprobs"].as_array().unwrap());
+            assert_eq!(x.len(), y.len());
+            for (x, y) in x.iter().zip(y) {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!((x - y).abs() < 2e-2, "mode {i}, problem {}: {x} vs {y}", a["problem_id"]);
+            }
+            if !prefill.is_empty() {
+                assert!(b["completion"].as_str().unwrap().starts_with("The"));
+            }
+        }
     }
-    // and `forge eval` through the server scores as it does locally
     let scores: Vec<serde_json::Value> = [local.clone(), format!("openai:tiny@{}", server.url())]
         .iter()
         .map(|model| {
@@ -257,31 +291,7 @@ fn llama_server_and_local_teacher_agree_on_greedy_text_and_logprobs() {
             serde_json::from_str(&json).unwrap()
         })
         .collect();
-    // Greedy decoding follows the argmax, and llama.cpp's numbers move with its prompt cache (which prefix
-    // it reuses depends on the order requests arrive in): the paths may part. Up to there every logprob
-    // agrees, and most rows never part.
-    let mut parted = 0;
-    for (a, b) in outs[0].iter().zip(&outs[1]) {
-        assert_eq!(a["prompt_tokens"], b["prompt_tokens"]);
-        let (ta, tb) = (a["completion"].as_str().unwrap().as_bytes(), b["completion"].as_str().unwrap().as_bytes());
-        // byte-level teacher: token i is byte i
-        let same = ta.iter().zip(tb).take_while(|(x, y)| x == y).count();
-        let (x, y) = (a["token_logprobs"].as_array().unwrap(), b["token_logprobs"].as_array().unwrap());
-        for (x, y) in x.iter().zip(y).take(same) {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!((x - y).abs() < 1e-3 + 1e-3 * x.abs(), "{x} vs {y}");
-        }
-        if ta == tb {
-            assert_eq!(a["finish_reason"], b["finish_reason"]);
-            assert_eq!(x.len(), y.len());
-            continue;
-        }
-        parted += 1;
-    }
-    assert!(parted <= 4, "{parted} of 8 greedy paths parted");
-    let pass = |s: &serde_json::Value| s["overall"]["pass_at_1"].as_f64().unwrap();
-    assert_eq!(scores[0]["overall"]["samples"], scores[1]["overall"]["samples"]);
-    assert!((pass(&scores[0]) - pass(&scores[1])).abs() <= parted as f64 / 8.0 + 1e-9);
+    assert_eq!(scores[0]["overall"], scores[1]["overall"]);
 }
 
 /// What the proxy did with one POST.
