@@ -603,11 +603,18 @@ fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) ->
 }
 
 /// Whether a choice's last logprob entry is an end-of-sequence token the text does not show: empty
-/// (llama.cpp) or a special token such as `<|im_end|>` or `</s>`.
+/// (llama.cpp) or a special token such as `<|im_end|>` or `</s>` (vLLM, whose `token_id:N` names keep the
+/// token's text in `bytes`).
 fn end_of_sequence(position: &Value, text: &str) -> bool {
     let token = position["token"].as_str().unwrap_or("");
+    let from_bytes = || -> Option<String> {
+        let bytes: Vec<u8> =
+            position["bytes"].as_array()?.iter().map(|b| b.as_u64().map(|b| b as u8)).collect::<Option<_>>()?;
+        String::from_utf8(bytes).ok()
+    };
+    let token = if token.starts_with("token_id:") { from_bytes().unwrap_or_default() } else { token.to_string() };
     let special = (token.starts_with("<|") && token.ends_with("|>")) || token == "</s>";
-    token.is_empty() || (special && !text.ends_with(token))
+    token.is_empty() || (special && !text.ends_with(&token))
 }
 
 /// The per-token entries of a choice's `logprobs`, in the chat form (`content[]`, also llama.cpp's
@@ -720,7 +727,8 @@ mod tests {
                     {"token": "token_id:20", "logprob": -0.01, "top_logprobs": [
                         {"token": "token_id:20", "logprob": -0.01}, {"token": "token_id:1", "logprob": -5.0}
                     ]},
-                    {"token": "<|im_end|>", "logprob": -0.001, "top_logprobs": []}
+                    {"token": "token_id:258", "logprob": -0.001, "top_logprobs": [],
+                     "bytes": [60, 124, 105, 109, 95, 101, 110, 100, 124, 62]}
                 ]}
             }],
             "usage": {"prompt_tokens": 9, "completion_tokens": 3}

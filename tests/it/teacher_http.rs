@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::util::{Scratch, records, run};
 
 const IGNORE: &str = "needs llama-server: FORGE_LLAMA_SERVER and FORGE_PYTHON (.ci/run sets both)";
+const IGNORE_VLLM: &str = "needs vLLM: FORGE_VLLM_PYTHON (.ci/run sets it)";
 
 /// Run forge with the words of `line` (scratch paths have no spaces): (exit code, stdout, stderr).
 fn forge_line(line: &str) -> (i32, String, String) {
@@ -37,9 +38,20 @@ fn free_port() -> u16 {
 
 /// A GET on 127.0.0.1, the body when the status is 200.
 fn get(port: u16, path: &str) -> Option<String> {
+    request(port, "GET", path, "")
+}
+
+/// A request on 127.0.0.1 with a JSON body, the answer's body when the status is 200.
+fn request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -97,6 +109,51 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    /// vLLM's CPU build serving the sample teacher (a copy naming its architecture, which vLLM needs);
+    /// ready once a completion comes back (a server with a broken engine still lists its models).
+    fn vllm(s: &Scratch) -> Server {
+        let python = std::env::var("FORGE_VLLM_PYTHON").expect(IGNORE_VLLM);
+        let checkpoint = s.path("vllm-teacher");
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+        for name in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            std::fs::copy(sample.join(name), checkpoint.join(name)).unwrap();
+        }
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(sample.join("config.json")).unwrap()).unwrap();
+        config["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+        std::fs::write(checkpoint.join("config.json"), config.to_string()).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(s.path("vllm.log")).unwrap();
+        let child = Command::new(python)
+            .args(["-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint.to_str().unwrap()])
+            .args(["--served-model-name", "tiny", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--max-model-len", "2048", "--dtype", "float32"])
+            .env("VLLM_CPU_KVCACHE_SPACE", "1")
+            .env("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            .env("VLLM_NO_USAGE_STATS", "1")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("VLLM_CACHE_ROOT", s.path("vllm-cache"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Server { child, port };
+        let start = Instant::now();
+        let completion = r#"{"model": "tiny", "messages": [{"role": "user", "content": "2 + 2"}], "max_tokens": 2}"#;
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "vLLM did not start: see {}",
+                s.path("vllm.log").display()
+            );
+            if request(port, "POST", "/v1/chat/completions", completion).is_some() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
 
     fn url(&self) -> String {
@@ -624,4 +681,57 @@ fn a_dead_endpoint_does_not_fail_the_run() {
     let one = out("one", format!("openai:{}", server.url()));
     assert!(both.iter().all(|r| r["finish_reason"] != "error"));
     assert_same_rows(&both, &one, 1e-3);
+}
+
+/// vLLM's CPU build serving the sample teacher: seeded samples with logprobs and top logprobs (token ids from
+/// `return_tokens_as_token_ids`, its end-of-sequence entry dropped), and greedy text and logprobs equal to
+/// forge's local teacher's.
+#[test]
+#[ignore = "needs vLLM: FORGE_VLLM_PYTHON (.ci/run sets it)"]
+fn generate_against_vllm() {
+    let s = Scratch::new();
+    let server = Server::vllm(&s);
+    let problems = problems(&s, 6);
+    let sampled = s.path("sampled");
+    forge_ok(&format!(
+        "generate --teacher openai:{} --problems {} -n 3 --temperature 1.0 --max-tokens 48 --top-logprobs 3 \
+         --journal {} -o {} -q",
+        server.url(),
+        problems.display(),
+        s.path("journal").display(),
+        sampled.display()
+    ));
+    let rows = records(&sampled);
+    assert_eq!(rows.len(), 18);
+    for r in &rows {
+        let tokens = r["completion_tokens"].as_u64().unwrap() as usize;
+        assert_eq!(r["completion"].as_str().unwrap().len(), tokens, "byte-level: one token per byte");
+        assert_eq!(r["token_logprobs"].as_array().unwrap().len(), tokens);
+        let tops = r["top_logprobs"].as_array().unwrap();
+        assert_eq!(tops.len(), tokens);
+        for top in tops {
+            let values: Vec<f64> = top.as_array().unwrap().iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+            assert_eq!(values.len(), 3);
+            assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+        }
+        assert_eq!(serde_json::from_str::<serde_json::Value>(r["server"].as_str().unwrap()).unwrap()["model"], "tiny");
+    }
+    let local = format!("local:{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher").display());
+    let greedy = |teacher: &str, name: &str| {
+        let out = s.path(name);
+        forge_ok(&format!(
+            "generate --teacher {teacher} --problems {} --temperature 0 --max-tokens 80 --journal {} -o {} -q",
+            problems.display(),
+            s.path("journal").display(),
+            out.display()
+        ));
+        records(&out)
+    };
+    let (a, b) = (greedy(&local, "local"), greedy(&format!("openai:{}", server.url()), "remote"));
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a["completion"], b["completion"], "problem {}", a["problem_id"]);
+        assert_eq!((&a["prompt_tokens"], &a["completion_tokens"]), (&b["prompt_tokens"], &b["completion_tokens"]));
+        // vLLM computes in f32 from the same bf16 weights: measured within 4e-6
+        assert!(close(&a["token_logprobs"], &b["token_logprobs"], 1e-4), "problem {}", a["problem_id"]);
+    }
 }
