@@ -136,7 +136,8 @@ pub struct JourneyConfig {
     #[arg(long, default_value_t, value_name = "N")]
     #[serde(default)]
     pub detect_after: u32,
-    /// `--strategy teacher`: the teacher that continues the wrong prefixes (`local:PATH`)
+    /// `--strategy teacher`: the teacher that continues the wrong prefixes: `local:PATH`, or a server
+    /// (`openai:URL` with `--api completions --chat-template DIR`: the prefixes are prefills)
     #[arg(long, value_name = "SPEC")]
     #[serde(default)]
     pub teacher: Option<String>,
@@ -158,6 +159,9 @@ pub struct JourneyConfig {
     #[arg(long, default_value_t = defaults::seed())]
     #[serde(default = "defaults::seed")]
     pub seed: u64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub http: crate::teacher::HttpConfig,
 }
 
 mod defaults {

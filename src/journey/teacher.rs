@@ -59,8 +59,9 @@ pub(super) fn rows(
         .teacher
         .as_deref()
         .ok_or_else(|| Error::usage("`--strategy teacher` needs a teacher").with_hint("add `--teacher local:PATH`"))?;
-    let http = crate::teacher::HttpConfig::default();
-    let mut teacher = crate::teacher::open(&crate::teacher::Connect { spec, model: None, http: &http, run: cfg.seed })?;
+    // the journal keys this run's own requests by its settings
+    let run = xxhash_rust::xxh3::xxh3_64(serde_json::to_string(cfg).expect("JSON").as_bytes());
+    let mut teacher = crate::teacher::open(&crate::teacher::Connect { spec, model: None, http: &cfg.http, run })?;
     let sampling = crate::teacher::SamplingConfig {
         temperature: cfg.temperature,
         max_new_tokens: cfg.max_tokens,

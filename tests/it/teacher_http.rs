@@ -692,6 +692,8 @@ fn generate_against_vllm() {
     let s = Scratch::new();
     let server = Server::vllm(&s);
     let problems = problems(&s, 6);
+    let problems_40 = s.path("problems-40");
+    forge_ok(&format!("synth arith --n 40 --ops 1..2 --max-operand 9 --seed 7 -o {} -q", problems_40.display()));
     let sampled = s.path("sampled");
     forge_ok(&format!(
         "generate --teacher openai:{} --problems {} -n 3 --temperature 1.0 --max-tokens 48 --top-logprobs 3 \
@@ -733,5 +735,39 @@ fn generate_against_vllm() {
         assert_eq!((&a["prompt_tokens"], &a["completion_tokens"]), (&b["prompt_tokens"], &b["completion_tokens"]));
         // vLLM computes in f32 from the same bf16 weights: measured within 4e-6
         assert!(close(&a["token_logprobs"], &b["token_logprobs"], 1e-4), "problem {}", a["problem_id"]);
+    }
+
+    // `journey --strategy teacher` through the completions API (the wrong prefix and its cue are a prefill):
+    // the same rows as with the local teacher, greedy
+    let traces = s.path("traces");
+    forge_ok(&format!(
+        "generate --teacher {local} --problems {} -n 4 --temperature 1.0 --max-tokens 160 --batch-size 24 -o {} -q",
+        problems_40.display(),
+        traces.display()
+    ));
+    let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+    let journey = |teacher: &str, name: &str| {
+        let out = s.path(name);
+        forge_ok(&format!(
+            "journey --input {} --strategy teacher --teacher {teacher} --continuations 1 --temperature 0 \
+             --max-tokens 80 --api completions --chat-template {} --journal {} -o {} -q",
+            traces.display(),
+            checkpoint.display(),
+            s.path("journal").display(),
+            out.display()
+        ));
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        (records(&out), manifest["report"]["rejected"].clone())
+    };
+    let (a, rejected) = journey(&local, "journey-local");
+    let (b, rejected_remote) = journey(&format!("openai:{}", server.url()), "journey-remote");
+    // the same verdicts on the continuations, whether any verified or none did
+    assert_eq!(rejected, rejected_remote);
+    let continued = !a.is_empty() || rejected.as_object().unwrap().keys().any(|k| k != "no_wrong_sample");
+    assert!(continued, "some wrong prefix was continued: {rejected}");
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a["completion"], b["completion"]);
     }
 }
