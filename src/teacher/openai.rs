@@ -132,9 +132,36 @@ pub struct OpenAi {
     started: Instant,
 }
 
+/// The endpoints of `urls` (comma-separated, each up to `/v1`).
+fn endpoints(urls: &str) -> Result<Vec<Endpoint>> {
+    let endpoints: Vec<Endpoint> = urls
+        .split(',')
+        .map(|u| Endpoint {
+            url: u.trim().trim_end_matches('/').to_string(),
+            fails: Cell::new(0),
+            down_until: Cell::new(None),
+        })
+        .collect();
+    if let Some(bad) = endpoints.iter().find(|e| !(e.url.starts_with("http://") || e.url.starts_with("https://"))) {
+        return Err(Error::usage(format!("teacher endpoint `{}` is not an http(s) URL", bad.url))
+            .with_hint("write `--teacher openai:http://HOST:PORT/v1` (several: comma-separated)"));
+    }
+    Ok(endpoints)
+}
+
+/// The chat template forge renders prompts with: the completions API's, none for chat.
+fn template(cfg: &HttpConfig) -> Result<Option<ChatTemplate>> {
+    match (cfg.api, &cfg.chat_template) {
+        (Api::Chat, _) => Ok(None),
+        (Api::Completions, Some(dir)) => Ok(Some(ChatTemplate::from_dir(dir)?)),
+        (Api::Completions, None) => Err(Error::usage("`--api completions` needs the teacher's chat template")
+            .with_hint("add `--chat-template DIR` (the teacher's checkpoint or tokenizer directory)")),
+    }
+}
+
 /// Why a request ended without a response.
 enum Failed {
-    /// Out of retries, or refused for this request alone (a 400): its samples become error rows.
+    /// Out of retries, or refused for this request alone (a 400): the sample becomes an error row.
     Row(String),
     /// Wrong for every request (bad key, unknown model or path): the run stops.
     Run(Error),
@@ -152,18 +179,7 @@ impl OpenAi {
             Some((m, urls)) if !m.contains('/') => (Some(m), urls),
             _ => (None, spec),
         };
-        let endpoints: Vec<Endpoint> = urls
-            .split(',')
-            .map(|u| Endpoint {
-                url: u.trim().trim_end_matches('/').to_string(),
-                fails: Cell::new(0),
-                down_until: Cell::new(None),
-            })
-            .collect();
-        if let Some(bad) = endpoints.iter().find(|e| !(e.url.starts_with("http://") || e.url.starts_with("https://"))) {
-            return Err(Error::usage(format!("teacher endpoint `{}` is not an http(s) URL", bad.url))
-                .with_hint("write `--teacher openai:http://HOST:PORT/v1` (several: comma-separated)"));
-        }
+        let endpoints = endpoints(urls)?;
         let key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.is_empty());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(cfg.timeout_s))
@@ -194,14 +210,7 @@ impl OpenAi {
                 }
             }
         };
-        let template = match (cfg.api, &cfg.chat_template) {
-            (Api::Chat, _) => None,
-            (Api::Completions, Some(dir)) => Some(ChatTemplate::from_dir(dir)?),
-            (Api::Completions, None) => {
-                return Err(Error::usage("`--api completions` needs the teacher's chat template")
-                    .with_hint("add `--chat-template DIR` (the teacher's checkpoint or tokenizer directory)"));
-            }
-        };
+        let template = template(cfg)?;
         let mut journal =
             Journal::open(&cfg.journal.clone().unwrap_or_else(super::journal::default_dir), run, !cfg.no_cache)?;
         let appender = journal.appender()?;

@@ -167,29 +167,19 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
         inputs.push(crate::dataset::InputRef { path, rows: 0, xxh3 });
     }
     let provenance = Provenance::start("generate", &ctx.command, cfg, inputs);
-    let mut writer =
-        match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &out.write, provenance.clone())? {
-            Start::UpToDate(m) if m.report.flagged.get(ERROR).is_some_and(|&e| e > 0) => {
-                let again = WriteOptions { redo_finished: true, ..out.write.clone() };
-                match DatasetWriter::create(&out.output, TableKind::Traces, out.shard, &again, provenance)? {
-                    Start::Write(w) => w,
-                    Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
-                }
-            }
-            Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
-            Start::Write(w) => w,
-        };
-    // the journal keys this run's own requests by what the run is: its settings and its output
-    let run = xxhash_rust::xxh3::xxh3_64(
-        format!(
-            "{}\n{}\n{}/{}",
-            serde_json::to_string(cfg).expect("JSON"),
-            out.output.display(),
-            out.shard.index,
-            out.shard.count
-        )
-        .as_bytes(),
+    let mut writer = match start(out, provenance)? {
+        Start::UpToDate(m) => return Ok(Outcome::UpToDate(m)),
+        Start::Write(w) => w,
+    };
+    // the journal keys this run's own requests by what the run is: its settings, output and slice
+    let what = format!(
+        "{}\n{}\n{}/{}",
+        serde_json::to_string(cfg).expect("JSON"),
+        out.output.display(),
+        out.shard.index,
+        out.shard.count
     );
+    let run = xxhash_rust::xxh3::xxh3_64(what.as_bytes());
     let connect = Connect { spec: &cfg.teacher, model: cfg.model.as_deref(), http: &cfg.http, run };
     let mut teacher = super::open(&connect)?;
     let n = u64::from(cfg.n);
@@ -248,6 +238,20 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
         );
     }
     Ok(Outcome::Written(writer.finish(report)?))
+}
+
+/// Start writing the traces; a finished output with error rows is written again (its good rows come back
+/// from the request journal).
+fn start(out: &OutputArgs, provenance: Provenance) -> Result<Start> {
+    let create = |write: &WriteOptions, p: Provenance| {
+        DatasetWriter::create(&out.output, TableKind::Traces, out.shard, write, p)
+    };
+    match create(&out.write, provenance.clone())? {
+        Start::UpToDate(m) if m.report.flagged.get(ERROR).is_some_and(|&e| e > 0) => {
+            create(&WriteOptions { redo_finished: true, ..out.write.clone() }, provenance)
+        }
+        start => Ok(start),
+    }
 }
 
 /// The report's count of error rows (`finish_reason = "error"`).
