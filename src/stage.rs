@@ -67,6 +67,9 @@ pub struct Done {
     /// Training: the final training and held-out losses.
     pub loss: Option<f64>,
     pub eval_loss: Option<f64>,
+    /// Datasets: rows left out, by reason (`contaminated`, `incorrect`, ...).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected: std::collections::BTreeMap<String, u64>,
     /// What the command line prints on stderr when the stage ends (unless `--quiet`).
     #[serde(skip)]
     pub summary: String,
@@ -92,6 +95,7 @@ impl Done {
             up_to_date,
             rows_in: Some(m.report.rows_in),
             rows_out: Some(m.report.rows_out),
+            rejected: m.report.rejected.clone(),
             summary,
             ..Done::default()
         }

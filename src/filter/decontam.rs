@@ -26,6 +26,10 @@ pub struct DecontamConfig {
     /// Read every digit as `0` before matching, to catch copies with the numbers changed
     #[arg(long = "decontam-digits", id = "decontam.normalize_digits")]
     pub normalize_digits: bool,
+    /// Read each punctuation or symbol character as a word of its own, so equations keep their operators
+    /// (`6 - (1 + 1)` is then not `6 * (1 - 1)`)
+    #[arg(long = "decontam-symbols", id = "decontam.symbols")]
+    pub symbols: bool,
     /// Flag a row only when it holds at least this share of an item's n-grams (0: any shared n-gram)
     #[arg(long, default_value_t = DecontamConfig::default().min_containment, value_name = "SHARE")]
     pub min_containment: f64,
@@ -33,7 +37,7 @@ pub struct DecontamConfig {
 
 impl Default for DecontamConfig {
     fn default() -> Self {
-        DecontamConfig { ngram: DEFAULT_NGRAM, normalize_digits: false, min_containment: 0.0 }
+        DecontamConfig { ngram: DEFAULT_NGRAM, normalize_digits: false, symbols: false, min_containment: 0.0 }
     }
 }
 
@@ -94,7 +98,23 @@ impl Index {
 }
 
 fn ngrams(text: &str, config: &DecontamConfig) -> Vec<u64> {
+    if config.symbols {
+        return super::text::ngram_hashes(&spell_symbols(text), config.ngram, config.normalize_digits);
+    }
     super::text::ngram_hashes(text, config.ngram, config.normalize_digits)
+}
+
+/// `text` with each character that is neither alphanumeric nor space spelled as a word (`+` as ` _2b_ `).
+fn spell_symbols(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if c.is_alphanumeric() || c.is_whitespace() || c == '_' {
+            out.push(c);
+        } else {
+            out.push_str(&format!(" _{:x}_ ", u32::from(c)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -131,5 +151,19 @@ mod tests {
         assert!(index.check("what is 2 + 2").is_some());
         assert!(index.check("what is 2 + 3").is_none());
         assert!(index.check("Ｗｈａｔ ｉｓ ２ + ２？").is_some(), "full-width forms fold under NFKC");
+    }
+
+    /// Words alone do not tell equations apart; with `symbols` the operators count, and a problem is
+    /// matched only by itself (short texts are one gram).
+    #[test]
+    fn symbols_keep_operators() {
+        let config = DecontamConfig { symbols: true, ngram: 32, ..Default::default() };
+        for (symbols, hits) in [(false, [true, true, true]), (true, [true, false, false])] {
+            let mut index = Index::new(DecontamConfig { symbols, ..config.clone() });
+            index.add("Compute 6 - (1 + 1).");
+            let found = ["compute 6 - (1 + 1).", "Compute 6 * (1 - 1).", "Compute 6 - 1 + 1."]
+                .map(|t| index.check(t).is_some());
+            assert_eq!(found, hits, "symbols: {symbols}");
+        }
     }
 }

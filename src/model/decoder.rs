@@ -257,6 +257,10 @@ impl Decoder {
         self.compute = dtype;
     }
 
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
     /// Every linear layer of the blocks with its transformers module path
     /// (`model.layers.0.self_attn.q_proj`, ...); the head is not among them.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {

@@ -191,6 +191,14 @@ pub fn run(pipeline: &Pipeline, from: Option<&str>, ctx: &Context) -> Result<Vec
     Ok(done)
 }
 
+/// Rows a dataset stage left out, most common reasons first: `dropped 812 contaminated, 40 incorrect`.
+fn dropped(rejected: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut reasons: Vec<(&String, &u64)> = rejected.iter().filter(|(_, n)| **n > 0).collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1));
+    let parts: Vec<String> = reasons.iter().take(3).map(|(r, n)| format!("{n} {r}")).collect();
+    if parts.is_empty() { String::new() } else { format!("dropped {}", parts.join(", ")) }
+}
+
 /// The summary as a table.
 pub fn table(summaries: &[StageSummary]) -> String {
     let mut out = format!(
@@ -203,7 +211,7 @@ pub fn table(summaries: &[StageSummary]) -> String {
             (Some(a), _, _) => format!("accuracy {:.1}%", 100.0 * a),
             (_, Some(l), Some(e)) => format!("loss {l:.3}, held-out {e:.3}"),
             (_, Some(l), None) => format!("loss {l:.3}"),
-            _ => String::new(),
+            _ => dropped(&s.done.rejected),
         };
         out += &format!(
             "{:<16} {:<10} {:<8} {:>9} {:>9} {:>8.1}  {result}\n",

@@ -20,6 +20,7 @@ pub static STAGES: &[&dyn Entry] = &[
     &Of::<crate::init_model::InitModel>(PhantomData),
     &Of::<crate::journey::Journey>(PhantomData),
     &Of::<crate::train::TrainSft>(PhantomData),
+    &Of::<crate::train::distill::TrainDistill>(PhantomData),
     &Of::<crate::eval::Eval>(PhantomData),
     &Of::<crate::merge_lora::MergeLora>(PhantomData),
     &Of::<crate::filter::Filter>(PhantomData),

@@ -9,6 +9,10 @@
 //!   instruction for its domain, the assistant message the reference solution, so a model trained on it
 //!   answers in the format `forge generate` and `forge eval` ask for.
 //!
+//! - `text` (and none of the above): plain text for language modelling (pretraining a base on text of a
+//!   domain, as TRL's language-modelling datasets); every token is trained, and the end-of-sequence token
+//!   is appended so the model learns where a text ends.
+//!
 //! `segments` (a list of `{kind, start, end, train}`, character offsets into the last trained message's
 //! content, end exclusive) switch the loss off on spans marked `train = false`.
 //!
@@ -28,13 +32,24 @@ use crate::model::chat::{ChatTemplate, Message};
 use crate::model::tokenizer::Tokenizer;
 
 /// A tokenized training row: `train[i]` says whether the loss covers predicting `ids[i]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub ids: Vec<u32>,
     pub train: Vec<bool>,
+    /// The tokens of the last trained message and its end-of-turn token, as rendered (it may run past
+    /// `ids` where the row was cut).
+    pub reply: Range<usize>,
+    /// The teacher's top-k distribution of each token (`[]`: none), or empty (no teacher at all): for
+    /// distillation ([`super::distill::attach`]).
+    pub teacher: Vec<Vec<(u32, f32)>>,
 }
 
 impl Example {
+    /// An example with no reply marked and no teacher distributions.
+    pub fn new(ids: Vec<u32>, train: Vec<bool>) -> Example {
+        Example { ids, train, reply: 0..0, teacher: Vec::new() }
+    }
+
     pub fn trained(&self) -> usize {
         self.train.iter().skip(1).filter(|&&t| t).count()
     }
@@ -58,6 +73,27 @@ impl Renderer {
         &self.tokenizer
     }
 
+    /// The example of a row in any of the forms of the module docs, or `None` when no trained token is left
+    /// within `max_length`.
+    pub fn row(&self, fields: &Map<String, Value>) -> Result<Option<Example>, RowError> {
+        let plain = ["messages", "prompt", "completion"].iter().all(|c| fields.get(*c).is_none_or(Value::is_null));
+        match fields.get("text") {
+            Some(Value::String(text)) if plain => self.text(text),
+            Some(other) if plain && !other.is_null() => Err(("text", format!("expected a string, found {other}"))),
+            _ => self.example(&crate::formats::conversation::conversation(fields)?),
+        }
+    }
+
+    /// Plain text, every token trained, the end-of-sequence token appended.
+    fn text(&self, text: &str) -> Result<Option<Example>, RowError> {
+        let mut ids = self.tokenizer.encode(text).map_err(|e| ("text", e.to_string()))?;
+        ids.extend(self.tokenizer.eos_ids.first());
+        let reply = 0..ids.len();
+        ids.truncate(self.max_length);
+        let example = Example { train: vec![true; ids.len()], ids, reply, teacher: Vec::new() };
+        Ok((example.trained() > 0).then_some(example))
+    }
+
     /// The example of `conv`, or `None` when no trained token is left within `max_length`.
     pub fn example(&self, conv: &Conversation) -> Result<Option<Example>, RowError> {
         let render =
@@ -73,6 +109,7 @@ impl Renderer {
             text = render(&conv.messages[..last], true)? + &conv.messages[last].content + eos;
         }
         let mut cursor = 0;
+        let mut reply = 0..0;
         for (i, (m, &train)) in conv.messages.iter().zip(&conv.trained).enumerate() {
             if m.content.is_empty() {
                 continue;
@@ -100,6 +137,7 @@ impl Renderer {
             }
             trained.push(at..end);
             if i == last {
+                reply = at..end;
                 for s in &conv.segments {
                     let byte = |c: usize| m.content.char_indices().nth(c).map_or(m.content.len(), |(b, _)| b);
                     if s.start > s.end || s.end > m.content.chars().count() {
@@ -124,9 +162,11 @@ impl Renderer {
         let mut ids: Vec<u32> = tokens.iter().map(|t| t.0).collect();
         let mut train: Vec<bool> =
             tokens.iter().map(|&(_, (s, e))| s < e && inside(&trained, s) && !inside(&excluded, s)).collect();
+        let first = tokens.iter().position(|&(_, (s, _))| s >= reply.start).unwrap_or(tokens.len());
+        let reply = first..first + tokens[first..].iter().take_while(|&&(_, (s, _))| s < reply.end).count();
         ids.truncate(self.max_length);
         train.truncate(self.max_length);
-        let example = Example { ids, train };
+        let example = Example { ids, train, reply, teacher: Vec::new() };
         Ok((example.trained() > 0).then_some(example))
     }
 }
@@ -215,5 +255,18 @@ mod tests {
         assert_eq!(renderer(10).example(&conv).unwrap(), None);
         let err = conversation(&fields(serde_json::json!({"text": "x"}))).unwrap_err();
         assert!(err.1.contains("no `messages`"), "{err:?}");
+    }
+
+    /// A `text` row trains every token and ends with the end-of-sequence token; a `text` column beside
+    /// messages is left alone, and a `text` that is not a string is an error naming the column.
+    #[test]
+    fn text_rows_train_every_token() {
+        let r = renderer(1024);
+        let e = r.row(&fields(serde_json::json!({"text": "7 * 8 = 56"}))).unwrap().unwrap();
+        assert_eq!(r.tokenizer().decode(&e.ids, false).unwrap(), "7 * 8 = 56<|im_end|>");
+        assert!(e.train.iter().all(|&t| t));
+        let chat = fields(serde_json::json!({"text": "ignored", "prompt": "2+2?", "completion": "4"}));
+        assert_eq!(trained_text(&r, &r.row(&chat).unwrap().unwrap()), "4<|im_end|>");
+        assert_eq!(r.row(&fields(serde_json::json!({"text": 3}))).unwrap_err().0, "text");
     }
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod data;
+pub mod distill;
 pub mod metrics;
 pub mod optim;
 pub mod output;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::Input;
 use crate::error::{Error, Result};
-use crate::formats::conversation::{conversation, located};
+use crate::formats::conversation::located;
 use crate::model::Checkpoint;
 use crate::model::chat::ChatTemplate;
 use crate::model::lora::AdapterConfig;
@@ -42,7 +43,8 @@ pub struct TrainConfig {
     /// The checkpoint to start from (a Hugging Face directory: config, safetensors, tokenizer, chat template)
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Training rows: `messages`, `prompt`/`completion`, or a problems dataset with reference `steps`
+    /// Training rows: `messages`, `prompt`/`completion`, a problems dataset with reference `steps`, or
+    /// plain `text` (every token trained)
     /// (repeat the flag to train on several datasets together)
     #[arg(long, value_name = "DIR", required = true)]
     pub data: Vec<PathBuf>,
@@ -212,39 +214,64 @@ pub struct TrainReport {
     pub trained_tokens: u64,
     pub final_loss: f64,
     pub final_eval_loss: Option<f64>,
+    /// Distillation: trained tokens that had a teacher distribution, and rows whose teacher lists did not
+    /// line up with their tokens (trained on their tokens alone).
+    #[serde(default)]
+    pub distilled_tokens: u64,
+    #[serde(default)]
+    pub unaligned_rows: usize,
     pub seconds: f64,
     /// Tokens read per second over this invocation's steps.
     pub tokens_per_second: f64,
 }
 
+/// Rows read into examples, and what was left out or could not be used.
+#[derive(Default)]
+struct Loaded {
+    examples: Vec<Example>,
+    /// Rows with no trained token left within `max_length`.
+    dropped: usize,
+    /// Rows whose teacher distributions do not line up with their tokens.
+    unaligned: usize,
+}
+
 /// Read the inputs' rows and tokenize them, keeping rows whose global index (over all inputs, in order)
-/// passes `keep`; rows with no trained token left are counted, not kept.
+/// passes `keep`; rows with no trained token left are counted, not kept. With `teacher`, the rows'
+/// top-k distributions are attached (offline distillation).
 fn load_examples(
     inputs: &[Input],
     renderer: &Renderer,
+    teacher: bool,
     keep: impl Fn(u64) -> bool + Sync,
-) -> Result<(Vec<Example>, usize)> {
-    let (mut examples, mut dropped, mut offset) = (Vec::new(), 0, 0u64);
+) -> Result<Loaded> {
+    let mut loaded = Loaded::default();
+    let mut offset = 0u64;
     for input in inputs {
         let records: Vec<_> = input.records(0..input.rows()).collect::<Result<_>>()?;
-        let done: Vec<Result<Option<Example>>> = records
+        let done: Vec<Result<Option<(Example, bool)>>> = records
             .par_iter()
             .enumerate()
             .filter(|(i, _)| keep(offset + *i as u64))
             .map(|(_, r)| {
-                let conv = conversation(&r.fields).map_err(|e| located(r, e))?;
-                renderer.example(&conv).map_err(|e| located(r, e))
+                let Some(mut example) = renderer.row(&r.fields).map_err(|e| located(r, e))? else {
+                    return Ok(None);
+                };
+                let aligned = !teacher || distill::attach(&mut example, &r.fields).map_err(|e| located(r, e))?;
+                Ok(Some((example, aligned)))
             })
             .collect();
         offset += input.rows();
         for e in done {
             match e? {
-                Some(e) => examples.push(e),
-                None => dropped += 1,
+                Some((e, aligned)) => {
+                    loaded.unaligned += usize::from(!aligned);
+                    loaded.examples.push(e);
+                }
+                None => loaded.dropped += 1,
             }
         }
     }
-    Ok((examples, dropped))
+    Ok(loaded)
 }
 
 /// Summed negative log-likelihood of a micro-batch's trained tokens (a graph to backpropagate).
@@ -298,22 +325,23 @@ fn training_examples(
     cfg: &TrainConfig,
     train: &[Input],
     eval: Option<&Input>,
-) -> Result<(Vec<Example>, Vec<Example>, usize)> {
+    teacher: bool,
+) -> Result<(Loaded, Vec<Example>)> {
     let renderer = Renderer::new(ChatTemplate::from_dir(&cfg.model)?, Tokenizer::from_dir(&cfg.model)?, cfg.max_length);
     let held_out = |row: u64| {
         cfg.eval_data.is_none() && crate::rng::Rng::for_row(cfg.seed, "eval", row).uniform() < cfg.eval_share
     };
-    let (examples, mut dropped) = load_examples(train, &renderer, |r| !held_out(r))?;
-    let (eval_examples, eval_dropped) = match eval {
-        Some(input) => load_examples(std::slice::from_ref(input), &renderer, |_| true)?,
-        None => load_examples(train, &renderer, held_out)?,
+    let mut loaded = load_examples(train, &renderer, teacher, |r| !held_out(r))?;
+    let eval = match eval {
+        Some(input) => load_examples(std::slice::from_ref(input), &renderer, false, |_| true)?,
+        None => load_examples(train, &renderer, false, held_out)?,
     };
-    dropped += eval_dropped;
-    if examples.is_empty() {
+    loaded.dropped += eval.dropped;
+    if loaded.examples.is_empty() {
         return Err(Error::usage("the training data has no row to train on")
             .with_hint("rows need an assistant message with tokens within `--max-length`"));
     }
-    Ok((examples, eval_examples, dropped))
+    Ok((loaded, eval.examples))
 }
 
 /// Where the run starts: the last checkpoint of an interrupted run, or step 0 (`--resume` insists on
@@ -346,26 +374,33 @@ fn start(
 /// the summed loss and the tokens read.
 fn accumulate(
     model: &crate::model::Decoder,
+    distiller: Option<&distill::Distiller>,
     opt: &mut optim::AdamW,
     examples: &[Example],
     rows: &[Vec<usize>],
-    per_micro: usize,
-    tokens: usize,
+    (per_micro, tokens): (usize, usize),
     device: &Device,
-) -> Result<(f64, u64)> {
-    let (mut loss_sum, mut seen) = (0.0, 0u64);
+) -> Result<(f64, u64, u64)> {
+    let (mut loss_sum, mut seen, mut distilled) = (0.0, 0u64, 0u64);
     for chunk in rows.chunks(per_micro) {
         let batch = pack::batch(examples, chunk, device).map_err(candle_err)?;
         if batch.tokens == 0 {
             continue;
         }
         seen += batch.seen as u64;
-        let sum = nll(model, &batch).map_err(candle_err)?;
+        let sum = match distiller {
+            None => nll(model, &batch).map_err(candle_err)?,
+            Some(d) => {
+                let (sum, count) = d.loss(model, &batch).map_err(candle_err)?;
+                distilled += count as u64;
+                sum
+            }
+        };
         loss_sum += f64::from(sum.to_scalar::<f32>().map_err(candle_err)?);
         let grads = (sum / tokens as f64).map_err(candle_err)?.backward().map_err(candle_err)?;
         opt.accumulate(&grads).map_err(candle_err)?;
     }
-    Ok((loss_sum, seen))
+    Ok((loss_sum, seen, distilled))
 }
 
 /// The whole run's steps, fixed up front: each is its epoch and a list of rows, each row a list of
@@ -419,24 +454,55 @@ fn trainable(cfg: &TrainConfig, device: &Device) -> Result<(Checkpoint, Option<A
 
 /// Run (or resume) a training run; the flag is false when `out` already held this run's finished result
 /// (then nothing was done).
-pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<(TrainReport, bool)> {
+///
+/// With `distill` (its `train` being `cfg`), the loss is its distillation objective instead of the
+/// cross-entropy.
+pub fn run(
+    cfg: &TrainConfig,
+    distill: Option<&distill::DistillConfig>,
+    out: &TrainOutput,
+    ctx: &crate::Context,
+) -> Result<(TrainReport, bool)> {
     check(cfg)?;
+    let objective = distill.map(distill::Objective::of).transpose()?;
     let started = Instant::now();
     let device = crate::model::device();
     let train_input: Vec<Input> = cfg.data.iter().map(|d| Input::open(d)).collect::<Result<_>>()?;
     let eval_input = cfg.eval_data.as_deref().map(Input::open).transpose()?;
-    let fingerprint = output::fingerprint(cfg, &train_input, eval_input.as_ref())?;
+    let settings = match distill {
+        Some(d) => ("train-distill", serde_json::to_value(d)),
+        None => ("train-sft", serde_json::to_value(cfg)),
+    };
+    let settings = (settings.0, settings.1.map_err(|e| Error::usage(e.to_string()))?);
+    let fingerprint = output::fingerprint(settings, &cfg.model, &train_input, eval_input.as_ref())?;
     let resume = match output::prepare(&out.output, &fingerprint, out)? {
         Resume::Finished(report) => return Ok((report, false)),
         r => r,
     };
-    let (examples, eval_examples, dropped) = training_examples(cfg, &train_input, eval_input.as_ref())?;
+    let online = distill.and_then(|d| d.teacher.as_deref());
+    let offline = objective.is_some() && online.is_none();
+    let (loaded, eval_examples) = training_examples(cfg, &train_input, eval_input.as_ref(), offline)?;
+    let examples = loaded.examples;
 
     let steps = plan(cfg, &examples);
     let total = steps.len() as u64;
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
     let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
     let (checkpoint, lora) = trainable(cfg, &device)?;
+    let distiller = match objective {
+        None => None,
+        Some(objective) => {
+            let source = match online {
+                Some(spec) => {
+                    let mut teacher = distill::online_teacher(spec, &cfg.model, &device)?;
+                    teacher.set_compute_dtype(checkpoint.model.compute_dtype());
+                    distill::Source::Online(teacher)
+                }
+                None => distill::Source::Offline,
+            };
+            Some(distill::Distiller { objective, source })
+        }
+    };
     let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
     let mut state = start(&resume, out, &checkpoint, &mut opt, total, ctx.quiet)?;
     let mut log = metrics::Log::open(&out.output, state.step)?;
@@ -448,8 +514,11 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
     for (step, (epoch, rows)) in steps.iter().enumerate().skip(state.step as usize) {
         let step = step as u64;
         let tokens = pack::trained_tokens(&examples, rows);
-        let (loss_sum, seen) = accumulate(&checkpoint.model, &mut opt, &examples, rows, per_micro, tokens, &device)?;
+        let model = &checkpoint.model;
+        let (loss_sum, seen, distilled) =
+            accumulate(model, distiller.as_ref(), &mut opt, &examples, rows, (per_micro, tokens), &device)?;
         run_tokens += seen;
+        state.distilled_tokens += distilled;
         state.tokens += seen;
         let lr = optim::learning_rate(cfg.schedule, cfg.lr, step, warmup, total);
         let grad_norm = opt.step(lr, cfg.max_grad_norm).map_err(candle_err)?;
@@ -487,11 +556,13 @@ pub fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result
         epochs: steps.last().map_or(0, |(epoch, _)| epoch + 1),
         examples: examples.len(),
         eval_examples: eval_examples.len(),
-        dropped,
+        dropped: loaded.dropped,
         tokens: state.tokens,
         trained_tokens: state.trained_tokens,
         final_loss: last_loss,
         final_eval_loss: state.eval_loss,
+        distilled_tokens: state.distilled_tokens,
+        unaligned_rows: loaded.unaligned,
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     };
@@ -520,8 +591,9 @@ impl crate::stage::Stage for TrainSft {
     const LONG_ABOUT: Option<&'static str> = Some(
         "Fine-tune a Qwen2 / Llama checkpoint on conversations. Rows are `messages` (every assistant \
                       message is trained), `prompt`/`completion` (strings or message lists; the completion is \
-                      trained), or a problems dataset with reference `steps` (the reference solution is \
-                      trained, under `forge generate`'s instruction). `segments` with `train = false` are \
+                      trained), a problems dataset with reference `steps` (the reference solution is \
+                      trained, under `forge generate`'s instruction), or plain `text` (language modelling: \
+                      every token trained, for pretraining a base). `segments` with `train = false` are \
                       left out of the loss. Examples are packed into rows of `--max-length` tokens without \
                       attention across them; AdamW with warmup and cosine decay, gradient clipping and \
                       accumulation up to `--batch-tokens` per step.\n\n\
@@ -538,27 +610,37 @@ impl crate::stage::Stage for TrainSft {
     type Target = TrainOutput;
 
     fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<crate::stage::Done> {
-        let (report, ran) = run(cfg, out, ctx)?;
-        let dir = out.output.display();
-        let eval = report.final_eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default();
-        let summary = format!(
-            "{}{} steps over {} examples ({} dropped), {} tokens ({} trained): loss {:.4}{eval}; {:.0} tokens/s\nwrote the model to `{dir}`",
-            if ran { String::new() } else { format!("`{dir}` already holds this finished run; nothing to do\n") },
-            report.steps,
-            report.examples,
-            report.dropped,
-            report.tokens,
-            report.trained_tokens,
-            report.final_loss,
-            report.tokens_per_second
-        );
-        Ok(crate::stage::Done {
-            up_to_date: !ran,
-            rows_in: Some(report.examples as u64),
-            loss: Some(report.final_loss),
-            eval_loss: report.final_eval_loss,
-            summary,
-            ..Default::default()
-        })
+        let (report, ran) = run(cfg, None, out, ctx)?;
+        Ok(done(&report, ran, out))
+    }
+}
+
+/// What a training stage reports.
+fn done(report: &TrainReport, ran: bool, out: &TrainOutput) -> crate::stage::Done {
+    let dir = out.output.display();
+    let eval = report.final_eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default();
+    let distilled = match (report.distilled_tokens, report.unaligned_rows) {
+        (0, 0) => String::new(),
+        (d, 0) => format!("; {d} tokens distilled"),
+        (d, u) => format!("; {d} tokens distilled ({u} rows whose teacher lists did not line up: their tokens only)"),
+    };
+    let summary = format!(
+        "{}{} steps over {} examples ({} dropped), {} tokens ({} trained): loss {:.4}{eval}; {:.0} tokens/s{distilled}\nwrote the model to `{dir}`",
+        if ran { String::new() } else { format!("`{dir}` already holds this finished run; nothing to do\n") },
+        report.steps,
+        report.examples,
+        report.dropped,
+        report.tokens,
+        report.trained_tokens,
+        report.final_loss,
+        report.tokens_per_second
+    );
+    crate::stage::Done {
+        up_to_date: !ran,
+        rows_in: Some(report.examples as u64),
+        loss: Some(report.final_loss),
+        eval_loss: report.final_eval_loss,
+        summary,
+        ..Default::default()
     }
 }

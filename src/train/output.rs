@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{TrainConfig, TrainOutput, TrainReport, candle_err, checkpoints_dir, optim::AdamW};
+use super::{TrainOutput, TrainReport, candle_err, checkpoints_dir, optim::AdamW};
 use crate::dataset::Input;
 use crate::error::{Error, Location, Result};
 use crate::model::Checkpoint;
@@ -38,6 +38,8 @@ pub struct TrainState {
     pub tokens: u64,
     pub trained_tokens: u64,
     pub eval_loss: Option<f64>,
+    #[serde(default)]
+    pub distilled_tokens: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,14 +62,19 @@ const WRITTEN: [&str; 8] = [
 ];
 
 /// Hash of what determines the result: forge's version, the config, the data and the base weights.
-pub fn fingerprint(cfg: &TrainConfig, data: &[Input], eval: Option<&Input>) -> Result<String> {
+pub fn fingerprint(
+    (stage, settings): (&str, serde_json::Value),
+    model: &Path,
+    data: &[Input],
+    eval: Option<&Input>,
+) -> Result<String> {
     let key = serde_json::json!([
         env!("CARGO_PKG_VERSION"),
-        "train-sft",
-        cfg,
+        stage,
+        settings,
         data.iter().map(|d| d.reference().map(|r| r.xxh3)).collect::<Result<Vec<_>>>()?,
         eval.map(Input::reference).transpose()?.map(|r| r.xxh3),
-        crate::model::checkpoint_hash(&cfg.model)?,
+        crate::model::checkpoint_hash(model)?,
     ]);
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.to_string().as_bytes())))
 }

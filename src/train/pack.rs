@@ -60,6 +60,8 @@ pub struct Batch {
     pub mask: Mask,
     pub picks: Tensor,
     pub targets: Tensor,
+    /// The teacher's top-k distributions at the picked positions, where the examples carry them.
+    pub teacher: Option<super::distill::Sparse>,
     /// Tokens with a loss.
     pub tokens: usize,
     /// Tokens in the rows, padding aside.
@@ -75,6 +77,7 @@ pub fn batch(examples: &[Example], rows: &[Vec<usize>], device: &Device) -> cand
     let width = rows.iter().map(|r| r.iter().map(|&i| examples[i].ids.len()).sum::<usize>()).max().unwrap_or(1);
     let (mut ids, mut positions, mut segment) = (Vec::new(), Vec::new(), Vec::new());
     let (mut picks, mut targets) = (Vec::new(), Vec::new());
+    let mut teacher: Vec<&[(u32, f32)]> = Vec::new();
     for (r, row) in rows.iter().enumerate() {
         let start = ids.len();
         for (s, &i) in row.iter().enumerate() {
@@ -83,6 +86,7 @@ pub fn batch(examples: &[Example], rows: &[Vec<usize>], device: &Device) -> cand
                 if e.train.get(j + 1) == Some(&true) {
                     picks.push((ids.len()) as u32);
                     targets.push(e.ids[j + 1]);
+                    teacher.push(e.teacher.get(j + 1).map_or(&[], Vec::as_slice));
                 }
                 ids.push(id);
                 positions.push(j as u32);
@@ -113,6 +117,7 @@ pub fn batch(examples: &[Example], rows: &[Vec<usize>], device: &Device) -> cand
         mask: Mask::new(ranges, b, width, width),
         tokens: picks.len(),
         seen: segment.iter().filter(|&&s| s != u32::MAX).count(),
+        teacher: super::distill::Sparse::new(&teacher, device)?,
         picks: Tensor::new(picks, device)?,
         targets: Tensor::new(targets, device)?,
     })
@@ -142,7 +147,7 @@ mod tests {
     /// A packed row's mask lets each position see only earlier positions of its own example.
     #[test]
     fn packed_mask_is_block_diagonal() {
-        let ex = |n: usize| Example { ids: (1..=n as u32).collect(), train: vec![true; n] };
+        let ex = |n: usize| Example::new((1..=n as u32).collect(), vec![true; n]);
         let examples = vec![ex(3), ex(2)];
         let b = batch(&examples, &[vec![0, 1], vec![1]], &Device::Cpu).unwrap();
         assert_eq!(b.ids.dims(), &[2, 5]);

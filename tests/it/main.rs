@@ -9,6 +9,8 @@ mod util;
 mod bad_input;
 /// Reading and writing datasets: formats, casts, shards, atomic writes, kill and resume.
 mod dataset;
+/// `forge train-distill`: offline top-k against online, resume after a kill, LoRA, tokenizer check.
+mod distill;
 /// `forge eval`: its scores recomputed from the traces it keeps.
 mod eval;
 /// `forge export`: every format loads in datasets, pyarrow, polars and DuckDB.

@@ -134,7 +134,7 @@ fn loss_and_gradients_match_pytorch() {
         let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("grads.json")).unwrap()).unwrap();
         let rows: Vec<Vec<u32>> = serde_json::from_value(expected["rows"].clone()).unwrap();
         let train: Vec<Vec<bool>> = serde_json::from_value(expected["train"].clone()).unwrap();
-        let examples: Vec<Example> = rows.into_iter().zip(train).map(|(ids, train)| Example { ids, train }).collect();
+        let examples: Vec<Example> = rows.into_iter().zip(train).map(|(ids, train)| Example::new(ids, train)).collect();
         let batch = pack::batch(&examples, &[vec![0], vec![1]], &Device::Cpu).unwrap();
         let loss = (forge::train::nll(&ck.model, &batch).unwrap() / batch.tokens as f64).unwrap();
         let value = f64::from(loss.to_scalar::<f32>().unwrap());

@@ -1,0 +1,232 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use forge::model::Arch;
+use forge::model::tiny::{Size, write_with_tokenizer};
+use forge::train::metrics;
+use serde_json::Value;
+
+use crate::util::{Scratch, forge, ok, run};
+
+/// The sample teacher: a real (trained) model, so its distributions are peaked as a teacher's are.
+fn teacher() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher")
+}
+
+/// A random student that reads text as the teacher does.
+fn student(s: &Scratch, seed: u64) -> PathBuf {
+    let dir = s.path(&format!("student-{seed}"));
+    write_with_tokenizer(&dir, Arch::Qwen2, Size::default(), seed, &teacher()).unwrap();
+    dir
+}
+
+/// The sample teacher's traces on `n` problems, 2 samples each, with its top `k` log-probabilities.
+fn traces(s: &Scratch, n: usize, k: usize, temperature: &str) -> PathBuf {
+    let problems = s.path("problems");
+    if !problems.exists() {
+        let n = n.to_string();
+        ok(&[&"synth", &"arith", &"--n", &n, &"--ops", &"1..2", &"--max-operand", &"9", &"-o", &problems, &"-q"]);
+    }
+    let out = s.path(&format!("traces-{k}-{temperature}"));
+    let k = k.to_string();
+    let teacher = format!("local:{}", teacher().display());
+    ok(&[
+        &"generate",
+        &"--teacher",
+        &teacher,
+        &"--problems",
+        &problems,
+        &"-o",
+        &out,
+        &"-n",
+        &"2",
+        &"--temperature",
+        &temperature,
+        &"--max-tokens",
+        &"80",
+        &"--top-logprobs",
+        &k,
+        &"-q",
+    ]);
+    out
+}
+
+fn report(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("train-report.json")).unwrap()).unwrap()
+}
+
+fn distill(model: &Path, data: &[&Path], out: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"train-distill", &"--model", &model, &"-o", &out];
+    for d in data {
+        args.push(&"--data");
+        args.push(d);
+    }
+    for e in extra {
+        args.push(e);
+    }
+    let (code, _, stderr) = run(&args);
+    (code, stderr)
+}
+
+/// Offline distillation from `forge generate --top-logprobs`: every reply token of the traces carries the
+/// teacher's distribution (no row fails to line up), journey rows (no teacher lists) are trained on their
+/// tokens, the loss falls, and a row whose text was edited after generation is detected and trained on
+/// its tokens alone. With `--lora-rank` the output is a peft adapter.
+#[test]
+fn offline_distillation_trains_on_the_teachers_top_k() {
+    let s = Scratch::new();
+    let traces = traces(&s, 24, 8, "0.8");
+    let journey = s.path("journey");
+    ok(&[&"journey", &"--input", &s.path("problems"), &"-o", &journey, &"--error-rate", &"0.3", &"-q"]);
+    let model = student(&s, 3);
+    let out = s.path("kd");
+    let common = ["--epochs", "3", "--lr", "3e-3", "--batch-tokens", "2048", "--max-length", "256", "-q"];
+    let (code, stderr) = distill(&model, &[&traces, &journey], &out, &[&["--loss", "fkl"][..], &common].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let r = report(&out);
+    let (distilled, trained) = (r["distilled_tokens"].as_u64().unwrap(), r["trained_tokens"].as_u64().unwrap());
+    assert_eq!(r["unaligned_rows"], 0, "{r}");
+    // the traces' reply tokens (with their end-of-turn token) over 3 epochs, less the held-out share
+    let input = forge::dataset::Input::open(&traces).unwrap();
+    let replies: u64 = input
+        .records(0..input.rows())
+        .map(|r| r.unwrap().fields["completion_tokens"].as_u64().unwrap() + 1)
+        .sum::<u64>()
+        * 3;
+    assert!(distilled > replies * 8 / 10 && distilled <= replies, "{distilled} of {replies}");
+    assert!(distilled < trained, "journey rows are trained on their tokens: {distilled} of {trained}");
+    let rows = metrics::read(&out.join("metrics.csv")).unwrap();
+    let (first, last) = (rows[0].loss, rows.last().unwrap().loss);
+    assert!(last < first * 0.7, "loss {first} -> {last}");
+
+    // a row whose completion was edited after generation no longer lines up with its lists
+    let first_row = input.records(0..1).next().unwrap().unwrap();
+    let mut edited = first_row.fields.clone();
+    edited["completion"] = Value::String(format!("So, {}", edited["completion"].as_str().unwrap()));
+    let jsonl = s.write("edited.jsonl", format!("{}\n{}\n", Value::Object(first_row.fields), Value::Object(edited)));
+    let out = s.path("edited-out");
+    let (code, stderr) =
+        distill(&model, &[&jsonl], &out, &["--max-steps", "1", "--eval-share", "0", "--max-length", "256", "-q"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report(&out)["unaligned_rows"], 1);
+
+    let lora = s.path("lora");
+    let (code, stderr) =
+        distill(&model, &[&traces], &lora, &["--lora-rank", "4", "--max-steps", "2", "--max-length", "256", "-q"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(lora.join("adapter_config.json").exists() && lora.join("adapter_model.safetensors").exists());
+}
+
+/// With the teacher's whole vocabulary recorded (k = 259), offline distillation is online distillation:
+/// the first step's loss is the same whether the teacher's distributions come from the traces or from
+/// running the teacher beside the student. This pins the offline alignment (list i is the distribution
+/// of reply token i, the end-of-turn token's included) to what the teacher computes.
+#[test]
+fn offline_at_full_vocabulary_equals_online() {
+    let s = Scratch::new();
+    let traces = traces(&s, 8, 259, "1.0");
+    let model = student(&s, 5);
+    let teacher = format!("local:{}", teacher().display());
+    let mut losses = Vec::new();
+    for (name, loss, extra) in [
+        ("offline-fkl", "fkl", None),
+        ("online-fkl", "fkl", Some(teacher.as_str())),
+        ("offline-jsd", "jsd", None),
+        ("online-jsd", "jsd", Some(teacher.as_str())),
+    ] {
+        let out = s.path(name);
+        let mut args = vec!["--loss", loss, "--max-steps", "1", "--eval-share", "0", "--max-length", "256", "-q"];
+        if let Some(t) = extra {
+            args.extend(["--teacher", t]);
+        }
+        let (code, stderr) = distill(&model, &[&traces], &out, &args);
+        assert_eq!(code, 0, "{stderr}");
+        let r = report(&out);
+        assert_eq!(r["distilled_tokens"], r["trained_tokens"], "{name}: every trained token distilled");
+        losses.push(metrics::read(&out.join("metrics.csv")).unwrap()[0].loss);
+    }
+    for pair in losses.chunks(2) {
+        assert!((pair[0] - pair[1]).abs() < 1e-4 * pair[1].abs().max(1.0), "offline {} vs online {}", pair[0], pair[1]);
+    }
+    assert!((losses[0] - losses[2]).abs() > 1e-3, "fkl and jsd differ: {losses:?}");
+}
+
+/// Online distillation needs the student's tokenizer; an HTTP teacher is pointed to offline distillation.
+#[test]
+fn online_teacher_must_share_the_tokenizer() {
+    let s = Scratch::new();
+    let data = s.write("rows.jsonl", "{\"prompt\": \"2+2?\", \"completion\": \"4\"}\n");
+    let other = s.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let texts: Vec<String> = (0..50).map(|i| format!("{i} plus {i} is {}", 2 * i)).collect();
+    let tok = forge::model::tiny::train_tokenizer(&texts, 300).unwrap();
+    forge::model::tiny::write_tokenizer_files(&other, &tok).unwrap();
+    write_with_tokenizer(&other, Arch::Qwen2, Size::default(), 1, &other).unwrap();
+    let teacher = format!("local:{}", teacher().display());
+    let (code, stderr) = distill(&other, &[&data], &s.path("out"), &["--teacher", &teacher]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("different tokenizers"), "{stderr}");
+    assert!(!s.path("out").join("model.safetensors").exists());
+    let (code, stderr) = distill(&other, &[&data], &s.path("out2"), &["--teacher", "openai:http://127.0.0.1:9/v1"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("local:DIR") && stderr.contains("--top-logprobs"), "{stderr}");
+}
+
+/// A distillation run killed (SIGKILL) after a checkpoint and run again ends with the same weights, bit
+/// for bit, as an uninterrupted run.
+#[test]
+fn killed_distillation_resumes_to_the_same_weights() {
+    let s = Scratch::new();
+    let traces = traces(&s, 24, 8, "0.8");
+    let model = student(&s, 7);
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = ["train-distill", "--model"].map(Into::into).to_vec();
+        a.extend([model.as_os_str().into(), "--data".into(), traces.as_os_str().into(), "-o".into(), out.into()]);
+        let rest = [
+            "--loss",
+            "jsd",
+            "--beta",
+            "0.3",
+            "--ce-weight",
+            "0.2",
+            "--max-steps",
+            "12",
+            "--save-every",
+            "3",
+            "--batch-tokens",
+            "1024",
+            "--micro-batch-tokens",
+            "512",
+            "--max-length",
+            "256",
+            "--lr",
+            "2e-3",
+            "-q",
+        ];
+        a.extend(rest.map(Into::into));
+        a
+    };
+    let straight = s.path("straight");
+    assert!(forge().args(args(&straight)).status().unwrap().success());
+    let killed = s.path("killed");
+    let mut child = forge().args(args(&killed)).stderr(Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while !killed.join("checkpoints/step-00000006").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
+    let again = forge().args(args(&killed).into_iter().filter(|a| a != "-q")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from step"), "{stderr}");
+    assert_eq!(
+        std::fs::read(straight.join("model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        "resumed weights differ"
+    );
+    assert_eq!(report(&straight)["distilled_tokens"], report(&killed)["distilled_tokens"]);
+}
