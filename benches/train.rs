@@ -17,7 +17,7 @@ pub fn step(c: &mut Criterion) {
     let ck = Checkpoint::random(&config(forge::model::Arch::Qwen2, size), 1, &Device::Cpu).unwrap();
     let text: Vec<u32> =
         b"The quick brown fox jumps over the lazy dog. ".iter().cycle().take(512).map(|&b| u32::from(b)).collect();
-    let examples = vec![Example { ids: text.clone(), train: vec![true; 512] }; 2];
+    let examples = vec![Example::new(text.clone(), vec![true; 512]); 2];
     let batch = pack::batch(&examples, &[vec![0], vec![1]], &Device::Cpu).unwrap();
     let mut opt = AdamW::new(&ck.vars, 0.01);
     let mut group = c.benchmark_group("train");

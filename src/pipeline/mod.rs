@@ -202,7 +202,7 @@ fn dropped(rejected: &std::collections::BTreeMap<String, u64>) -> String {
 /// The summary as a table.
 pub fn table(summaries: &[StageSummary]) -> String {
     let mut out = format!(
-        "{:<16} {:<10} {:<8} {:>9} {:>9} {:>8}  {}\n",
+        "{:<16} {:<13} {:<8} {:>9} {:>9} {:>8}  {}\n",
         "stage", "kind", "status", "rows in", "rows out", "seconds", "result"
     );
     let n = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -214,7 +214,7 @@ pub fn table(summaries: &[StageSummary]) -> String {
             _ => dropped(&s.done.rejected),
         };
         out += &format!(
-            "{:<16} {:<10} {:<8} {:>9} {:>9} {:>8.1}  {result}\n",
+            "{:<16} {:<13} {:<8} {:>9} {:>9} {:>8.1}  {result}\n",
             s.name,
             s.kind,
             s.status,

@@ -156,7 +156,7 @@ pub struct Objective {
 
 impl Objective {
     pub fn of(cfg: &DistillConfig) -> Result<Objective> {
-        if !(cfg.temperature > 0.0) {
+        if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
             return Err(Error::usage("`--temperature` must be positive"));
         }
         if !(0.0..=1.0).contains(&cfg.beta) || !(0.0..=1.0).contains(&cfg.ce_weight) {
@@ -248,7 +248,7 @@ pub enum Source {
     /// The rows' `top_logprobs`, attached to the examples.
     Offline,
     /// A teacher run on each batch.
-    Online(Decoder),
+    Online(Box<Decoder>),
 }
 
 /// The objective and its teacher: what the trainer calls for a micro-batch's summed loss.
@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn losses_match_torch() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kd_losses.json");
-        let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let f: Value = serde_json::from_str(&fs_err::read_to_string(path).unwrap()).unwrap();
         let dev = Device::Cpu;
         let n = f["student_logits"].as_array().unwrap().len();
         let student =

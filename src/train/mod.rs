@@ -496,7 +496,7 @@ pub fn run(
                 Some(spec) => {
                     let mut teacher = distill::online_teacher(spec, &cfg.model, &device)?;
                     teacher.set_compute_dtype(checkpoint.model.compute_dtype());
-                    distill::Source::Online(teacher)
+                    distill::Source::Online(Box::new(teacher))
                 }
                 None => distill::Source::Offline,
             };

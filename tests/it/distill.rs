@@ -230,3 +230,28 @@ fn killed_distillation_resumes_to_the_same_weights() {
     );
     assert_eq!(report(&straight)["distilled_tokens"], report(&killed)["distilled_tokens"]);
 }
+
+/// `--ce-weight 1` is supervised fine-tuning: every step's loss and held-out loss equal train-sft's on the
+/// same data and settings (so the experiment's SFT arm and its KD arms differ in the loss alone).
+#[test]
+fn ce_weight_one_is_sft() {
+    let s = Scratch::new();
+    let traces = traces(&s, 16, 8, "0.8");
+    let model = student(&s, 9);
+    let common = ["--max-steps", "4", "--batch-tokens", "1024", "--max-length", "256", "--lr", "2e-3", "-q"];
+    let sft = s.path("sft");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"train-sft", &"--model", &model, &"--data", &traces, &"-o", &sft];
+    args.extend(common.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+    ok(&args);
+    let kd = s.path("kd");
+    let (code, stderr) = distill(&model, &[&traces], &kd, &[&["--ce-weight", "1"][..], &common].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let (a, b) = (metrics::read(&sft.join("metrics.csv")).unwrap(), metrics::read(&kd.join("metrics.csv")).unwrap());
+    assert_eq!(a.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() < 1e-5 * x.loss, "step {}: {} vs {}", x.step, x.loss, y.loss);
+        let (ex, ey) = (x.eval_loss.unwrap_or(0.0), y.eval_loss.unwrap_or(0.0));
+        assert!((ex - ey).abs() < 1e-5 * ex.max(1.0), "step {}: held-out {ex} vs {ey}", x.step);
+    }
+}
