@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # train-distill (offline KD from top-20 log-probabilities) against train-sft on the same rows and settings:
 # tokens per second of each, alternating, ROUNDS times, and the ratio of the medians. The data is the
-# quickstart's curated traces (run the quickstart first); the model its base student.
+# quickstart's curated traces (run the quickstart first); the model its student's initialisation.
 #   FORGE=target/release/forge bash scripts/compare_distill_speed.sh
 set -euo pipefail
 F=${FORGE:-forge}
 DATA=${DATA:-runs/quickstart/curated}
-MODEL=${MODEL:-samples/tiny-student}
+MODEL=${MODEL:-runs/quickstart/student-init}
 ROUNDS=${ROUNDS:-3}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 common=(--model "$MODEL" --data "$DATA" --epochs 2 --lr 1e-3 --batch-tokens 4096 --max-length 512 --eval-share 0
-  --save-every 0 --overwrite -q)
+  --save-every 0 -q)
 rate() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens_per_second"])' "$1/train-report.json"; }
 sft=() kd=()
 for i in $(seq "$ROUNDS"); do
+  rm -rf "$OUT/sft" "$OUT/kd"
   "$F" train-sft "${common[@]}" -o "$OUT/sft"
   sft+=("$(rate "$OUT/sft")")
   "$F" train-distill --loss fkl "${common[@]}" -o "$OUT/kd"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The distillation experiment: on the quickstart task, the base student (samples/tiny-student) trained on the
-# quickstart's curated traces and journey rows by SFT (train-sft), KD with forward KL, KD with JSD (beta 0.5)
-# and SFT + KD (forward KL, CE weight 0.5), at equal training tokens (the same rows, epochs and batches: only
-# the loss differs), two seeds (data order); greedy accuracy on the quickstart's held-out test problems.
+# The distillation experiment: on the quickstart task, the quickstart's student (its `student-init`, or
+# MODEL) trained on the quickstart's curated traces and journey rows by SFT (train-sft), KD with forward KL,
+# KD with JSD (beta 0.5) and SFT + KD (forward KL, CE weight 0.5), at equal training tokens (the same rows,
+# epochs and batches: only the loss differs), two seeds (data order); greedy accuracy on the quickstart's
+# held-out test problems, and the held-out cross-entropy.
 # Run the quickstart first (its curated, journey and test stages are the data). Writes
 # notebooks/distill-results.json and prints a table with 95% Wilson intervals (scripts/distill_report.py).
 #   FORGE=target/release/forge bash scripts/distill_experiment.sh
@@ -11,8 +12,10 @@ F=${FORGE:-forge}
 Q=${QUICKSTART:-runs/quickstart}
 OUT=${OUT:-runs/distill-experiment}
 PY=${PYTHON:-python3}
+MODEL=${MODEL:-$Q/student-init}
+LR=${LR:-3e-3}
 mkdir -p "$OUT"
-common=(--model samples/tiny-student --data "$Q/curated" --data "$Q/journey" --epochs 3 --lr 1e-3
+common=(--model "$MODEL" --data "$Q/curated" --data "$Q/journey" --epochs 3 --lr "$LR"
   --batch-tokens 4096 --max-length 512 --eval-every 10 --save-every 0 -q)
 for seed in 1 2; do
   for arm in sft fkl jsd sft+fkl; do

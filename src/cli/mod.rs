@@ -14,7 +14,7 @@ use forge::pipeline::registry::STAGES;
 
 const LONG_ABOUT: &str = "Make reasoning data and train on it: import or synthesise problems, generate solutions with a \
                           teacher, verify and curate them, weave in verified wrong-then-corrected steps (journey), \
-                          train a student (full or LoRA) and evaluate it; `forge run` chains the stages from a TOML \
+                          train or distil a student (full or LoRA) and evaluate it; `forge run` chains the stages from a TOML \
                           pipeline, `forge export` writes what other trainers read.\n\n\
                           Every stage reads and writes datasets: directories of Parquet shards plus manifest.json. \
                           Start with `forge run pipelines/quickstart.toml`.";

@@ -160,6 +160,7 @@ mod tests {
             ("init-model", &[], json!({})),
             ("journey", &["--input", "i"], json!({ "input": "i" })),
             ("train-sft", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
+            ("train-distill", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
             ("eval", &["--model", "m", "--problems", "p"], json!({ "model": "m", "problems": "p" })),
             ("merge-lora", &["--adapter", "a"], json!({ "adapter": "a" })),
             ("filter", &["--input", "i"], json!({ "input": "i" })),
