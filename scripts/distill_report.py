@@ -7,22 +7,13 @@ the difference to SFT with a paired bootstrap interval over problems (seeds pool
 """
 
 import json
-import math
 import random
 import sys
 from pathlib import Path
 
+from intervals import wilson
+
 ARMS = ["sft", "fkl", "jsd", "sft+fkl"]
-
-
-def wilson(k, n, z=1.96):
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
 
 
 def correct(verdicts):

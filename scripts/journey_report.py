@@ -14,28 +14,19 @@ Needs pyarrow.
 
 import argparse
 import json
-import math
 import random
 import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from intervals import wilson
+
 ARMS = ["clean", "p02", "p05", "p05-masked", "verify"]
 SPLITS = ["id", "ood"]
 # the first words of forge journey's detection templates (natural language, or PoLM's [BACK] token)
 DETECT = re.compile(r"^(Wait, (?!let me double-check)|Hmm, |Let me check that step again|That doesn't look right|\[BACK\])", re.M)
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def wilson(k, n, z=1.96):
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
 
 
 def load(stage: Path):
