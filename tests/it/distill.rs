@@ -1,6 +1,4 @@
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use forge::model::Arch;
 use forge::model::tiny::{Size, write_with_tokenizer};
@@ -210,14 +208,7 @@ fn killed_distillation_resumes_to_the_same_weights() {
     let straight = s.path("straight");
     assert!(forge().args(args(&straight)).status().unwrap().success());
     let killed = s.path("killed");
-    let mut child = forge().args(args(&killed)).stderr(Stdio::null()).spawn().unwrap();
-    let started = Instant::now();
-    while !killed.join("checkpoints/step-00000006").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::util::kill_when(&args(&killed), &killed.join("checkpoints/step-00000006"));
     assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
     let again = forge().args(args(&killed).into_iter().filter(|a| a != "-q")).output().unwrap();
     let stderr = String::from_utf8_lossy(&again.stderr);

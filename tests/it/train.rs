@@ -1,6 +1,4 @@
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use candle_core::{Device, Var};
 use forge::formats::conversation::conversation;
@@ -148,14 +146,7 @@ fn killed_training_resumes_to_the_same_weights() {
     assert!(status.success());
 
     let killed = s.path("killed");
-    let mut child = forge().args(args(&killed)).stderr(Stdio::null()).spawn().unwrap();
-    let started = Instant::now();
-    while !killed.join("checkpoints/step-00000008").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::util::kill_when(&args(&killed), &killed.join("checkpoints/step-00000008"));
     assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
     let rows_at_kill = metrics::read(&killed.join("metrics.csv")).unwrap().len();
     assert!((8..24).contains(&rows_at_kill), "{rows_at_kill} rows at the kill");

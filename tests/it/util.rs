@@ -35,6 +35,18 @@ pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
     )
 }
 
+/// Start forge with `args`, wait (up to two minutes) until `file` exists, and kill it (SIGKILL).
+pub fn kill_when(args: &[std::ffi::OsString], file: &Path) {
+    let mut child = forge().args(args).stderr(std::process::Stdio::null()).spawn().expect("start forge");
+    let started = std::time::Instant::now();
+    while !file.exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "`{}` did not appear", file.display());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().expect("kill forge");
+    child.wait().expect("reap forge");
+}
+
 /// Run forge and insist on success.
 pub fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     let (code, stdout, stderr) = run(args);
