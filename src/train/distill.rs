@@ -315,7 +315,17 @@ pub fn online_teacher(spec: &str, student: &std::path::Path, device: &Device) ->
         ))
         .with_hint("distil from a teacher of the student's family, or train on its text with `forge train-sft`"));
     }
-    let (_, model) = crate::model::Checkpoint::load_frozen(dir, device)?;
+    let (config, model) = crate::model::Checkpoint::load_frozen(dir, device)?;
+    let rows = crate::model::ModelConfig::read(&student.join("config.json"))?.vocab_size;
+    if config.vocab_size != rows {
+        return Err(Error::usage(format!(
+            "the teacher `{}` has {} rows of logits and the student `{}` {rows}: with the same tokenizer, the \
+             models' vocabularies must have the same (padded) size too",
+            dir.display(),
+            config.vocab_size,
+            student.display()
+        )));
+    }
     Ok(model)
 }
 

@@ -166,6 +166,19 @@ fn online_teacher_must_share_the_tokenizer() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("different tokenizers"), "{stderr}");
     assert!(!s.path("out").join("model.safetensors").exists());
+    // the same tokenizer, a head of another size
+    let padded = s.path("padded");
+    let mut config = forge::model::tiny::config(Arch::Qwen2, Size::default());
+    config.vocab_size = 320;
+    forge::model::Checkpoint::random(&config, 2, &candle_core::Device::Cpu).unwrap().save(&padded).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(self::teacher().join(f), padded.join(f)).unwrap();
+    }
+    let student = student(&s, 4);
+    let (code, stderr) =
+        distill(&student, &[&data], &s.path("out3"), &["--teacher", &format!("local:{}", padded.display())]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("rows of logits"), "{stderr}");
     let (code, stderr) = distill(&other, &[&data], &s.path("out2"), &["--teacher", "openai:http://127.0.0.1:9/v1"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("local:DIR") && stderr.contains("--top-logprobs"), "{stderr}");
