@@ -125,6 +125,9 @@ pub struct Trace {
     pub finish_reason: String,
     /// Copied from the problem (Countdown's numbers and target live here).
     pub metadata: String,
+    /// Copied from the problem: code problems' tests (Python snippets).
+    #[serde(default)]
+    pub tests: Option<Vec<String>>,
     /// Log-probability of each generated token under the teacher (before temperature and truncation).
     pub token_logprobs: Option<Vec<f32>>,
     /// The teacher's most likely tokens at each generated position (`--top-logprobs K`).
@@ -176,6 +179,7 @@ pub fn traces_schema() -> SchemaRef {
         Field::new("completion_tokens", DataType::UInt32, false),
         string("finish_reason", false),
         string("metadata", false),
+        Field::new("tests", list_of(DataType::Utf8), true),
         Field::new("token_logprobs", list_of(DataType::Float32), true),
         Field::new(
             "top_logprobs",

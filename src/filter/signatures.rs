@@ -148,6 +148,7 @@ struct Columns<'a> {
     metadata: &'a StringArray,
     completion: Option<&'a StringArray>,
     finish_reason: Option<&'a StringArray>,
+    tests: Option<&'a arrow_array::ListArray>,
     tokens: Option<&'a arrow_array::PrimitiveArray<UInt32Type>>,
 }
 
@@ -164,6 +165,7 @@ impl<'a> Columns<'a> {
             metadata: s("metadata"),
             completion: traces.then(|| s("completion")),
             finish_reason: traces.then(|| s("finish_reason")),
+            tests: batch.column_by_name("tests").map(AsArray::as_list::<i32>),
             tokens: traces
                 .then(|| batch.column_by_name("completion_tokens").expect("conformed").as_primitive::<UInt32Type>()),
         }
@@ -265,17 +267,24 @@ fn row_facts(
     facts.contam = hit.as_ref().map(|(h, _)| h.item as u32);
     let mut verdict = None;
     if let Some(completion) = cols.completion.filter(|_| !cfg.no_verify) {
+        let domain = Domain::of(cols.domain.value(i));
+        let tests: Option<Vec<String>> = cols.tests.filter(|t| domain == Domain::Code && !t.is_null(i)).map(|t| {
+            let list = t.value(i);
+            let list = list.as_string::<i32>();
+            (0..list.len()).map(|j| list.value(j).to_string()).collect()
+        });
         let trace = TraceRef {
-            domain: Domain::of(cols.domain.value(i)),
+            domain,
             gold,
             output: completion.value(i),
             prompt: Some(prompt),
             metadata: Some(cols.metadata.value(i)),
+            tests: tests.as_deref(),
             finish_reason: cols.finish_reason.map(|f| f.value(i)),
         };
         let mut v = verify_trace(&trace, &cfg.verify)
             .map_err(|(column, message)| Error::data(Location::row(file, row).column(column), message))?;
-        facts.has_gold |= trace.domain == Domain::Countdown;
+        facts.has_gold |= matches!(trace.domain, Domain::Countdown | Domain::Code);
         if facts.has_gold {
             facts.correct = Some(v.correct);
         }

@@ -10,7 +10,7 @@ pub enum Domain {
     /// A final answer compared with the gold one (numbers, expressions, sets, text)
     #[default]
     Math,
-    /// A program (judged by its answer, if any, until the code sandbox lands)
+    /// A program, run against the problem's tests in a sandbox
     Code,
     /// An expression over given numbers that must reach a target, each number used once
     Countdown,

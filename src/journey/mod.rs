@@ -302,6 +302,7 @@ fn sft_row(
         output: &reply,
         prompt: None,
         metadata: Some(problem_metadata),
+        tests: None,
         finish_reason: None,
     };
     if !verify_trace(&trace, &VerifySettings::default()).is_ok_and(|v| v.correct) {

@@ -137,6 +137,7 @@ fn trace(cfg: &GenerateConfig, problem: &Problem, k: u32, s: super::Sample, teac
         completion_tokens: s.completion_tokens,
         finish_reason: s.finish.name().to_string(),
         metadata: problem.metadata.clone(),
+        tests: problem.tests.clone(),
         token_logprobs: (s.error.is_none() && s.logprobs.len() == s.completion_tokens as usize).then_some(s.logprobs),
         top_logprobs: (sampling.top_logprobs > 0).then(|| {
             let position = |p: Vec<(u32, f32)>| p.into_iter().map(|(token, logprob)| TokenLogprob { token, logprob });

@@ -43,6 +43,8 @@ pub enum Method {
     /// Equal at every one of several exact random points (expressions with variables).
     Symbolic,
     Text,
+    /// Code: the program passed every test.
+    Tests,
 }
 
 #[derive(Debug, Clone, PartialEq)]

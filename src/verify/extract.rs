@@ -32,8 +32,10 @@ pub enum Rule {
     Gsm8k,
     /// The last math span (`$…$`, `\\(…\\)`, `\\[…\\]`, `$$…$$`) with no number after it.
     LastSpan,
-    /// The whole (short) output is one answer: `\frac12`, `(1, 2)`, `Evelyn`.
+    /// The whole (short) output is one answer: `\frac12`, `(1, 2)`, `Evelyn`; for code, the whole solution part.
     Whole,
+    /// Code: a fenced block (the last one tagged Python, else the last untagged one).
+    Fenced,
     LastNumber,
 }
 

@@ -12,10 +12,12 @@
 
 pub mod answer;
 pub mod checks;
+pub mod code;
 pub mod extract;
 pub mod language;
 mod latex;
 pub mod repetition;
+pub mod sandbox;
 pub mod vote;
 
 use std::io::Write;
@@ -58,6 +60,36 @@ pub struct VerifySettings {
     /// Largest share of the reasoning's letters allowed in a script other than the prompt's
     #[arg(long, default_value_t = language::DEFAULT_MAX_FOREIGN_SHARE)]
     pub max_foreign_share: f64,
+    /// Code rows: wall-clock seconds one test program may run (its CPU seconds are capped the same)
+    #[arg(long, default_value_t = sandbox::DEFAULT_TIMEOUT, value_name = "SECONDS")]
+    pub sandbox_timeout: f64,
+    /// Code rows: address space one test program may map, in MiB
+    #[arg(long, default_value_t = sandbox::DEFAULT_MEMORY_MB, value_name = "MB")]
+    pub sandbox_memory: u64,
+    /// Code rows: test programs run at once [default: one per CPU]
+    #[arg(long, value_name = "N")]
+    pub sandbox_concurrency: Option<usize>,
+    /// Code rows: the Python 3 interpreter programs run with
+    #[arg(long, default_value = sandbox::DEFAULT_PYTHON, value_name = "PATH")]
+    pub sandbox_python: PathBuf,
+}
+
+impl VerifySettings {
+    /// How code rows' test programs run.
+    pub fn sandbox_limits(&self) -> sandbox::Limits {
+        sandbox::Limits {
+            timeout: std::time::Duration::from_secs_f64(self.sandbox_timeout.max(0.001)),
+            memory_mb: self.sandbox_memory,
+            python: self.sandbox_python.clone(),
+            concurrency: self.sandbox_concurrency(),
+        }
+    }
+
+    pub fn sandbox_concurrency(&self) -> usize {
+        self.sandbox_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+            .max(1)
+    }
 }
 
 impl Default for VerifySettings {
@@ -67,6 +99,10 @@ impl Default for VerifySettings {
             no_last_number: false,
             max_repeats: repetition::DEFAULT_MIN_REPEATS,
             max_foreign_share: language::DEFAULT_MAX_FOREIGN_SHARE,
+            sandbox_timeout: sandbox::DEFAULT_TIMEOUT,
+            sandbox_memory: sandbox::DEFAULT_MEMORY_MB,
+            sandbox_concurrency: None,
+            sandbox_python: PathBuf::from(sandbox::DEFAULT_PYTHON),
         }
     }
 }
@@ -142,6 +178,10 @@ pub struct Verdict {
     /// The reasoning is in the prompt's language and script (null when there is no prompt).
     pub language_ok: Option<bool>,
     pub foreign_script_share: Option<f64>,
+    /// Code: the share of the problem's tests the program passed.
+    pub tests_passed: Option<f64>,
+    /// Code: the first failing test and why (`test 2 of 3: AssertionError`).
+    pub test_error: Option<String>,
     /// Every failed check (stable snake_case codes in the written verdict).
     pub failed: Vec<Failure>,
     pub verifier: &'static str,
@@ -170,6 +210,20 @@ pub enum Failure {
     WrongNumbers,
     /// Countdown: the expression does not reach the target.
     WrongValue,
+    /// Code: no program in the output.
+    NoCode,
+    /// Code: the program does not parse.
+    SyntaxError,
+    /// Code: a test failed (an assertion, an exception, a wrong result).
+    FailedTest,
+    /// Code: a test ran past its time (wall clock or CPU seconds).
+    Timeout,
+    /// Code: a test ran out of its memory.
+    Memory,
+    /// Code: a test died of a signal or a runaway recursion.
+    Crash,
+    /// Code: a test wrote more output than the sandbox keeps.
+    OutputLimit,
 }
 
 impl Failure {
@@ -185,6 +239,13 @@ impl Failure {
             Failure::Unparsable => "unparsable",
             Failure::WrongNumbers => "wrong_numbers",
             Failure::WrongValue => "wrong_value",
+            Failure::NoCode => "no_code",
+            Failure::SyntaxError => "syntax_error",
+            Failure::FailedTest => "failed_test",
+            Failure::Timeout => "timeout",
+            Failure::Memory => "memory",
+            Failure::Crash => "crash",
+            Failure::OutputLimit => "output_limit",
         }
     }
 }
@@ -255,6 +316,8 @@ fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
         repetition,
         language_ok: None,
         foreign_script_share: None,
+        tests_passed: None,
+        test_error: None,
         format_ok: found.is_some() && !parts.unclosed && ordered,
         truncated: parts.unclosed,
         extracted: found.as_ref().map(|f| f.0.clone()),
@@ -304,20 +367,26 @@ pub fn run(cfg: &VerifyConfig, ctx: &Context) -> Result<StageReport> {
     let progress = Progress::rows("verify", input.rows(), ctx.quiet);
     let mut sink = Sink::create(output_path, format)?;
     let mut report = StageReport::new("verify", 0, 0, 0.0);
-    let mut batch = Vec::with_capacity(1024);
-    for record in input.records(0..input.rows()) {
-        let record = record?;
-        let verdict = verify_record(&record.fields, &record.location, cfg)?;
-        report.rows_in += 1;
-        report.rows_out += 1;
-        *report.flagged.entry(if verdict.correct { "correct" } else { "incorrect" }.into()).or_default() += 1;
-        batch.push((record.fields, verdict));
-        if batch.len() == 1024 {
-            progress.inc(batch.len() as u64);
-            sink.write(std::mem::replace(&mut batch, Vec::with_capacity(1024)))?;
+    // Rows are judged in parallel: code rows wait on their sandboxes, so there are as many threads as runs.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.settings.sandbox_concurrency())
+        .build()
+        .map_err(|e| Error::usage(format!("cannot start the verify threads: {e}")))?;
+    let mut records = input.records(0..input.rows()).peekable();
+    while records.peek().is_some() {
+        let batch: Vec<_> = records.by_ref().take(1024).collect::<Result<_>>()?;
+        let verdicts: Vec<Verdict> = pool.install(|| {
+            use rayon::prelude::*;
+            batch.par_iter().map(|r| verify_record(&r.fields, &r.location, cfg)).collect::<Result<_>>()
+        })?;
+        for verdict in &verdicts {
+            *report.flagged.entry(if verdict.correct { "correct" } else { "incorrect" }.into()).or_default() += 1;
         }
+        report.rows_in += batch.len() as u64;
+        report.rows_out += batch.len() as u64;
+        progress.inc(batch.len() as u64);
+        sink.write(batch.into_iter().map(|r| r.fields).zip(verdicts).collect())?;
     }
-    sink.write(batch)?;
     sink.finish()?;
     progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
@@ -349,13 +418,30 @@ fn verify_record(fields: &Map<String, Value>, location: &Location, cfg: &VerifyC
     };
     let output = required(&cfg.output_col)?;
     let domain = Domain::of(column("domain")?.unwrap_or_default());
-    let gold = if domain == Domain::Countdown { None } else { Some(required(&cfg.gold_col)?) };
+    let gold = if domain == Domain::Math { Some(required(&cfg.gold_col)?) } else { None };
+    let tests = match fields.get("tests") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|t| t.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| Error::data(location.clone().column("tests"), "expected a list of strings"))?,
+        ),
+        Some(other) => {
+            return Err(Error::data(
+                location.clone().column("tests"),
+                format!("expected a list of strings, found {}", crate::dataset::json_type_name(other)),
+            ));
+        }
+    };
     let trace = TraceRef {
         domain,
         gold: gold.as_deref(),
         output: &output,
         prompt: column(&cfg.prompt_col)?,
         metadata: column("metadata")?,
+        tests: tests.as_deref(),
         finish_reason: column("finish_reason")?,
     };
     verify_trace(&trace, &cfg.settings).map_err(|(col, message)| Error::data(location.clone().column(col), message))
@@ -373,6 +459,8 @@ pub struct TraceRef<'a> {
     pub prompt: Option<&'a str>,
     /// A JSON object; Countdown's `nums` and `target`.
     pub metadata: Option<&'a str>,
+    /// Code: the problem's tests (Python snippets).
+    pub tests: Option<&'a [String]>,
     /// `length` marks the output truncated.
     pub finish_reason: Option<&'a str>,
 }
@@ -386,13 +474,14 @@ impl<'a> TraceRef<'a> {
             output: &t.completion,
             prompt: None,
             metadata: Some(&t.metadata),
+            tests: t.tests.as_deref(),
             finish_reason: Some(&t.finish_reason),
         }
     }
 }
 
 /// A domain's judgement of an output: extraction, the domain's own check (answer equivalence, the
-/// Countdown expression; the code sandbox comes next), format and repetition checks. An `Err` names the
+/// Countdown expression, the program against its tests), format and repetition checks. An `Err` names the
 /// column that is unusable and why.
 pub trait Verifier: Sync {
     fn verify(&self, t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)>;
@@ -425,10 +514,20 @@ impl Verifier for CountdownVerifier {
     }
 }
 
-/// The verifier of `domain`. Code is judged as math (its answer, if any) until the sandbox lands.
+/// Code: the program against the problem's tests, in the sandbox ([`code::verify`]).
+pub struct CodeVerifier;
+
+impl Verifier for CodeVerifier {
+    fn verify(&self, t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)> {
+        code::verify(t, settings)
+    }
+}
+
+/// The verifier of `domain`.
 pub fn verifier(domain: Domain) -> &'static dyn Verifier {
     match domain {
-        Domain::Math | Domain::Code => &MathVerifier,
+        Domain::Math => &MathVerifier,
+        Domain::Code => &CodeVerifier,
         Domain::Countdown => &CountdownVerifier,
     }
 }
@@ -598,9 +697,9 @@ fn verdict_columns() -> &'static [String] {
 fn verdict_type(column: &str) -> Option<arrow_schema::DataType> {
     use arrow_schema::DataType;
     Some(match column {
-        "extracted" | "extraction_rule" | "match_method" | "verifier" => DataType::Utf8,
+        "extracted" | "extraction_rule" | "match_method" | "verifier" | "test_error" => DataType::Utf8,
         "correct" | "format_ok" | "truncated" | "repetition" | "language_ok" => DataType::Boolean,
-        "foreign_script_share" => DataType::Float64,
+        "foreign_script_share" | "tests_passed" => DataType::Float64,
         "failed" => DataType::List(Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true))),
         _ => return None,
     })
@@ -711,8 +810,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&v.failed).unwrap(), serde_json::json!(["wrong_numbers"]));
     }
 
-    /// Each domain's verifier judges its rows: a Countdown row by its expression, a code row (until the
-    /// sandbox) as math.
+    /// Each domain's verifier judges its rows: a Countdown row by its expression, a math one by its answer.
     #[test]
     fn the_domain_picks_the_verifier() {
         let settings = VerifySettings::default();
@@ -723,14 +821,14 @@ mod tests {
             output,
             prompt: None,
             metadata: Some(meta),
+            tests: None,
             finish_reason: None,
         };
         let countdown = verify_trace(&row(Domain::Countdown, "\\boxed{35 + (44 + 19)}"), &settings).unwrap();
         assert!(countdown.correct);
         let as_math = verify_trace(&row(Domain::Math, "\\boxed{35 + (44 + 19)}"), &settings).unwrap();
         assert_eq!(as_math.extracted.as_deref(), Some("35 + (44 + 19)"));
-        let code = verify_trace(&row(Domain::Code, "\\boxed{98}"), &settings).unwrap();
-        assert!(code.correct);
+        assert_eq!(verify_trace(&row(Domain::Code, "\\boxed{98}"), &settings).unwrap_err().0, "tests");
         let no_meta = TraceRef { metadata: None, ..row(Domain::Countdown, "\\boxed{98}") };
         assert_eq!(verify_trace(&no_meta, &settings).unwrap_err().0, "metadata");
     }

@@ -74,6 +74,7 @@ fn eval_json_scores_per_source_match_the_traces() {
             output: t["completion"].as_str().unwrap(),
             prompt: None,
             metadata: t["metadata"].as_str(),
+            tests: None,
             finish_reason: t["finish_reason"].as_str(),
         };
         let v = verify_trace(&trace, &VerifySettings::default()).unwrap();

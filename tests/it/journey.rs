@@ -113,6 +113,7 @@ fn synthetic_journeys_keep_their_guarantees_on_every_task() {
                 output: reply,
                 prompt: None,
                 metadata: Some(&problem_meta[&r.problem_id]),
+                tests: None,
                 finish_reason: None,
             };
             assert!(verify_trace(&problem, &VerifySettings::default()).unwrap().correct, "{task}: {reply}");
@@ -449,6 +450,7 @@ fn check_corrections(out: &Path, samples: &[serde_json::Map<String, Value>], how
                 output: reply,
                 prompt: None,
                 metadata: None,
+                tests: None,
                 finish_reason: None,
             },
             &VerifySettings::default(),

@@ -29,6 +29,8 @@ mod layers;
 mod model;
 /// `forge run`: pipelines skip what is up to date and rerun what changed.
 mod pipeline;
+/// The code sandbox against hostile programs.
+mod sandbox;
 /// `schemas/*.md` match the code's Arrow schemas.
 mod schemas;
 /// `forge stats`.

@@ -1,0 +1,189 @@
+//! Code: the program in an output runs against each of the problem's tests in the [`sandbox`]. The
+//! program is the last fenced block tagged Python (else the last untagged one) in the solution part, or the
+//! whole solution part when it has no fence. Each test is a Python snippet appended to the program (the
+//! problems table's `tests`); it passes when the run exits 0 having reached its end, which the harness marks
+//! with a line the program cannot know in advance, so a program that exits early (`sys.exit(0)`) fails. As in
+//! HumanEval's harness, the program does not run as `__main__` (its `if __name__ == "__main__":` block is
+//! skipped).
+
+use super::sandbox::{self, Run, Status};
+use super::{Failure, Method, Rule, TraceRef, Verdict, VerifySettings, extract, repetition};
+
+/// Longest test message kept in a verdict.
+const MAX_MESSAGE: usize = 300;
+
+/// The program an output gives: the fenced block ([`Rule::Fenced`]) or the whole solution part.
+pub fn extract_code(solution: &str) -> Option<(String, Rule)> {
+    let mut blocks: Vec<(String, String)> = Vec::new(); // (language, body)
+    let mut open: Option<(String, Vec<&str>)> = None;
+    for line in solution.lines() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (&mut open, fence) {
+            (None, Some(info)) => open = Some((info.trim().to_ascii_lowercase(), Vec::new())),
+            (Some(_), Some(rest)) if rest.trim().is_empty() => {
+                let (lang, body) = open.take().expect("open");
+                blocks.push((lang, body.join("\n")));
+            }
+            (Some((_, body)), _) => body.push(line),
+            (None, None) => {}
+        }
+    }
+    if let Some((lang, body)) = open {
+        blocks.push((lang, body.join("\n"))); // a block cut off at the end
+    }
+    let python = |lang: &str| matches!(lang, "python" | "py" | "python3");
+    let chosen =
+        blocks.iter().rev().find(|(l, _)| python(l)).or_else(|| blocks.iter().rev().find(|(l, _)| l.is_empty()));
+    match chosen {
+        Some((_, body)) => Some((body.clone(), Rule::Fenced)).filter(|(b, _)| !b.trim().is_empty()),
+        None if blocks.is_empty() && !solution.trim().is_empty() => Some((solution.trim().to_string(), Rule::Whole)),
+        None => None,
+    }
+}
+
+/// Judge a code output: run its program with each test. An `Err` names the unusable column.
+pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'static str, String)> {
+    let tests = t.tests.filter(|tests| !tests.is_empty()).ok_or_else(|| {
+        ("tests", "a code row needs `tests`: Python snippets that exit 0 when the program passes".to_string())
+    })?;
+    let limits = settings.sandbox_limits();
+    let probe = sandbox::probe(&limits.python).map_err(|e| ("domain", format!("code rows run in a sandbox: {e}")))?;
+    let parts = extract::split(t.output);
+    let code = extract_code(parts.solution);
+    let mut failed = Vec::new();
+    if parts.unclosed {
+        failed.push(Failure::UnclosedReasoning);
+    }
+    let ordered = super::delimiters_in_order(t.output);
+    if !ordered {
+        failed.push(Failure::BadDelimiters);
+    }
+    let repetition = repetition::has_loop(t.output, settings.max_repeats.max(2));
+    if repetition {
+        failed.push(Failure::Repetition);
+    }
+    let mut verdict = Verdict {
+        extracted: code.as_ref().map(|c| c.0.clone()),
+        extraction_rule: code.as_ref().map(|c| c.1),
+        correct: false,
+        match_method: None,
+        format_ok: code.is_some() && !parts.unclosed && ordered,
+        truncated: parts.unclosed,
+        repetition,
+        language_ok: None,
+        foreign_script_share: None,
+        tests_passed: None,
+        test_error: None,
+        failed,
+        verifier: &probe.verifier,
+    };
+    let Some((code, _)) = code else {
+        verdict.failed.push(Failure::NoCode);
+        return Ok(verdict);
+    };
+    let mut passed = 0;
+    for (i, test) in tests.iter().enumerate() {
+        let nonce = nonce(i);
+        let program = format!("{code}\n\n{test}\n\n__import__('os').write(1, b'\\n{nonce}\\n')\n");
+        let outcome = match sandbox::run(&limits, &program, b"", false) {
+            Ok(run) => judge(&run, &nonce, &limits),
+            Err(e) => return Err(("domain", format!("code rows run in a sandbox: {e}"))),
+        };
+        match outcome {
+            Ok(()) => passed += 1,
+            Err((failure, message)) => {
+                if !verdict.failed.contains(&failure) {
+                    verdict.failed.push(failure);
+                }
+                verdict.test_error.get_or_insert_with(|| format!("test {} of {}: {message}", i + 1, tests.len()));
+                if failure == Failure::SyntaxError {
+                    break; // every other test would fail the same way
+                }
+            }
+        }
+    }
+    verdict.tests_passed = Some(passed as f64 / tests.len() as f64);
+    verdict.correct = passed == tests.len();
+    verdict.match_method = verdict.correct.then_some(Method::Tests);
+    Ok(verdict)
+}
+
+/// A marker no program can predict: the run's position, the time and a counter, hashed.
+fn nonce(i: usize) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let seed = format!("{t}:{n}:{i}:{}", std::process::id());
+    format!("forge-tests-done-{:032x}", xxhash_rust::xxh3::xxh3_128(seed.as_bytes()))
+}
+
+/// Whether a test run passed; if not, the failure and a message for the verdict.
+fn judge(run: &Run, nonce: &str, limits: &sandbox::Limits) -> Result<(), (Failure, String)> {
+    let last_error = || {
+        let text = String::from_utf8_lossy(&run.stderr);
+        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        let mut message: String = line.chars().take(MAX_MESSAGE).collect();
+        if message.len() < line.len() {
+            message.push('…');
+        }
+        message
+    };
+    match run.status {
+        Status::Exited(0) => {
+            let out = String::from_utf8_lossy(&run.stdout);
+            if out.trim_end().ends_with(nonce) {
+                Ok(())
+            } else {
+                Err((Failure::FailedTest, "the program exited before the test finished".into()))
+            }
+        }
+        Status::Exited(code) => {
+            let message = last_error();
+            let kind = message.split(':').next().unwrap_or("").trim();
+            let failure = match kind {
+                "SyntaxError" | "IndentationError" | "TabError" => Failure::SyntaxError,
+                "MemoryError" => Failure::Memory,
+                "RecursionError" => Failure::Crash,
+                _ => Failure::FailedTest,
+            };
+            Err((failure, if message.is_empty() { format!("exit code {code}") } else { message }))
+        }
+        Status::Timeout => {
+            Err((Failure::Timeout, format!("killed after {} s (the sandbox timeout)", limits.timeout.as_secs_f64())))
+        }
+        Status::Signaled(libc::SIGXCPU) => Err((Failure::Timeout, "killed at its CPU-time limit".into())),
+        Status::Signaled(sig) => Err((Failure::Crash, format!("killed by signal {sig} ({})", signal_name(sig)))),
+        Status::OutputLimit => Err((Failure::OutputLimit, "wrote more output than the sandbox keeps".into())),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_python_block_is_the_program() {
+        let text = "First try:\n```python\nx = 1\n```\nBetter:\n```py\ndef f():\n    return 2\n```\nDone.";
+        assert_eq!(extract_code(text), Some(("def f():\n    return 2".into(), Rule::Fenced)));
+        let untagged = "```text\nnot code\n```\n```\nprint(1)\n```";
+        assert_eq!(extract_code(untagged).unwrap().0, "print(1)");
+        let cut = "```python\ndef g():\n    return 3";
+        assert_eq!(extract_code(cut).unwrap().0, "def g():\n    return 3");
+        assert_eq!(extract_code("def h(): return 4\n"), Some(("def h(): return 4".into(), Rule::Whole)));
+        assert_eq!(extract_code("```text\nprose only\n```"), None);
+        assert_eq!(extract_code("  \n"), None);
+    }
+}
