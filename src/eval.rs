@@ -60,6 +60,10 @@ pub struct EvalConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub http: HttpConfig,
+    /// How samples are judged (`[verify]` in a pipeline): tolerance, and the sandbox code runs in
+    #[command(flatten)]
+    #[serde(default)]
+    pub verify: VerifySettings,
 }
 
 fn one() -> u32 {
@@ -226,22 +230,36 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
     let ran = matches!(write_traces(&generate, &out, ctx)?, crate::Outcome::Written(_));
 
     let input = Input::open(&dir)?;
-    let settings = VerifySettings::default();
+    let settings = &cfg.verify;
+    // Samples are judged in parallel: code samples wait on their sandboxes, so there are as many threads as runs.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.sandbox_concurrency())
+        .build()
+        .map_err(|e| Error::usage(format!("cannot start the verify threads: {e}")))?;
     let mut per_problem: BTreeMap<String, (String, Vec<Judged>)> = BTreeMap::new();
     let mut order = Vec::new();
     for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
-        for t in batch? {
-            if Finish::of(&t.finish_reason) == Some(Finish::Error) {
-                return Err(Error::usage(format!(
-                    "sample `{}` failed past its retries: {}",
-                    t.id,
-                    t.error.as_deref().unwrap_or("no error recorded")
-                ))
-                .with_hint("rerun the same command: only the failed requests are sent again"));
-            }
-            let verdict = verify_trace(&TraceRef::of(&t), &settings).map_err(|(column, message)| {
-                Error::usage(format!("problem `{}`, column `{column}`: {message}", t.problem_id))
-            })?;
+        let batch = batch?;
+        if let Some(t) = batch.iter().find(|t| Finish::of(&t.finish_reason) == Some(Finish::Error)) {
+            return Err(Error::usage(format!(
+                "sample `{}` failed past its retries: {}",
+                t.id,
+                t.error.as_deref().unwrap_or("no error recorded")
+            ))
+            .with_hint("rerun the same command: only the failed requests are sent again"));
+        }
+        let verdicts: Vec<_> = pool.install(|| {
+            use rayon::prelude::*;
+            batch
+                .par_iter()
+                .map(|t| {
+                    verify_trace(&TraceRef::of(t), settings).map_err(|(column, message)| {
+                        Error::usage(format!("problem `{}`, column `{column}`: {message}", t.problem_id))
+                    })
+                })
+                .collect::<Result<_>>()
+        })?;
+        for (t, verdict) in batch.into_iter().zip(verdicts) {
             let entry = per_problem.entry(t.problem_id.clone()).or_insert_with(|| {
                 order.push(t.problem_id.clone());
                 (t.source.clone(), Vec::new())

@@ -336,7 +336,10 @@ fn per_problem(cfg: &FilterConfig, facts: &[Facts], rows: &[usize], decisions: &
         for &r in rows {
             if decisions[r].correct == Some(false) {
                 let gold = if decisions[r].majority_gold.is_some() { "majority" } else { "reference" };
-                reject(&mut decisions[r], Reason::Incorrect, || serde_json::json!({ "gold": gold }).to_string());
+                reject(&mut decisions[r], Reason::Incorrect, || match &facts[r].test_error {
+                    Some(test) => serde_json::json!({ "tests": "failed", "error": test }).to_string(),
+                    None => serde_json::json!({ "gold": gold }).to_string(),
+                });
             }
         }
     }

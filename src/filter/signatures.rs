@@ -46,6 +46,8 @@ pub struct Facts {
     /// `None`: not judged (no gold, verification off).
     pub correct: Option<bool>,
     pub extracted: Option<String>,
+    /// Code: the first failing test and why, for the rejection's detail.
+    pub test_error: Option<String>,
 }
 
 impl Facts {
@@ -66,6 +68,7 @@ impl Facts {
         e.u8(u8::from(self.has_gold));
         e.opt_bool(self.correct);
         e.opt_str(self.extracted.as_deref());
+        e.opt_str(self.test_error.as_deref());
     }
 
     fn decode(d: &mut Dec) -> Result<Facts> {
@@ -83,6 +86,7 @@ impl Facts {
             has_gold: d.u8()? == 1,
             correct: d.opt_bool()?,
             extracted: d.opt_string()?,
+            test_error: d.opt_string()?,
         })
     }
 }
@@ -260,6 +264,7 @@ fn row_facts(
         has_gold: gold.is_some(),
         correct: None,
         extracted: None,
+        test_error: None,
     };
     let fields: &[(&str, &str)] =
         if cols.completion.is_some() { &[("prompt", prompt), ("completion", text)] } else { &[("prompt", prompt)] };
@@ -288,7 +293,12 @@ fn row_facts(
         if facts.has_gold {
             facts.correct = Some(v.correct);
         }
-        facts.extracted = v.extracted.take(); // no row check reads it
+        // no row check reads them; a program is not voted on (code is judged by its tests)
+        if trace.domain == Domain::Code {
+            facts.test_error = v.test_error.take();
+        } else {
+            facts.extracted = v.extracted.take();
+        }
         verdict = Some(v);
     }
     let view = RowView {
@@ -322,8 +332,10 @@ mod tests {
             has_gold: true,
             correct: Some(false),
             extracted: Some("42".into()),
+            test_error: Some("test 1 of 3: AssertionError".into()),
         };
-        let plain = Facts { early: None, contam: None, correct: None, extracted: None, ..facts.clone() };
+        let plain =
+            Facts { early: None, contam: None, correct: None, extracted: None, test_error: None, ..facts.clone() };
         let mut e = Enc::default();
         facts.encode(&mut e);
         plain.encode(&mut e);

@@ -461,3 +461,36 @@ fn reference_solutions_pass_and_broken_ones_fail() {
 
 /// Upstream items whose reference fails its own tests, or whose tests cannot tell a wrong return.
 const KNOWN_UPSTREAM: &[(&str, &str)] = &[];
+
+/// `forge filter` on code traces: a program that passes its tests is kept, one that fails is rejected as
+/// `incorrect` with the failing test in the detail, and the pass-rate window counts programs that pass.
+#[test]
+#[ignore = "needs bubblewrap: .ci/run installs it"]
+fn filter_judges_code_by_its_tests() {
+    let dir = Scratch::new();
+    let tests = json!(["assert double(2) == 4", "assert double(-3) == -6", "assert double(0) == 0"]);
+    let program = |body: &str| format!("Here it is.\n\n```python\ndef double(x):\n    return {body}\n```\n");
+    let code = |id: &str, sample: u32, body: &str| {
+        let prompt = format!("Write double(x), problem {id}.");
+        let mut row = crate::util::trace(id, sample, &prompt, None, &program(body));
+        row["domain"] = json!("code");
+        row["tests"] = tests.clone();
+        row
+    };
+    let rows = [code("p1", 0, "2 * x"), code("p1", 1, "x + 2"), code("p2", 0, "x * 2"), code("p2", 1, "x << 1")];
+    let input = dir.write("traces.jsonl", crate::util::jsonl(&rows));
+    let out = dir.path("curated");
+    crate::util::ok(&[&"filter", &"--input", &input, &"-o", &out, &"-q"]);
+    let kept: Vec<String> = records(&out).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kept, ["p1#0", "p2#0", "p2#1"]);
+    let rejected = crate::util::rejected(&out);
+    let (reason, detail) = &rejected["p1#1"];
+    assert_eq!(reason, "incorrect");
+    assert_eq!(detail["error"], json!("test 2 of 3: AssertionError"), "{detail}");
+
+    // a window of at most half the samples passing drops p2, whose programs all pass
+    let windowed = dir.path("windowed");
+    crate::util::ok(&[&"filter", &"--input", &input, &"-o", &windowed, &"--pass-rate", &"0:0.5", &"-q"]);
+    let kept: Vec<String> = records(&windowed).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kept, ["p1#0"]);
+}
