@@ -1,5 +1,6 @@
 //! `forge import`: JSONL, Parquet or CSV to a `problems` dataset, with presets for the common formats
-//! (GSM8K, MATH and MATH-500, Countdown, HumanEval, MBPP, AIME) and a generic column mapping.
+//! (GSM8K, MATH and MATH-500, Countdown, HumanEval, MBPP, APPS/TACO, CodeContests, LiveCodeBench, AIME) and a
+//! generic column mapping.
 //!
 //! Ids are the source's own when it has them, else `h` + 16 hex digits of the xxh3 hash of prompt and
 //! gold answer, so reimporting the same data gives the same ids. Columns a preset does not use are kept
@@ -11,10 +12,13 @@
 //! ```
 
 mod aime;
+mod apps;
+mod codecontests;
 mod columns;
 mod countdown;
 mod gsm8k;
 mod humaneval;
+mod livecodebench;
 mod math;
 mod mbpp;
 
@@ -46,6 +50,14 @@ pub enum Preset {
     Humaneval,
     /// MBPP: `task_id`, `text`, `code`, `test_list`, `test_setup_code`
     Mbpp,
+    /// APPS and TACO: `question`, `input_output` (stdin/stdout cases or `fn_name` calls), `solutions`
+    #[value(alias = "taco")]
+    #[serde(alias = "taco")]
+    Apps,
+    /// CodeContests: `name`, `description`, `public_tests`, `private_tests`, `solutions`
+    Codecontests,
+    /// LiveCodeBench: `question_id`, `question_content`, `public_test_cases`, `private_test_cases`
+    Livecodebench,
     /// AIME: `id`, `problem`, `answer`
     Aime,
 }
@@ -59,6 +71,9 @@ impl Preset {
             Preset::Countdown => "countdown",
             Preset::Humaneval => "humaneval",
             Preset::Mbpp => "mbpp",
+            Preset::Apps => "apps",
+            Preset::Codecontests => "codecontests",
+            Preset::Livecodebench => "livecodebench",
             Preset::Aime => "aime",
         }
     }
@@ -119,7 +134,9 @@ impl ImportConfig {
     /// Whether every row should have a gold answer (rows without one are counted as `no_gold`).
     fn expects_gold(&self) -> bool {
         match self.preset {
-            Some(Preset::Humaneval | Preset::Mbpp) => false,
+            Some(Preset::Humaneval | Preset::Mbpp | Preset::Apps | Preset::Codecontests | Preset::Livecodebench) => {
+                false
+            }
             Some(_) => true,
             None => self.answer_col.is_some(),
         }
@@ -132,6 +149,9 @@ impl ImportConfig {
             Some(Preset::Countdown) => countdown::convert(row),
             Some(Preset::Humaneval) => humaneval::convert(row),
             Some(Preset::Mbpp) => mbpp::convert(row),
+            Some(Preset::Apps) => apps::convert(row),
+            Some(Preset::Codecontests) => codecontests::convert(row),
+            Some(Preset::Livecodebench) => livecodebench::convert(row),
             Some(Preset::Aime) => aime::convert(row),
             None => columns::convert(row, self),
         }
@@ -255,6 +275,15 @@ impl Row<'_> {
             .iter()
             .map(|v| v.as_i64().map(i128::from).ok_or_else(|| self.wrong_type(column, "a list of integers", v)))
             .collect()
+    }
+
+    /// A JSON value: a string column holding JSON text is parsed (APPS keeps its cases so), anything else
+    /// (a struct or list read from Parquet) taken as it is.
+    fn json(&self, column: &str) -> Result<Value> {
+        match self.get(column)? {
+            Value::String(text) => serde_json::from_str(text).map_err(|e| self.error(column, format!("not JSON: {e}"))),
+            other => Ok(other.clone()),
+        }
     }
 
     fn text_list(&self, column: &str) -> Result<Vec<String>> {

@@ -1,10 +1,15 @@
-//! Code: the program in an output runs against each of the problem's tests in the [`sandbox`]. The
-//! program is the last fenced block tagged Python (else the last untagged one) in the solution part, or the
-//! whole solution part when it has no fence. Each test is a Python snippet appended to the program (the
-//! problems table's `tests`); it passes when the run exits 0 having reached its end, which the harness marks
-//! with a line the program cannot know in advance, so a program that exits early (`sys.exit(0)`) fails. As in
-//! HumanEval's harness, the program does not run as `__main__` (its `if __name__ == "__main__":` block is
-//! skipped).
+//! Code: the program in an output runs against each of the problem's tests in the [`sandbox`], one run per
+//! test. The program is the last fenced block tagged Python (else the last untagged one) in the solution
+//! part, or the whole solution part when it has no fence. A test (an item of the problems table's `tests`)
+//! is one of:
+//!
+//! - a Python snippet appended to the program (HumanEval's `check(candidate)`, MBPP's asserts): it passes
+//!   when the run exits 0 having reached its end, which the harness marks with a line the program cannot
+//!   know in advance, so a program that exits early (`sys.exit(0)`) fails. As in HumanEval's harness, the
+//!   program does not run as `__main__` (its `if __name__ == "__main__":` block is skipped);
+//! - a JSON object `{"stdin": …, "stdout": …}` (APPS, TACO, CodeContests, LiveCodeBench): the program runs
+//!   as a script with that input; it passes when it exits 0 and its output has the expected
+//!   whitespace-separated tokens, numbers equal within 1e-6 relative (as those benchmarks' checkers allow).
 
 use super::sandbox::{self, Run, Status};
 use super::{Failure, Method, Rule, TraceRef, Verdict, VerifySettings, extract, repetition};
@@ -83,12 +88,16 @@ pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'sta
     };
     let mut passed = 0;
     for (i, test) in tests.iter().enumerate() {
-        let nonce = nonce(i);
-        let program = format!("{code}\n\n{test}\n\n__import__('os').write(1, b'\\n{nonce}\\n')\n");
-        let outcome = match sandbox::run(&limits, &program, b"", false) {
-            Ok(run) => judge(&run, &nonce, &limits),
-            Err(e) => return Err(("domain", format!("code rows run in a sandbox: {e}"))),
+        let outcome = match Test::of(test) {
+            Test::Snippet(test) => {
+                let nonce = nonce(i);
+                let program = format!("{code}\n\n{test}\n\n__import__('os').write(1, b'\\n{nonce}\\n')\n");
+                sandbox::run(&limits, &program, b"", false).map(|run| judge(&run, Some(&nonce), &limits))
+            }
+            Test::Io { stdin, stdout } => sandbox::run(&limits, &code, stdin.as_bytes(), true)
+                .map(|run| judge(&run, None, &limits).and_then(|()| same_output(&run.stdout, &stdout))),
         };
+        let outcome = outcome.map_err(|e| ("domain", format!("code rows run in a sandbox: {e}")))?;
         match outcome {
             Ok(()) => passed += 1,
             Err((failure, message)) => {
@@ -108,6 +117,56 @@ pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'sta
     Ok(verdict)
 }
 
+/// One item of `tests`.
+enum Test<'a> {
+    Snippet(&'a str),
+    Io { stdin: String, stdout: String },
+}
+
+impl<'a> Test<'a> {
+    fn of(test: &'a str) -> Test<'a> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Io {
+            stdin: String,
+            stdout: String,
+        }
+        match test.trim_start().starts_with('{').then(|| serde_json::from_str::<Io>(test).ok()).flatten() {
+            Some(io) => Test::Io { stdin: io.stdin, stdout: io.stdout },
+            None => Test::Snippet(test),
+        }
+    }
+}
+
+/// The output has the expected tokens (numbers within 1e-6 relative); else the first difference.
+fn same_output(got: &[u8], expected: &str) -> Result<(), (Failure, String)> {
+    let got = String::from_utf8_lossy(got);
+    let (mut g, mut e) = (got.split_whitespace(), expected.split_whitespace());
+    for at in 1.. {
+        match (g.next(), e.next()) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) if a == b || close(a, b) => {}
+            (a, b) => {
+                let show = |t: Option<&str>| t.map_or("the end".to_string(), |t| format!("`{}`", clip(t)));
+                let message = format!("wrong output: token {at} is {}, expected {}", show(a), show(b));
+                return Err((Failure::FailedTest, message));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn close(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+        _ => false,
+    }
+}
+
+fn clip(t: &str) -> String {
+    if t.chars().count() <= 40 { t.to_string() } else { t.chars().take(40).collect::<String>() + "…" }
+}
+
 /// A marker no program can predict: the run's position, the time and a counter, hashed.
 fn nonce(i: usize) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -117,8 +176,9 @@ fn nonce(i: usize) -> String {
     format!("forge-tests-done-{:032x}", xxhash_rust::xxh3::xxh3_128(seed.as_bytes()))
 }
 
-/// Whether a test run passed; if not, the failure and a message for the verdict.
-fn judge(run: &Run, nonce: &str, limits: &sandbox::Limits) -> Result<(), (Failure, String)> {
+/// Whether a test run ended well (exit 0; with a snippet test, its end marker written); if not, the
+/// failure and a message for the verdict.
+fn judge(run: &Run, nonce: Option<&str>, limits: &sandbox::Limits) -> Result<(), (Failure, String)> {
     let last_error = || {
         let text = String::from_utf8_lossy(&run.stderr);
         let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
@@ -131,7 +191,7 @@ fn judge(run: &Run, nonce: &str, limits: &sandbox::Limits) -> Result<(), (Failur
     match run.status {
         Status::Exited(0) => {
             let out = String::from_utf8_lossy(&run.stdout);
-            if out.trim_end().ends_with(nonce) {
+            if nonce.is_none_or(|nonce| out.trim_end().ends_with(nonce)) {
                 Ok(())
             } else {
                 Err((Failure::FailedTest, "the program exited before the test finished".into()))
@@ -185,5 +245,19 @@ mod tests {
         assert_eq!(extract_code("def h(): return 4\n"), Some(("def h(): return 4".into(), Rule::Whole)));
         assert_eq!(extract_code("```text\nprose only\n```"), None);
         assert_eq!(extract_code("  \n"), None);
+    }
+
+    #[test]
+    fn outputs_compare_by_tokens_and_numbers_within_tolerance() {
+        assert!(same_output(b"3 4\n5\n", "3 4 5").is_ok());
+        assert!(same_output(b"0.3333333\n", "0.33333333").is_ok());
+        assert!(same_output(b"YES", "yes").is_err());
+        let (failure, message) = same_output(b"1 2", "1 2 3").unwrap_err();
+        assert_eq!(
+            (failure, message.as_str()),
+            (Failure::FailedTest, "wrong output: token 3 is the end, expected `3`")
+        );
+        assert!(matches!(Test::of(r#"{"stdin": "1 2\n", "stdout": "3\n"}"#), Test::Io { .. }));
+        assert!(matches!(Test::of("assert f() == {'stdin': 1}"), Test::Snippet(_)));
     }
 }

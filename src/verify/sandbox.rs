@@ -360,9 +360,11 @@ fn bwrap_command(probe: &Probe, limits: &Limits, main: bool) -> Command {
     cmd.args(["--json-status-fd", "5", "--seccomp", "3", "--"]).arg(&limits.python);
     // The process limit is set inside, after bwrap made the user namespace: counted there, per run.
     let name = if main { "__main__" } else { "__sandbox__" };
+    // (`runpy` would double the interpreter's start-up: compiling and running the file by hand does not.)
     let runner = format!(
         "import resource as r; r.setrlimit(r.RLIMIT_NPROC, ({MAX_PROCESSES}, {MAX_PROCESSES})); del r\n\
-         import runpy; runpy.run_path('/sandbox/main.py', run_name='{name}')"
+         p = '/sandbox/main.py'; g = {{'__name__': '{name}', '__file__': p, '__builtins__': __builtins__}}\n\
+         exec(compile(open(p, 'rb').read(), p, 'exec'), g)"
     );
     cmd.args(["-I", "-B", "-c", &runner]);
     cmd

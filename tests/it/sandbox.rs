@@ -494,3 +494,48 @@ fn filter_judges_code_by_its_tests() {
     let kept: Vec<String> = records(&windowed).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(kept, ["p1#0"]);
 }
+
+/// The APPS/TACO, CodeContests and LiveCodeBench presets (fixtures in their layouts, written by
+/// `scripts/code_import_fixtures.py`): standard-input cases and call-based ones both judge a right program
+/// right and a wrong one wrong, LiveCodeBench's packed private cases included.
+#[test]
+#[ignore = "needs bubblewrap: .ci/run installs it"]
+fn stdin_and_call_based_tests_from_the_code_presets() {
+    let dir = Scratch::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/code");
+    let mut problems = std::collections::BTreeMap::new();
+    for preset in ["apps", "codecontests", "livecodebench"] {
+        let out = dir.path(preset);
+        let file = fixtures.join(format!("{preset}.jsonl"));
+        crate::util::ok(&[&"import", &"--preset", &preset, &file, &"-o", &out, &"-q"]);
+        problems.extend(crate::util::problems(&out).into_iter().map(|p| (p.id.clone(), p)));
+    }
+    let tests = |id: &str| problems[id].tests.clone().unwrap();
+    assert_eq!(tests("1000_A. Largest").len(), 3, "public and private cases, not the generated one");
+    assert_eq!(tests("abc300_a").len(), 2, "the packed private case is read");
+    let reference = |id: &str| problems[id].steps.as_ref().unwrap()[0].text.clone();
+    let cases = [
+        ("4001", reference("4001"), true),
+        ("4001", "a, b = map(int, input().split())\nprint(a - b)\n".to_string(), false),
+        ("4002", reference("4002"), true),
+        ("4002", "class Solution:\n    def count(self, s):\n        return len(s)\n".to_string(), false),
+        ("1000_A. Largest", reference("1000_A. Largest"), true),
+        ("1000_A. Largest", "input()\nprint(min(map(int, input().split())))\n".to_string(), false),
+        ("abc300_a", "print(sum(map(int, input().split())))".to_string(), true),
+        ("abc300_a", "print(5)".to_string(), false),
+        ("lc-2000", "class Solution:\n    def twice(self, x):\n        return 2 * x\n".to_string(), true),
+        ("lc-2000", "class Solution:\n    def twice(self, x):\n        return x + 4\n".to_string(), false),
+    ];
+    let rows: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(id, code, _)| json!({"id": id, "domain": "code", "tests": tests(id), "completion": format!("```python\n{code}\n```")}))
+        .collect();
+    let input = dir.write("rows.jsonl", crate::util::jsonl(&rows));
+    let output = dir.path("verdicts.jsonl");
+    crate::util::ok(&[&"verify", &"--input", &input, &"--output", &output, &"-q"]);
+    for (v, (id, _, right)) in records(&output).iter().zip(&cases) {
+        assert_eq!(v["correct"], json!(right), "{id}: {v:?}");
+    }
+    let wrong_sum = &records(&output)[1];
+    assert_eq!(wrong_sum["test_error"], json!("test 1 of 2: wrong output: token 1 is `-1`, expected `3`"));
+}
