@@ -11,7 +11,7 @@
 //!   as a script with that input; it passes when it exits 0 and its output has the expected
 //!   whitespace-separated tokens, numbers equal within 1e-6 relative (as those benchmarks' checkers allow).
 
-use super::sandbox::{self, Run, Status};
+use super::sandbox::{self, Job, Run, Status};
 use super::{Failure, Method, Rule, TraceRef, Verdict, VerifySettings, extract, repetition};
 
 /// Longest test message kept in a verdict.
@@ -86,18 +86,26 @@ pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'sta
         verdict.failed.push(Failure::NoCode);
         return Ok(verdict);
     };
+    let nonces: Vec<String> = (0..tests.len()).map(nonce).collect();
+    let jobs: Vec<Job> = tests
+        .iter()
+        .zip(&nonces)
+        .map(|(test, nonce)| match Test::of(test) {
+            Test::Snippet(test) => Job {
+                program: format!("{code}\n\n{test}\n\n__import__('os').write(1, b'\\n{nonce}\\n')\n"),
+                stdin: String::new(),
+                main: false,
+            },
+            Test::Io { stdin, .. } => Job { program: code.clone(), stdin, main: true },
+        })
+        .collect();
+    let runs = sandbox::run_all(&limits, &jobs).map_err(|e| ("domain", format!("code rows run in a sandbox: {e}")))?;
     let mut passed = 0;
-    for (i, test) in tests.iter().enumerate() {
+    for (i, ((test, run), nonce)) in tests.iter().zip(&runs).zip(&nonces).enumerate() {
         let outcome = match Test::of(test) {
-            Test::Snippet(test) => {
-                let nonce = nonce(i);
-                let program = format!("{code}\n\n{test}\n\n__import__('os').write(1, b'\\n{nonce}\\n')\n");
-                sandbox::run(&limits, &program, b"", false).map(|run| judge(&run, Some(&nonce), &limits))
-            }
-            Test::Io { stdin, stdout } => sandbox::run(&limits, &code, stdin.as_bytes(), true)
-                .map(|run| judge(&run, None, &limits).and_then(|()| same_output(&run.stdout, &stdout))),
+            Test::Snippet(_) => judge(run, Some(nonce), &limits),
+            Test::Io { stdout, .. } => judge(run, None, &limits).and_then(|()| same_output(&run.stdout, &stdout)),
         };
-        let outcome = outcome.map_err(|e| ("domain", format!("code rows run in a sandbox: {e}")))?;
         match outcome {
             Ok(()) => passed += 1,
             Err((failure, message)) => {
@@ -105,9 +113,6 @@ pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'sta
                     verdict.failed.push(failure);
                 }
                 verdict.test_error.get_or_insert_with(|| format!("test {} of {}: {message}", i + 1, tests.len()));
-                if failure == Failure::SyntaxError {
-                    break; // every other test would fail the same way
-                }
             }
         }
     }
@@ -214,6 +219,7 @@ fn judge(run: &Run, nonce: Option<&str>, limits: &sandbox::Limits) -> Result<(),
         Status::Signaled(libc::SIGXCPU) => Err((Failure::Timeout, "killed at its CPU-time limit".into())),
         Status::Signaled(sig) => Err((Failure::Crash, format!("killed by signal {sig} ({})", signal_name(sig)))),
         Status::OutputLimit => Err((Failure::OutputLimit, "wrote more output than the sandbox keeps".into())),
+        Status::Lost => Err((Failure::Crash, "its result was lost: the program killed the sandbox's server".into())),
     }
 }
 

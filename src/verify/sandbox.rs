@@ -19,7 +19,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex, mpsc};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: f64 = 10.0;
 pub const DEFAULT_MEMORY_MB: u64 = 1024;
 pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
-/// Processes and threads one run may have at once.
+/// Processes and threads one sandbox may have at once.
 const MAX_PROCESSES: u32 = 32;
 /// The scratch directory's size, and the largest file a run may write.
 const SCRATCH_BYTES: u64 = 64 << 20;
@@ -58,6 +58,8 @@ pub enum Status {
     Timeout,
     /// It wrote more than the output cap and was killed.
     OutputLimit,
+    /// Its result never came: a program of the same sandbox killed forge's server.
+    Lost,
 }
 
 /// One finished run.
@@ -66,7 +68,6 @@ pub struct Run {
     pub status: Status,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    pub seconds: f64,
 }
 
 /// What the sandbox runs with, found once per interpreter: recorded in every code verdict.
@@ -125,8 +126,10 @@ fn find_probe(python: &Path) -> Result<Probe, String> {
     binds.dedup();
     let verifier = format!("{}+python-{version}+bwrap-{bwrap_version}", super::VERIFIER);
     let probe = Probe { verifier, binds, bwrap: bwrap_path };
-    let check = run_with(&probe, &Limits::default(), "print(6 * 7)", b"", true)
-        .map_err(|e| format!("bubblewrap cannot start a sandbox here: {e}"))?;
+    let job = Job { program: "print(6 * 7)".into(), stdin: String::new(), main: true };
+    let check = run_with(&probe, &Limits::default(), &[job])
+        .map_err(|e| format!("bubblewrap cannot start a sandbox here: {e}"))?
+        .remove(0);
     if check.status != Status::Exited(0) || check.stdout != b"42\n" {
         return Err(format!(
             "bubblewrap cannot start a sandbox here ({:?}): {}",
@@ -175,28 +178,40 @@ impl Drop for Slot {
     }
 }
 
-/// Run `program` with `stdin` in a fresh sandbox and wait for it (at most the timeout); `main`: as
-/// `__main__` (a script), else as a module named `__sandbox__` (its `if __name__ == "__main__":` skipped).
-pub fn run(limits: &Limits, program: &str, stdin: &[u8], main: bool) -> Result<Run, String> {
-    let probe = probe(&limits.python)?;
-    let _slot = Slot::take(limits.concurrency);
-    run_with(probe, limits, program, stdin, main)
+/// One program to run: its source, its standard input, and whether it runs as `__main__` (a script) or as a
+/// module named `__sandbox__` (its `if __name__ == "__main__":` block skipped, as in HumanEval's harness).
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub program: String,
+    pub stdin: String,
+    pub main: bool,
 }
 
-fn run_with(probe: &Probe, limits: &Limits, program: &str, stdin: &[u8], main: bool) -> Result<Run, String> {
+/// Run `jobs` in one fresh sandbox, one after another, each in a process forked from forge's server inside
+/// it (`sandbox_server.py`): no interpreter start-up per job. The jobs of one call share the sandbox (the
+/// tests of one program); every call gets its own. Each job has the timeout; a job whose result never came
+/// (a program killed the server) is [`Status::Lost`].
+pub fn run_all(limits: &Limits, jobs: &[Job]) -> Result<Vec<Run>, String> {
+    let probe = probe(&limits.python)?;
+    let _slot = Slot::take(limits.concurrency);
+    run_with(probe, limits, jobs)
+}
+
+fn run_with(probe: &Probe, limits: &Limits, jobs: &[Job]) -> Result<Vec<Run>, String> {
     let started = Instant::now();
     let filter = memfd("seccomp", &seccomp_filter())?;
-    let source = memfd("main.py", program.as_bytes())?;
+    let listing = memfd("jobs.py", python_literal(jobs).as_bytes())?;
     let (status_read, status_write) = pipe()?;
-    let mut cmd = bwrap_command(probe, limits, main);
-    let fds = [filter.as_raw_fd(), source.as_raw_fd(), status_write.as_raw_fd()];
-    let (memory, cpu) = (limits.memory_mb << 20, limits.timeout.as_secs_f64().ceil() as u64 + 1);
+    let (results_read, results_write) = pipe()?;
+    let mut cmd = bwrap_command(probe, limits);
+    let fds = [filter.as_raw_fd(), listing.as_raw_fd(), status_write.as_raw_fd(), results_write.as_raw_fd()];
+    let (memory, cpu) = (limits.memory_mb << 20, cpu_seconds(limits));
     // SAFETY: between fork and exec only async-signal-safe calls (fcntl, dup2, setrlimit, set*id), no
     // allocation.
     unsafe {
         cmd.pre_exec(move || {
-            // Each descriptor is first copied above 9 (closed at exec), so that placing one on 3, 4 or 5
-            // cannot overwrite another still to be placed.
+            // Each descriptor is first copied above 9 (closed at exec), so that placing one on 3 to 6 cannot
+            // overwrite another still to be placed.
             for (i, fd) in fds.into_iter().enumerate() {
                 let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
                 if high < 0 || libc::dup2(high, 3 + i as i32) < 0 {
@@ -205,8 +220,8 @@ fn run_with(probe: &Probe, limits: &Limits, program: &str, stdin: &[u8], main: b
             }
             // Whatever else forge inherited (a pipe of the shell that started it) must not reach the program.
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
-            if libc::syscall(libc::SYS_close_range, 6, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                for fd in 6..4096 {
+            if libc::syscall(libc::SYS_close_range, 7, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in 7..4096 {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
             }
@@ -231,88 +246,101 @@ fn run_with(probe: &Probe, limits: &Limits, program: &str, stdin: &[u8], main: b
             Ok(())
         });
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start `bwrap`: {e}"))?;
-    drop((filter, source, status_write));
+    drop((filter, listing, status_write, results_write));
     let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel::<Event>();
-    let mut input = child.stdin.take().expect("piped");
-    let stdin = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin); // a program that does not read its input closes the pipe early
+    let (tx, rx) = mpsc::channel::<std::io::Result<std::process::ExitStatus>>();
+    let frames_cap = jobs.len() * (2 * MAX_OUTPUT + 128);
+    let readers = [
+        (child.stdout.take().expect("piped").into(), MAX_OUTPUT),
+        (child.stderr.take().expect("piped").into(), MAX_OUTPUT),
+        (results_read, frames_cap),
+    ]
+    .map(|(pipe, cap): (OwnedFd, usize)| std::thread::spawn(move || read_capped(std::fs::File::from(pipe), cap)));
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
     });
-    let readers = [child.stdout.take().expect("piped").into(), child.stderr.take().expect("piped").into()].map(
-        |pipe: OwnedFd| {
-            let tx = tx.clone();
-            std::thread::spawn(move || read_capped(std::fs::File::from(pipe), &tx))
-        },
-    );
-    let waiter = {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let status = child.wait();
-            let _ = tx.send(Event::Exited(status));
-        })
-    };
-    drop(tx);
-    let deadline = started + limits.timeout;
-    let mut ended = None;
-    let status = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Event::Exited(status)) => {
-                let status = status.map_err(|e| format!("waiting for the sandbox: {e}"))?;
-                break ended.unwrap_or(match status.code() {
-                    Some(code) if code > 128 => Status::Signaled(code - 128), // bwrap passes a signal on as 128 + n
-                    Some(code) => Status::Exited(code),
-                    None => Status::Signaled(status.signal().unwrap_or(0)),
-                });
-            }
-            Ok(Event::Overflow) => {
-                ended.get_or_insert(Status::OutputLimit);
-                kill(pid);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                ended.get_or_insert(Status::Timeout);
-                kill(pid);
-                // `kill` cannot fail to end bwrap; its death ends the PID namespace, and so the pipes.
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("the sandbox's waiter stopped".into()),
+    // The server times each job; this is the backstop should it hang.
+    let backstop = limits.timeout * (jobs.len() as u32 + 1) + Duration::from_secs(5);
+    let overran = match rx.recv_timeout(backstop.saturating_sub(started.elapsed())) {
+        Ok(status) => {
+            status.map_err(|e| format!("waiting for the sandbox: {e}"))?;
+            false
+        }
+        Err(_) => {
+            kill(pid); // its death ends the PID namespace, and so the pipes
+            true
         }
     };
-    let _ = feeder.join();
-    let [out, err] = readers.map(|r| r.join().unwrap_or_default());
+    let [_, err, frames] = readers.map(|r| r.join().unwrap_or_default());
     let _ = waiter.join();
-    // bwrap reports the program's PID once it started it: without that line its own set-up failed, which is
-    // forge's problem to report, not the program's failure (the program cannot write to this pipe).
+    // bwrap reports the server's PID once it started it: without that line its own set-up failed, which is
+    // forge's problem to report, not a program's failure (no program can write to this pipe).
     let mut report = String::new();
     let _ = std::fs::File::from(status_read).read_to_string(&mut report);
-    if !report.contains("child-pid") && status != Status::Timeout {
+    if !report.contains("child-pid") && !overran {
         return Err(format!("bwrap could not set up the run: {}", String::from_utf8_lossy(&err).trim()));
     }
-    Ok(Run { status, stdout: out, stderr: err, seconds: started.elapsed().as_secs_f64() })
+    let lost = if overran { Status::Timeout } else { Status::Lost };
+    let runs = parse_frames(&frames, jobs.len());
+    Ok(runs.into_iter().map(|r| r.unwrap_or(Run { status: lost, stdout: Vec::new(), stderr: Vec::new() })).collect())
 }
 
-enum Event {
-    Exited(std::io::Result<std::process::ExitStatus>),
-    Overflow,
+/// The jobs as the server reads them: a Python list of `(program, stdin, as_main)` (JSON's string escapes
+/// are Python's; no JSON parser to import in the sandbox).
+fn python_literal(jobs: &[Job]) -> String {
+    let string = |s: &str| serde_json::Value::from(s).to_string();
+    let items: Vec<String> = jobs
+        .iter()
+        .map(|j| format!("({}, {}, {})", string(&j.program), string(&j.stdin), if j.main { "True" } else { "False" }))
+        .collect();
+    format!("[{}]", items.join(",\n"))
 }
 
-/// Read a pipe to its end, keeping the first [`MAX_OUTPUT`] bytes; past them, report the overflow once.
-fn read_capped(mut pipe: std::fs::File, tx: &mpsc::Sender<Event>) -> Vec<u8> {
+/// CPU seconds a job may use: its timeout, rounded up.
+fn cpu_seconds(limits: &Limits) -> u64 {
+    limits.timeout.as_secs_f64().ceil() as u64 + 1
+}
+
+/// The runs the server reported, by job; a frame that does not parse ends the reading (a program may have
+/// written into the stream: the jobs after it are lost, the verdicts before it stand).
+fn parse_frames(mut rest: &[u8], jobs: usize) -> Vec<Option<Run>> {
+    let mut runs = vec![None; jobs];
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        let header = String::from_utf8_lossy(&rest[..end]);
+        let f: Vec<&str> = header.split(' ').collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<usize>().ok());
+        let (Some(job), Some(code), Some(out), Some(err)) = (num(1), num(3), num(4), num(5)) else { break };
+        let body = &rest[end + 1..];
+        if f[0] != "FORGE" || job >= jobs || body.len() < out + err {
+            break;
+        }
+        let status = match f[2] {
+            "exited" => Status::Exited(code as i32),
+            "signaled" => Status::Signaled(code as i32),
+            "timeout" => Status::Timeout,
+            "output_limit" => Status::OutputLimit,
+            _ => break,
+        };
+        if runs[job].is_none() {
+            runs[job] = Some(Run { status, stdout: body[..out].to_vec(), stderr: body[out..out + err].to_vec() });
+        }
+        rest = &body[out + err..];
+    }
+    runs
+}
+
+/// Read a pipe to its end, keeping the first `cap` bytes.
+fn read_capped(mut pipe: std::fs::File, cap: usize) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
-    let mut told = false;
     loop {
         match pipe.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                let room = cap.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
-                if n > room && !told {
-                    told = true;
-                    let _ = tx.send(Event::Overflow);
-                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
@@ -330,7 +358,7 @@ fn kill(pid: i32) {
     }
 }
 
-fn bwrap_command(probe: &Probe, limits: &Limits, main: bool) -> Command {
+fn bwrap_command(probe: &Probe, limits: &Limits) -> Command {
     let mut cmd = Command::new(&probe.bwrap);
     // bwrap's own processes stay in the sandbox (its PID 1 reaps), and their environment can be read there.
     cmd.env_clear();
@@ -354,19 +382,16 @@ fn bwrap_command(probe: &Probe, limits: &Limits, main: bool) -> Command {
     }
     cmd.args(["--proc", "/proc", "--dev", "/dev", "--symlink", "/sandbox", "/tmp"]);
     cmd.args(["--size", &SCRATCH_BYTES.to_string(), "--perms", "0700", "--tmpfs", "/sandbox"]);
-    cmd.args(["--ro-bind-data", "4", "/sandbox/main.py", "--remount-ro", "/", "--chdir", "/sandbox"]);
+    cmd.args(["--ro-bind-data", "4", "/forge/jobs.py", "--remount-ro", "/", "--chdir", "/sandbox"]);
     cmd.args(["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/sandbox"]);
     cmd.args(["--setenv", "TMPDIR", "/sandbox", "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0"]);
     cmd.args(["--json-status-fd", "5", "--seccomp", "3", "--"]).arg(&limits.python);
-    // The process limit is set inside, after bwrap made the user namespace: counted there, per run.
-    let name = if main { "__main__" } else { "__sandbox__" };
-    // (`runpy` would double the interpreter's start-up: compiling and running the file by hand does not.)
-    let runner = format!(
-        "import resource as r; r.setrlimit(r.RLIMIT_NPROC, ({MAX_PROCESSES}, {MAX_PROCESSES})); del r\n\
-         p = '/sandbox/main.py'; g = {{'__name__': '{name}', '__file__': p, '__builtins__': __builtins__}}\n\
-         exec(compile(open(p, 'rb').read(), p, 'exec'), g)"
-    );
-    cmd.args(["-I", "-B", "-c", &runner]);
+    let server = include_str!("sandbox_server.py")
+        .replace("{max_processes}", &MAX_PROCESSES.to_string())
+        .replace("{timeout}", &limits.timeout.as_secs_f64().to_string())
+        .replace("{cpu}", &cpu_seconds(limits).to_string())
+        .replace("{max_output}", &MAX_OUTPUT.to_string());
+    cmd.args(["-I", "-B", "-c", &server]);
     cmd
 }
 
