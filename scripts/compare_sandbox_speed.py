@@ -59,6 +59,9 @@ def run_forge(forge, rows, concurrency, workdir):
     seconds = time.perf_counter() - start
     verdicts = [json.loads(l) for l in out.read_text().splitlines()]
     passed = sum(v["tests_passed"] * len(r["tests"]) for v, r in zip(verdicts, rows))
+    for v in verdicts:
+        if not v["correct"]:
+            print(f"  MBPP {v['id']} failed in the sandbox: {v['failed']} {v['test_error']}")
     return seconds, round(passed)
 
 
