@@ -223,15 +223,7 @@ fn killed_distillation_resumes_to_the_same_weights() {
     let killed = s.path("killed");
     crate::util::kill_when(&args(&killed), &killed.join("checkpoints/step-00000006"));
     assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
-    let again = forge().args(args(&killed).into_iter().filter(|a| a != "-q")).output().unwrap();
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(again.status.success(), "{stderr}");
-    assert!(stderr.contains("resuming from step"), "{stderr}");
-    assert_eq!(
-        std::fs::read(straight.join("model.safetensors")).unwrap(),
-        std::fs::read(killed.join("model.safetensors")).unwrap(),
-        "resumed weights differ"
-    );
+    crate::util::resumes_to_the_same_weights(&args(&killed), &straight, &killed);
     assert_eq!(report(&straight)["distilled_tokens"], report(&killed)["distilled_tokens"]);
 }
 

@@ -151,15 +151,7 @@ fn killed_training_resumes_to_the_same_weights() {
     let rows_at_kill = metrics::read(&killed.join("metrics.csv")).unwrap().len();
     assert!((8..24).contains(&rows_at_kill), "{rows_at_kill} rows at the kill");
 
-    let again = forge().args(args(&killed).into_iter().filter(|a| a != "-q")).output().unwrap();
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(again.status.success(), "{stderr}");
-    assert!(stderr.contains("resuming from step"), "{stderr}");
-    assert_eq!(
-        std::fs::read(straight.join("model.safetensors")).unwrap(),
-        std::fs::read(killed.join("model.safetensors")).unwrap(),
-        "resumed weights differ"
-    );
+    crate::util::resumes_to_the_same_weights(&args(&killed), &straight, &killed);
     let losses = |dir: &Path| -> Vec<(u64, String, Option<String>)> {
         metrics::read(&dir.join("metrics.csv"))
             .unwrap()

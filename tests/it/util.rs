@@ -47,6 +47,20 @@ pub fn kill_when(args: &[std::ffi::OsString], file: &Path) {
     child.wait().expect("reap forge");
 }
 
+/// Rerun a killed training command (`args`, shown without `-q`): it must say it resumes and end with the same
+/// weights as `straight`, the run that was never killed.
+pub fn resumes_to_the_same_weights(args: &[std::ffi::OsString], straight: &Path, killed: &Path) {
+    let again = forge().args(args.iter().filter(|a| *a != "-q")).output().expect("run forge");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from step"), "{stderr}");
+    assert_eq!(
+        std::fs::read(straight.join("model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        "resumed weights differ"
+    );
+}
+
 /// Run forge and insist on success.
 pub fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     let (code, stdout, stderr) = run(args);
