@@ -3,7 +3,8 @@
 //! source: pass@1 (the mean share of correct samples), pass@n (unbiased estimator, Chen et al. 2021) and
 //! maj@n (the majority answer is correct), the mean completion length and the share cut at
 //! `--max-tokens`. The traces are kept in the output directory (a traces dataset, resumable like
-//! `forge generate`), with `eval-report.json` beside them.
+//! `forge generate`), with `eval-report.json` beside them. Code problems are scored by their tests in the
+//! sandbox (pass@1, pass@n as for answers; maj@n there votes on identical programs).
 //!
 //! ```text
 //! forge eval --model teacher/ --problems igsm-test/ -n 8 --json
@@ -349,7 +350,8 @@ impl crate::stage::Stage for Eval {
     const EXAMPLES: &'static str = "  forge eval --model student/ --problems igsm-test/                    # greedy, one sample
   forge eval --model student/ --problems igsm-test/ -n 8 --json | jq .accuracy
   forge eval --model r1-distill/ --problems math500/ -n 4 --temperature 0.6 --prefill '<think>\\n' --max-tokens 8192 -o eval-math500/
-  forge eval --model openai:NAME@http://127.0.0.1:8000/v1 --problems math500/ -n 4 --concurrency 128";
+  forge eval --model openai:NAME@http://127.0.0.1:8000/v1 --problems math500/ -n 4 --concurrency 128
+  forge eval --model openai:NAME@http://127.0.0.1:8000/v1 --problems humaneval/ -n 10 --sandbox-timeout 5   # pass@10";
     type Config = EvalConfig;
     type Target = EvalTarget;
 

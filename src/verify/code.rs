@@ -87,24 +87,25 @@ pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'sta
         return Ok(verdict);
     };
     let nonces: Vec<String> = (0..tests.len()).map(nonce).collect();
+    let tests: Vec<Test> = tests.iter().map(|t| Test::of(t)).collect();
     let jobs: Vec<Job> = tests
         .iter()
         .zip(&nonces)
-        .map(|(test, nonce)| match Test::of(test) {
+        .map(|(test, nonce)| match test {
             Test::Snippet(test) => Job {
                 program: format!("{code}\n\n{test}\n\n__import__('os').write(1, b'\\n{nonce}\\n')\n"),
                 stdin: String::new(),
                 main: false,
             },
-            Test::Io { stdin, .. } => Job { program: code.clone(), stdin, main: true },
+            Test::Io { stdin, .. } => Job { program: code.clone(), stdin: stdin.clone(), main: true },
         })
         .collect();
     let runs = sandbox::run_all(&limits, &jobs).map_err(|e| ("domain", format!("code rows run in a sandbox: {e}")))?;
     let mut passed = 0;
     for (i, ((test, run), nonce)) in tests.iter().zip(&runs).zip(&nonces).enumerate() {
-        let outcome = match Test::of(test) {
+        let outcome = match test {
             Test::Snippet(_) => judge(run, Some(nonce), &limits),
-            Test::Io { stdout, .. } => judge(run, None, &limits).and_then(|()| same_output(&run.stdout, &stdout)),
+            Test::Io { stdout, .. } => judge(run, None, &limits).and_then(|()| same_output(&run.stdout, stdout)),
         };
         match outcome {
             Ok(()) => passed += 1,

@@ -2,12 +2,14 @@
 //! the filter stage and reward functions call.
 //!
 //! For each row: split off the reasoning, extract the final answer ([`extract`]), compare it with the gold
-//! answer ([`answer`]) or, for Countdown rows, check the expression ([`checks`]); flag truncated output
+//! answer ([`answer`]) or, for Countdown rows, check the expression ([`checks`]), or, for code rows, run the
+//! program against its tests in the [`sandbox`] ([`code`]); flag truncated output
 //! (an unclosed `<think>`, `finish_reason = length`) and bad format (no answer, delimiters out of order).
 //!
 //! ```text
 //! forge verify --gold '\frac12' --pred 'so the answer is \boxed{0.5}'     # exit 0 if equivalent, 1 if not
 //! forge verify --input traces.jsonl --output verdicts.jsonl               # columns `answer`, `completion`
+//! forge verify --input code.jsonl --output verdicts.jsonl                 # code rows: `tests`, `completion`
 //! ```
 
 pub mod answer;
@@ -732,11 +734,12 @@ pub struct Verify;
 
 impl crate::stage::Stage for Verify {
     const NAME: &'static str = "verify";
-    const ABOUT: &'static str = "Check model outputs against gold answers: extraction, equivalence, format, truncation";
+    const ABOUT: &'static str = "Check model outputs: answers against gold (extraction, equivalence), code against its tests in a sandbox, format";
     const EXAMPLES: &'static str =
         "  forge verify --gold '\\frac12' --pred 'so the answer is \\boxed{0.5}'   # exit 0: equivalent, 1: not
   forge verify --input traces.jsonl --output verdicts.jsonl
-  forge verify --input runs.parquet --output checked.parquet --gold-col gold --output-col response";
+  forge verify --input runs.parquet --output checked.parquet --gold-col gold --output-col response
+  forge verify --input code.jsonl --output verdicts.jsonl --sandbox-timeout 5   # rows with domain = code and tests";
     type Config = VerifyConfig;
     type Target = crate::stage::NoTarget;
 

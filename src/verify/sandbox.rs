@@ -1,21 +1,26 @@
-//! The code sandbox: a model-written Python program runs in bubblewrap (Flatpak's `bwrap`, from the
+//! The code sandbox: model-written Python programs run in bubblewrap (Flatpak's `bwrap`, from the
 //! distribution's packages), never in forge's process nor with the user's rights unconstrained.
 //!
-//! Each run gets new user, PID, mount, network, IPC, UTS and cgroup namespaces; a root of its own with
-//! `/usr` (and the interpreter's prefix) read-only, a fresh `/proc` and `/dev`, no `/etc`, no home, no host
-//! `/tmp` (it is a link to `/sandbox`); one writable place, `/sandbox`, a size-capped tmpfs that vanishes with the run; no network device
-//! but its own loopback; an empty environment. Limits: address space and CPU seconds (rlimits on the whole
-//! tree), processes (an rlimit counted inside the run's own user namespace, so runs do not share it), file
-//! size, open files, output bytes, and a wall-clock timeout that kills bwrap, whose death takes the run's
-//! PID namespace, and with it every process the program started, down with it. A seccomp filter refuses
-//! the system calls a test never needs and the kernel exposes most to attack (`ptrace`, `mount` and the new
-//! mount API, `unshare`/`setns`, `bpf`, `perf_event_open`, `userfaultfd`, `io_uring`, keyrings, modules).
-//! When forge runs as root, bwrap itself runs as `nobody` (65534), so the run has no privilege to give up.
+//! Each sandbox (one per output: its tests, one after another) gets new user, PID, mount, network, IPC, UTS
+//! and cgroup namespaces; a root of its own with `/usr` (and the interpreter's prefix) read-only, a fresh
+//! `/proc` and `/dev`, no `/etc`, no home, no host `/tmp` (`/tmp` links to `/sandbox`); one writable place,
+//! `/sandbox`, a size-capped tmpfs that vanishes with it; no network but its own loopback; an empty
+//! environment. Limits: address space, CPU seconds, file size and open files (rlimits on the whole tree),
+//! processes (an rlimit counted inside the sandbox's own user namespace, so sandboxes do not share it),
+//! output bytes, and a wall-clock timeout per test. A seccomp filter refuses the system calls a test never
+//! needs and the kernel exposes most to attack (`ptrace`, `mount` and the new mount API, `unshare`/`setns`,
+//! `bpf`, `perf_event_open`, `userfaultfd`, `io_uring`, keyrings, modules). When forge runs as root, bwrap
+//! itself runs as `nobody` (65534), so the sandbox has no privilege to give up.
+//!
+//! Inside, forge's fork server (`sandbox_server.py`) forks each test from one interpreter, times it, kills
+//! every other process after it and empties `/sandbox`; it reports on a descriptor the tests do not have.
+//! forge keeps a backstop: past every test's timeout it kills bwrap, whose death ends the PID namespace and
+//! every process in it.
 //!
 //! Why bubblewrap rather than forge's own `clone` + `unshare`: it is the setup code Flatpak runs on
 //! millions of desktops, packaged by every distribution, and the same few hundred lines written again here
-//! would be less tested. forge adds what bwrap leaves to its caller: rlimits, the seccomp filter, the
-//! timeout and the output caps.
+//! would be less tested. forge adds what bwrap leaves to its caller: rlimits, the seccomp filter, timeouts,
+//! output caps and the server.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
