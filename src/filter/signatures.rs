@@ -197,15 +197,23 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     let progress = Progress::rows("filter 1/2", range.end - range.start, ctx.quiet);
     let mut band_sinks = (0..bands).map(|b| Sink::create(work.band(b, shard))).collect::<Result<Vec<_>>>()?;
     let mut facts_sink = Sink::create(facts_path)?;
+    // Code rows wait on their sandboxes: as many threads as sandboxes may run, at least one per CPU.
+    let threads = cfg.verify.sandbox_concurrency().max(rayon::current_num_threads());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::usage(format!("cannot start the filter threads: {e}")))?;
     let mut row = range.start;
     for batch in source.input.batches(source.kind, range) {
         let batch = batch?;
         let cols = Columns::of(&batch, source.kind);
         let file = &source.input.path;
-        let rows: Vec<(Facts, Option<Vec<u64>>)> = (0..batch.num_rows())
-            .into_par_iter()
-            .map(|i| row_facts(cfg, &cols, i, &tools, file, row + i as u64))
-            .collect::<Result<_>>()?;
+        let rows: Vec<(Facts, Option<Vec<u64>>)> = pool.install(|| {
+            (0..batch.num_rows())
+                .into_par_iter()
+                .map(|i| row_facts(cfg, &cols, i, &tools, file, row + i as u64))
+                .collect::<Result<_>>()
+        })?;
         let mut enc = Enc::default();
         let mut band_bytes: Vec<Vec<u8>> = vec![Vec::new(); bands];
         for (i, (facts, keys)) in rows.iter().enumerate() {

@@ -555,3 +555,56 @@ fn stdin_and_call_based_tests_from_the_code_presets() {
     let wrong_sum = &records(&output)[1];
     assert_eq!(wrong_sum["test_error"], json!("test 1 of 2: wrong output: token 1 is `-1`, expected `3`"));
 }
+
+/// `forge eval` on code problems scores the samples by running them: the sample teacher writes arithmetic,
+/// not Python, so the program is put in the completion with `--prefill` (the teacher continues after it; the
+/// last fenced block is still the prefilled one). A program that solves both APPS fixtures (a stdin/stdout
+/// problem and a call-based one) gives pass@1 = pass@2 = 1, a wrong one 0; the traces carry the tests.
+#[test]
+#[ignore = "needs bubblewrap: .ci/run installs it"]
+fn eval_scores_code_samples_by_their_tests() {
+    let dir = Scratch::new();
+    let problems = dir.path("apps");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/code/apps.jsonl");
+    crate::util::ok(&[&"import", &"--preset", &"apps", &fixture, &"-o", &problems, &"-q"]);
+    let program = |sum: &str, count: &str| {
+        format!(
+            "```python\nimport sys\n\nclass Solution:\n    def count(self, s):\n        return {count}\n\n\
+             if __name__ == '__main__':\n    a, b = map(int, sys.stdin.read().split())\n    print({sum})\n```\n\n"
+        )
+    };
+    for (name, prefill, score) in
+        [("right", program("a + b", "sum(c in 'aeiou' for c in s)"), 1.0), ("wrong", program("a - b", "len(s)"), 0.0)]
+    {
+        let out = dir.path(name);
+        let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+        let json = crate::util::ok(&[
+            &"eval",
+            &"--model",
+            &teacher,
+            &"--problems",
+            &problems,
+            &"-n",
+            &"2",
+            &"--temperature",
+            &"0.8",
+            &"--max-tokens",
+            &"16",
+            &"--prefill",
+            &prefill,
+            &"-o",
+            &out,
+            &"--json",
+            &"-q",
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let overall = &report["overall"];
+        assert_eq!((overall["problems"].as_u64(), overall["samples"].as_u64()), (Some(2), Some(4)), "{name}");
+        assert_eq!(
+            (overall["pass_at_1"].as_f64(), overall["pass_at_n"].as_f64()),
+            (Some(score), Some(score)),
+            "{name}"
+        );
+        assert!(records(&out).iter().all(|t| t["tests"].as_array().is_some_and(|tests| tests.len() == 2)));
+    }
+}
