@@ -11,6 +11,8 @@ mod bad_input;
 mod dataset;
 /// `forge train-distill`: offline top-k against online, resume after a kill, LoRA, tokenizer check.
 mod distill;
+/// The sentence encoder against sentence-transformers on the real all-MiniLM-L6-v2.
+mod encoder;
 /// `forge eval`: its scores recomputed from the traces it keeps.
 mod eval;
 /// `forge export`: every format loads in datasets, pyarrow, polars and DuckDB.
