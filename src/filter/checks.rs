@@ -9,13 +9,22 @@ use crate::verify::{Failure, Verdict};
 /// What the row checks see of one row.
 pub struct RowView<'a> {
     /// The benchmark item the prompt or completion overlaps, with where it lives: (benchmark, item, field).
-    pub contamination: Option<(&'a Hit, &'a str, &'a str, &'a str)>,
+    pub contamination: Option<(Overlap<'a>, &'a str, &'a str, &'a str)>,
     /// The verifier's verdict on a trace's completion.
     pub verdict: Option<&'a Verdict>,
     /// Characters of the row's text (the completion of a trace, the prompt of a problem).
     pub chars: u64,
     /// Generated tokens, where the table records them.
     pub tokens: Option<u64>,
+}
+
+/// How a row overlaps a benchmark item.
+#[derive(Debug, Clone, Copy)]
+pub enum Overlap<'a> {
+    /// Shared word n-grams (`--decontaminate`).
+    Ngrams(&'a Hit),
+    /// A sentence embedding this close (`--semantic-decontaminate`).
+    Similar(f32),
 }
 
 /// One row check.
@@ -65,11 +74,17 @@ impl RowCheck {
     /// The rejection's detail when `row` fails the check.
     pub fn run(self, row: &RowView) -> Option<String> {
         match self {
-            RowCheck::Contaminated => row.contamination.map(|(hit, benchmark, item, field)| {
-                let detail = serde_json::json!({
-                    "benchmark": benchmark, "item": item, "field": field,
-                    "shared_ngrams": hit.shared, "containment": (hit.containment * 1e4).round() / 1e4,
-                });
+            RowCheck::Contaminated => row.contamination.map(|(overlap, benchmark, item, field)| {
+                let detail = match overlap {
+                    Overlap::Ngrams(hit) => serde_json::json!({
+                        "benchmark": benchmark, "item": item, "field": field,
+                        "shared_ngrams": hit.shared, "containment": (hit.containment * 1e4).round() / 1e4,
+                    }),
+                    Overlap::Similar(cosine) => serde_json::json!({
+                        "benchmark": benchmark, "item": item, "field": field,
+                        "similarity": (f64::from(cosine) * 1e4).round() / 1e4,
+                    }),
+                };
                 detail.to_string()
             }),
             RowCheck::Verdict(_, failed) => row

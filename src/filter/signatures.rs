@@ -10,7 +10,7 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::checks::{RowCheck, RowView, first_failure};
+use super::checks::{Overlap, RowCheck, RowView, first_failure};
 use super::decontam::Index;
 use super::near_dup::MinHasher;
 use super::work::{Dec, Enc, Sink, Work, write_file};
@@ -19,6 +19,7 @@ use crate::Context;
 use crate::dataset::{Input, Shard, TableKind};
 use crate::error::{Error, Location, Result};
 use crate::formats::domain::Domain;
+use crate::model::encoder::SentenceEncoder;
 use crate::progress::Progress;
 use crate::verify::{TraceRef, verify_trace};
 
@@ -105,41 +106,90 @@ pub fn read_facts(work: &Work, shards: u64) -> Result<Vec<Facts>> {
     Ok(all)
 }
 
-/// The evaluation items of `--decontaminate`, indexed.
+/// The evaluation items of `--decontaminate`, indexed, and of `--semantic-decontaminate`, embedded.
 pub struct Evals {
     pub index: Index,
-    /// `(benchmark path, item id)` per indexed item.
+    /// `(benchmark path, item id)` per item: the indexed ones, then the embedded ones.
     pub items: Vec<(String, String)>,
+    semantic: Option<Semantic>,
+}
+
+/// The embedded evaluation items: the encoder, their unit vectors as an `items × dim` matrix, and where
+/// they start in [`Evals::items`].
+struct Semantic {
+    encoder: SentenceEncoder,
+    vectors: candle_core::Tensor,
+    first: usize,
 }
 
 impl Evals {
     pub fn load(cfg: &FilterConfig) -> Result<Evals> {
-        let mut evals = Evals { index: Index::new(cfg.decontam.clone()), items: Vec::new() };
+        let mut evals = Evals { index: Index::new(cfg.decontam.clone()), items: Vec::new(), semantic: None };
         for path in &cfg.decontaminate {
-            let input = Input::open(path)?;
-            let benchmark = path.display().to_string();
-            for (row, record) in input.records(0..input.rows()).enumerate() {
-                let record = record?;
-                let Some(text) = EVAL_TEXT.iter().find_map(|c| record.fields.get(*c).and_then(Value::as_str)) else {
-                    return Err(Error::data(record.location, "no question text in this row").with_hint(format!(
-                        "an evaluation set needs one of the columns {}",
-                        EVAL_TEXT.map(|c| format!("`{c}`")).join(", ")
-                    )));
-                };
-                let id = EVAL_ID
-                    .iter()
-                    .find_map(|c| match record.fields.get(*c) {
-                        Some(Value::String(s)) => Some(s.clone()),
-                        Some(Value::Number(n)) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| format!("row {row}"));
-                evals.index.add(text);
-                evals.items.push((benchmark.clone(), id));
+            for (id, text) in eval_items(path)? {
+                evals.index.add(&text);
+                evals.items.push((path.display().to_string(), id));
             }
+        }
+        if let (false, Some(dir)) = (cfg.semantic_decontaminate.is_empty(), &cfg.encoder) {
+            let encoder = SentenceEncoder::load(dir)?;
+            let first = evals.items.len();
+            let mut texts = Vec::new();
+            for path in &cfg.semantic_decontaminate {
+                for (id, text) in eval_items(path)? {
+                    evals.items.push((path.display().to_string(), id));
+                    texts.push(text);
+                }
+            }
+            let rows = encoder.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+            let vectors = matrix(rows, encoder.dim)?;
+            evals.semantic = Some(Semantic { encoder, vectors, first });
         }
         Ok(evals)
     }
+
+    /// For each text, the embedded item closest to it and the cosine, when at least `threshold`.
+    fn similar(&self, texts: &[&str], threshold: f32) -> Result<Vec<Option<(usize, f32)>>> {
+        let Some(s) = &self.semantic else { return Ok(vec![None; texts.len()]) };
+        let rows = matrix(s.encoder.embed(texts)?, s.encoder.dim)?;
+        let candle = |e: candle_core::Error| Error::usage(format!("comparing embeddings: {e}"));
+        let cosines = rows.matmul(&s.vectors.t().map_err(candle)?).map_err(candle)?;
+        let best = cosines.argmax(1).map_err(candle)?.to_vec1::<u32>().map_err(candle)?;
+        let top = cosines.max(1).map_err(candle)?.to_vec1::<f32>().map_err(candle)?;
+        Ok(best.into_iter().zip(top).map(|(i, c)| (c >= threshold).then_some((s.first + i as usize, c))).collect())
+    }
+}
+
+/// Unit vectors as one `rows × dim` matrix (an empty one has no rows).
+fn matrix(rows: Vec<Vec<f32>>, dim: usize) -> Result<candle_core::Tensor> {
+    let n = rows.len();
+    candle_core::Tensor::from_vec(rows.concat(), (n, dim), &candle_core::Device::Cpu)
+        .map_err(|e| Error::usage(format!("embeddings: {e}")))
+}
+
+/// `(id, question text)` of every item of an evaluation set.
+fn eval_items(path: &Path) -> Result<Vec<(String, String)>> {
+    let input = Input::open(path)?;
+    let mut items = Vec::new();
+    for (row, record) in input.records(0..input.rows()).enumerate() {
+        let record = record?;
+        let Some(text) = EVAL_TEXT.iter().find_map(|c| record.fields.get(*c).and_then(Value::as_str)) else {
+            return Err(Error::data(record.location, "no question text in this row").with_hint(format!(
+                "an evaluation set needs one of the columns {}",
+                EVAL_TEXT.map(|c| format!("`{c}`")).join(", ")
+            )));
+        };
+        let id = EVAL_ID
+            .iter()
+            .find_map(|c| match record.fields.get(*c) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| format!("row {row}"));
+        items.push((id, text.to_string()));
+    }
+    Ok(items)
 }
 
 /// The columns of one typed batch.
@@ -208,10 +258,12 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
         let batch = batch?;
         let cols = Columns::of(&batch, source.kind);
         let file = &source.input.path;
+        let prompts: Vec<&str> = (0..batch.num_rows()).map(|i| cols.prompt.value(i)).collect();
+        let similar = tools.evals.similar(&prompts, cfg.semantic_threshold)?;
         let rows: Vec<(Facts, Option<Vec<u64>>)> = pool.install(|| {
             (0..batch.num_rows())
                 .into_par_iter()
-                .map(|i| row_facts(cfg, &cols, i, &tools, file, row + i as u64))
+                .map(|i| row_facts(cfg, &cols, i, similar[i], &tools, file, row + i as u64))
                 .collect::<Result<_>>()
         })?;
         let mut enc = Enc::default();
@@ -245,10 +297,12 @@ struct RowTools {
     checks: Vec<RowCheck>,
 }
 
+/// What one row is, for the decisions after: `similar` is its prompt's closest embedded benchmark item.
 fn row_facts(
     cfg: &FilterConfig,
     cols: &Columns,
     i: usize,
+    similar: Option<(usize, f32)>,
     tools: &RowTools,
     file: &Path,
     row: u64,
@@ -277,7 +331,11 @@ fn row_facts(
     let fields: &[(&str, &str)] =
         if cols.completion.is_some() { &[("prompt", prompt), ("completion", text)] } else { &[("prompt", prompt)] };
     let hit = fields.iter().find_map(|(field, value)| evals.index.check(value).map(|hit| (hit, *field)));
-    facts.contam = hit.as_ref().map(|(h, _)| h.item as u32);
+    let overlap = match &hit {
+        Some((h, field)) => Some((h.item, Overlap::Ngrams(h), *field)),
+        None => similar.map(|(item, cosine)| (item, Overlap::Similar(cosine), "prompt")),
+    };
+    facts.contam = overlap.as_ref().map(|(item, _, _)| *item as u32);
     let mut verdict = None;
     if let Some(completion) = cols.completion.filter(|_| !cfg.no_verify) {
         let domain = Domain::of(cols.domain.value(i));
@@ -310,9 +368,9 @@ fn row_facts(
         verdict = Some(v);
     }
     let view = RowView {
-        contamination: hit.as_ref().map(|(h, field)| {
-            let (benchmark, item) = &evals.items[h.item];
-            (h, benchmark.as_str(), item.as_str(), *field)
+        contamination: overlap.map(|(i, overlap, field)| {
+            let (benchmark, item) = &evals.items[i];
+            (overlap, benchmark.as_str(), item.as_str(), field)
         }),
         verdict: verdict.as_ref(),
         chars: facts.chars,

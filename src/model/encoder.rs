@@ -97,7 +97,12 @@ impl SentenceEncoder {
         Self::build(&config, tokenizer, vb, device).map_err(candle(format!("loading `{}`", file.display())))
     }
 
-    fn build(c: &Config, tokenizer: tokenizers::Tokenizer, vb: VarBuilder, device: Device) -> candle_core::Result<Self> {
+    fn build(
+        c: &Config,
+        tokenizer: tokenizers::Tokenizer,
+        vb: VarBuilder,
+        device: Device,
+    ) -> candle_core::Result<Self> {
         let h = c.hidden_size;
         let norm = |vb: VarBuilder| candle_nn::layer_norm(h, c.layer_norm_eps, vb);
         let e = vb.pp("embeddings");
