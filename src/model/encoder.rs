@@ -167,22 +167,26 @@ impl SentenceEncoder {
         let positions = Tensor::arange(0u32, t as u32, &self.device)?;
         let types = Tensor::zeros((b, t), DType::U32, &self.device)?;
         let x = self.words.forward(&ids)?.broadcast_add(&self.positions.forward(&positions)?)?;
-        let mut x = self.embedding_norm.forward(&x.add(&self.token_types.forward(&types)?)?)?;
+        let x = self.embedding_norm.forward(&x.add(&self.token_types.forward(&types)?)?)?;
+        // Tokens as rows of one `(b·t) × hidden` matrix: every linear layer is then one matrix product
+        // (a 3-d input would make candle multiply batch by batch).
+        let mut x = x.reshape((b * t, self.dim))?;
         // padding keys get a large negative score (transformers uses the dtype's minimum)
         let bias = ((mask.ones_like()? - &mask)? * f64::from(f32::MIN))?.reshape((b, 1, 1, t))?;
         let (heads, head_dim) = (self.heads, self.dim / self.heads);
         let split = |y: Tensor| y.reshape((b, t, heads, head_dim))?.transpose(1, 2)?.contiguous();
         for l in &self.layers {
-            let q = split(l.query.forward(&x)?)?;
+            let q = split((l.query.forward(&x)? / (head_dim as f64).sqrt())?)?;
             let k = split(l.key.forward(&x)?)?;
             let v = split(l.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(&bias)?;
+            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
             let context = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-            let context = context.transpose(1, 2)?.reshape((b, t, self.dim))?;
+            let context = context.transpose(1, 2)?.reshape((b * t, self.dim))?;
             x = l.attention_norm.forward(&(l.attention_out.forward(&context)? + &x)?)?;
             let h = l.intermediate.forward(&x)?.gelu_erf()?;
             x = l.output_norm.forward(&(l.output.forward(&h)? + &x)?)?;
         }
+        let x = x.reshape((b, t, self.dim))?;
         let mask = mask.unsqueeze(2)?;
         let sum = x.broadcast_mul(&mask)?.sum(1)?;
         let mean = sum.broadcast_div(&mask.sum(1)?.clamp(1e-9, f64::MAX)?)?;
