@@ -210,7 +210,8 @@ fn run_with(probe: &Probe, limits: &Limits, jobs: &[Job]) -> Result<Vec<Run>, St
     let (results_read, results_write) = pipe()?;
     let mut cmd = bwrap_command(probe, limits);
     let fds = [filter.as_raw_fd(), listing.as_raw_fd(), status_write.as_raw_fd(), results_write.as_raw_fd()];
-    let (memory, cpu) = (limits.memory_mb << 20, cpu_seconds(limits));
+    // The server lives through every job (each child lowers the CPU limit to its own test's).
+    let (memory, cpu) = (limits.memory_mb << 20, cpu_seconds(limits) * (jobs.len() as u64 + 1));
     // SAFETY: between fork and exec only async-signal-safe calls (fcntl, dup2, setrlimit, set*id), no
     // allocation.
     unsafe {

@@ -299,7 +299,7 @@ fn cases(port: u16, home: &str, victim: &Path, outside: &Path) -> Vec<Case> {
         ),
         (
             "stack_overflow",
-            t("import sys\nsys.setrecursionlimit(10**8)\nnested = []\nfor _ in range(10**6):\n    nested = [nested]\n"),
+            t("import sys\nsys.setrecursionlimit(10**8)\nnested = []\nfor _ in range(10**5):\n    nested = [nested]\n"),
             t("repr(nested)"),
             &["crash"],
             "SIGSEGV",
