@@ -232,11 +232,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
 
     let input = Input::open(&dir)?;
     let settings = &cfg.verify;
-    // Samples are judged in parallel: code samples wait on their sandboxes, so there are as many threads as runs.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.sandbox_concurrency())
-        .build()
-        .map_err(|e| Error::usage(format!("cannot start the verify threads: {e}")))?;
+    let pool = settings.thread_pool()?;
     let mut per_problem: BTreeMap<String, (String, Vec<Judged>)> = BTreeMap::new();
     let mut order = Vec::new();
     for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {

@@ -251,12 +251,7 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     let progress = Progress::rows("filter 1/2", range.end - range.start, ctx.quiet);
     let mut band_sinks = (0..bands).map(|b| Sink::create(work.band(b, shard))).collect::<Result<Vec<_>>>()?;
     let mut facts_sink = Sink::create(facts_path)?;
-    // Code rows wait on their sandboxes: as many threads as sandboxes may run, at least one per CPU.
-    let threads = cfg.verify.sandbox_concurrency().max(rayon::current_num_threads());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::usage(format!("cannot start the filter threads: {e}")))?;
+    let pool = cfg.verify.thread_pool()?;
     let mut row = range.start;
     for batch in source.input.batches(source.kind, range) {
         let batch = batch?;

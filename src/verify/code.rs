@@ -12,7 +12,7 @@
 //!   whitespace-separated tokens, numbers equal within 1e-6 relative (as those benchmarks' checkers allow).
 
 use super::sandbox::{self, Job, Run, Status};
-use super::{Failure, Method, Rule, TraceRef, Verdict, VerifySettings, extract, repetition};
+use super::{Failure, Method, Rule, TraceRef, Verdict, VerifySettings, extract};
 
 /// Longest test message kept in a verdict.
 const MAX_MESSAGE: usize = 300;
@@ -55,37 +55,9 @@ pub fn verify(t: &TraceRef, settings: &VerifySettings) -> Result<Verdict, (&'sta
     let probe = sandbox::probe(&limits.python).map_err(|e| ("domain", format!("code rows run in a sandbox: {e}")))?;
     let parts = extract::split(t.output);
     let code = extract_code(parts.solution);
-    let mut failed = Vec::new();
-    if parts.unclosed {
-        failed.push(Failure::UnclosedReasoning);
-    }
-    let ordered = super::delimiters_in_order(t.output);
-    if !ordered {
-        failed.push(Failure::BadDelimiters);
-    }
-    let repetition = repetition::has_loop(t.output, settings.max_repeats.max(2));
-    if repetition {
-        failed.push(Failure::Repetition);
-    }
-    let mut verdict = Verdict {
-        extracted: code.as_ref().map(|c| c.0.clone()),
-        extraction_rule: code.as_ref().map(|c| c.1),
-        correct: false,
-        match_method: None,
-        format_ok: code.is_some() && !parts.unclosed && ordered,
-        truncated: parts.unclosed,
-        repetition,
-        language_ok: None,
-        foreign_script_share: None,
-        tests_passed: None,
-        test_error: None,
-        failed,
-        verifier: &probe.verifier,
-    };
-    let Some((code, _)) = code else {
-        verdict.failed.push(Failure::NoCode);
-        return Ok(verdict);
-    };
+    let mut verdict = super::checked_verdict(t.output, &parts, code.clone(), Failure::NoCode, settings);
+    verdict.verifier = &probe.verifier;
+    let Some((code, _)) = code else { return Ok(verdict) };
     let nonces: Vec<String> = (0..tests.len()).map(nonce).collect();
     let tests: Vec<Test> = tests.iter().map(|t| Test::of(t)).collect();
     let jobs: Vec<Job> = tests

@@ -87,6 +87,15 @@ impl VerifySettings {
         }
     }
 
+    /// Threads for judging rows in parallel: code rows wait on their sandboxes, so as many as sandboxes may
+    /// run, and at least one per CPU for everything else (verify, filter and eval all judge through it).
+    pub fn thread_pool(&self) -> Result<rayon::ThreadPool> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(self.sandbox_concurrency().max(rayon::current_num_threads()))
+            .build()
+            .map_err(|e| Error::usage(format!("cannot start the verify threads: {e}")))
+    }
+
     pub fn sandbox_concurrency(&self) -> usize {
         self.sandbox_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
@@ -299,6 +308,18 @@ pub fn verify_countdown(nums: &[i128], target: i128, output: &str, settings: &Ve
 fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
     let parts = extract::split(output);
     let found = extract::extract_split(output, &parts, !settings.no_last_number);
+    checked_verdict(output, &parts, found, Failure::NoAnswer, settings)
+}
+
+/// A verdict with what was `found` and the checks every domain shares (reasoning closed, delimiters in
+/// order, no repetition loop; `missing` when nothing was found); `correct` is left to the domain.
+fn checked_verdict(
+    output: &str,
+    parts: &extract::Split,
+    found: Option<(String, Rule)>,
+    missing: Failure,
+    settings: &VerifySettings,
+) -> Verdict {
     let mut failed = Vec::new();
     if parts.unclosed {
         failed.push(Failure::UnclosedReasoning);
@@ -308,7 +329,7 @@ fn base_verdict(output: &str, settings: &VerifySettings) -> Verdict {
         failed.push(Failure::BadDelimiters);
     }
     if found.is_none() {
-        failed.push(Failure::NoAnswer);
+        failed.push(missing);
     }
     let repetition = repetition::has_loop(output, settings.max_repeats.max(2));
     if repetition {
@@ -369,11 +390,7 @@ pub fn run(cfg: &VerifyConfig, ctx: &Context) -> Result<StageReport> {
     let progress = Progress::rows("verify", input.rows(), ctx.quiet);
     let mut sink = Sink::create(output_path, format)?;
     let mut report = StageReport::new("verify", 0, 0, 0.0);
-    // Rows are judged in parallel: code rows wait on their sandboxes, so there are as many threads as runs.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.settings.sandbox_concurrency())
-        .build()
-        .map_err(|e| Error::usage(format!("cannot start the verify threads: {e}")))?;
+    let pool = cfg.settings.thread_pool()?;
     let mut records = input.records(0..input.rows()).peekable();
     while records.peek().is_some() {
         let batch: Vec<_> = records.by_ref().take(1024).collect::<Result<_>>()?;
