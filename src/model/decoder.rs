@@ -164,6 +164,11 @@ impl Linear {
     fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
         Linear { weight, bias, lora: None }
     }
+
+    fn detached(&self) -> Linear {
+        let lora = self.lora.as_ref().map(|l| Lora { a: l.a.detach(), b: l.b.detach(), scale: l.scale });
+        Linear { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach), lora }
+    }
 }
 
 impl Module for Linear {
@@ -250,6 +255,40 @@ impl Decoder {
 
     pub fn device(&self) -> &Device {
         self.norm.device()
+    }
+
+    /// The same model over the same weights, recording no gradient graph: the storage is shared, so an
+    /// optimizer's in-place updates show at once (no copy), and it decodes with the inference kernels.
+    /// The RL trainer samples its rollouts with it.
+    pub fn detached(&self) -> Decoder {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                input_norm: l.input_norm.detach(),
+                attn: Attention {
+                    q: l.attn.q.detached(),
+                    k: l.attn.k.detached(),
+                    v: l.attn.v.detached(),
+                    o: l.attn.o.detached(),
+                    heads: l.attn.heads,
+                    kv_heads: l.attn.kv_heads,
+                    head_dim: l.attn.head_dim,
+                },
+                post_norm: l.post_norm.detach(),
+                mlp: Mlp { gate: l.mlp.gate.detached(), up: l.mlp.up.detached(), down: l.mlp.down.detached() },
+            })
+            .collect();
+        Decoder {
+            embed: Embedding::new(self.embed.embeddings().detach(), self.config.hidden_size),
+            layers,
+            norm: self.norm.detach(),
+            lm_head: self.lm_head.detached(),
+            eps: self.eps,
+            inv_freq: self.inv_freq.clone(),
+            compute: self.compute,
+            config: self.config.clone(),
+        }
     }
 
     /// Compute in `dtype` (bf16 for mixed-precision training: the weights stay as they are).

@@ -21,6 +21,7 @@ pub static STAGES: &[&dyn Entry] = &[
     &Of::<crate::journey::Journey>(PhantomData),
     &Of::<crate::train::TrainSft>(PhantomData),
     &Of::<crate::train::distill::TrainDistill>(PhantomData),
+    &Of::<crate::train::rl::TrainRl>(PhantomData),
     &Of::<crate::eval::Eval>(PhantomData),
     &Of::<crate::merge_lora::MergeLora>(PhantomData),
     &Of::<crate::filter::Filter>(PhantomData),
@@ -161,6 +162,7 @@ mod tests {
             ("journey", &["--input", "i"], json!({ "input": "i" })),
             ("train-sft", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
             ("train-distill", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
+            ("train-rl", &["--model", "m", "--problems", "p"], json!({ "model": "m", "problems": "p" })),
             ("eval", &["--model", "m", "--problems", "p"], json!({ "model": "m", "problems": "p" })),
             ("merge-lora", &["--adapter", "a"], json!({ "adapter": "a" })),
             ("filter", &["--input", "i"], json!({ "input": "i" })),
@@ -172,7 +174,8 @@ mod tests {
                 .iter()
                 .find(|(name, ..)| *name == entry.name())
                 .unwrap_or_else(|| panic!("add `{}` to this test's table", entry.name()));
-            let (from_flags, from_table, ids) = entry.settings_of(flags, table.clone()).unwrap();
+            let (from_flags, from_table, ids) =
+                entry.settings_of(flags, table.clone()).unwrap_or_else(|e| panic!("`{}`: {e}", entry.name()));
             assert_eq!(from_flags, from_table, "`{}`: flag defaults differ from table defaults", entry.name());
             for id in ids {
                 assert!(

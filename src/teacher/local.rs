@@ -38,15 +38,28 @@ struct Row {
     top: Vec<Vec<(u32, f32)>>,
     rng: crate::rng::Rng,
     finish: Option<Finish>,
+    /// The end-of-sequence token it ended with.
+    eos: Option<u32>,
 }
 
 impl Local {
     pub fn open(dir: &Path) -> Result<Local> {
         let device = crate::model::device();
         // Tokenizer and template first: they fail fast, before the weights load.
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        let chat = ChatTemplate::from_dir(dir)?;
+        let (tokenizer, chat) = (Tokenizer::from_dir(dir)?, ChatTemplate::from_dir(dir)?);
         let (config, model) = Checkpoint::load_frozen(dir, &device)?;
+        Local::with_model(dir, config, model, tokenizer, chat)
+    }
+
+    /// A teacher over `model` (weights already loaded; the RL trainer's policy), reading text with the
+    /// tokenizer and chat template of `dir`.
+    pub fn with_model(
+        dir: &Path,
+        config: ModelConfig,
+        model: Decoder,
+        tokenizer: Tokenizer,
+        chat: ChatTemplate,
+    ) -> Result<Local> {
         if tokenizer.eos_ids.is_empty() {
             return Err(Error::usage(format!("`{}`: no end-of-sequence token found", dir.display()))
                 .with_hint("set `eos_token_id` in config.json or generation_config.json"));
@@ -144,6 +157,7 @@ impl Local {
                 }
                 if self.tokenizer.eos_ids.contains(&token) {
                     row.finish = Some(Finish::Stop);
+                    row.eos = Some(token);
                     continue;
                 }
                 row.tokens.push(token);
@@ -191,6 +205,7 @@ impl Local {
                 text,
                 prompt_tokens: ids[row.prompt].len() as u32,
                 completion_tokens: row.tokens.len() as u32,
+                tokens: row.tokens.iter().copied().chain(row.eos).collect(),
                 finish: row.finish.unwrap_or(Finish::Length),
                 logprobs: row.logprobs,
                 top_logprobs: row.top,
@@ -216,6 +231,7 @@ fn sample_rows(prompts: &[Prompt], valid: &[Vec<bool>], cfg: &SamplingConfig) ->
                 top: Vec::new(),
                 rng: stream(cfg.seed, &prompt.key, k),
                 finish: None,
+                eos: None,
             });
         }
     }

@@ -34,6 +34,9 @@ pub struct Sample {
     pub reasoning: Option<String>,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// The generated token ids, ending with the end-of-sequence token when the sample ended with one
+    /// (the local teacher; empty from a server).
+    pub tokens: Vec<u32>,
     pub finish: Finish,
     /// Log-probability of each generated token under the model.
     pub logprobs: Vec<f32>,
@@ -53,6 +56,7 @@ impl Sample {
             reasoning: None,
             prompt_tokens: 0,
             completion_tokens: 0,
+            tokens: Vec::new(),
             finish: Finish::Error,
             logprobs: Vec::new(),
             top_logprobs: Vec::new(),

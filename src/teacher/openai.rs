@@ -603,6 +603,7 @@ fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) ->
         reasoning,
         prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0) as u32,
         completion_tokens,
+        tokens: Vec::new(),
         finish: if raw_finish == "length" { Finish::Length } else { Finish::Stop },
         logprobs,
         top_logprobs,

@@ -83,24 +83,36 @@ fn unescape(s: &str) -> String {
     s.replace("\\n", "\n").replace("\\t", "\t")
 }
 
-/// The chat messages of `problem`.
-pub fn messages(cfg: &GenerateConfig, problem: &Problem) -> Vec<Message> {
-    let template = cfg.prompt.prompt_template.as_deref().map(unescape);
-    let user = template
-        .as_deref()
-        .unwrap_or(default_template(Domain::of(&problem.domain)))
-        .replace("{prompt}", &problem.prompt);
-    let mut out = Vec::new();
-    if let Some(system) = &cfg.prompt.system {
-        out.push(Message::new("system", &unescape(system)));
+impl PromptConfig {
+    /// The chat messages of `problem`.
+    pub fn messages(&self, problem: &Problem) -> Vec<Message> {
+        let template = self.prompt_template.as_deref().map(unescape);
+        let user = template
+            .as_deref()
+            .unwrap_or(default_template(Domain::of(&problem.domain)))
+            .replace("{prompt}", &problem.prompt);
+        let mut out = Vec::new();
+        if let Some(system) = &self.system {
+            out.push(Message::new("system", &unescape(system)));
+        }
+        out.push(Message::new("user", &user));
+        out
     }
-    out.push(Message::new("user", &user));
-    out
+
+    /// The prefill, its escapes read.
+    pub fn prefill(&self) -> String {
+        unescape(&self.prefill)
+    }
+
+    /// The prompt of `problem`'s `n` samples.
+    pub fn prompt(&self, problem: &Problem, key: String, n: u32) -> Prompt {
+        Prompt { key, messages: self.messages(problem), prefill: self.prefill(), n }
+    }
 }
 
 /// The trace row of sample `k` of `problem`: the completion (after the prefill it continues), its
 /// reasoning split off, and the sample's provenance.
-fn trace(cfg: &GenerateConfig, problem: &Problem, k: u32, s: super::Sample, teacher: &str, prefill: &str) -> Trace {
+pub fn trace(sampling: &SamplingConfig, problem: &Problem, k: u32, s: super::Sample, teacher: &str, prefill: &str) -> Trace {
     let (completion, reasoning, solution) = match s.reasoning {
         // the server split it (`reasoning_content`): the completion shows it as a local model writes it
         Some(r) => (format!("{prefill}<think>{r}</think>{}", s.text), Some(r), s.text),
@@ -113,7 +125,6 @@ fn trace(cfg: &GenerateConfig, problem: &Problem, k: u32, s: super::Sample, teac
             }
         }
     };
-    let sampling = &cfg.sampling;
     Trace {
         id: format!("{}#{k}", problem.id),
         problem_id: problem.id.clone(),
@@ -189,7 +200,7 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     // rows in: the samples to make (n per problem of the slice); the writer checks every one was written
     let mut report = StageReport::new("generate", total, 0, 0.0);
     let (mut tokens, mut index, mut errors) = (0u64, 0u64, 0u64);
-    let prefill = unescape(&cfg.prompt.prefill);
+    let prefill = cfg.prompt.prefill();
     // an HTTP teacher keeps `--concurrency` requests busy; a chunk's tail idles, so chunks are several deep
     let chunk_size = if http { (cfg.http.concurrency * 4).div_ceil(cfg.n as usize) } else { cfg.batch_size };
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
@@ -206,17 +217,14 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
                 progress.inc(rows);
                 continue;
             }
-            let prompts: Vec<Prompt> = chunk
-                .iter()
-                .map(|p| Prompt { key: p.id.clone(), messages: messages(cfg, p), prefill: prefill.clone(), n: cfg.n })
-                .collect();
+            let prompts: Vec<Prompt> = chunk.iter().map(|p| cfg.prompt.prompt(p, p.id.clone(), cfg.n)).collect();
             let samples = teacher.generate(&prompts, &cfg.sampling, &progress)?;
             let mut traces = Vec::with_capacity(rows as usize);
             for (problem, samples) in chunk.iter().zip(samples) {
                 for (k, s) in samples.into_iter().enumerate() {
                     tokens += u64::from(s.completion_tokens);
                     errors += u64::from(s.finish == Finish::Error);
-                    traces.push(trace(cfg, problem, k as u32, s, teacher.id(), &prefill));
+                    traces.push(trace(&cfg.sampling, problem, k as u32, s, teacher.id(), &prefill));
                 }
             }
             report.rows_out += traces.len() as u64;

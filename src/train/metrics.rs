@@ -27,31 +27,50 @@ pub struct Log {
     file: fs_err::File,
 }
 
-const HEADER: &str = "step,epoch,loss,eval_loss,lr,grad_norm,tokens,tokens_per_second\n";
+/// The columns of train-sft's and train-distill's `metrics.csv` (train-rl's starts with them).
+pub const HEADER: &str = "step,epoch,loss,eval_loss,lr,grad_norm,tokens,tokens_per_second\n";
 
 impl Log {
     /// Open `dir/metrics.csv` for a run at `step`: rows of later steps (written after the checkpoint the
     /// run resumes from) are dropped.
     pub fn open(dir: &Path, step: u64) -> Result<Log> {
+        Log::with_header(dir, step, HEADER)
+    }
+
+    /// [`Log::open`] for a log of other columns (`header` ends with a newline; the first column is the step).
+    pub fn with_header(dir: &Path, step: u64, header: &str) -> Result<Log> {
         let path = dir.join("metrics.csv");
-        let kept: Vec<Row> =
-            if path.exists() { read(&path)?.into_iter().filter(|r| r.step <= step).collect() } else { Vec::new() };
-        let mut text = HEADER.to_string();
-        for r in &kept {
-            text.push_str(&line(r));
+        let mut text = header.to_string();
+        if path.exists() {
+            for (i, l) in fs_err::read_to_string(&path)?.lines().enumerate().skip(1) {
+                let first = l.split(',').next().unwrap_or_default();
+                let at: u64 = first.parse().map_err(|_| {
+                    Error::data(Location::line(&path, i as u64 + 1), format!("`{first}` is not a step number"))
+                })?;
+                if at <= step {
+                    text.push_str(l);
+                    text.push('\n');
+                }
+            }
         }
         crate::dataset::write_atomic(&path, text.as_bytes())?;
         Ok(Log { file: fs_err::OpenOptions::new().append(true).open(&path)? })
     }
 
     pub fn push(&mut self, row: &Row) -> Result<()> {
-        self.file.write_all(line(row).as_bytes())?;
+        self.push_line(&line(row))
+    }
+
+    /// Append one line (ending with a newline) of [`Log::with_header`]'s columns.
+    pub fn push_line(&mut self, line: &str) -> Result<()> {
+        self.file.write_all(line.as_bytes())?;
         self.file.flush()?;
         Ok(())
     }
 }
 
-fn line(r: &Row) -> String {
+/// A row as a line of [`HEADER`]'s columns.
+pub fn line(r: &Row) -> String {
     let eval = r.eval_loss.map(|e| format!("{e:.6}")).unwrap_or_default();
     format!(
         "{},{},{:.6},{eval},{:e},{:.4},{},{:.1}\n",
@@ -74,6 +93,28 @@ pub fn plot(dir: &Path) -> Result<()> {
     let rows = read(&dir.join("metrics.csv"))?;
     let png = draw(&rows);
     crate::dataset::write_atomic(&dir.join("loss.png"), &png)
+}
+
+/// The RL columns of a `metrics.csv` that train-rl wrote.
+#[derive(Deserialize)]
+struct RewardRow {
+    step: u64,
+    reward: f64,
+    accuracy: f64,
+}
+
+/// Draw train-rl's `dir/metrics.csv` into `dir/reward.png`: mean reward per step (blue), accuracy (orange).
+pub fn plot_rewards(dir: &Path) -> Result<()> {
+    let path = dir.join("metrics.csv");
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::data(Location::file(&path), e.to_string()))?;
+    let rows: Vec<RewardRow> = reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, r)| r.map_err(|e| Error::data(Location::line(&path, i as u64 + 2), e.to_string())))
+        .collect::<Result<_>>()?;
+    let reward = rows.iter().map(|r| (r.step as f64, r.reward)).collect();
+    let accuracy = rows.iter().map(|r| (r.step as f64, r.accuracy)).collect();
+    crate::dataset::write_atomic(&dir.join("reward.png"), &draw_curves([("REWARD", reward), ("ACCURACY", accuracy)]))
 }
 
 const W: usize = 720;
@@ -152,6 +193,11 @@ fn glyph(c: char) -> [u8; 5] {
         'R' => [6, 5, 6, 5, 5],
         'T' => [7, 2, 2, 2, 2],
         'V' => [5, 5, 5, 5, 2],
+        'W' => [5, 5, 5, 7, 5],
+        'D' => [6, 5, 5, 5, 6],
+        'C' => [7, 4, 4, 4, 7],
+        'U' => [5, 5, 5, 5, 7],
+        'Y' => [5, 5, 2, 2, 2],
         _ => [0; 5],
     }
 }
@@ -162,10 +208,17 @@ fn label(v: f64) -> String {
 
 /// The loss curve as PNG bytes.
 pub fn draw(rows: &[Row]) -> Vec<u8> {
+    let train = rows.iter().map(|r| (r.step as f64, r.loss)).collect();
+    let eval = rows.iter().filter_map(|r| r.eval_loss.map(|e| (r.step as f64, e))).collect();
+    draw_curves([("TRAIN LOSS", train), ("EVAL LOSS", eval)])
+}
+
+/// Two curves (blue, orange) of (step, value) points against the step, with their names, as PNG bytes;
+/// points that are not finite are left out.
+fn draw_curves([(first, train), (second, eval)]: [(&str, Vec<(f64, f64)>); 2]) -> Vec<u8> {
     let mut c = Canvas { pixels: vec![255; W * H * 3] };
-    let train: Vec<(f64, f64)> = rows.iter().filter(|r| r.loss.is_finite()).map(|r| (r.step as f64, r.loss)).collect();
-    let eval: Vec<(f64, f64)> =
-        rows.iter().filter_map(|r| r.eval_loss.filter(|e| e.is_finite()).map(|e| (r.step as f64, e))).collect();
+    let finite = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> { points.into_iter().filter(|p| p.1.is_finite()).collect() };
+    let (train, eval) = (finite(train), finite(eval));
     let all = || train.iter().chain(&eval);
     let (x_max, y_max) = all().fold((1.0f64, f64::MIN), |(x, y), p| (x.max(p.0), y.max(p.1)));
     let y_min = all().fold(f64::MAX, |y, p| y.min(p.1));
@@ -197,8 +250,8 @@ pub fn draw(rows: &[Row]) -> Vec<u8> {
             c.line(at(*only), at(*only), colour);
         }
     }
-    c.text(LEFT, 12, "TRAIN LOSS", BLUE);
-    c.text(LEFT + 110, 12, "EVAL LOSS", ORANGE);
+    c.text(LEFT, 12, first, BLUE);
+    c.text(LEFT + 8 * first.len() + 30, 12, second, ORANGE);
     c.text(W / 2 - 16, H - 20, "STEP", BLACK);
     encode_png(&c.pixels, W, H)
 }

@@ -14,6 +14,9 @@
 
 pub mod data;
 pub mod distill;
+pub mod grpo;
+pub mod reward;
+pub mod rl;
 pub mod metrics;
 pub mod optim;
 pub mod output;
@@ -127,6 +130,56 @@ pub struct TrainConfig {
     pub lora_targets: Vec<String>,
 }
 
+impl TrainConfig {
+    /// Its LoRA and precision settings. (They are not a flattened [`AdapterArgs`] here: `DistillConfig`
+    /// flattens this struct, and serde refuses every key when a flattened struct that denies unknown keys
+    /// flattens another.)
+    pub fn adapter(&self) -> AdapterArgs {
+        AdapterArgs {
+            lora_rank: self.lora_rank,
+            lora_alpha: self.lora_alpha,
+            dtype: self.dtype,
+            lora_targets: self.lora_targets.clone(),
+        }
+    }
+}
+
+/// What is trained and in which type: every weight, or a LoRA adapter (train-sft, train-distill and
+/// train-rl share these flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct AdapterArgs {
+    /// Train a LoRA adapter of this rank instead of every weight (the output is a peft adapter directory;
+    /// `forge merge-lora` folds it into the base)
+    #[arg(long, value_name = "R")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (the update is scaled by alpha / rank); default: twice the rank
+    #[arg(long, value_name = "X")]
+    pub lora_alpha: Option<f64>,
+    /// The type of activations and matrix products (weights, gradients and AdamW stay f32): default bf16 on
+    /// a GPU, f32 on the CPU (where bf16 is slower)
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub dtype: Option<Precision>,
+    /// Layers the adapter targets
+    #[arg(long, value_delimiter = ',', default_values_t = crate::model::lora::TARGETS.map(String::from), value_name = "NAMES")]
+    #[serde(default = "defaults::targets")]
+    pub lora_targets: Vec<String>,
+}
+
+impl AdapterArgs {
+    /// The adapter to train on `model`, with `--lora-rank`.
+    pub fn config(&self, model: &Path) -> Option<AdapterConfig> {
+        self.lora_rank.map(|r| AdapterConfig {
+            r,
+            lora_alpha: self.lora_alpha.unwrap_or(2.0 * r as f64),
+            target_modules: self.lora_targets.clone(),
+            base_model_name_or_path: Some(
+                std::path::absolute(model).unwrap_or_else(|_| model.to_path_buf()).display().to_string(),
+            ),
+            use_rslora: false,
+        })
+    }
+}
+
 mod defaults {
     use super::Schedule;
     pub fn eval_share() -> f64 {
@@ -220,6 +273,9 @@ pub struct TrainReport {
     pub distilled_tokens: u64,
     #[serde(default)]
     pub unaligned_rows: usize,
+    /// RL: the mean reward of the last step's rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_reward: Option<f64>,
     pub seconds: f64,
     /// Tokens read per second over this invocation's steps.
     pub tokens_per_second: f64,
@@ -421,35 +477,32 @@ fn plan(cfg: &TrainConfig, examples: &[Example]) -> Vec<(u64, Vec<Vec<usize>>)> 
     steps
 }
 
-/// The model to train: the whole checkpoint, or (with `--lora-rank`) its frozen weights with trainable
-/// adapters attached; in the compute precision asked for.
-fn trainable(cfg: &TrainConfig, device: &Device) -> Result<(Checkpoint, Option<AdapterConfig>)> {
-    let lora = cfg.lora_rank.map(|r| AdapterConfig {
-        r,
-        lora_alpha: cfg.lora_alpha.unwrap_or(2.0 * r as f64),
-        target_modules: cfg.lora_targets.clone(),
-        base_model_name_or_path: Some(
-            std::path::absolute(&cfg.model).unwrap_or_else(|_| cfg.model.clone()).display().to_string(),
-        ),
-        use_rslora: false,
-    });
-    let mut checkpoint = match &lora {
-        None => Checkpoint::load(&cfg.model, device)?,
+/// The model to train: the whole checkpoint, or (with `lora`) its frozen weights with trainable
+/// adapters attached (initialised from `seed`); in the compute precision asked for.
+fn trainable(
+    model: &Path,
+    lora: Option<&AdapterConfig>,
+    dtype: Option<Precision>,
+    seed: u64,
+    device: &Device,
+) -> Result<Checkpoint> {
+    let mut checkpoint = match lora {
+        None => Checkpoint::load(model, device)?,
         Some(adapter) => {
             if adapter.r == 0 {
                 return Err(Error::usage("`--lora-rank` must be at least 1"));
             }
-            let (config, mut model) = Checkpoint::load_frozen(&cfg.model, device)?;
+            let (config, mut decoder) = Checkpoint::load_frozen(model, device)?;
             let vars = candle_nn::VarMap::new();
-            crate::model::lora::attach_trainable(&mut model, &vars, adapter, cfg.seed)?;
-            Checkpoint { dir: cfg.model.clone(), config, vars, model }
+            crate::model::lora::attach_trainable(&mut decoder, &vars, adapter, seed)?;
+            Checkpoint { dir: model.to_path_buf(), config, vars, model: decoder }
         }
     };
-    let precision = cfg.dtype.unwrap_or(if device.is_cuda() { Precision::Bf16 } else { Precision::F32 });
+    let precision = dtype.unwrap_or(if device.is_cuda() { Precision::Bf16 } else { Precision::F32 });
     if precision == Precision::Bf16 {
         checkpoint.model.set_compute_dtype(candle_core::DType::BF16);
     }
-    Ok((checkpoint, lora))
+    Ok(checkpoint)
 }
 
 /// Run (or resume) a training run; the flag is false when `out` already held this run's finished result
@@ -488,7 +541,8 @@ pub fn run(
     let total = steps.len() as u64;
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
     let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
-    let (checkpoint, lora) = trainable(cfg, &device)?;
+    let lora = cfg.adapter().config(&cfg.model);
+    let checkpoint = trainable(&cfg.model, lora.as_ref(), cfg.dtype, cfg.seed, &device)?;
     let distiller = match objective {
         None => None,
         Some(objective) => {
@@ -563,6 +617,7 @@ pub fn run(
         final_eval_loss: state.eval_loss,
         distilled_tokens: state.distilled_tokens,
         unaligned_rows: loaded.unaligned,
+        final_reward: None,
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     };

@@ -50,7 +50,9 @@ struct InProgress {
 const IN_PROGRESS: &str = ".forge-train.json";
 const REPORT: &str = "train-report.json";
 /// Everything a run writes (what `--overwrite` may remove).
-const WRITTEN: [&str; 8] = [
+const WRITTEN: [&str; 10] = [
+    "reward.png",
+    "rollouts",
     "model.safetensors",
     "adapter_model.safetensors",
     "adapter_config.json",

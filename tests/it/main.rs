@@ -39,6 +39,8 @@ mod schemas;
 mod stats;
 /// `forge synth`: determinism, sharding, checkable steps.
 mod synth;
+/// `forge train-rl`: rollouts, rewards and advantages, resume after a kill, LoRA with KL.
+mod rl;
 /// The HTTP teacher against a real llama-server, a fault-injecting proxy, kills.
 mod teacher_http;
 /// `forge train-sft`: learning, resume after a kill, loss masks.
