@@ -683,3 +683,46 @@ impl crate::stage::Stage for TrainRl {
         Ok(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tiny::{Size, write};
+
+    fn rollout(tokens: Vec<u32>, advantage: f64) -> Rollout {
+        let sample = Sample { tokens, ..Sample::error("") };
+        Rollout { problem: 0, k: 0, prompt: Arc::new(vec![1, 2, 3]), sample, values: Vec::new(), reward: advantage, advantage, correct: false }
+    }
+
+    /// Summed log-probability of each rollout's completion under `model`.
+    fn likelihoods(model: &Decoder, rollouts: &[Rollout], cfg: &RlConfig) -> Vec<f32> {
+        rollouts
+            .iter()
+            .map(|r| {
+                let plan = plan(&[r], cfg, 0, &Device::Cpu).unwrap();
+                let batch = pack::batch(&plan.examples, &plan.micro[0].0, &Device::Cpu).unwrap();
+                token_logprobs(model, &batch, cfg.temperature).unwrap().0.sum_all().unwrap().to_scalar().unwrap()
+            })
+            .collect()
+    }
+
+    /// The sign is right: one update makes the completion with a positive advantage more likely and the
+    /// one with a negative advantage less likely, under the policy that samples (which shares the weights).
+    #[test]
+    fn an_update_favours_positive_advantages() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), crate::model::Arch::Qwen2, Size::default(), 1).unwrap();
+        let checkpoint = Checkpoint::load(dir.path(), &Device::Cpu).unwrap();
+        let sampled = checkpoint.model.detached();
+        let cfg: RlConfig =
+            serde_json::from_value(serde_json::json!({"model": dir.path(), "problems": "p", "group_size": 2, "beta": 0.0})).unwrap();
+        let rollouts = vec![rollout(vec![5, 6, 7], 1.0), rollout(vec![8, 9], -1.0)];
+        let before = likelihoods(&sampled, &rollouts, &cfg);
+        let mut opt = optim::AdamW::new(&checkpoint.vars, 0.0);
+        let models = Models { train: &checkpoint.model, sampled: &sampled, reference: None };
+        let m = update(&models, &mut opt, &rollouts, (&cfg, 0, 1e-3), &Device::Cpu).unwrap();
+        assert_eq!((m.completions, m.tokens), (2, 5));
+        let after = likelihoods(&sampled, &rollouts, &cfg);
+        assert!(after[0] > before[0] && after[1] < before[1], "{before:?} -> {after:?}");
+    }
+}

@@ -182,3 +182,59 @@ fn rl_refuses_unknown_rewards_and_groups_of_one() {
         assert!(!s.path("out").join("model.safetensors").exists());
     }
 }
+
+/// The share of a run's rollouts whose text is partly in a foreign script, per step.
+fn mixed_share(out: &Path, steps: u64) -> Vec<f64> {
+    let rows = records(&out.join("rollouts"));
+    (0..steps)
+        .map(|step| {
+            let of: Vec<_> = rows.iter().filter(|r| r["step"] == step).collect();
+            let mixed = of.iter().filter(|r| r["completion"].as_str().unwrap().chars().any(|c| ('А'..='я').contains(&c))).count();
+            mixed as f64 / of.len() as f64
+        })
+        .collect()
+}
+
+/// R1's language-consistency reward works: a policy taught to close half its answers in Russian (the
+/// sample teacher, fine-tuned on its own solutions with "Итак, ответ" in place of "The answer is" in every
+/// other one) mixes scripts less after RL with `--reward language=1`, and not with an accuracy reward
+/// alone (same seed, same steps).
+#[test]
+fn language_reward_lowers_mixed_script_rollouts() {
+    let s = Scratch::new();
+    let problems = problems(&s, 48, 15);
+    let traces = s.path("traces");
+    let teacher_spec = format!("local:{}", teacher().display());
+    ok(&[&"generate", &"--teacher", &teacher_spec, &"--problems", &problems, &"--temperature", &"0", &"--max-tokens", &"80", &"-o", &traces, &"-q"]);
+    let by_id: BTreeMap<String, forge::dataset::Problem> =
+        crate::util::problems(&problems).into_iter().map(|p| (p.id.clone(), p)).collect();
+    let prompt = forge::teacher::traces::PromptConfig::default();
+    let rows: Vec<Value> = records(&traces)
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let user = &prompt.messages(&by_id[t["problem_id"].as_str().unwrap()])[0].content;
+            let mut reply = t["completion"].as_str().unwrap().to_string();
+            if i % 2 == 0 {
+                reply = reply.replace("The answer is", "Итак, ответ");
+            }
+            serde_json::json!({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]})
+        })
+        .collect();
+    let data = s.write("mixed.jsonl", crate::util::jsonl(&rows));
+    let mixed = s.path("mixed-model");
+    ok(&[&"train-sft", &"--model", &teacher(), &"--data", &data, &"-o", &mixed, &"--epochs", &"6", &"--lr", &"1e-3",
+        &"--batch-tokens", &"2048", &"--max-length", &"256", &"--eval-share", &"0", &"--save-every", &"0", &"-q"]);
+    let run = |reward: &str| -> Vec<f64> {
+        let out = s.path(&format!("rl-{reward}"));
+        let extra = ["--steps", "8", "--prompts-per-step", "6", "--group-size", "4", "--max-tokens", "80", "--lr", "3e-4", "--beta", "0", "--reward", reward];
+        run_ok(&args(&mixed, &problems, &out, &extra));
+        mixed_share(&out, 8)
+    };
+    let (language, accuracy) = (run("language=1"), run("accuracy=1"));
+    let ends = |v: &[f64]| (v[..2].iter().sum::<f64>() / 2.0, v[6..].iter().sum::<f64>() / 2.0);
+    let ((start, end), (_, control)) = (ends(&language), ends(&accuracy));
+    assert!(start >= 0.2, "the fine-tuned policy mixes scripts: {language:?}");
+    assert!(end <= start / 2.0, "language reward: {language:?}");
+    assert!(end < control, "language reward {language:?} against accuracy reward {accuracy:?}");
+}
