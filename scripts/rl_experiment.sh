@@ -31,18 +31,29 @@ for seed in 1 2; do
     --reward accuracy=1 --save-every 20 -q
   evaluate "$OUT/rl-seed$seed" "seed$seed"
 done
-python3 - "$OUT" <<'EOF'
-import json, sys
+python3 - "$OUT" "$STEPS" <<'EOF'
+import csv, json, sys
 sys.path.insert(0, "scripts")
 from intervals import wilson
-out = sys.argv[1]
-rows = {}
-for name in ["before", "seed1", "seed2"]:
+out, steps = sys.argv[1], int(sys.argv[2])
+def score(name):
     r = json.load(open(f"{out}/eval-{name}/eval-report.json"))
     n = r["overall"]["problems"]
     k = round(r["accuracy"] * n)
     lo, hi = wilson(k, n)
-    rows[name] = {"problems": n, "correct": k, "accuracy": k / n, "low": lo, "high": hi}
     print(f"{name:8} {k:4}/{n:<4} {100 * k / n:5.1f}%  95% CI [{100 * lo:.1f}, {100 * hi:.1f}]")
-json.dump(rows, open(f"{out}/summary.json", "w"), indent=2)
+    return {"problems": n, "correct": k, "accuracy": k / n, "ci": [lo, hi]}
+def curve(seed):
+    rows = list(csv.DictReader(open(f"{out}/rl-seed{seed}/metrics.csv")))
+    return {c: [float(r[c]) for r in rows] for c in ["step", "reward", "accuracy", "kl", "entropy", "completion_length"]}
+results = {
+    "setup": {"policy": "samples/tiny-teacher", "steps": steps, "prompts_per_step": 8, "group_size": 8,
+              "max_tokens": 128, "reward": "accuracy=1", "train": "arith, 2 ops, one-digit, seed 500, n 4000",
+              "test": "arith, 2 ops, one-digit, seed 201, decontaminated against every training set"},
+    "before": score("before"),
+    "after": {f"seed{s}": score(f"seed{s}") for s in (1, 2)},
+    "curves": {f"seed{s}": curve(s) for s in (1, 2)},
+}
+json.dump(results, open("notebooks/rl-results.json", "w"), indent=1)
+print("wrote notebooks/rl-results.json")
 EOF

@@ -112,7 +112,14 @@ impl PromptConfig {
 
 /// The trace row of sample `k` of `problem`: the completion (after the prefill it continues), its
 /// reasoning split off, and the sample's provenance.
-pub fn trace(sampling: &SamplingConfig, problem: &Problem, k: u32, s: super::Sample, teacher: &str, prefill: &str) -> Trace {
+pub fn trace(
+    sampling: &SamplingConfig,
+    problem: &Problem,
+    k: u32,
+    s: super::Sample,
+    teacher: &str,
+    prefill: &str,
+) -> Trace {
     let (completion, reasoning, solution) = match s.reasoning {
         // the server split it (`reasoning_content`): the completion shows it as a local model writes it
         Some(r) => (format!("{prefill}<think>{r}</think>{}", s.text), Some(r), s.text),

@@ -108,7 +108,8 @@ pub fn per_token(logp: &Tensor, old: &Tensor, reference: Option<&Tensor>, adv: &
     let mut loss = (coef_1.mul(adv)?.minimum(&coef_2.mul(adv)?)?).neg()?;
     let mut kl = None;
     if clip.beta != 0.0 {
-        let reference = reference.ok_or_else(|| candle_core::Error::Msg("β > 0 needs reference log-probabilities".into()))?;
+        let reference =
+            reference.ok_or_else(|| candle_core::Error::Msg("β > 0 needs reference log-probabilities".into()))?;
         let d = (reference - logp)?;
         let k3 = ((d.exp()? - &d)? - 1.0)?;
         loss = (loss + (&k3 * clip.beta)?)?;
@@ -141,7 +142,7 @@ mod tests {
     #[test]
     fn loss_and_gradient_match_trl() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/grpo_loss.json");
-        let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let f: Value = serde_json::from_str(&fs_err::read_to_string(path).unwrap()).unwrap();
         let group = f["group_size"].as_u64().unwrap() as usize;
         let max_tokens = f["max_completion_length"].as_u64().unwrap() as usize;
         let rewards: Vec<f64> = f["rewards"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
@@ -152,7 +153,10 @@ mod tests {
         let cases = f["cases"].as_array().unwrap();
         assert_eq!(cases.len(), 48);
         for case in cases {
-            let name = format!("{} {} β={} ε={}/{}", case["loss_type"], case["scale_rewards"], case["beta"], case["epsilon_low"], case["epsilon_high"]);
+            let name = format!(
+                "{} {} β={} ε={}/{}",
+                case["loss_type"], case["scale_rewards"], case["beta"], case["epsilon_low"], case["epsilon_high"]
+            );
             let scale = match case["scale_rewards"].as_str().unwrap() {
                 "group" => ScaleRewards::Group,
                 "batch" => ScaleRewards::Batch,
@@ -169,7 +173,8 @@ mod tests {
                 assert!((a - w).abs() < 1e-6, "{name}: advantage {a} vs {w}");
             }
             assert!(adv[8..].iter().all(|&a| a == 0.0) && flat(&rewards[8..]) && !flat(&rewards[..4]));
-            let per_token_adv: Vec<f64> = lengths.iter().zip(&adv).flat_map(|(&n, &a)| std::iter::repeat_n(a, n)).collect();
+            let per_token_adv: Vec<f64> =
+                lengths.iter().zip(&adv).flat_map(|(&n, &a)| std::iter::repeat_n(a, n)).collect();
             let weights: Vec<f64> = lengths
                 .iter()
                 .flat_map(|&n| std::iter::repeat_n(token_weight(aggregation, n, &lengths, max_tokens), n))

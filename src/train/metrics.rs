@@ -217,7 +217,8 @@ pub fn draw(rows: &[Row]) -> Vec<u8> {
 /// points that are not finite are left out.
 fn draw_curves([(first, train), (second, eval)]: [(&str, Vec<(f64, f64)>); 2]) -> Vec<u8> {
     let mut c = Canvas { pixels: vec![255; W * H * 3] };
-    let finite = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> { points.into_iter().filter(|p| p.1.is_finite()).collect() };
+    let finite =
+        |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> { points.into_iter().filter(|p| p.1.is_finite()).collect() };
     let (train, eval) = (finite(train), finite(eval));
     let all = || train.iter().chain(&eval);
     let (x_max, y_max) = all().fold((1.0f64, f64::MIN), |(x, y), p| (x.max(p.0), y.max(p.1)));

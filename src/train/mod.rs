@@ -15,12 +15,12 @@
 pub mod data;
 pub mod distill;
 pub mod grpo;
-pub mod reward;
-pub mod rl;
 pub mod metrics;
 pub mod optim;
 pub mod output;
 pub mod pack;
+pub mod reward;
+pub mod rl;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -149,7 +149,7 @@ pub struct RlConfig {
 }
 
 mod defaults {
-    use super::{Aggregation, Rewards, Schedule, ScaleRewards};
+    use super::{Aggregation, Rewards, ScaleRewards, Schedule};
     pub fn group_size() -> u32 {
         8
     }
@@ -338,7 +338,10 @@ fn rollouts(policy: &mut Local, problems: &[Problem], step: u64, cfg: &RlConfig)
                 finish_reason: Some(r.sample.finish.name()),
             };
             let verdict = crate::verify::verify_trace(&row, &cfg.verify).map_err(|(column, message)| {
-                Error::data(Location::file(&cfg.problems).column(column), format!("problem `{}`: {message}", problem.id))
+                Error::data(
+                    Location::file(&cfg.problems).column(column),
+                    format!("problem `{}`: {message}", problem.id),
+                )
             })?;
             Ok((cfg.reward.values(&verdict, r.sample.tokens.len(), cfg.max_tokens), verdict.correct))
         })
@@ -430,7 +433,10 @@ fn update(
     let plan = plan(&kept, cfg, step, device).map_err(candle_err)?;
     let logps = |model: &Decoder| -> Result<Vec<Tensor>> {
         let batches = plan.micro.iter().map(|(rows, _, _)| pack::batch(&plan.examples, rows, device));
-        batches.map(|b| Ok(token_logprobs(model, &b?, cfg.temperature)?.0)).collect::<candle_core::Result<_>>().map_err(candle_err)
+        batches
+            .map(|b| Ok(token_logprobs(model, &b?, cfg.temperature)?.0))
+            .collect::<candle_core::Result<_>>()
+            .map_err(candle_err)
     };
     let old = if cfg.iterations > 1 { Some(logps(models.sampled)?) } else { None };
     let reference = models.reference.map(logps).transpose()?;
@@ -439,8 +445,8 @@ fn update(
             let batch = pack::batch(&plan.examples, rows, device).map_err(candle_err)?;
             let (logp, entropy) = token_logprobs(models.train, &batch, cfg.temperature).map_err(candle_err)?;
             let old = old.as_ref().map_or_else(|| logp.detach(), |o| o[i].clone());
-            let terms = grpo::per_token(&logp, &old, reference.as_ref().map(|r| &r[i]), adv, cfg.clip())
-                .map_err(candle_err)?;
+            let terms =
+                grpo::per_token(&logp, &old, reference.as_ref().map(|r| &r[i]), adv, cfg.clip()).map_err(candle_err)?;
             let loss = terms.loss.mul(weight).and_then(|l| l.sum_all()).map_err(candle_err)?;
             let scalar = |t: &Tensor| t.sum_all().and_then(|s| s.to_scalar::<f32>()).map(f64::from).map_err(candle_err);
             m.loss += scalar(&loss)?;
@@ -517,10 +523,13 @@ impl RolloutLog {
         let mut provenance = Provenance::start("train-rl", &ctx.command, cfg, Vec::new());
         provenance.fingerprint = fingerprint.to_string();
         let dir = out.output.join(ROLLOUTS);
-        let mut writer = match DatasetWriter::create(&dir, TableKind::Traces, crate::dataset::Shard::ALL, &options, provenance)? {
-            Start::Write(w) => w,
-            Start::UpToDate(_) => return Err(Error::usage(format!("`{}` is finished but its run is not", dir.display()))),
-        };
+        let mut writer =
+            match DatasetWriter::create(&dir, TableKind::Traces, crate::dataset::Shard::ALL, &options, provenance)? {
+                Start::Write(w) => w,
+                Start::UpToDate(_) => {
+                    return Err(Error::usage(format!("`{}` is finished but its run is not", dir.display())));
+                }
+            };
         writer.append_columns([
             Field::new("step", DataType::UInt64, false),
             Field::new("reward", DataType::Float64, false),
@@ -532,7 +541,14 @@ impl RolloutLog {
         Ok(RolloutLog { writer, rows: from_step * per_step })
     }
 
-    fn write(&mut self, cfg: &RlConfig, problems: &[Problem], step: u64, rollouts: Vec<Rollout>, id: &str) -> Result<()> {
+    fn write(
+        &mut self,
+        cfg: &RlConfig,
+        problems: &[Problem],
+        step: u64,
+        rollouts: Vec<Rollout>,
+        id: &str,
+    ) -> Result<()> {
         let prefill = cfg.prompt.prefill();
         let sampling = cfg.sampling();
         let mut extra = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -558,7 +574,8 @@ impl RolloutLog {
         columns.push(Arc::new(StringArray::from(extra.1)));
         columns.push(Arc::new(Float64Array::from(extra.2)));
         columns.push(Arc::new(BooleanArray::from(extra.3)));
-        let batch = RecordBatch::try_new(self.writer.schema().clone(), columns).map_err(|e| Error::arrow("rollouts", e))?;
+        let batch =
+            RecordBatch::try_new(self.writer.schema().clone(), columns).map_err(|e| Error::arrow("rollouts", e))?;
         self.writer.write(&batch)?;
         self.rows += n as u64;
         Ok(())
@@ -590,7 +607,8 @@ pub fn run(cfg: &RlConfig, out: &TrainOutput, ctx: &Context) -> Result<(TrainRep
     let reference = if cfg.beta != 0.0 { Some(Checkpoint::load_frozen(&cfg.model, &device)?.1) } else { None };
     let sampled = checkpoint.model.detached();
     let (tokenizer, chat) = (Tokenizer::from_dir(&cfg.model)?, ChatTemplate::from_dir(&cfg.model)?);
-    let mut policy = Local::with_model(&cfg.model, checkpoint.config.clone(), checkpoint.model.detached(), tokenizer, chat)?;
+    let mut policy =
+        Local::with_model(&cfg.model, checkpoint.config.clone(), checkpoint.model.detached(), tokenizer, chat)?;
     let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
     let mut state = super::start(&resume, out, &checkpoint, &mut opt, cfg.steps, ctx.quiet)?;
     let mut log = metrics::Log::with_header(&out.output, state.step, &header(cfg))?;
@@ -614,7 +632,16 @@ pub fn run(cfg: &RlConfig, out: &TrainOutput, ctx: &Context) -> Result<(TrainRep
         last_reward = mean(batch.iter().map(|r| r.reward));
         let rate = run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
         let epoch = (step * cfg.prompts_per_step as u64) / problems.len() as u64;
-        let row = metrics::Row { step: state.step, epoch, loss: m.loss, eval_loss: None, lr, grad_norm: m.grad_norm, tokens: state.tokens, tokens_per_second: rate };
+        let row = metrics::Row {
+            step: state.step,
+            epoch,
+            loss: m.loss,
+            eval_loss: None,
+            lr,
+            grad_norm: m.grad_norm,
+            tokens: state.tokens,
+            tokens_per_second: rate,
+        };
         log.push_line(&line(cfg, &row, &batch, &m))?;
         written.write(cfg, &problems, step, batch, policy.id())?;
         progress.message(&format!("reward {last_reward:.3}  {rate:.0} tok/s"));
@@ -678,7 +705,11 @@ impl crate::stage::Stage for TrainRl {
         let (report, ran) = run(cfg, out, ctx)?;
         let mut done = super::done(&report, ran, out);
         if let Some(r) = report.final_reward {
-            done.summary = format!("{}\nlast step's mean reward {r:.4}; rollouts in `{}`", done.summary, out.output.join(ROLLOUTS).display());
+            done.summary = format!(
+                "{}\nlast step's mean reward {r:.4}; rollouts in `{}`",
+                done.summary,
+                out.output.join(ROLLOUTS).display()
+            );
         }
         Ok(done)
     }
@@ -691,7 +722,16 @@ mod tests {
 
     fn rollout(tokens: Vec<u32>, advantage: f64) -> Rollout {
         let sample = Sample { tokens, ..Sample::error("") };
-        Rollout { problem: 0, k: 0, prompt: Arc::new(vec![1, 2, 3]), sample, values: Vec::new(), reward: advantage, advantage, correct: false }
+        Rollout {
+            problem: 0,
+            k: 0,
+            prompt: Arc::new(vec![1, 2, 3]),
+            sample,
+            values: Vec::new(),
+            reward: advantage,
+            advantage,
+            correct: false,
+        }
     }
 
     /// Summed log-probability of each rollout's completion under `model`.
@@ -714,8 +754,10 @@ mod tests {
         write(dir.path(), crate::model::Arch::Qwen2, Size::default(), 1).unwrap();
         let checkpoint = Checkpoint::load(dir.path(), &Device::Cpu).unwrap();
         let sampled = checkpoint.model.detached();
-        let cfg: RlConfig =
-            serde_json::from_value(serde_json::json!({"model": dir.path(), "problems": "p", "group_size": 2, "beta": 0.0})).unwrap();
+        let cfg: RlConfig = serde_json::from_value(
+            serde_json::json!({"model": dir.path(), "problems": "p", "group_size": 2, "beta": 0.0}),
+        )
+        .unwrap();
         let rollouts = vec![rollout(vec![5, 6, 7], 1.0), rollout(vec![8, 9], -1.0)];
         let before = likelihoods(&sampled, &rollouts, &cfg);
         let mut opt = optim::AdamW::new(&checkpoint.vars, 0.0);
@@ -724,5 +766,41 @@ mod tests {
         assert_eq!((m.completions, m.tokens), (2, 5));
         let after = likelihoods(&sampled, &rollouts, &cfg);
         assert!(after[0] > before[0] && after[1] < before[1], "{before:?} -> {after:?}");
+    }
+
+    /// The trainer scores exactly the tokens the policy sampled: its log-probabilities of a rollout's
+    /// completion (end-of-sequence token aside, which the sampler does not record) equal the sampler's.
+    #[test]
+    fn trainer_log_probabilities_equal_the_samplers() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), crate::model::Arch::Qwen2, Size::default(), 2).unwrap();
+        let checkpoint = Checkpoint::load(dir.path(), &Device::Cpu).unwrap();
+        let (tokenizer, chat) = (Tokenizer::from_dir(dir.path()).unwrap(), ChatTemplate::from_dir(dir.path()).unwrap());
+        let mut policy =
+            Local::with_model(dir.path(), checkpoint.config.clone(), checkpoint.model.detached(), tokenizer, chat)
+                .unwrap();
+        let cfg: RlConfig =
+            serde_json::from_value(serde_json::json!({"model": dir.path(), "problems": "p", "max_tokens": 12}))
+                .unwrap();
+        let problem: Problem = serde_json::from_value(serde_json::json!({
+            "id": "p1", "source": "t", "domain": "math", "prompt": "2 + 2?", "gold": "4", "metadata": "{}"
+        }))
+        .unwrap();
+        let prompt = cfg.prompt.prompt(&problem, "p1@0".into(), 3);
+        let samples = policy
+            .generate(std::slice::from_ref(&prompt), &cfg.sampling(), &crate::progress::Progress::hidden())
+            .unwrap();
+        let ids = Arc::new(policy.prompt_ids(&prompt).unwrap());
+        for sample in samples.into_iter().flatten() {
+            let want = sample.logprobs.clone();
+            let r = Rollout { prompt: ids.clone(), ..rollout(sample.tokens.clone(), 0.0) };
+            let plan = plan(&[&r], &cfg, 0, &Device::Cpu).unwrap();
+            let batch = pack::batch(&plan.examples, &plan.micro[0].0, &Device::Cpu).unwrap();
+            let got: Vec<f32> = token_logprobs(&checkpoint.model, &batch, 1.0).unwrap().0.to_vec1().unwrap();
+            assert!(!want.is_empty() && got.len() >= want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+            }
+        }
     }
 }

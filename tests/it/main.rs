@@ -31,6 +31,8 @@ mod layers;
 mod model;
 /// `forge run`: pipelines skip what is up to date and rerun what changed.
 mod pipeline;
+/// `forge train-rl`: rollouts, rewards and advantages, resume after a kill, LoRA with KL.
+mod rl;
 /// The code sandbox against hostile programs.
 mod sandbox;
 /// `schemas/*.md` match the code's Arrow schemas.
@@ -39,8 +41,6 @@ mod schemas;
 mod stats;
 /// `forge synth`: determinism, sharding, checkable steps.
 mod synth;
-/// `forge train-rl`: rollouts, rewards and advantages, resume after a kill, LoRA with KL.
-mod rl;
 /// The HTTP teacher against a real llama-server, a fault-injecting proxy, kills.
 mod teacher_http;
 /// `forge train-sft`: learning, resume after a kill, loss masks.

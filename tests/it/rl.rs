@@ -14,7 +14,21 @@ fn teacher() -> PathBuf {
 fn problems(s: &Scratch, n: usize, seed: u64) -> PathBuf {
     let dir = s.path(&format!("problems-{seed}"));
     let (n, seed) = (n.to_string(), seed.to_string());
-    ok(&[&"synth", &"arith", &"--n", &n, &"--ops", &"1..2", &"--max-operand", &"9", &"--seed", &seed, &"-o", &dir, &"-q"]);
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &n,
+        &"--ops",
+        &"1..2",
+        &"--max-operand",
+        &"9",
+        &"--seed",
+        &seed,
+        &"-o",
+        &dir,
+        &"-q",
+    ]);
     dir
 }
 
@@ -64,7 +78,17 @@ fn rl_writes_the_model_metrics_and_rollouts() {
     }
     assert!(!out.join("checkpoints").exists());
     let m = metrics(&out);
-    for c in ["reward", "reward_accuracy", "reward_format", "accuracy", "completion_length", "kl", "clip_fraction", "entropy", "flat_groups"] {
+    for c in [
+        "reward",
+        "reward_accuracy",
+        "reward_format",
+        "accuracy",
+        "completion_length",
+        "kl",
+        "clip_fraction",
+        "entropy",
+        "flat_groups",
+    ] {
         assert_eq!(m[c].len(), 3, "{c}");
     }
     assert_eq!(m["step"], vec![1.0, 2.0, 3.0]);
@@ -104,7 +128,10 @@ fn rl_writes_the_model_metrics_and_rollouts() {
     }
     let flat: f64 = m["flat_groups"].iter().sum::<f64>() * 4.0;
     assert_eq!(m["trained_completions"].iter().sum::<f64>(), (12.0 - flat) * 4.0);
-    assert_ne!(std::fs::read(out.join("model.safetensors")).unwrap(), std::fs::read(teacher().join("model.safetensors")).unwrap());
+    assert_ne!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(teacher().join("model.safetensors")).unwrap()
+    );
     // the rollouts are a traces dataset: filter keeps the right ones
     let curated = s.path("curated");
     ok(&[&"filter", &"--input", &out.join("rollouts"), &"-o", &curated, &"-q"]);
@@ -121,7 +148,20 @@ fn rl_writes_the_model_metrics_and_rollouts() {
 fn killed_rl_resumes_to_the_same_weights_and_rollouts() {
     let s = Scratch::new();
     let problems = problems(&s, 30, 12);
-    let extra = ["--steps", "6", "--save-every", "2", "--prompts-per-step", "3", "--group-size", "3", "--max-tokens", "64", "--lr", "1e-4"];
+    let extra = [
+        "--steps",
+        "6",
+        "--save-every",
+        "2",
+        "--prompts-per-step",
+        "3",
+        "--group-size",
+        "3",
+        "--max-tokens",
+        "64",
+        "--lr",
+        "1e-4",
+    ];
     let (straight, killed) = (s.path("straight"), s.path("killed"));
     run_ok(&args(&teacher(), &problems, &straight, &extra));
     crate::util::kill_when(&args(&teacher(), &problems, &killed, &extra), &killed.join("checkpoints/step-00000004"));
@@ -152,9 +192,30 @@ fn rl_with_lora_iterations_and_kl() {
     let problems = problems(&s, 30, 13);
     let out = s.path("lora");
     let extra = [
-        "--steps", "3", "--prompts-per-step", "4", "--group-size", "4", "--max-tokens", "64", "--lr", "3e-3",
-        "--lora-rank", "4", "--iterations", "2", "--beta", "0.04", "--loss-type", "grpo", "--scale-rewards", "none",
-        "--epsilon-high", "0.28", "--skip-flat-groups", "false",
+        "--steps",
+        "3",
+        "--prompts-per-step",
+        "4",
+        "--group-size",
+        "4",
+        "--max-tokens",
+        "64",
+        "--lr",
+        "3e-3",
+        "--lora-rank",
+        "4",
+        "--iterations",
+        "2",
+        "--beta",
+        "0.04",
+        "--loss-type",
+        "grpo",
+        "--scale-rewards",
+        "none",
+        "--epsilon-high",
+        "0.28",
+        "--skip-flat-groups",
+        "false",
     ];
     run_ok(&args(&teacher(), &problems, &out, &extra));
     assert!(out.join("adapter_model.safetensors").exists() && !out.join("config.json").exists());
@@ -189,7 +250,10 @@ fn mixed_share(out: &Path, steps: u64) -> Vec<f64> {
     (0..steps)
         .map(|step| {
             let of: Vec<_> = rows.iter().filter(|r| r["step"] == step).collect();
-            let mixed = of.iter().filter(|r| r["completion"].as_str().unwrap().chars().any(|c| ('А'..='я').contains(&c))).count();
+            let mixed = of
+                .iter()
+                .filter(|r| r["completion"].as_str().unwrap().chars().any(|c| ('А'..='я').contains(&c)))
+                .count();
             mixed as f64 / of.len() as f64
         })
         .collect()
@@ -205,7 +269,20 @@ fn language_reward_lowers_mixed_script_rollouts() {
     let problems = problems(&s, 48, 15);
     let traces = s.path("traces");
     let teacher_spec = format!("local:{}", teacher().display());
-    ok(&[&"generate", &"--teacher", &teacher_spec, &"--problems", &problems, &"--temperature", &"0", &"--max-tokens", &"80", &"-o", &traces, &"-q"]);
+    ok(&[
+        &"generate",
+        &"--teacher",
+        &teacher_spec,
+        &"--problems",
+        &problems,
+        &"--temperature",
+        &"0",
+        &"--max-tokens",
+        &"80",
+        &"-o",
+        &traces,
+        &"-q",
+    ]);
     let by_id: BTreeMap<String, forge::dataset::Problem> =
         crate::util::problems(&problems).into_iter().map(|p| (p.id.clone(), p)).collect();
     let prompt = forge::teacher::traces::PromptConfig::default();
@@ -223,11 +300,46 @@ fn language_reward_lowers_mixed_script_rollouts() {
         .collect();
     let data = s.write("mixed.jsonl", crate::util::jsonl(&rows));
     let mixed = s.path("mixed-model");
-    ok(&[&"train-sft", &"--model", &teacher(), &"--data", &data, &"-o", &mixed, &"--epochs", &"6", &"--lr", &"1e-3",
-        &"--batch-tokens", &"2048", &"--max-length", &"256", &"--eval-share", &"0", &"--save-every", &"0", &"-q"]);
+    ok(&[
+        &"train-sft",
+        &"--model",
+        &teacher(),
+        &"--data",
+        &data,
+        &"-o",
+        &mixed,
+        &"--epochs",
+        &"6",
+        &"--lr",
+        &"1e-3",
+        &"--batch-tokens",
+        &"2048",
+        &"--max-length",
+        &"256",
+        &"--eval-share",
+        &"0",
+        &"--save-every",
+        &"0",
+        &"-q",
+    ]);
     let run = |reward: &str| -> Vec<f64> {
         let out = s.path(&format!("rl-{reward}"));
-        let extra = ["--steps", "8", "--prompts-per-step", "6", "--group-size", "4", "--max-tokens", "80", "--lr", "3e-4", "--beta", "0", "--reward", reward];
+        let extra = [
+            "--steps",
+            "8",
+            "--prompts-per-step",
+            "6",
+            "--group-size",
+            "4",
+            "--max-tokens",
+            "80",
+            "--lr",
+            "3e-4",
+            "--beta",
+            "0",
+            "--reward",
+            reward,
+        ];
         run_ok(&args(&mixed, &problems, &out, &extra));
         mixed_share(&out, 8)
     };
