@@ -506,9 +506,10 @@ fn line(cfg: &RlConfig, row: &metrics::Row, rollouts: &[Rollout], m: &Measured) 
 
 /// `rollouts/`: every sampled completion as a traces row, with the step, reward, rewards by signal,
 /// advantage and whether it was right. Its shards close at checkpoints, so a resumed run finds the rows
-/// of the steps before its checkpoint written and the later ones to write again.
+/// of the steps before its checkpoint written and the later ones to write again. (`None`: a run killed
+/// after finishing it, resumed: every row is there already, the same as the resumed steps make.)
 struct RolloutLog {
-    writer: DatasetWriter,
+    writer: Option<DatasetWriter>,
     rows: u64,
 }
 
@@ -538,7 +539,7 @@ impl RolloutLog {
             Field::new("correct", DataType::Boolean, false),
         ]);
         writer.skip(from_step * per_step)?;
-        Ok(RolloutLog { writer, rows: from_step * per_step })
+        Ok(RolloutLog { writer: Some(writer), rows: from_step * per_step })
     }
 
     fn write(
@@ -549,6 +550,7 @@ impl RolloutLog {
         rollouts: Vec<Rollout>,
         id: &str,
     ) -> Result<()> {
+        let Some(writer) = &mut self.writer else { return Ok(()) };
         let prefill = cfg.prompt.prefill();
         let sampling = cfg.sampling();
         let mut extra = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -574,17 +576,17 @@ impl RolloutLog {
         columns.push(Arc::new(StringArray::from(extra.1)));
         columns.push(Arc::new(Float64Array::from(extra.2)));
         columns.push(Arc::new(BooleanArray::from(extra.3)));
-        let batch =
-            RecordBatch::try_new(self.writer.schema().clone(), columns).map_err(|e| Error::arrow("rollouts", e))?;
-        self.writer.write(&batch)?;
+        let batch = RecordBatch::try_new(writer.schema().clone(), columns).map_err(|e| Error::arrow("rollouts", e))?;
+        writer.write(&batch)?;
         self.rows += n as u64;
         Ok(())
     }
 
     fn finish(self, seconds: f64) -> Result<()> {
+        let Some(writer) = self.writer else { return Ok(()) };
         let mut report = StageReport::new("train-rl", self.rows, self.rows, seconds);
         report.rows_per_second = self.rows as f64 / seconds.max(1e-9);
-        self.writer.finish(report)?;
+        writer.finish(report)?;
         Ok(())
     }
 }
