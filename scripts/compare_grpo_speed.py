@@ -49,7 +49,8 @@ def forge_run(tmp, data, steps):
                    env={**os.environ, "RAYON_NUM_THREADS": "2"})
     seconds = time.perf_counter() - started
     import pyarrow.dataset as ds
-    tokens = sum(ds.dataset(out / "rollouts", format="parquet").to_table(columns=["completion_tokens"])
+    parts = sorted(str(p) for p in (out / "rollouts").glob("part-*.parquet"))
+    tokens = sum(ds.dataset(parts, format="parquet").to_table(columns=["completion_tokens"])
                  .column("completion_tokens").to_pylist())
     return seconds, tokens
 
@@ -62,7 +63,8 @@ def trl_run(tmp, data, steps):
     from trl import GRPOConfig, GRPOTrainer
 
     torch.set_num_threads(2)
-    table = pds.dataset(data, format="parquet").to_table(columns=["prompt", "gold"]).to_pylist()
+    parts = sorted(str(p) for p in Path(data).glob("part-*.parquet"))
+    table = pds.dataset(parts, format="parquet").to_table(columns=["prompt", "gold"]).to_pylist()
     rows = [{"prompt": [{"role": "user", "content": TEMPLATE.format(prompt=r["prompt"])}], "gold": r["gold"]}
             for r in table]
 
@@ -73,13 +75,22 @@ def trl_run(tmp, data, steps):
             out.append(1.0 if found and found[-1].strip() == g else 0.0)
         return out
 
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
-    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    # TRL loads its reference model by the config's `architectures`, which forge's sample checkpoint leaves out
+    model_dir = tmp / "model"
+    if not model_dir.exists():
+        shutil.copytree(MODEL, model_dir)
+        config_path = model_dir / "config.json"
+        config_json = json.loads(config_path.read_text())
+        config_json["architectures"] = ["Qwen2ForCausalLM"]
+        config_path.write_text(json.dumps(config_json))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     config = GRPOConfig(output_dir=str(tmp / "trl-rl"), use_cpu=True, bf16=False, max_steps=steps,
                         per_device_train_batch_size=64, num_generations=8, gradient_accumulation_steps=1,
                         max_completion_length=128, temperature=1.0, top_p=1.0, beta=0.04, loss_type="dapo",
                         learning_rate=1e-5, lr_scheduler_type="constant", report_to="none", logging_steps=1,
-                        save_strategy="no", seed=1, dataloader_num_workers=0)
+                        save_strategy="no", seed=1, dataloader_num_workers=0,
+                        model_init_kwargs={"dtype": torch.float32})
     lengths, marks = [], []
 
     class Clock(TrainerCallback):
