@@ -244,25 +244,37 @@ fn rl_refuses_unknown_rewards_and_groups_of_one() {
     }
 }
 
-/// The share of a run's rollouts whose text is partly in a foreign script, per step.
-fn mixed_share(out: &Path, steps: u64) -> Vec<f64> {
-    let rows = records(&out.join("rollouts"));
-    (0..steps)
-        .map(|step| {
-            let of: Vec<_> = rows.iter().filter(|r| r["step"] == step).collect();
-            let mixed = of
-                .iter()
-                .filter(|r| r["completion"].as_str().unwrap().chars().any(|c| ('А'..='я').contains(&c)))
-                .count();
-            mixed as f64 / of.len() as f64
-        })
-        .collect()
+/// The share of `model`'s completions that are partly in Cyrillic: 4 samples at temperature 1 of each of
+/// `problems` (a fixed set, so that models compare on the same prompts).
+fn mixed_share(s: &Scratch, model: &Path, problems: &Path, name: &str) -> f64 {
+    let out = s.path(&format!("eval-{name}"));
+    ok(&[
+        &"eval",
+        &"--model",
+        &model,
+        &"--problems",
+        &problems,
+        &"-n",
+        &"4",
+        &"--temperature",
+        &"1",
+        &"--max-tokens",
+        &"80",
+        &"-o",
+        &out,
+        &"-q",
+    ]);
+    let rows = records(&out);
+    let mixed =
+        rows.iter().filter(|r| r["completion"].as_str().unwrap().chars().any(|c| ('А'..='я').contains(&c))).count();
+    mixed as f64 / rows.len() as f64
 }
 
 /// R1's language-consistency reward works: a policy taught to close half its answers in Russian (the
 /// sample teacher, fine-tuned on its own solutions with "Итак, ответ" in place of "The answer is" in every
-/// other one) mixes scripts less after RL with `--reward language=1`, and not with an accuracy reward
-/// alone (same seed, same steps).
+/// other one) writes Cyrillic in fewer of its completions after 8 steps of RL with `--reward language=1`
+/// than before (at most half as often) and than after the same RL with the accuracy reward instead (same
+/// seed, problems and steps). Measured on 4 samples of each of the 48 problems, at temperature 1.
 #[test]
 fn language_reward_lowers_mixed_script_rollouts() {
     let s = Scratch::new();
@@ -322,7 +334,7 @@ fn language_reward_lowers_mixed_script_rollouts() {
         &"0",
         &"-q",
     ]);
-    let run = |reward: &str| -> Vec<f64> {
+    let rl = |reward: &str| -> f64 {
         let out = s.path(&format!("rl-{reward}"));
         let extra = [
             "--steps",
@@ -334,19 +346,21 @@ fn language_reward_lowers_mixed_script_rollouts() {
             "--max-tokens",
             "80",
             "--lr",
-            "3e-4",
+            "3e-5",
             "--beta",
             "0",
             "--reward",
             reward,
         ];
         run_ok(&args(&mixed, &problems, &out, &extra));
-        mixed_share(&out, 8)
+        mixed_share(&s, &out, &problems, reward)
     };
-    let (language, accuracy) = (run("language=1"), run("accuracy=1"));
-    let ends = |v: &[f64]| (v[..2].iter().sum::<f64>() / 2.0, v[6..].iter().sum::<f64>() / 2.0);
-    let ((start, end), (_, control)) = (ends(&language), ends(&accuracy));
-    assert!(start >= 0.2, "the fine-tuned policy mixes scripts: {language:?}");
-    assert!(end <= start / 2.0, "language reward: {language:?}");
-    assert!(end < control, "language reward {language:?} against accuracy reward {accuracy:?}");
+    let before = mixed_share(&s, &mixed, &problems, "before");
+    let (language, accuracy) = (rl("language=1"), rl("accuracy=1"));
+    eprintln!(
+        "completions with Cyrillic: before {before:.3}, after RL with language=1 {language:.3}, with accuracy=1 {accuracy:.3}"
+    );
+    assert!(before >= 0.4, "the fine-tuned policy mixes scripts: {before}");
+    assert!(language <= before / 2.0, "language reward: {before} -> {language}");
+    assert!(language < accuracy, "language reward {language} against accuracy reward {accuracy}");
 }
