@@ -243,6 +243,8 @@ impl RlConfig {
 /// One sampled completion with its scores.
 struct Rollout {
     problem: usize,
+    /// Its group's sampling key ([`keys`]); the rollout's row id is `KEY#k`.
+    key: Arc<str>,
     k: u32,
     prompt: Arc<Vec<u32>>,
     sample: Sample,
@@ -296,22 +298,38 @@ fn pick(n: usize, step: u64, cfg: &RlConfig) -> Vec<usize> {
         .collect()
 }
 
+/// The sampling key of each group of a step: `ID@STEP`, so that each step samples afresh (and a resumed run
+/// the same); a problem drawn twice in one step (fewer problems than prompts per step, or the end of an
+/// epoch meeting the start of the next) gets its slot too, so that its groups differ.
+fn keys(problems: &[Problem], picked: &[usize], step: u64) -> Vec<Arc<str>> {
+    picked
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| {
+            let key = format!("{}@{step}", problems[i].id);
+            if picked[..j].contains(&i) { format!("{key}/{j}").into() } else { key.into() }
+        })
+        .collect()
+}
+
 /// Sample the step's groups from the policy and score them.
 fn rollouts(policy: &mut Local, problems: &[Problem], step: u64, cfg: &RlConfig) -> Result<Vec<Rollout>> {
     let picked = pick(problems.len(), step, cfg);
-    // the step is part of each prompt's key, so each step samples afresh (and a resumed run the same)
+    let keys = keys(problems, &picked, step);
     let prompts: Vec<Prompt> = picked
         .iter()
-        .map(|&i| cfg.prompt.prompt(&problems[i], format!("{}@{step}", problems[i].id), cfg.group_size))
+        .zip(&keys)
+        .map(|(&i, key)| cfg.prompt.prompt(&problems[i], key.to_string(), cfg.group_size))
         .collect();
     let groups = policy.generate(&prompts, &cfg.sampling(), &crate::progress::Progress::hidden())?;
     let prefill = cfg.prompt.prefill();
     let mut out = Vec::new();
-    for ((&i, prompt), group) in picked.iter().zip(&prompts).zip(groups) {
+    for (((&i, key), prompt), group) in picked.iter().zip(&keys).zip(&prompts).zip(groups) {
         let ids = Arc::new(policy.prompt_ids(prompt)?);
         for (k, sample) in group.into_iter().enumerate() {
             let rollout = Rollout {
                 problem: i,
+                key: key.clone(),
                 k: k as u32,
                 prompt: ids.clone(),
                 sample,
@@ -562,10 +580,9 @@ impl RolloutLog {
             extra.1.push(serde_json::Value::Object(signals).to_string());
             extra.2.push(r.advantage);
             extra.3.push(r.correct);
-            let problem = &problems[r.problem];
-            let mut row = trace(&sampling, problem, r.k, r.sample, id, &prefill);
-            // a problem comes back in later steps: the step makes the id unique
-            row.id = format!("{}@{step}#{}", problem.id, r.k);
+            let mut row = trace(&sampling, &problems[r.problem], r.k, r.sample, id, &prefill);
+            // a problem comes back in later steps: the key makes the id unique
+            row.id = format!("{}#{}", r.key, r.k);
             traces.push(row);
         }
         let n = traces.len();
@@ -726,6 +743,7 @@ mod tests {
         let sample = Sample { tokens, ..Sample::error("") };
         Rollout {
             problem: 0,
+            key: "p@0".into(),
             k: 0,
             prompt: Arc::new(vec![1, 2, 3]),
             sample,
@@ -803,6 +821,34 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
             }
+        }
+    }
+
+    /// Problems are drawn in a seeded order, each once per epoch; a problem drawn twice in one step (here:
+    /// three problems, four per step) gets a key of its own for its second group.
+    #[test]
+    fn each_group_of_a_step_has_its_own_key() {
+        let cfg: RlConfig =
+            serde_json::from_value(serde_json::json!({"model": "m", "problems": "p", "prompts_per_step": 4})).unwrap();
+        let problems: Vec<Problem> = (0..3)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({"id": format!("q{i}"), "source": "t", "domain": "math", "prompt": "x", "metadata": "{}"}))
+                    .unwrap()
+            })
+            .collect();
+        let first: Vec<usize> = (0..3).flat_map(|step| pick(3, step, &cfg)).collect();
+        for epoch in first.chunks(3) {
+            let mut sorted = epoch.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2], "{first:?}");
+        }
+        assert_eq!(pick(3, 1, &cfg), pick(3, 1, &cfg));
+        for step in 0..3 {
+            let picked = pick(3, step, &cfg);
+            let keys = keys(&problems, &picked, step);
+            let unique: std::collections::BTreeSet<&str> = keys.iter().map(|k| &**k).collect();
+            assert_eq!(unique.len(), 4, "{keys:?}");
+            assert_eq!(&*keys[0], format!("q{}@{step}", picked[0]));
         }
     }
 }
