@@ -375,16 +375,26 @@ fn rollouts(policy: &mut Local, problems: &[Problem], step: u64, cfg: &RlConfig)
     Ok(out)
 }
 
-/// Log-probabilities (at `temperature`) of a micro-batch's completion tokens, and the entropy of the
-/// distribution each was drawn from (values only).
-fn token_logprobs(model: &Decoder, batch: &pack::Batch, temperature: f64) -> candle_core::Result<(Tensor, Tensor)> {
+/// Log-probabilities (at `temperature`) of a micro-batch's completion tokens, and, with `entropy`, the
+/// entropy of the distribution each was drawn from (values only: a pass over the whole vocabulary, which
+/// the reference's and the sampling policy's passes skip).
+fn token_logprobs(
+    model: &Decoder,
+    batch: &pack::Batch,
+    temperature: f64,
+    entropy: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let hidden = model.hidden(&batch.ids, &batch.positions, &batch.mask, None)?;
     let picked = hidden.flatten_to(1)?.index_select(&batch.picks, 0)?;
     let logits = (model.head(&picked)? / temperature)?;
     let all = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let logp = all.gather(&batch.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    let values = all.detach();
-    let entropy = (values.exp()? * &values)?.sum(D::Minus1)?.neg()?;
+    let entropy = entropy
+        .then(|| {
+            let values = all.detach();
+            (values.exp()? * &values)?.sum(D::Minus1)?.neg()
+        })
+        .transpose()?;
     Ok((logp, entropy))
 }
 
@@ -452,7 +462,7 @@ fn update(
     let logps = |model: &Decoder| -> Result<Vec<Tensor>> {
         let batches = plan.micro.iter().map(|(rows, _, _)| pack::batch(&plan.examples, rows, device));
         batches
-            .map(|b| Ok(token_logprobs(model, &b?, cfg.temperature)?.0))
+            .map(|b| Ok(token_logprobs(model, &b?, cfg.temperature, false)?.0))
             .collect::<candle_core::Result<_>>()
             .map_err(candle_err)
     };
@@ -461,14 +471,14 @@ fn update(
     for _ in 0..cfg.iterations {
         for (i, (rows, adv, weight)) in plan.micro.iter().enumerate() {
             let batch = pack::batch(&plan.examples, rows, device).map_err(candle_err)?;
-            let (logp, entropy) = token_logprobs(models.train, &batch, cfg.temperature).map_err(candle_err)?;
+            let (logp, entropy) = token_logprobs(models.train, &batch, cfg.temperature, true).map_err(candle_err)?;
             let old = old.as_ref().map_or_else(|| logp.detach(), |o| o[i].clone());
             let terms =
                 grpo::per_token(&logp, &old, reference.as_ref().map(|r| &r[i]), adv, cfg.clip()).map_err(candle_err)?;
             let loss = terms.loss.mul(weight).and_then(|l| l.sum_all()).map_err(candle_err)?;
             let scalar = |t: &Tensor| t.sum_all().and_then(|s| s.to_scalar::<f32>()).map(f64::from).map_err(candle_err);
             m.loss += scalar(&loss)?;
-            m.entropy += scalar(&entropy)?;
+            m.entropy += scalar(&entropy.expect("asked for"))?;
             if let Some(kl) = &terms.kl {
                 m.kl += scalar(kl)?;
             }
@@ -761,7 +771,7 @@ mod tests {
             .map(|r| {
                 let plan = plan(&[r], cfg, 0, &Device::Cpu).unwrap();
                 let batch = pack::batch(&plan.examples, &plan.micro[0].0, &Device::Cpu).unwrap();
-                token_logprobs(model, &batch, cfg.temperature).unwrap().0.sum_all().unwrap().to_scalar().unwrap()
+                token_logprobs(model, &batch, cfg.temperature, false).unwrap().0.sum_all().unwrap().to_scalar().unwrap()
             })
             .collect()
     }
@@ -816,7 +826,7 @@ mod tests {
             let r = Rollout { prompt: ids.clone(), ..rollout(sample.tokens.clone(), 0.0) };
             let plan = plan(&[&r], &cfg, 0, &Device::Cpu).unwrap();
             let batch = pack::batch(&plan.examples, &plan.micro[0].0, &Device::Cpu).unwrap();
-            let got: Vec<f32> = token_logprobs(&checkpoint.model, &batch, 1.0).unwrap().0.to_vec1().unwrap();
+            let got: Vec<f32> = token_logprobs(&checkpoint.model, &batch, 1.0, false).unwrap().0.to_vec1().unwrap();
             assert!(!want.is_empty() && got.len() >= want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
