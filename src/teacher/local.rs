@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::{IndexOp, Tensor};
 
+use super::beam::{End, Search};
 use super::sampling::{SamplingConfig, sample, stream, top_logprobs};
 use super::{Finish, Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
@@ -218,6 +219,99 @@ impl Local {
     }
 }
 
+impl Local {
+    /// Beam search ([`super::beam`]) with `cfg.beams` beams per prompt, every beam of every prompt in one
+    /// batch: the prompts are prefilled together, then each step feeds the running beams' last tokens and
+    /// reorders the KV cache by their parents. A prompt's `n` samples are its `n` best hypotheses.
+    fn decode_beams(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
+        let (dev, model) = (self.model.device().clone(), &self.model);
+        let width = cfg.beams as usize;
+        if let Some(p) = prompts.iter().find(|p| p.n as usize > width) {
+            return Err(Error::usage(format!("{} samples of problem `{}` from {width} beams", p.n, p.key))
+                .with_hint("`-n` keeps the n best beams: at most `--beams`"));
+        }
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
+        self.check_context(prompts, &ids, cfg)?;
+        let (mut cache, last, valid) = self.prefill(&ids)?;
+        let max_new = cfg.max_new_tokens as usize;
+        let mut searches: Vec<Search> =
+            prompts.iter().map(|_| Search::new(width, cfg.length_penalty, max_new)).collect();
+        // the batch: (prompt, beam) per row, and each row's real positions
+        let mut rows: Vec<(usize, usize)> = (0..prompts.len()).map(|p| (p, 0)).collect();
+        let mut valid = valid;
+        let mut next: Vec<Vec<f32>> = last.to_vec2().map_err(candle)?;
+        let eos = &self.tokenizer.eos_ids;
+        let ends = |tokens: &[u32], t: u32| -> Option<End> {
+            if eos.contains(&t) {
+                return Some(End::Eos);
+            }
+            let mut all = tokens.to_vec();
+            all.push(t);
+            // a decoding error here is a token the tokenizer cannot show: not a stop string
+            self.ends_with_stop(&all, &cfg.stop).unwrap_or(false).then_some(End::Stop)
+        };
+        loop {
+            let (mut keep, mut new_rows, mut new_valid) = (Vec::new(), Vec::new(), Vec::new());
+            let mut at = 0;
+            for (p, search) in searches.iter_mut().enumerate() {
+                let count = rows[at..].iter().take_while(|r| r.0 == p).count();
+                if count == 0 {
+                    continue;
+                }
+                let logits: Vec<&[f32]> = next[at..at + count].iter().map(Vec::as_slice).collect();
+                let parents = search.step(&logits, eos.len(), ends);
+                for (beam, parent) in parents.into_iter().enumerate() {
+                    keep.push((at + parent) as u32);
+                    new_rows.push((p, beam));
+                    let mut v = valid[at + parent].clone();
+                    v.push(true);
+                    new_valid.push(v);
+                }
+                at += count;
+            }
+            if keep.is_empty() {
+                break;
+            }
+            cache = cache.select(&Tensor::new(keep, &dev).map_err(candle)?).map_err(candle)?;
+            (rows, valid) = (new_rows, new_valid);
+            let input: Vec<Vec<u32>> = rows.iter().map(|&(p, b)| vec![searches[p].last(b)]).collect();
+            let past = cache.len();
+            let logits = model
+                .forward(
+                    &Tensor::new(input, &dev).map_err(candle)?,
+                    &positions(&valid, past, &dev).map_err(candle)?,
+                    &attention_mask(&valid, past, 1),
+                    Some(&mut cache),
+                )
+                .map_err(candle)?;
+            next = logits.squeeze(1).map_err(candle)?.to_vec2().map_err(candle)?;
+        }
+        let mut out = Vec::with_capacity(prompts.len());
+        for ((prompt, search), ids) in prompts.iter().zip(searches).zip(&ids) {
+            let decoded = search.decoded;
+            let mut samples = Vec::with_capacity(prompt.n as usize);
+            for (rank, h) in search.finish().into_iter().take(prompt.n as usize).enumerate() {
+                let server =
+                    serde_json::json!({"beams": width, "rank": rank, "score": h.score, "decoded_tokens": decoded});
+                samples.push(Sample {
+                    text: self.tokenizer.decode(&h.tokens, false)?,
+                    prompt_tokens: ids.len() as u32,
+                    completion_tokens: h.tokens.len() as u32,
+                    tokens: h.tokens.iter().copied().chain(h.eos).collect(),
+                    finish: h.finish,
+                    logprobs: h.logprobs[..h.tokens.len()].to_vec(),
+                    top_logprobs: Vec::new(),
+                    reasoning: None,
+                    error: None,
+                    server: Some(server.to_string()),
+                });
+            }
+            out.push(samples);
+        }
+        Ok(out)
+    }
+}
+
 /// The rows of a batch: `n` per prompt, each with its own random stream.
 fn sample_rows(prompts: &[Prompt], valid: &[Vec<bool>], cfg: &SamplingConfig) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -249,11 +343,132 @@ impl Teacher for Local {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>> {
-        let out = self.decode_batch(prompts, sampling)?;
+        let out = if sampling.beams > 1 {
+            self.decode_beams(prompts, sampling)?
+        } else {
+            self.decode_batch(prompts, sampling)?
+        };
         let samples: usize = out.iter().map(Vec::len).sum();
         self.tokens += out.iter().flatten().map(|s| u64::from(s.completion_tokens)).sum::<u64>();
         progress.inc(samples as u64);
         progress.message(&format!("{:.0} tok/s", self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::chat::Message;
+
+    fn teacher() -> Local {
+        Local::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher")).unwrap()
+    }
+
+    fn prompts(texts: &[&str], n: u32) -> Vec<Prompt> {
+        let prompt = |t: &&str| Prompt {
+            key: t.to_string(),
+            messages: vec![Message::new("user", t)],
+            prefill: String::new(),
+            n,
+        };
+        texts.iter().map(prompt).collect()
+    }
+
+    /// One beam ranked by likelihood alone is greedy decoding: the same tokens, log-probabilities and
+    /// finish, for prompts of different lengths decoded in one batch.
+    #[test]
+    fn one_beam_is_greedy() {
+        let t = teacher();
+        let ps = prompts(&["What is 3 + 4?", "Compute 12 * 5 - 7.", "1+1"], 1);
+        let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 60, ..Default::default() };
+        let beam = SamplingConfig { beams: 1, length_penalty: 0.0, ..greedy.clone() };
+        let (a, b) = (t.decode_batch(&ps, &greedy).unwrap(), t.decode_beams(&ps, &beam).unwrap());
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert_eq!((&x.tokens, x.finish), (&y.tokens, y.finish));
+            assert!(x.logprobs.iter().zip(&y.logprobs).all(|(p, q)| (p - q).abs() < 1e-4));
+        }
+    }
+
+    /// A random model over the tiny teacher's byte vocabulary, its weights spread enough that the next
+    /// token is uncertain (a trained model is too sure of itself for a narrow search to go wrong).
+    fn uncertain() -> Local {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+        let config: ModelConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "qwen2", "vocab_size": 259, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "tie_word_embeddings": true, "max_position_embeddings": 512,
+            "bos_token_id": 256, "eos_token_id": 258,
+        }))
+        .unwrap();
+        let ck = Checkpoint::random(&config, 5, &candle_core::Device::Cpu).unwrap();
+        for (name, var) in ck.vars.data().lock().unwrap().iter() {
+            if !name.ends_with("norm.weight") {
+                var.set(&(var.as_tensor() * 6.0).unwrap()).unwrap();
+            }
+        }
+        let (tokenizer, chat) = (Tokenizer::from_dir(&dir).unwrap(), ChatTemplate::from_dir(&dir).unwrap());
+        Local::with_model(&dir, config, ck.model, tokenizer, chat).unwrap()
+    }
+
+    /// With as many beams as tokens and two new tokens, beam search is exhaustive: its best hypothesis
+    /// is the best of every one- and two-token continuation, each scored from a full forward pass
+    /// (no cache) as `sum of log-probabilities / length`; two beams miss it on some prompts (the test
+    /// can tell a search from a guess).
+    #[test]
+    fn beam_search_equals_exhaustive_search_over_a_short_horizon() {
+        let t = uncertain();
+        let vocab = t.config.vocab_size;
+        let ps = prompts(&["What is 2 + 2?", "7*8", "zq#", "Wait", "}{", "The answer", "x^2 = ", "ok"], 1);
+        let cfg = SamplingConfig { beams: vocab as u32, max_new_tokens: 2, ..Default::default() };
+        let beams = t.decode_beams(&ps, &cfg).unwrap();
+        let narrow = t.decode_beams(&ps, &SamplingConfig { beams: 2, ..cfg.clone() }).unwrap();
+        let score = |s: &Sample| {
+            let v: serde_json::Value = serde_json::from_str(s.server.as_deref().unwrap()).unwrap();
+            v["score"].as_f64().unwrap()
+        };
+        let misses = beams.iter().zip(&narrow).filter(|(a, b)| score(&b[0]) < score(&a[0]) - 1e-6).count();
+        assert!(misses > 0, "two beams find every best continuation: the horizon is too easy to test the search");
+        let dev = t.model.device().clone();
+        let log_softmax = |row: &[f32]| {
+            let z = super::super::sampling::log_partition(row);
+            row.iter().map(|&l| f64::from(l) - z).collect::<Vec<f64>>()
+        };
+        let last_logits = |ids: &[Vec<u32>]| -> Vec<Vec<f32>> {
+            let valid = vec![vec![true; ids[0].len()]; ids.len()];
+            let input = Tensor::new(ids.to_vec(), &dev).unwrap();
+            let w = ids[0].len();
+            let out =
+                t.model.forward(&input, &positions(&valid, 0, &dev).unwrap(), &attention_mask(&valid, 0, w), None);
+            out.unwrap().i((.., w - 1, ..)).unwrap().to_vec2().unwrap()
+        };
+        let eos = &t.tokenizer.eos_ids;
+        for (p, got) in ps.iter().zip(&beams) {
+            let prompt = t.prompt_ids(p).unwrap();
+            let first = log_softmax(&last_logits(std::slice::from_ref(&prompt))[0]);
+            // (score, tokens including the end token)
+            let mut best = (f64::NEG_INFINITY, Vec::new());
+            let mut consider = |score: f64, tokens: Vec<u32>| {
+                if score > best.0 {
+                    best = (score, tokens);
+                }
+            };
+            let firsts: Vec<u32> = (0..vocab as u32).filter(|a| !eos.contains(a)).collect();
+            for &a in eos {
+                consider(first[a as usize], vec![a]);
+            }
+            let rows: Vec<Vec<u32>> = firsts.iter().map(|&a| [prompt.clone(), vec![a]].concat()).collect();
+            for (chunk, logits) in rows.chunks(64).zip(rows.chunks(64).map(last_logits)) {
+                for (row, l) in chunk.iter().zip(logits) {
+                    let a = *row.last().unwrap();
+                    for (b, lp) in log_softmax(&l).into_iter().enumerate() {
+                        consider((first[a as usize] + lp) / 2.0, vec![a, b as u32]);
+                    }
+                }
+            }
+            let top = &got[0];
+            assert_eq!(top.tokens, best.1, "{}", p.key);
+            assert!((score(top) - best.0).abs() < 1e-4, "{} vs {}", score(top), best.0);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Teachers: what writes the traces. One trait; `local` runs a Hugging Face checkpoint in candle,
 //! `openai` calls an OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
 
+pub mod beam;
 pub mod journal;
 pub mod local;
 pub mod openai;

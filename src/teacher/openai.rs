@@ -686,6 +686,10 @@ impl Teacher for OpenAi {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>> {
+        if sampling.beams > 1 {
+            return Err(Error::usage("beam search runs on the local teacher only")
+                .with_hint("serve the checkpoint's directory with `--teacher local:DIR`, or sample with `-n`"));
+        }
         if self.cfg.api == Api::Chat && prompts.iter().any(|p| !p.prefill.is_empty()) {
             return Err(Error::usage("a prefill cannot be sent to a chat API").with_hint(
                 "use `--api completions --chat-template DIR`: forge renders the prompt and its prefill itself",

@@ -34,6 +34,14 @@ pub struct SamplingConfig {
     /// (for distillation)
     #[arg(long, default_value_t = DEFAULT.top_logprobs, value_name = "K")]
     pub top_logprobs: u32,
+    /// Beam search with this many beams (local teacher; above 1 the search is deterministic:
+    /// temperature, top-p, top-k and min-p do not apply, and `-n` is how many of the best beams to keep)
+    #[arg(long, default_value_t = DEFAULT.beams, value_name = "W")]
+    pub beams: u32,
+    /// Beam search scores a sequence `sum of log-probabilities / length^P` (transformers' default 1;
+    /// 0 ranks by likelihood alone, and one beam is then greedy decoding)
+    #[arg(long, default_value_t = DEFAULT.length_penalty, value_name = "P")]
+    pub length_penalty: f32,
 }
 
 const DEFAULT: SamplingConfig = SamplingConfig {
@@ -45,6 +53,8 @@ const DEFAULT: SamplingConfig = SamplingConfig {
     seed: 1,
     stop: Vec::new(),
     top_logprobs: 0,
+    beams: 1,
+    length_penalty: 1.0,
 };
 
 impl Default for SamplingConfig {
@@ -59,7 +69,7 @@ pub fn stream(seed: u64, problem: &str, sample: u32) -> Rng {
 }
 
 /// `log Σ exp(logits)`, computed stably: a token's log-probability is its logit minus this.
-fn log_partition(logits: &[f32]) -> f64 {
+pub fn log_partition(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln()
 }

@@ -215,12 +215,9 @@ impl RlConfig {
         SamplingConfig {
             temperature: self.temperature as f32,
             top_p: 1.0,
-            top_k: None,
-            min_p: 0.0,
             max_new_tokens: self.max_tokens as u32,
             seed: self.seed,
-            stop: Vec::new(),
-            top_logprobs: 0,
+            ..SamplingConfig::default()
         }
     }
 
