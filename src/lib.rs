@@ -32,6 +32,7 @@ pub(crate) use serde_as_string;
 // that imports go downwards).
 pub mod error;
 pub mod expr;
+pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rng;

@@ -82,6 +82,7 @@ pub(super) fn rows(
                     messages: vec![crate::model::chat::Message::new("user", &user)],
                     prefill: format!("{kept}\n{cue}\n"),
                     n: cfg.continuations,
+                    max_new_tokens: None,
                 }
             })
             .collect();

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::error::{Error, Location, Result};
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// End-of-sequence ids: `generation_config.json`, else `config.json`, else the `eos_token`.

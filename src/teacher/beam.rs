@@ -185,7 +185,7 @@ mod tests {
             let mut s = Search::new(width, 0.0, 3);
             while !s.done() {
                 let rows: Vec<[f32; 3]> = s.running.iter().map(|b| logits(&b.tokens)).collect();
-                let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+                let refs: Vec<&[f32]> = rows.iter().map(<[f32; 3]>::as_slice).collect();
                 s.step(&refs, 1, ends);
             }
             s.finish()

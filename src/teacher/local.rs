@@ -167,7 +167,7 @@ impl Local {
                     row.finish = Some(Finish::Stop);
                     continue;
                 }
-                if row.tokens.len() >= cfg.max_new_tokens as usize {
+                if row.tokens.len() >= prompts[row.prompt].limit(cfg) as usize {
                     row.finish = Some(Finish::Length);
                     continue;
                 }
@@ -337,6 +337,10 @@ impl Teacher for Local {
         &self.id
     }
 
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        Some(&self.tokenizer)
+    }
+
     fn generate(
         &mut self,
         prompts: &[Prompt],
@@ -371,6 +375,7 @@ mod tests {
             messages: vec![Message::new("user", t)],
             prefill: String::new(),
             n,
+            max_new_tokens: None,
         };
         texts.iter().map(prompt).collect()
     }

@@ -2,6 +2,7 @@
 //! `openai` calls an OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
 
 pub mod beam;
+pub mod budget;
 pub mod journal;
 pub mod local;
 pub mod openai;
@@ -24,6 +25,16 @@ pub struct Prompt {
     /// Text the assistant's turn starts with (e.g. `<think>\n`); the completion continues it.
     pub prefill: String,
     pub n: u32,
+    /// New tokens at most for this prompt's samples, when below the sampling's `max_new_tokens`
+    /// (budget forcing continues each sample with what is left of its budget).
+    pub max_new_tokens: Option<u32>,
+}
+
+impl Prompt {
+    /// The new tokens at most of this prompt under `sampling`.
+    pub fn limit(&self, sampling: &SamplingConfig) -> u32 {
+        self.max_new_tokens.map_or(sampling.max_new_tokens, |m| m.min(sampling.max_new_tokens))
+    }
 }
 
 /// One sampled completion.
@@ -70,6 +81,10 @@ impl Sample {
 pub trait Teacher {
     /// `local:<path>` or `openai:<model>@<url>`, recorded in every trace.
     fn id(&self) -> &str;
+    /// The teacher's tokenizer, where forge has it (the local teacher): budget forcing counts with it.
+    fn tokenizer(&self) -> Option<&crate::model::tokenizer::Tokenizer> {
+        None
+    }
     /// `n` samples for each prompt, in order; `progress` counts the samples as they finish.
     fn generate(
         &mut self,

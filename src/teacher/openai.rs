@@ -255,7 +255,7 @@ impl OpenAi {
     /// The journal key of sample `k` of `prompt`: what is asked (API, model, messages or rendered prompt,
     /// sampling settings, sample index), not where or of which server software.
     fn key(&self, content: &Value, prompt: &Prompt, s: &SamplingConfig, k: u32) -> u128 {
-        let what = json!({
+        let mut what = json!({
             "api": self.path(),
             "model": self.model,
             "content": content,
@@ -264,6 +264,9 @@ impl OpenAi {
             "sample": k,
             "logprobs": !self.cfg.no_logprobs,
         });
+        if let Some(limit) = prompt.max_new_tokens {
+            what["limit"] = json!(limit);
+        }
         xxhash_rust::xxh3::xxh3_128(what.to_string().as_bytes())
     }
 
@@ -273,7 +276,7 @@ impl OpenAi {
         body["model"] = json!(self.model);
         body["temperature"] = json!(s.temperature);
         body["top_p"] = json!(s.top_p);
-        body["max_tokens"] = json!(s.max_new_tokens);
+        body["max_tokens"] = json!(prompt.limit(s));
         // the sample's own seed, below 2^31 (which every server accepts)
         body["seed"] = json!(super::sampling::stream(s.seed, &prompt.key, k).next_u64() >> 33);
         if !s.stop.is_empty() {

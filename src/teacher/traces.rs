@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::BudgetConfig;
 use super::{Connect, Finish, HttpConfig, Prompt, SamplingConfig};
 use crate::dataset::{
     DatasetWriter, Input, Problem, Provenance, Sampling, Start, TableKind, TokenLogprob, Trace, WriteOptions,
@@ -47,6 +48,9 @@ pub struct GenerateConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub prompt: PromptConfig,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub budget: BudgetConfig,
     /// Problems decoded together (their samples share one batch)
     #[arg(long, default_value_t = eight(), value_name = "N")]
     #[serde(default = "eight")]
@@ -106,7 +110,7 @@ impl PromptConfig {
 
     /// The prompt of `problem`'s `n` samples.
     pub fn prompt(&self, problem: &Problem, key: String, n: u32) -> Prompt {
-        Prompt { key, messages: self.messages(problem), prefill: self.prefill(), n }
+        Prompt { key, messages: self.messages(problem), prefill: self.prefill(), n, max_new_tokens: None }
     }
 }
 
@@ -225,7 +229,11 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
                 continue;
             }
             let prompts: Vec<Prompt> = chunk.iter().map(|p| cfg.prompt.prompt(p, p.id.clone(), cfg.n)).collect();
-            let samples = teacher.generate(&prompts, &cfg.sampling, &progress)?;
+            let samples = if cfg.budget.active() {
+                super::budget::generate(teacher.as_mut(), &prompts, &cfg.sampling, &cfg.budget, &progress)?
+            } else {
+                teacher.generate(&prompts, &cfg.sampling, &progress)?
+            };
             let mut traces = Vec::with_capacity(rows as usize);
             for (problem, samples) in chunk.iter().zip(samples) {
                 for (k, s) in samples.into_iter().enumerate() {

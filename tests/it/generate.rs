@@ -212,3 +212,107 @@ fn stop_strings_end_the_completion_where_they_first_appear() {
     let expected = free_other.find(&stop).map_or(free_other, |at| &free_other[..at + stop.len()]);
     assert_eq!(other, expected);
 }
+
+/// Budget forcing on the tiny teacher (byte tokens: a token is a byte), greedy, its thinking ending at
+/// "The answer is": `--max-thinking-tokens 11` cuts every thinking longer than 11 tokens at exactly 11
+/// (the plain completion's first 11 bytes, then the delimiter and cue) and leaves the others as they
+/// were; `--min-thinking-tokens 30` replaces each end of thinking before 30 tokens with "Wait", and the
+/// thinking it keeps is at least 30 tokens (unless the model ends the sample itself, without the delimiter),
+/// each "Wait" standing where the model ended too early.
+#[test]
+fn budget_forcing_cuts_and_extends_at_exact_token_counts() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &"10",
+        &"--ops",
+        &"1..2",
+        &"--max-operand",
+        &"9",
+        &"--seed",
+        &"1000",
+        &"-o",
+        &problems,
+        &"-q",
+    ]);
+    let end = "The answer is";
+    let run_with = |name: &str, extra: &[&str]| {
+        let out = s.path(name);
+        let mut args: Vec<String> = ["generate", "--teacher", "local:samples/tiny-teacher", "--temperature", "0"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.extend(["--max-tokens", "200", "-q", "--problems"].map(String::from));
+        args.push(problems.display().to_string());
+        args.extend(["--thinking-end", end, "--answer-cue", " "].map(String::from));
+        args.extend(extra.iter().map(ToString::to_string));
+        args.extend(["-o".to_string(), out.display().to_string()]);
+        let refs: Vec<&dyn AsRef<std::ffi::OsStr>> = args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+        ok(&refs);
+        records(&out)
+    };
+    let plain = run_with("plain", &[]);
+    let cut = run_with("cut", &["--max-thinking-tokens", "11"]);
+    let long = run_with("long", &["--min-thinking-tokens", "30"]);
+    let server = |r: &serde_json::Map<String, serde_json::Value>| -> serde_json::Value {
+        serde_json::from_str(r["server"].as_str().expect("budget forcing records its counts")).unwrap()
+    };
+    let (mut cuts, mut kept, mut extended) = (0, 0, 0);
+    for ((p, c), l) in plain.iter().zip(&cut).zip(&long) {
+        let plain_text = p["completion"].as_str().unwrap();
+        let thinking = plain_text.find(end).expect("the tiny teacher ends its steps with the delimiter");
+        let (c_text, c_server) = (c["completion"].as_str().unwrap(), server(c));
+        if thinking > 11 {
+            cuts += 1;
+            assert_eq!(&c_text[..11], &plain_text[..11]);
+            assert!(c_text[11..].starts_with(&format!("\n{end} ")), "{c_text:?}");
+            assert_eq!((c_server["thinking_tokens"].as_u64(), c_server["cut"].as_bool()), (Some(11), Some(true)));
+        } else {
+            kept += 1;
+            assert_eq!(c_text, plain_text, "a thinking within the budget is left as it was");
+            assert_eq!(
+                (c_server["thinking_tokens"].as_u64(), c_server["cut"].as_bool()),
+                (Some(thinking as u64), Some(false))
+            );
+        }
+        let (l_text, l_server) = (l["completion"].as_str().unwrap(), server(l));
+        if thinking < 30 {
+            extended += 1;
+            assert_eq!(&l_text[..thinking + 4], format!("{}Wait", &plain_text[..thinking]), "{l_text:?}");
+            // the thinking ends at the delimiter, or with the sample (the model may end it outright)
+            let ended = l_text.rfind(end);
+            let thought = &l_text[..ended.unwrap_or(l_text.len())];
+            let segments: Vec<&str> = thought.split("Wait").collect();
+            let waits = segments.len() - 1;
+            assert_eq!(l_server["waits"].as_u64(), Some(waits as u64));
+            let generated: usize = segments.iter().map(|s| s.len()).sum();
+            assert_eq!(l_server["thinking_tokens"].as_u64(), Some(generated as u64));
+            assert!(generated >= 30 || ended.is_none(), "{generated}: {l_text:?}");
+            // every "Wait" replaced an end of thinking that came before 30 tokens
+            let before_last: usize = segments[..waits].iter().map(|s| s.len()).sum();
+            assert!(before_last < 30, "{l_text:?}");
+        } else {
+            assert_eq!(l_text, plain_text);
+        }
+    }
+    assert!(cuts > 0 && kept > 0 && extended > 0, "cut {cuts}, kept {kept}, extended {extended}");
+    let manifest = std::fs::read_to_string(s.path("cut").join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"max_thinking_tokens\": 11"), "the budget is in the provenance");
+    let (code, _, err) = run(&[
+        &"generate",
+        &"--teacher",
+        &"local:samples/tiny-teacher",
+        &"--problems",
+        &problems,
+        &"--min-thinking-tokens",
+        &"40",
+        &"--max-thinking-tokens",
+        &"20",
+        &"-o",
+        &s.path("bad"),
+    ]);
+    assert!(code != 0 && err.contains("above `--max-thinking-tokens 20`"), "{err}");
+}
