@@ -106,3 +106,153 @@ fn eval_json_scores_per_source_match_the_traces() {
     }
     assert_eq!(some_wrong_some_right, (true, true), "the samples mix right and wrong answers");
 }
+
+/// The verdict of a kept trace, as forge's verifier gives it.
+fn verdict(t: &serde_json::Map<String, Value>) -> (bool, Option<String>) {
+    let trace = TraceRef {
+        domain: forge::formats::domain::Domain::of(t["domain"].as_str().unwrap()),
+        gold: t["gold"].as_str(),
+        output: t["completion"].as_str().unwrap(),
+        prompt: None,
+        metadata: t["metadata"].as_str(),
+        tests: None,
+        finish_reason: t["finish_reason"].as_str(),
+    };
+    let v = verify_trace(&trace, &VerifySettings::default()).unwrap();
+    (v.correct, v.extracted)
+}
+
+/// `--strategy best-of-4 --sweep n=1,2,4`: one run of 4 samples, each point scored on the first k samples
+/// of every problem: best-of-k (pass@k: any right), maj@k, best-by-logprob and tokens per problem equal
+/// those recomputed from the kept traces; `sweep.csv` and `scaling.png` are written. `beam@3`: one trace
+/// per problem (the best beam), `accuracy` its share right, tokens per problem every beam's tokens.
+/// Strategy flags that contradict each other are refused.
+#[test]
+fn strategies_and_sweeps_score_what_they_name() {
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &"12",
+        &"--ops",
+        &"1..2",
+        &"--max-operand",
+        &"9",
+        &"--seed",
+        &"1000",
+        &"-o",
+        &problems,
+        &"-q",
+    ]);
+    let model = "samples/tiny-teacher";
+    let out = s.path("best");
+    let stdout = ok(&[
+        &"eval",
+        &"--model",
+        &model,
+        &"--problems",
+        &problems,
+        &"--strategy",
+        &"best-of-4",
+        &"--sweep",
+        &"n=1,2,4",
+        &"--temperature",
+        &"1.0",
+        &"--max-tokens",
+        &"120",
+        &"--json",
+        &"-o",
+        &out,
+    ]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let mut by_problem: BTreeMap<String, Vec<(u64, bool, Option<String>, u64, f64)>> = BTreeMap::new();
+    for t in records(&out) {
+        let (right, answer) = verdict(&t);
+        let logprobs: Vec<f64> = t["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let mean = logprobs.iter().sum::<f64>() / logprobs.len() as f64;
+        by_problem.entry(t["problem_id"].as_str().unwrap().into()).or_default().push((
+            t["sample_index"].as_u64().unwrap(),
+            right,
+            answer,
+            t["completion_tokens"].as_u64().unwrap(),
+            mean,
+        ));
+    }
+    let points = report["sweep"].as_array().unwrap();
+    assert_eq!(
+        points.iter().map(|p| p["point"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["best-of-1", "best-of-2", "best-of-4"]
+    );
+    let mut gains = false;
+    for (p, k) in points.iter().zip([1usize, 2, 4]) {
+        let (mut any, mut maj, mut by_logprob, mut tokens) = (0.0, 0.0, 0.0, 0u64);
+        for samples in by_problem.values_mut() {
+            samples.sort_by_key(|x| x.0);
+            let first = &samples[..k];
+            any += f64::from(u8::from(first.iter().any(|x| x.1)));
+            let answers: Vec<&str> = first.iter().filter_map(|x| x.2.as_deref()).collect();
+            let winner = majority(answers, DEFAULT_TOLERANCE).map(|v| v.answer);
+            maj += f64::from(u8::from(winner.is_some_and(|w| first.iter().any(|x| x.1 && x.2.as_deref() == Some(&w)))));
+            let best = first.iter().rev().max_by(|a, b| a.4.total_cmp(&b.4)).unwrap();
+            by_logprob += f64::from(u8::from(best.1));
+            tokens += first.iter().map(|x| x.3).sum::<u64>();
+        }
+        let n = by_problem.len() as f64;
+        let close = |a: &Value, b: f64| (a.as_f64().unwrap() - b).abs() < 1e-9;
+        assert!(close(&p["accuracy"], any / n), "{p}");
+        assert!(close(&p["tokens_per_problem"], tokens as f64 / n), "{p}");
+        if k > 1 {
+            assert!(close(&p["scores"]["maj_at_n"], maj / n), "{p}");
+            assert!(close(&p["scores"]["best_by_logprob"], by_logprob / n), "{p}");
+        }
+        gains |= k > 1 && any / n > points[0]["accuracy"].as_f64().unwrap();
+    }
+    assert!(gains, "more samples, more problems with a right one: {points:?}");
+    assert_eq!(report["accuracy"], points[2]["accuracy"]);
+    assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap().lines().count(), 4);
+    assert_eq!(&std::fs::read(out.join("scaling.png")).unwrap()[..4], b"\x89PNG");
+
+    let beam = s.path("beam");
+    let stdout = ok(&[
+        &"eval",
+        &"--model",
+        &model,
+        &"--problems",
+        &problems,
+        &"--strategy",
+        &"beam@3",
+        &"--max-tokens",
+        &"120",
+        &"--json",
+        &"-o",
+        &beam,
+    ]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let traces = records(&beam);
+    assert_eq!(traces.len(), 12, "one trace per problem: the best beam");
+    let right = traces.iter().filter(|t| verdict(t).0).count() as f64 / 12.0;
+    let decoded: u64 = traces
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<Value>(t["server"].as_str().unwrap()).unwrap()["decoded_tokens"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(report["strategy"], "beam@3");
+    assert!((report["accuracy"].as_f64().unwrap() - right).abs() < 1e-9);
+    assert!((report["overall"]["tokens_per_problem"].as_f64().unwrap() - decoded as f64 / 12.0).abs() < 1e-9);
+    assert!(decoded as f64 > 2.0 * traces.iter().map(|t| t["completion_tokens"].as_f64().unwrap()).sum::<f64>());
+
+    for (args, message) in [
+        (vec!["-n", "4", "--strategy", "maj@4"], "`-n 4` with `--strategy maj@4`"),
+        (vec!["--strategy", "greedy", "--sweep", "n=1,2"], "`greedy` has none"),
+        (vec!["--strategy", "best-of-x"], "is not a strategy"),
+        (vec!["--strategy", "beam@2", "--temperature", "0.7"], "which does not sample"),
+    ] {
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"eval", &"--model", &model, &"--problems", &problems];
+        all.extend(args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        let (code, _, err) = crate::util::run(&all);
+        assert!(code != 0 && err.contains(message), "{args:?}: {err}");
+    }
+}
