@@ -252,6 +252,7 @@ impl EvalConfig {
             },
             prompt: self.prompt.clone(),
             budget: budget.clone(),
+            adaptive: Default::default(),
             batch_size: self.batch_size,
             model: None,
             http: self.http.clone(),

@@ -189,6 +189,19 @@ impl DatasetWriter {
         self.done.contains_key(&(row / self.rows_per_shard))
     }
 
+    /// The shards an earlier, interrupted run finished from the first one on, without a gap: the rows
+    /// a producer whose rows per input vary (adaptive sampling) reads back to know where it stopped.
+    pub fn finished_prefix(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (at, (&index, file)) in self.done.iter().enumerate() {
+            if index != at as u64 {
+                break;
+            }
+            out.push(self.dir.join(&file.path));
+        }
+        out
+    }
+
     /// How many of the next `max` rows from output row `row` lie in one shard: such a run is either all
     /// finished already ([`DatasetWriter::skips`]) or all still to do.
     pub fn run_length(&self, row: u64, max: u64) -> u64 {

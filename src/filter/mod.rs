@@ -24,7 +24,6 @@ mod clusters;
 pub mod decontam;
 pub mod exact_dup;
 pub mod near_dup;
-pub mod select;
 mod signatures;
 mod text;
 mod work;
@@ -45,10 +44,10 @@ use crate::error::{Error, Result};
 use crate::verify::VerifySettings;
 use crate::{Context, Outcome, OutputArgs};
 
+use crate::verify::pass_rate::PassRate;
 pub use clusters::Report;
 use decontam::DecontamConfig;
 use near_dup::MinHashConfig;
-use select::PassRate;
 
 /// `forge filter` settings: flags, or a TOML file (`--config`) with the same names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]

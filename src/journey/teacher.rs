@@ -83,6 +83,7 @@ pub(super) fn rows(
                     prefill: format!("{kept}\n{cue}\n"),
                     n: cfg.continuations,
                     max_new_tokens: None,
+                    first_sample: 0,
                 }
             })
             .collect();

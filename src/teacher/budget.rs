@@ -24,25 +24,36 @@ use crate::progress::Progress;
 pub struct BudgetConfig {
     /// Cut the thinking after N generated tokens: append the end-of-thinking delimiter and the answer cue,
     /// and let the model answer (s1 budget forcing; local teacher)
-    #[arg(long, value_name = "N")]
-    #[serde(default)]
+    #[arg(long, alias = "budget", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_thinking_tokens: Option<u32>,
     /// Think at least N tokens: an end-of-thinking delimiter before that is replaced by `--wait-text`
     #[arg(long, value_name = "N")]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_thinking_tokens: Option<u32>,
     /// The text that ends the thinking (forge's tiny teacher: 'The answer is')
     #[arg(long, default_value_t = thinking_end(), value_name = "TEXT")]
-    #[serde(default = "thinking_end")]
+    #[serde(default = "thinking_end", skip_serializing_if = "is_default_thinking_end")]
     pub thinking_end: String,
     /// What a cut appends after the delimiter (escapes \n and \t are read)
     #[arg(long, default_value_t = answer_cue(), value_name = "TEXT")]
-    #[serde(default = "answer_cue")]
+    #[serde(default = "answer_cue", skip_serializing_if = "is_default_answer_cue")]
     pub answer_cue: String,
     /// What replaces an early delimiter
     #[arg(long, default_value_t = wait_text(), value_name = "TEXT")]
-    #[serde(default = "wait_text")]
+    #[serde(default = "wait_text", skip_serializing_if = "is_default_wait_text")]
     pub wait_text: String,
+}
+
+// left out of the serialised config at their defaults: earlier runs keep their fingerprints
+fn is_default_thinking_end(s: &str) -> bool {
+    s == thinking_end()
+}
+fn is_default_answer_cue(s: &str) -> bool {
+    s == answer_cue()
+}
+fn is_default_wait_text(s: &str) -> bool {
+    s == wait_text()
 }
 
 fn thinking_end() -> String {
@@ -254,7 +265,7 @@ pub fn generate(
     let mut threads: Vec<Thread> = prompts
         .iter()
         .enumerate()
-        .flat_map(|(i, p)| (0..p.n).map(move |k| (i, k)))
+        .flat_map(|(i, p)| (0..p.n).map(move |k| (i, p.first_sample + k)))
         .map(|(prompt, k)| Thread {
             prompt,
             k,
@@ -305,6 +316,7 @@ pub fn generate(
                         prefill: format!("{}{}", p.prefill, t.text),
                         n: 1,
                         max_new_tokens: Some(t.left(budget, &forced, max_total)),
+                        first_sample: 0,
                     }
                 })
                 .collect();

@@ -323,7 +323,7 @@ fn sample_rows(prompts: &[Prompt], valid: &[Vec<bool>], cfg: &SamplingConfig) ->
                 tokens: Vec::new(),
                 logprobs: Vec::new(),
                 top: Vec::new(),
-                rng: stream(cfg.seed, &prompt.key, k),
+                rng: stream(cfg.seed, &prompt.key, prompt.first_sample + k),
                 finish: None,
                 eos: None,
             });
@@ -376,6 +376,7 @@ mod tests {
             prefill: String::new(),
             n,
             max_new_tokens: None,
+            first_sample: 0,
         };
         texts.iter().map(prompt).collect()
     }

@@ -1,6 +1,7 @@
 //! Teachers: what writes the traces. One trait; `local` runs a Hugging Face checkpoint in candle,
 //! `openai` calls an OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs).
 
+pub mod adaptive;
 pub mod beam;
 pub mod budget;
 pub mod journal;
@@ -28,6 +29,9 @@ pub struct Prompt {
     /// New tokens at most for this prompt's samples, when below the sampling's `max_new_tokens`
     /// (budget forcing continues each sample with what is left of its budget).
     pub max_new_tokens: Option<u32>,
+    /// The index of the first of the `n` samples (adaptive sampling asks for a problem's samples in
+    /// rounds: `first_sample..first_sample + n`); a sample's random stream depends on its index.
+    pub first_sample: u32,
 }
 
 impl Prompt {

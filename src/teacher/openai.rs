@@ -700,13 +700,13 @@ impl Teacher for OpenAi {
         }
         let this = &*self;
         let mut done: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
-        let work = prompts.iter().enumerate().flat_map(|(i, p)| (0..p.n).map(move |k| (i, p, k)));
+        let work = prompts.iter().enumerate().flat_map(|(i, p)| (0..p.n).map(move |k| (i, p, p.first_sample + k)));
         this.runtime.block_on(async {
             let mut jobs = futures_util::stream::iter(work)
                 .map(|(i, p, k)| async move { (i, k, this.sample(p, k, sampling).await) })
                 .buffer_unordered(this.cfg.concurrency);
             while let Some((i, k, sample)) = jobs.next().await {
-                done[i][k as usize] = Some(sample?);
+                done[i][(k - prompts[i].first_sample) as usize] = Some(sample?);
                 progress.inc(1);
                 progress.message(&this.status());
             }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::adaptive::AdaptiveConfig;
 use super::budget::BudgetConfig;
 use super::{Connect, Finish, HttpConfig, Prompt, SamplingConfig};
 use crate::dataset::{
@@ -51,6 +52,9 @@ pub struct GenerateConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub budget: BudgetConfig,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub adaptive: AdaptiveConfig,
     /// Problems decoded together (their samples share one batch)
     #[arg(long, default_value_t = eight(), value_name = "N")]
     #[serde(default = "eight")]
@@ -110,7 +114,14 @@ impl PromptConfig {
 
     /// The prompt of `problem`'s `n` samples.
     pub fn prompt(&self, problem: &Problem, key: String, n: u32) -> Prompt {
-        Prompt { key, messages: self.messages(problem), prefill: self.prefill(), n, max_new_tokens: None }
+        Prompt {
+            key,
+            messages: self.messages(problem),
+            prefill: self.prefill(),
+            n,
+            max_new_tokens: None,
+            first_sample: 0,
+        }
     }
 }
 
@@ -207,6 +218,9 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     let mut teacher = super::open(&connect)?;
     let n = u64::from(cfg.n);
     let total = (range.end - range.start) * n;
+    if cfg.adaptive.active() {
+        return write_adaptive(cfg, &input, range, writer, teacher.as_mut(), ctx, started);
+    }
     let progress = Progress::rows("generate", total, ctx.quiet);
     // rows in: the samples to make (n per problem of the slice); the writer checks every one was written
     let mut report = StageReport::new("generate", total, 0, 0.0);
@@ -259,6 +273,61 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
         eprintln!(
             "generate: {errors} samples failed past their retries (rows with finish_reason = \"error\"); \
              rerun the same command to retry only them"
+        );
+    }
+    Ok(Outcome::Written(writer.finish(report)?))
+}
+
+/// [`write_traces`] with adaptive sampling: rows per problem vary, and the report counts why each
+/// problem stopped and the samples saved against a fixed `-n`.
+fn write_adaptive(
+    cfg: &GenerateConfig,
+    input: &Input,
+    range: std::ops::Range<u64>,
+    mut writer: DatasetWriter,
+    teacher: &mut dyn super::Teacher,
+    ctx: &Context,
+    started: Instant,
+) -> Result<Outcome> {
+    let problems = range.end - range.start;
+    let progress = Progress::rows("generate (problems)", problems, ctx.quiet);
+    let mut run = super::adaptive::Run {
+        teacher,
+        sampling: &cfg.sampling,
+        budget: &cfg.budget,
+        prompt: &cfg.prompt,
+        n: cfg.n,
+        batch_size: cfg.batch_size,
+        progress: &progress,
+    };
+    let done = super::adaptive::write(
+        &cfg.adaptive,
+        &mut run,
+        input.rows_of::<Problem>(TableKind::Problems, range),
+        &mut writer,
+    )?;
+    progress.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let mut report = StageReport::new("generate", done.samples, done.samples, seconds);
+    report.flagged.extend(done.stopped.iter().map(|(k, v)| (k.to_string(), *v)));
+    if done.errors > 0 {
+        report.flagged.insert(ERROR.into(), done.errors);
+    }
+    let fixed = problems * u64::from(cfg.n);
+    if !ctx.quiet {
+        let stopped: Vec<String> = done.stopped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        eprintln!(
+            "generate: {} samples for {problems} problems ({:.1} per problem; a fixed -n {} takes {fixed}: {:.0}% fewer); {}",
+            done.samples,
+            done.samples as f64 / problems.max(1) as f64,
+            cfg.n,
+            100.0 * (1.0 - done.samples as f64 / fixed.max(1) as f64),
+            stopped.join(", ")
+        );
+        eprintln!(
+            "generate: {} completion tokens, {:.0} tokens/s",
+            done.tokens,
+            done.tokens as f64 / seconds.max(1e-9)
         );
     }
     Ok(Outcome::Written(writer.finish(report)?))

@@ -18,6 +18,7 @@ pub mod code;
 pub mod extract;
 pub mod language;
 mod latex;
+pub mod pass_rate;
 pub mod repetition;
 pub mod sandbox;
 pub mod vote;

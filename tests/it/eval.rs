@@ -167,7 +167,9 @@ fn strategies_and_sweeps_score_what_they_name() {
         &out,
     ]);
     let report: Value = serde_json::from_str(&stdout).unwrap();
-    let mut by_problem: BTreeMap<String, Vec<(u64, bool, Option<String>, u64, f64)>> = BTreeMap::new();
+    // per problem: (sample index, right, answer, completion tokens, mean log-probability)
+    type Sample = (u64, bool, Option<String>, u64, f64);
+    let mut by_problem: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     for t in records(&out) {
         let (right, answer) = verdict(&t);
         let logprobs: Vec<f64> = t["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();

@@ -316,3 +316,127 @@ fn budget_forcing_cuts_and_extends_at_exact_token_counts() {
     ]);
     assert!(code != 0 && err.contains("above `--max-thinking-tokens 20`"), "{err}");
 }
+
+/// Adaptive sampling on the tiny teacher at temperature 1: `--until-correct 2` in rounds of 2 writes, per
+/// problem, the first m rows of the fixed `-n 8` run (same texts), stopping at the first round with 2
+/// right answers (or at 8); filtered to the first 2 right ones, both runs keep the same rows.
+/// `--pass-rate` stops problems whose Wilson interval leaves the window. A run killed after its first
+/// shards resumes to the same shards as an uninterrupted one.
+#[test]
+fn adaptive_sampling_stops_at_its_rule_and_keeps_fixed_ns_rows() {
+    use forge::verify::pass_rate::{PassRate, Side};
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &"10",
+        &"--ops",
+        &"1..3",
+        &"--max-operand",
+        &"9",
+        &"--seed",
+        &"2000",
+        &"-o",
+        &problems,
+        &"-q",
+    ]);
+    let generate = |name: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["generate", "--teacher", "local:samples/tiny-teacher", "-n", "8", "--temperature", "1.0"]
+                .map(String::from)
+                .to_vec();
+        args.extend(["--max-tokens", "60", "-q", "--problems"].map(String::from));
+        args.push(problems.display().to_string());
+        args.extend(extra.iter().map(ToString::to_string));
+        args.extend(["-o".to_string(), s.path(name).display().to_string()]);
+        args
+    };
+    let run_ok = |args: &[String]| {
+        let refs: Vec<&dyn AsRef<std::ffi::OsStr>> = args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+        ok(&refs);
+    };
+    let adaptive_args = ["--until-correct", "2", "--samples-per-round", "2", "--rows-per-shard", "5"];
+    run_ok(&generate("fixed", &[]));
+    run_ok(&generate("adaptive", &adaptive_args));
+    let verdict = |t: &serde_json::Map<String, serde_json::Value>| {
+        let trace = forge::verify::TraceRef {
+            domain: forge::formats::domain::Domain::of(t["domain"].as_str().unwrap()),
+            gold: t["gold"].as_str(),
+            output: t["completion"].as_str().unwrap(),
+            prompt: None,
+            metadata: t["metadata"].as_str(),
+            tests: None,
+            finish_reason: t["finish_reason"].as_str(),
+        };
+        forge::verify::verify_trace(&trace, &Default::default()).unwrap().correct
+    };
+    let by_problem = |name: &str| {
+        let mut out: std::collections::BTreeMap<String, Vec<(String, bool)>> = Default::default();
+        for t in records(&s.path(name)) {
+            let row = (t["completion"].as_str().unwrap().to_string(), verdict(&t));
+            out.entry(t["problem_id"].as_str().unwrap().into()).or_default().push(row);
+        }
+        out
+    };
+    let (fixed, adaptive) = (by_problem("fixed"), by_problem("adaptive"));
+    assert_eq!(fixed.len(), adaptive.len());
+    let right = |rows: &[(String, bool)]| rows.iter().filter(|r| r.1).count();
+    let (mut saved, mut at_n) = (0, 0);
+    for (id, rows) in &adaptive {
+        let m = rows.len();
+        assert_eq!(rows.as_slice(), &fixed[id][..m], "{id}: the first {m} samples of the fixed run");
+        assert!(m <= 8 && m % 2 == 0);
+        assert!(right(&rows[..m - 2]) < 2, "{id}: sampled past its stop rule");
+        assert!(right(rows) >= 2 || m == 8, "{id}: stopped before its rule");
+        saved += 8 - m;
+        at_n += usize::from(m == 8);
+    }
+    assert!(saved > 0 && at_n > 0, "some problems stop early ({saved} samples saved), some run to n ({at_n})");
+    let filter = |name: &str| {
+        let out = s.path(&format!("{name}-kept"));
+        ok(&[
+            &"filter",
+            &"--input",
+            &s.path(name),
+            &"--no-exact-dup",
+            &"--max-per-problem",
+            &"2",
+            &"--pick",
+            &"first",
+            &"-o",
+            &out,
+            &"-q",
+        ]);
+        records(&out).into_iter().map(|t| (t["id"].clone(), t["completion"].clone())).collect::<Vec<_>>()
+    };
+    let kept = filter("adaptive");
+    assert!(!kept.is_empty());
+    assert_eq!(kept, filter("fixed"), "the same kept rows");
+
+    // the pass-rate window: a problem stops at the first round its interval leaves 0.1:0.6
+    let window: PassRate = "0.1:0.6".parse().unwrap();
+    run_ok(&generate(
+        "window",
+        &["--pass-rate", "0.1:0.6", "--pass-rate-confidence", "0.8", "--samples-per-round", "2"],
+    ));
+    let mut decided = 0;
+    for (id, rows) in by_problem("window") {
+        let m = rows.len();
+        let right = |k: usize| rows[..k].iter().filter(|r| r.1).count() as u64;
+        let side = |k: usize| window.decided(right(k), k as u64, 0.8);
+        assert!((2..m).step_by(2).all(|k| side(k).is_none()), "{id}: sampled past a decided rate");
+        assert!(side(m).is_some() || m == 8, "{id}: stopped undecided");
+        decided += usize::from(side(m) == Some(Side::TooEasy) && m < 8);
+    }
+    assert!(decided > 0, "the tiny teacher finds some problems too easy");
+
+    // killed once its first shards are finished, resumed: the same shards
+    let killed = generate("killed", &adaptive_args);
+    let os: Vec<std::ffi::OsString> = killed.iter().map(Into::into).collect();
+    crate::util::kill_when(&os, &s.path("killed").join("part-00002.parquet"));
+    assert!(!s.path("killed").join("manifest.json").exists(), "killed before it finished");
+    run_ok(&killed);
+    assert_eq!(crate::util::shard_bytes(&s.path("killed")), crate::util::shard_bytes(&s.path("adaptive")));
+}
