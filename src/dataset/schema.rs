@@ -134,7 +134,8 @@ pub struct Trace {
     pub top_logprobs: Option<Vec<Vec<TokenLogprob>>>,
     /// Why the sample is missing (`finish_reason = "error"`): the request failed past its retries.
     pub error: Option<String>,
-    /// What an HTTP teacher's server reported: a JSON object (model, system fingerprint, usage, latency).
+    /// What an HTTP teacher's server reported (model, system fingerprint, usage, latency), or what the local
+    /// decoder did beyond sampling (beam search, budget forcing): a JSON object.
     pub server: Option<String>,
 }
 

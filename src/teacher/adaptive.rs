@@ -31,29 +31,21 @@ pub struct AdaptiveConfig {
     /// Stop sampling a problem once K of its samples are verified right (at most `-n` samples; repeats
     /// count, as the filter's dedup will drop them)
     #[arg(long, value_name = "K")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub until_correct: Option<u32>,
     /// Stop sampling a problem once its pass rate is decided outside LO:HI (the window `forge filter
     /// --pass-rate` will apply): too easy or too hard to keep
     #[arg(long, value_name = "LO:HI")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pass_rate: Option<PassRate>,
     /// How sure "decided" is: the two-sided confidence of the pass rate's Wilson interval
     #[arg(long, default_value_t = confidence(), value_name = "C")]
-    #[serde(default = "confidence", skip_serializing_if = "is_default_confidence")]
+    #[serde(default = "confidence")]
     pub pass_rate_confidence: f64,
     /// Samples of a problem per round (adaptive sampling)
     #[arg(long, default_value_t = per_round(), value_name = "R")]
-    #[serde(default = "per_round", skip_serializing_if = "is_default_per_round")]
+    #[serde(default = "per_round")]
     pub samples_per_round: u32,
-}
-
-// left out of the serialised config at their defaults: earlier runs keep their fingerprints
-fn is_default_confidence(c: &f64) -> bool {
-    *c == confidence()
-}
-fn is_default_per_round(r: &u32) -> bool {
-    *r == per_round()
 }
 
 fn confidence() -> f64 {
@@ -167,7 +159,10 @@ pub fn write(
             }
             todo.push(p);
         }
-        for chunk in todo.chunks(run.batch_size) {
+        // a round takes `samples_per_round` of each problem where a fixed run takes `n`: as many more
+        // problems per chunk keep the first round's batch as large as a fixed run's
+        let problems_per_chunk = run.batch_size * run.n.div_ceil(cfg.samples_per_round.min(run.n)) as usize;
+        for chunk in todo.chunks(problems_per_chunk) {
             let traces = sample_chunk(cfg, run, chunk, &settings, &mut out)?;
             writer.write_rows(&traces)?;
         }

@@ -25,35 +25,24 @@ pub struct BudgetConfig {
     /// Cut the thinking after N generated tokens: append the end-of-thinking delimiter and the answer cue,
     /// and let the model answer (s1 budget forcing; local teacher)
     #[arg(long, alias = "budget", value_name = "N")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_thinking_tokens: Option<u32>,
     /// Think at least N tokens: an end-of-thinking delimiter before that is replaced by `--wait-text`
     #[arg(long, value_name = "N")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub min_thinking_tokens: Option<u32>,
     /// The text that ends the thinking (forge's tiny teacher: 'The answer is')
     #[arg(long, default_value_t = thinking_end(), value_name = "TEXT")]
-    #[serde(default = "thinking_end", skip_serializing_if = "is_default_thinking_end")]
+    #[serde(default = "thinking_end")]
     pub thinking_end: String,
     /// What a cut appends after the delimiter (escapes \n and \t are read)
     #[arg(long, default_value_t = answer_cue(), value_name = "TEXT")]
-    #[serde(default = "answer_cue", skip_serializing_if = "is_default_answer_cue")]
+    #[serde(default = "answer_cue")]
     pub answer_cue: String,
     /// What replaces an early delimiter
     #[arg(long, default_value_t = wait_text(), value_name = "TEXT")]
-    #[serde(default = "wait_text", skip_serializing_if = "is_default_wait_text")]
+    #[serde(default = "wait_text")]
     pub wait_text: String,
-}
-
-// left out of the serialised config at their defaults: earlier runs keep their fingerprints
-fn is_default_thinking_end(s: &str) -> bool {
-    s == thinking_end()
-}
-fn is_default_answer_cue(s: &str) -> bool {
-    s == answer_cue()
-}
-fn is_default_wait_text(s: &str) -> bool {
-    s == wait_text()
 }
 
 fn thinking_end() -> String {

@@ -255,11 +255,17 @@ impl OpenAi {
     /// The journal key of sample `k` of `prompt`: what is asked (API, model, messages or rendered prompt,
     /// sampling settings, sample index), not where or of which server software.
     fn key(&self, content: &Value, prompt: &Prompt, s: &SamplingConfig, k: u32) -> u128 {
+        // beam search and its length penalty are the local teacher's: a server is never asked for them,
+        // and the keys of journals written before they existed stay the same
+        let mut sampling = json!(s);
+        for local_only in ["beams", "length_penalty"] {
+            sampling.as_object_mut().expect("an object").remove(local_only);
+        }
         let mut what = json!({
             "api": self.path(),
             "model": self.model,
             "content": content,
-            "sampling": s,
+            "sampling": sampling,
             "seed_of": prompt.key,
             "sample": k,
             "logprobs": !self.cfg.no_logprobs,

@@ -37,22 +37,11 @@ pub struct SamplingConfig {
     /// Beam search with this many beams (local teacher; above 1 the search is deterministic:
     /// temperature, top-p, top-k and min-p do not apply, and `-n` is how many of the best beams to keep)
     #[arg(long, default_value_t = DEFAULT.beams, value_name = "W")]
-    #[serde(skip_serializing_if = "is_default_beams")]
     pub beams: u32,
     /// Beam search scores a sequence `sum of log-probabilities / length^P` (transformers' default 1;
     /// 0 ranks by likelihood alone, and one beam is then greedy decoding)
     #[arg(long, default_value_t = DEFAULT.length_penalty, value_name = "P")]
-    #[serde(skip_serializing_if = "is_default_penalty")]
     pub length_penalty: f32,
-}
-
-// Settings added after the first release are left out of the serialised config at their defaults, so
-// that the fingerprints and request-journal keys of earlier runs stay the same.
-fn is_default_beams(b: &u32) -> bool {
-    *b == DEFAULT.beams
-}
-fn is_default_penalty(p: &f32) -> bool {
-    *p == DEFAULT.length_penalty
 }
 
 const DEFAULT: SamplingConfig = SamplingConfig {
