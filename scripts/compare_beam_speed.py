@@ -13,6 +13,7 @@ tokenisation plus generation, loading excluded). Same number of CPU threads; run
     pip install torch transformers pyarrow
     cargo build --release
     python3 scripts/compare_beam_speed.py --forge /var/tmp/forge-target/release/forge --threads 2 --repeat 2
+    python3 scripts/compare_beam_speed.py --forge ... --checkpoint samples/tiny-teacher --max-tokens 200 --batches 8
 """
 
 import argparse
@@ -40,6 +41,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batches", default="1,8", help="problems per batch, comma-separated")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--checkpoint", help="a trained checkpoint instead of the random one (samples/tiny-teacher: "
+                    "its beams end, so early stopping and the length penalty are compared too)")
     args = ap.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -47,9 +50,13 @@ def main():
     ck, problems = work / "ckpt", work / "problems"
     env = {**os.environ, "RAYON_NUM_THREADS": str(args.threads)}
     run = lambda *a: subprocess.run([args.forge, *map(str, a)], check=True, env=env)
-    run("init-model", "--family", "qwen2", "--hidden", 256, "--layers", 10, "--heads", 8, "--kv-heads", 4,
-        "--intermediate", 1024, "--seed", 1, "-o", ck, "-q")
-    run("synth", "arith", "--n", args.problems, "--seed", 1, "-o", problems, "-q")
+    if args.checkpoint:
+        ck = Path(args.checkpoint).resolve()
+        run("synth", "arith", "--n", args.problems, "--ops", "1..2", "--max-operand", 9, "--seed", 1, "-o", problems, "-q")
+    else:
+        run("init-model", "--family", "qwen2", "--hidden", 256, "--layers", 10, "--heads", 8, "--kv-heads", 4,
+            "--intermediate", 1024, "--seed", 1, "-o", ck, "-q")
+        run("synth", "arith", "--n", args.problems, "--seed", 1, "-o", problems, "-q")
     rows = pq.read_table(problems / "part-00000.parquet").to_pylist()
 
     torch.set_num_threads(args.threads)
