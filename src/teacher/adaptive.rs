@@ -60,7 +60,11 @@ impl AdaptiveConfig {
         self.until_correct.is_some() || self.pass_rate.is_some()
     }
 
-    pub fn check(&self) -> Result<()> {
+    pub fn check(&self, sampling: &SamplingConfig) -> Result<()> {
+        if sampling.beams > 1 {
+            return Err(Error::usage("adaptive sampling draws samples; beam search's are the same every round")
+                .with_hint("leave out `--beams`, or `--until-correct` and `--pass-rate`"));
+        }
         if self.until_correct == Some(0) || self.samples_per_round == 0 {
             return Err(Error::usage("`--until-correct` and `--samples-per-round` must be at least 1"));
         }
@@ -108,21 +112,43 @@ pub struct Outcome {
 /// The problems of the finished shards an interrupted run left, with their rows, in order; the last is
 /// left out (its rows may go on in the unfinished shard: it is sampled again, and the writer drops the
 /// rows it already has).
-fn finished(writer: &DatasetWriter) -> Result<Vec<(String, u64)>> {
-    let mut out: Vec<(String, u64)> = Vec::new();
+fn finished(writer: &DatasetWriter) -> Result<Vec<(String, Vec<Trace>)>> {
+    let mut out: Vec<(String, Vec<Trace>)> = Vec::new();
     for path in writer.finished_prefix() {
         let input = Input::open(&path)?;
         for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
             for t in batch? {
                 match out.last_mut() {
-                    Some((id, rows)) if *id == t.problem_id => *rows += 1,
-                    _ => out.push((t.problem_id, 1)),
+                    Some((id, rows)) if *id == t.problem_id => rows.push(t),
+                    _ => out.push((t.problem_id.clone(), vec![t])),
                 }
             }
         }
     }
     out.pop();
     Ok(out)
+}
+
+/// Why a problem with `right` of `taken` samples right stops, if it does.
+fn rule(cfg: &AdaptiveConfig, right: u64, taken: u64, n: u32) -> Option<Stop> {
+    let decided = cfg.pass_rate.and_then(|w| w.decided(right, taken, cfg.pass_rate_confidence));
+    if cfg.until_correct.is_some_and(|k| right >= u64::from(k)) {
+        Some(Stop::Correct)
+    } else if let Some(side) = decided {
+        Some(if side == Side::TooEasy { Stop::TooEasy } else { Stop::TooHard })
+    } else if taken >= u64::from(n) {
+        Some(Stop::Limit)
+    } else {
+        None
+    }
+}
+
+/// Whether the verifier finds `t` right.
+fn judge(t: &Trace, settings: &VerifySettings) -> Result<bool> {
+    let verdict = verify_trace(&TraceRef::of(t), settings).map_err(|(column, message)| {
+        Error::usage(format!("problem `{}`, column `{column}`: {message}", t.problem_id))
+    })?;
+    Ok(verdict.correct)
 }
 
 /// Everything [`write`] samples with.
@@ -143,7 +169,7 @@ pub fn write(
     problems: impl Iterator<Item = Result<Vec<Problem>>>,
     writer: &mut DatasetWriter,
 ) -> Result<Outcome> {
-    cfg.check()?;
+    cfg.check(run.sampling)?;
     let settings = VerifySettings::default();
     let mut out = Outcome::default();
     let mut done = finished(writer)?.into_iter().peekable();
@@ -151,9 +177,15 @@ pub fn write(
         let mut todo = Vec::new();
         for p in batch? {
             if let Some((_, rows)) = done.next_if(|(id, _)| *id == p.id) {
-                writer.skip(rows)?;
+                // judged again, so that the report counts it as an uninterrupted run does
+                let right = rows.iter().map(|t| judge(t, &settings)).collect::<Result<Vec<_>>>()?;
+                let right = right.into_iter().filter(|&r| r).count() as u64;
+                let taken = rows.len() as u64;
+                let stop = rule(cfg, right, taken, run.n).unwrap_or(Stop::Limit);
+                *out.stopped.entry(stop.name()).or_default() += 1;
+                writer.skip(taken)?;
                 out.problems += 1;
-                out.samples += rows;
+                out.samples += taken;
                 run.progress.inc(1);
                 continue;
             }
@@ -209,23 +241,11 @@ fn sample_chunk(
                 out.tokens += u64::from(s.completion_tokens);
                 out.errors += u64::from(s.finish == super::Finish::Error);
                 let t = trace(run.sampling, &chunk[i], prompt.first_sample + j as u32, s, &id, &prefill);
-                let verdict = verify_trace(&TraceRef::of(&t), settings).map_err(|(column, message)| {
-                    Error::usage(format!("problem `{}`, column `{column}`: {message}", t.problem_id))
-                })?;
-                right[i] += u64::from(verdict.correct);
+                right[i] += u64::from(judge(&t, settings)?);
                 rows[i].push(t);
             }
             let taken = rows[i].len() as u64;
-            let decided = cfg.pass_rate.and_then(|w| w.decided(right[i], taken, cfg.pass_rate_confidence));
-            stopped[i] = if cfg.until_correct.is_some_and(|k| right[i] >= u64::from(k)) {
-                Some(Stop::Correct)
-            } else if let Some(side) = decided {
-                Some(if side == Side::TooEasy { Stop::TooEasy } else { Stop::TooHard })
-            } else if taken >= u64::from(run.n) {
-                Some(Stop::Limit)
-            } else {
-                None
-            };
+            stopped[i] = rule(cfg, right[i], taken, run.n);
             if let Some(stop) = stopped[i] {
                 *out.stopped.entry(stop.name()).or_default() += 1;
                 out.problems += 1;

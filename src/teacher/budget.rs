@@ -4,7 +4,8 @@
 //! `--min-thinking-tokens N` an end-of-thinking delimiter written before N thinking tokens is replaced by
 //! "Wait" and the model thinks on.
 //!
-//! It works over any teacher that shares its tokenizer (the local one), in rounds as s1 does it: a round
+//! It works over any teacher whose tokenizer forge has (the local one; an HTTP one through the completions
+//! API, with `--chat-template DIR` holding its tokenizer), in rounds as s1 does it: a round
 //! samples every unfinished sample on, stopping at the delimiter or at the budget; the text so far becomes
 //! the next round's prefill. The first round is plain sampling (the same random streams) with the
 //! delimiter as a stop string, so at temperature 0 a sample the budget never touches equals the one
@@ -112,6 +113,37 @@ struct Thread {
     waits: u32,
     cut: bool,
     error: Option<String>,
+    /// What the server reported about the last round (an HTTP teacher).
+    server: Option<String>,
+}
+
+/// A round's sample as budget forcing reads it: its text (with the delimiter a server left out put back),
+/// its generated token ids (the local teacher's own; an HTTP teacher's text encoded again) and the
+/// end-of-sequence token it ended with.
+struct Round {
+    text: String,
+    ids: Vec<u32>,
+    eos: Option<u32>,
+    finish: Finish,
+}
+
+impl Round {
+    fn of(s: Sample, end: &str, tokenizer: &Tokenizer) -> Result<Round> {
+        let mut text = s.text;
+        // vLLM ends at a stop string without writing it; it names it in `stop_reason`
+        let server: Option<serde_json::Value> = s.server.as_deref().and_then(|j| serde_json::from_str(j).ok());
+        let stripped = server.is_some_and(|v| v["stop_reason"].as_str() == Some(end));
+        if s.finish == Finish::Stop && !text.ends_with(end) && stripped {
+            text += end;
+        }
+        if s.tokens.is_empty() {
+            let ids = tokenizer.encode(&text)?;
+            return Ok(Round { text, ids, eos: None, finish: s.finish });
+        }
+        let mut ids = s.tokens;
+        let eos = (ids.len() > s.completion_tokens as usize).then(|| ids.pop()).flatten();
+        Ok(Round { text, ids, eos, finish: s.finish })
+    }
 }
 
 /// The forced texts, with their token ids.
@@ -137,22 +169,25 @@ impl Thread {
         if self.generated == 0 && self.forced == 0 {
             self.prompt_tokens = s.prompt_tokens;
         }
+        self.server = s.server.clone();
         if s.finish == Finish::Error {
             self.error = s.error;
             self.phase = Phase::Done(Finish::Error);
             return Ok(());
         }
+        let round = Round::of(s, &f.end, tokenizer)?;
         if self.phase != Phase::Thinking {
-            self.take(&s, s.completion_tokens);
-            self.phase = Phase::Done(s.finish);
+            self.take(&round);
+            self.phase = Phase::Done(round.finish);
             return Ok(());
         }
-        let at_end = s.finish == Finish::Stop && s.text.ends_with(&f.end);
-        let before = if at_end { s.completion_tokens.saturating_sub(f.end_len) } else { s.completion_tokens };
+        let at_end = round.finish == Finish::Stop && round.text.ends_with(&f.end);
+        let count = round.ids.len() as u32;
+        let before = if at_end { count.saturating_sub(f.end_len) } else { count };
         let left = budget.max_thinking_tokens.map(|m| m.saturating_sub(self.thinking));
         if let Some(left) = left.filter(|&left| before > left) {
             // still thinking at the budget: cut at exactly `left` tokens
-            let kept = &s.tokens[..left as usize];
+            let kept = &round.ids[..left as usize];
             self.text += &tokenizer.decode(kept, false)?;
             self.tokens.extend(kept);
             self.generated += left;
@@ -164,9 +199,9 @@ impl Thread {
             self.phase = Phase::Answering;
         } else if at_end && self.thinking + before < budget.min_thinking_tokens.unwrap_or(0) {
             // an early end of thinking: "Wait" instead, and think on
-            self.text += &s.text[..s.text.len() - f.end.len()];
+            self.text += &round.text[..round.text.len() - f.end.len()];
             self.text += &f.wait;
-            self.tokens.extend(&s.tokens[..before as usize]);
+            self.tokens.extend(&round.ids[..before as usize]);
             self.tokens.extend(&f.wait_ids);
             self.generated += before;
             self.thinking += before;
@@ -174,9 +209,9 @@ impl Thread {
             self.waits += 1;
         } else {
             self.thinking += before;
-            self.take(&s, s.completion_tokens);
+            self.take(&round);
             // the thinking ended within the budget (the answer comes next), or the sample ended
-            self.phase = if at_end { Phase::Answering } else { Phase::Done(s.finish) };
+            self.phase = if at_end { Phase::Answering } else { Phase::Done(round.finish) };
         }
         if !matches!(self.phase, Phase::Done(_)) && self.generated + self.forced >= max_total {
             self.phase = Phase::Done(Finish::Length);
@@ -184,10 +219,11 @@ impl Thread {
         Ok(())
     }
 
-    fn take(&mut self, s: &Sample, generated: u32) {
-        self.text += &s.text;
-        self.tokens.extend(&s.tokens);
-        self.generated += generated;
+    fn take(&mut self, round: &Round) {
+        self.text += &round.text;
+        self.tokens.extend(&round.ids);
+        self.tokens.extend(round.eos);
+        self.generated += round.ids.len() as u32;
     }
 
     /// New tokens left to this sample's next round: a thinking round may run past the thinking budget
@@ -202,7 +238,14 @@ impl Thread {
 
     fn sample(self) -> Sample {
         let Phase::Done(finish) = self.phase else { unreachable!("sampled to the end") };
-        let server = serde_json::json!({"thinking_tokens": self.thinking, "waits": self.waits, "cut": self.cut});
+        // the counts, beside what a server reported about the last round
+        let mut server =
+            self.server.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or(serde_json::json!({}));
+        for (key, value) in
+            [("thinking_tokens", self.thinking.into()), ("waits", self.waits.into()), ("cut", self.cut.into())]
+        {
+            server[key] = value;
+        }
         Sample {
             text: self.text,
             reasoning: None,
@@ -237,7 +280,9 @@ pub fn generate(
             "budget forcing counts tokens with the teacher's tokenizer; `{}` has none here",
             teacher.id()
         ))
-        .with_hint("use a local teacher (`--teacher local:DIR`)"));
+        .with_hint(
+            "use a local teacher, or an HTTP one through `--api completions --chat-template DIR` (DIR with its tokenizer.json)",
+        ));
     };
     let end = unescape(&budget.thinking_end);
     let cut = format!("\n{end}{}", unescape(&budget.answer_cue));
@@ -268,6 +313,7 @@ pub fn generate(
             waits: 0,
             cut: false,
             error: None,
+            server: None,
         })
         .collect();
     let hidden = Progress::hidden();

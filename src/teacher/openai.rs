@@ -23,6 +23,7 @@ use super::journal::{Appender, Journal};
 use super::{Finish, Prompt, Sample, SamplingConfig, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
+use crate::model::tokenizer::Tokenizer;
 use crate::progress::Progress;
 
 /// How forge talks to an HTTP teacher: the same settings for `forge generate` and `forge eval`.
@@ -122,6 +123,9 @@ pub struct OpenAi {
     runtime: tokio::runtime::Runtime,
     /// With the completions API, the template forge renders prompts with.
     template: Option<ChatTemplate>,
+    /// With the completions API, the tokenizer of the template's directory when it has one (budget forcing
+    /// counts thinking tokens with it).
+    tokenizer: Option<Tokenizer>,
     journal: Journal,
     appender: Appender,
     /// Which server software answers: self-hosted ones take sampling extras, and fill in their own defaults
@@ -211,6 +215,10 @@ impl OpenAi {
             }
         };
         let template = template(cfg)?;
+        let tokenizer = match (&template, &cfg.chat_template) {
+            (Some(_), Some(dir)) if dir.join("tokenizer.json").exists() => Some(Tokenizer::from_dir(dir)?),
+            _ => None,
+        };
         let mut journal =
             Journal::open(&cfg.journal.clone().unwrap_or_else(super::journal::default_dir), run, !cfg.no_cache)?;
         let appender = journal.appender()?;
@@ -226,6 +234,7 @@ impl OpenAi {
             client,
             runtime,
             template,
+            tokenizer,
             journal,
             appender,
             kind,
@@ -603,6 +612,8 @@ fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) ->
         "model": response["model"],
         "system_fingerprint": response["system_fingerprint"],
         "finish_reason": raw_finish,
+        // vLLM: the stop string that ended the sample (it leaves the string out of the text)
+        "stop_reason": c["stop_reason"],
         "usage": usage,
         "latency_s": latency_s,
         "cached": cached,
@@ -687,6 +698,10 @@ fn top_of(position: &Value, k: usize) -> std::result::Result<Vec<(u32, f32)>, St
 impl Teacher for OpenAi {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
     }
 
     fn generate(

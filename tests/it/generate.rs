@@ -439,4 +439,10 @@ fn adaptive_sampling_stops_at_its_rule_and_keeps_fixed_ns_rows() {
     assert!(!s.path("killed").join("manifest.json").exists(), "killed before it finished");
     run_ok(&killed);
     assert_eq!(crate::util::shard_bytes(&s.path("killed")), crate::util::shard_bytes(&s.path("adaptive")));
+    let report = |name: &str| {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(s.path(name).join("manifest.json")).unwrap()).unwrap();
+        m["report"]["flagged"].clone()
+    };
+    assert_eq!(report("killed"), report("adaptive"), "the resumed run counts why each problem stopped");
 }

@@ -732,6 +732,42 @@ fn generate_against_vllm() {
         assert!(close(&a["token_logprobs"], &b["token_logprobs"], 1e-4), "problem {}", a["problem_id"]);
     }
 
+    // budget forcing through the completions API (each round's text so far is the next one's prefill; vLLM
+    // leaves the delimiter out of the text and names it in `stop_reason`): the rows the local teacher writes
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+    let forced = |teacher: &str, name: &str, budget: [&str; 2]| {
+        let out = s.path(name);
+        let (problems, tiny, journal) = (problems.display().to_string(), tiny.display().to_string(), s.path("journal"));
+        let mut args = vec!["generate", "--teacher", teacher, "--problems", &problems, "--temperature", "0"];
+        args.extend(["--max-tokens", "120", "--api", "completions", "--chat-template", &tiny, "-q"]);
+        args.extend(["--thinking-end", "The answer is", "--answer-cue", " ", budget[0], budget[1]]);
+        let (journal, out_s) = (journal.display().to_string(), out.display().to_string());
+        args.extend(["--journal", &journal, "-o", &out_s]);
+        let (code, _, err) = run(&args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+        records(&out)
+    };
+    let remote = format!("openai:{}", server.url());
+    for budget in [["--max-thinking-tokens", "11"], ["--min-thinking-tokens", "30"]] {
+        let (a, b) = (
+            forced(&local, &format!("local{}", budget[0]), budget),
+            forced(&remote, &format!("remote{}", budget[0]), budget),
+        );
+        let counts = |r: &serde_json::Map<String, serde_json::Value>| {
+            let v: serde_json::Value = serde_json::from_str(r["server"].as_str().unwrap()).unwrap();
+            (v["thinking_tokens"].clone(), v["waits"].clone(), v["cut"].clone())
+        };
+        assert_eq!(a.len(), b.len());
+        let mut changed = 0;
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!(a["completion"], b["completion"], "{budget:?}, problem {}", a["problem_id"]);
+            assert_eq!(counts(a), counts(b), "{budget:?}, problem {}", a["problem_id"]);
+            let (_, waits, cut) = counts(a);
+            changed += usize::from(waits.as_u64() > Some(0) || cut.as_bool() == Some(true));
+        }
+        assert!(changed > 0, "{budget:?} changed some sample");
+    }
+
     // `journey --strategy teacher` through the completions API (the wrong prefix and its cue are a prefill):
     // the same rows as with the local teacher, greedy
     let traces = s.path("traces");
