@@ -18,17 +18,16 @@ tokenisation plus generation, loading excluded). Same number of CPU threads; run
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-INSTRUCTION = "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_transformers_generate import setup  # noqa: E402
 
 
 def main():
@@ -44,33 +43,14 @@ def main():
     ap.add_argument("--checkpoint", help="a trained checkpoint instead of the random one (samples/tiny-teacher: "
                     "its beams end, so early stopping and the length penalty are compared too)")
     args = ap.parse_args()
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    ck, problems = work / "ckpt", work / "problems"
-    env = {**os.environ, "RAYON_NUM_THREADS": str(args.threads)}
-    run = lambda *a: subprocess.run([args.forge, *map(str, a)], check=True, env=env)
-    if args.checkpoint:
-        ck = Path(args.checkpoint).resolve()
-        run("synth", "arith", "--n", args.problems, "--ops", "1..2", "--max-operand", 9, "--seed", 1, "-o", problems, "-q")
-    else:
-        run("init-model", "--family", "qwen2", "--hidden", 256, "--layers", 10, "--heads", 8, "--kv-heads", 4,
-            "--intermediate", 1024, "--seed", 1, "-o", ck, "-q")
-        run("synth", "arith", "--n", args.problems, "--seed", 1, "-o", problems, "-q")
-    rows = pq.read_table(problems / "part-00000.parquet").to_pylist()
-
-    torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(ck)
-    tok.padding_side = "left"
-    tok.pad_token = "<|endoftext|>"
-    model = AutoModelForCausalLM.from_pretrained(ck, dtype=torch.float32).eval()
-    texts = [tok.apply_chat_template([{"role": "user", "content": INSTRUCTION.format(prompt=r["prompt"])}],
-                                     tokenize=False, add_generation_prompt=True) for r in rows]
+    synth = ("--ops", "1..2", "--max-operand", 9) if args.checkpoint else ()
+    run, ck, problems, tok, model, texts = setup(args.forge, Path(args.work), args.threads, args.problems,
+                                                 args.checkpoint, synth)
     results = {}
     for batch in map(int, args.batches.split(",")):
         f_s, t_s = float("inf"), float("inf")
         for _ in range(args.repeat):
-            out = work / f"traces-{batch}"
+            out = Path(args.work) / f"traces-{batch}"
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
             run("generate", "--teacher", f"local:{ck}", "--problems", problems, "--beams", args.beams,

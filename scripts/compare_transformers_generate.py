@@ -40,28 +40,12 @@ def main():
                     help="runs of each tool per batch size, alternating; the fastest of each counts (this "
                          "machine's timings vary by 10-20%% from minute to minute)")
     args = ap.parse_args()
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    ck, problems = work / "ckpt", work / "problems"
-    run = lambda *a: subprocess.run([args.forge, *map(str, a)], check=True, env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)})
-    run("init-model", "--family", "qwen2", "--hidden", 256, "--layers", 10, "--heads", 8, "--kv-heads", 4,
-        "--intermediate", 1024, "--seed", 1, "-o", ck, "-q")
-    run("synth", "arith", "--n", args.problems, "--seed", 1, "-o", problems, "-q")
-    rows = pq.read_table(problems / "part-00000.parquet").to_pylist()
-
-    torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(ck)
-    tok.padding_side = "left"
-    tok.pad_token = "<|endoftext|>"
-    model = AutoModelForCausalLM.from_pretrained(ck, dtype=torch.float32).eval()
-    texts = [tok.apply_chat_template([{"role": "user", "content": INSTRUCTION.format(prompt=r["prompt"])}],
-                                     tokenize=False, add_generation_prompt=True) for r in rows]
+    run, ck, problems, tok, model, texts = setup(args.forge, Path(args.work), args.threads, args.problems)
     results = {}
     for batch in map(int, args.batches.split(",")):
         f_s, t_s = float("inf"), float("inf")
         for _ in range(args.repeat):
-            out = work / f"traces-{batch}"
+            out = Path(args.work) / f"traces-{batch}"
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
             run("generate", "--teacher", f"local:{ck}", "--problems", problems, "-n", 1, "--temperature", 0,
@@ -80,6 +64,30 @@ def main():
               f"identical greedy texts {same}/{len(traces)}", flush=True)
     print(json.dumps({"threads": args.threads, "torch": torch.__version__, "max_tokens": args.max_tokens,
                       "repeat": args.repeat, "results": results}))
+
+
+def setup(forge, work, threads, problems, checkpoint=None, synth=()):
+    """The benchmark's teacher (a random 9.9M-parameter Qwen2 made by `forge init-model`, or `checkpoint`) and
+    `problems` `forge synth arith` problems (`synth`: more flags), loaded for transformers on `threads`
+    threads: (run forge, checkpoint, problems directory, tokenizer, model, chat-rendered prompts)."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ck, out = Path(checkpoint).resolve() if checkpoint else work / "ckpt", work / "problems"
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads)}
+    run = lambda *a: subprocess.run([forge, *map(str, a)], check=True, env=env)
+    if not checkpoint:
+        run("init-model", "--family", "qwen2", "--hidden", 256, "--layers", 10, "--heads", 8, "--kv-heads", 4,
+            "--intermediate", 1024, "--seed", 1, "-o", ck, "-q")
+    run("synth", "arith", "--n", problems, *synth, "--seed", 1, "-o", out, "-q")
+    rows = pq.read_table(out / "part-00000.parquet").to_pylist()
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(ck)
+    tok.padding_side = "left"
+    tok.pad_token = "<|endoftext|>"
+    model = AutoModelForCausalLM.from_pretrained(ck, dtype=torch.float32).eval()
+    texts = [tok.apply_chat_template([{"role": "user", "content": INSTRUCTION.format(prompt=r["prompt"])}],
+                                     tokenize=False, add_generation_prompt=True) for r in rows]
+    return run, ck, out, tok, model, texts
 
 
 def transformers_generate(tok, model, texts, batch, max_tokens):

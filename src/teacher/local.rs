@@ -138,7 +138,6 @@ impl Local {
 
     fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
         let dev = self.model.device().clone();
-        let model = &self.model;
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
         self.check_context(prompts, &ids, cfg)?;
         let (cache, last, valid) = self.prefill(&ids)?;
@@ -183,21 +182,12 @@ impl Local {
             if active.is_empty() {
                 break;
             }
-            let past = cache.len();
             for &r in &active {
                 rows[r].valid.push(true);
             }
             let valid: Vec<Vec<bool>> = active.iter().map(|&r| rows[r].valid.clone()).collect();
-            let input: Vec<Vec<u32>> = active.iter().map(|&r| vec![*rows[r].tokens.last().expect("a token")]).collect();
-            let logits = model
-                .forward(
-                    &Tensor::new(input, &dev).map_err(candle)?,
-                    &positions(&valid, past, &dev).map_err(candle)?,
-                    &attention_mask(&valid, past, 1),
-                    Some(&mut cache),
-                )
-                .map_err(candle)?;
-            next = logits.squeeze(1).map_err(candle)?.to_vec2().map_err(candle)?;
+            let input: Vec<u32> = active.iter().map(|&r| *rows[r].tokens.last().expect("a token")).collect();
+            next = self.step(&mut cache, input, &valid)?;
         }
         let mut out: Vec<Vec<Sample>> = prompts.iter().map(|p| Vec::with_capacity(p.n as usize)).collect();
         for row in rows {
@@ -217,14 +207,29 @@ impl Local {
         }
         Ok(out)
     }
-}
 
-impl Local {
+    /// One decoding step: `tokens[r]` fed to row `r` of the batch after the cached positions (`valid[r]`
+    /// marks the real ones, the new one last); the next-token logits of each row.
+    fn step(&self, cache: &mut KvCache, tokens: Vec<u32>, valid: &[Vec<bool>]) -> Result<Vec<Vec<f32>>> {
+        let (dev, past) = (self.model.device(), cache.len());
+        let input = Tensor::new(tokens, dev).and_then(|t| t.unsqueeze(1)).map_err(candle)?;
+        let logits = self
+            .model
+            .forward(
+                &input,
+                &positions(valid, past, dev).map_err(candle)?,
+                &attention_mask(valid, past, 1),
+                Some(cache),
+            )
+            .map_err(candle)?;
+        logits.squeeze(1).and_then(|l| l.to_vec2()).map_err(candle)
+    }
+
     /// Beam search ([`super::beam`]) with `cfg.beams` beams per prompt, every beam of every prompt in one
     /// batch: the prompts are prefilled together, then each step feeds the running beams' last tokens and
     /// reorders the KV cache by their parents. A prompt's `n` samples are its `n` best hypotheses.
     fn decode_beams(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
-        let (dev, model) = (self.model.device().clone(), &self.model);
+        let dev = self.model.device().clone();
         let width = cfg.beams as usize;
         if let Some(p) = prompts.iter().find(|p| p.n as usize > width) {
             return Err(Error::usage(format!("{} samples of problem `{}` from {width} beams", p.n, p.key))
@@ -274,17 +279,8 @@ impl Local {
             }
             cache = cache.select(&Tensor::new(keep, &dev).map_err(candle)?).map_err(candle)?;
             (rows, valid) = (new_rows, new_valid);
-            let input: Vec<Vec<u32>> = rows.iter().map(|&(p, b)| vec![searches[p].last(b)]).collect();
-            let past = cache.len();
-            let logits = model
-                .forward(
-                    &Tensor::new(input, &dev).map_err(candle)?,
-                    &positions(&valid, past, &dev).map_err(candle)?,
-                    &attention_mask(&valid, past, 1),
-                    Some(&mut cache),
-                )
-                .map_err(candle)?;
-            next = logits.squeeze(1).map_err(candle)?.to_vec2().map_err(candle)?;
+            let input: Vec<u32> = rows.iter().map(|&(p, b)| searches[p].last(b)).collect();
+            next = self.step(&mut cache, input, &valid)?;
         }
         let mut out = Vec::with_capacity(prompts.len());
         for ((prompt, search), ids) in prompts.iter().zip(searches).zip(&ids) {

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use forge::verify::DEFAULT_TOLERANCE;
 use forge::verify::vote::majority;
-use forge::verify::{DEFAULT_TOLERANCE, TraceRef, VerifySettings, verify_trace};
 use serde_json::Value;
 
-use crate::util::{Scratch, ok, problems, records};
+use crate::util::{Scratch, ok, problems, records, verdict};
 
 /// A sample as judged here: right or not, and the answer found.
 type Judged = (bool, Option<String>);
@@ -68,18 +68,8 @@ fn eval_json_scores_per_source_match_the_traces() {
     let mut by: BTreeMap<String, BTreeMap<String, Vec<Judged>>> = BTreeMap::new();
     for t in records(&out) {
         let text = |k: &str| t[k].as_str().map(str::to_string);
-        let trace = TraceRef {
-            domain: forge::formats::domain::Domain::of(&text("domain").unwrap()),
-            gold: t["gold"].as_str(),
-            output: t["completion"].as_str().unwrap(),
-            prompt: None,
-            metadata: t["metadata"].as_str(),
-            tests: None,
-            finish_reason: t["finish_reason"].as_str(),
-        };
-        let v = verify_trace(&trace, &VerifySettings::default()).unwrap();
         let per = by.entry(text("source").unwrap()).or_default();
-        per.entry(text("problem_id").unwrap()).or_default().push((v.correct, v.extracted));
+        per.entry(text("problem_id").unwrap()).or_default().push(verdict(&t));
     }
     assert_eq!(by.keys().collect::<Vec<_>>(), ["even", "odd"]);
     let mut some_wrong_some_right = (false, false);
@@ -105,21 +95,6 @@ fn eval_json_scores_per_source_match_the_traces() {
         }
     }
     assert_eq!(some_wrong_some_right, (true, true), "the samples mix right and wrong answers");
-}
-
-/// The verdict of a kept trace, as forge's verifier gives it.
-fn verdict(t: &serde_json::Map<String, Value>) -> (bool, Option<String>) {
-    let trace = TraceRef {
-        domain: forge::formats::domain::Domain::of(t["domain"].as_str().unwrap()),
-        gold: t["gold"].as_str(),
-        output: t["completion"].as_str().unwrap(),
-        prompt: None,
-        metadata: t["metadata"].as_str(),
-        tests: None,
-        finish_reason: t["finish_reason"].as_str(),
-    };
-    let v = verify_trace(&trace, &VerifySettings::default()).unwrap();
-    (v.correct, v.extracted)
 }
 
 /// `--strategy best-of-4 --sweep n=1,2,4`: one run of 4 samples, each point scored on the first k samples

@@ -360,22 +360,10 @@ fn adaptive_sampling_stops_at_its_rule_and_keeps_fixed_ns_rows() {
     let adaptive_args = ["--until-correct", "2", "--samples-per-round", "2", "--rows-per-shard", "5"];
     run_ok(&generate("fixed", &[]));
     run_ok(&generate("adaptive", &adaptive_args));
-    let verdict = |t: &serde_json::Map<String, serde_json::Value>| {
-        let trace = forge::verify::TraceRef {
-            domain: forge::formats::domain::Domain::of(t["domain"].as_str().unwrap()),
-            gold: t["gold"].as_str(),
-            output: t["completion"].as_str().unwrap(),
-            prompt: None,
-            metadata: t["metadata"].as_str(),
-            tests: None,
-            finish_reason: t["finish_reason"].as_str(),
-        };
-        forge::verify::verify_trace(&trace, &Default::default()).unwrap().correct
-    };
     let by_problem = |name: &str| {
         let mut out: std::collections::BTreeMap<String, Vec<(String, bool)>> = Default::default();
         for t in records(&s.path(name)) {
-            let row = (t["completion"].as_str().unwrap().to_string(), verdict(&t));
+            let row = (t["completion"].as_str().unwrap().to_string(), crate::util::verdict(&t).0);
             out.entry(t["problem_id"].as_str().unwrap().into()).or_default().push(row);
         }
         out

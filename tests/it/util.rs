@@ -128,3 +128,18 @@ pub fn rejected(out: &Path) -> std::collections::BTreeMap<String, (String, serde
         })
         .collect()
 }
+
+/// forge's verifier on a kept trace row (a `records` map): right or not, and the answer it found.
+pub fn verdict(t: &serde_json::Map<String, serde_json::Value>) -> (bool, Option<String>) {
+    let trace = forge::verify::TraceRef {
+        domain: forge::formats::domain::Domain::of(t["domain"].as_str().unwrap()),
+        gold: t["gold"].as_str(),
+        output: t["completion"].as_str().unwrap(),
+        prompt: None,
+        metadata: t["metadata"].as_str(),
+        tests: None,
+        finish_reason: t["finish_reason"].as_str(),
+    };
+    let v = forge::verify::verify_trace(&trace, &Default::default()).unwrap();
+    (v.correct, v.extracted)
+}
