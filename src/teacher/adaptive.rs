@@ -101,7 +101,6 @@ impl Stop {
 /// What an adaptive run did.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    pub problems: u64,
     pub samples: u64,
     pub tokens: u64,
     pub errors: u64,
@@ -184,7 +183,6 @@ pub fn write(
                 let stop = rule(cfg, right, taken, run.n).unwrap_or(Stop::Limit);
                 *out.stopped.entry(stop.name()).or_default() += 1;
                 writer.skip(taken)?;
-                out.problems += 1;
                 out.samples += taken;
                 run.progress.inc(1);
                 continue;
@@ -248,7 +246,6 @@ fn sample_chunk(
             stopped[i] = rule(cfg, right[i], taken, run.n);
             if let Some(stop) = stopped[i] {
                 *out.stopped.entry(stop.name()).or_default() += 1;
-                out.problems += 1;
                 out.samples += taken;
                 run.progress.inc(1);
             }

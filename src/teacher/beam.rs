@@ -65,11 +65,6 @@ impl Search {
         }
     }
 
-    /// Beams to feed the model next (0 once done).
-    pub fn running(&self) -> usize {
-        if self.done() { 0 } else { self.running.len() }
-    }
-
     pub fn done(&self) -> bool {
         !self.improvable || self.running.is_empty() || self.max_new_tokens == 0
     }
