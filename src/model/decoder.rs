@@ -1,8 +1,10 @@
-//! The Qwen2 / Llama decoder, written with differentiable candle primitives only, so the trainers can
-//! backpropagate through it: candle-transformers' models use fused ops without a backward pass
-//! (`softmax_last_dim`, fused `rms_norm`, `rope`), where the gradient silently stops
-//! (`../shared/notes/training.md`). Weights live under transformers' exact tensor names, so checkpoints
-//! load and save as they are.
+//! The Qwen2 / Llama decoder, written so the trainers can backpropagate through it: candle-transformers'
+//! models use fused ops without a backward pass (`softmax_last_dim`, fused `rms_norm`, `rope`), where the
+//! gradient silently stops (`../shared/notes/training.md`). On the CPU in f32 it takes forge's fused
+//! kernels, each with its backward pass ([`super::fused`]); elsewhere differentiable candle primitives,
+//! which are also the reference the kernels are tested against. Inference takes kernels without a
+//! backward pass for attention and decoding ([`super::infer`]). Weights live under transformers' exact
+//! tensor names, so checkpoints load and save as they are.
 //!
 //! Shapes: token ids `[batch, seq]`; positions `[batch, seq]` (left padding shifts them per row); a
 //! [`Mask`]: the range of keys (of `past + seq`) each query attends to.
@@ -11,7 +13,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ModelConfig;
-use super::fused::{Mask, range_softmax};
+use super::fused::{self, Mask, range_softmax};
 use super::infer;
 
 type CResult<T> = candle_core::Result<T>;
@@ -339,6 +341,17 @@ impl Decoder {
         if hidden.rank() == 2 { logits.squeeze(1) } else { Ok(logits) }
     }
 
+    /// The summed negative log-likelihood of `targets` (`[n]`) after the final hidden states `hidden`
+    /// (`[n, hidden]`): the head and cross-entropy fused on the CPU ([`fused::head_nll`]).
+    pub fn head_nll(&self, hidden: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+        let head = &self.lm_head;
+        if head.bias.is_none() && head.lora.is_none() && fused::cpu_f32(&[hidden, &head.weight]) {
+            return fused::head_nll(hidden, &head.weight, targets);
+        }
+        let logp = candle_nn::ops::log_softmax(&self.head(hidden)?, D::Minus1)?;
+        logp.gather(&targets.unsqueeze(1)?, 1)?.sum_all()?.neg()
+    }
+
     /// The final (normed) hidden states `[batch, seq, hidden]`, before the head: the trainer applies the
     /// head only at the positions that carry a loss.
     pub fn hidden(
@@ -380,7 +393,7 @@ impl Decoder {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
-        let act = if infer::applies(&[&gate, &up]) { infer::silu_mul(&gate, &up)? } else { (gate.silu()? * up)? };
+        let act = if fused::cpu_f32(&[&gate, &up]) { fused::silu_mul(&gate, &up)? } else { (gate.silu()? * up)? };
         self.down.forward(&act)
     }
 }
@@ -399,7 +412,15 @@ impl Attention {
         if infer::applies(&[&q, &k, &v, cos]) {
             return self.forward_inference(q, k, v, cos, sin, mask, past);
         }
-        let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2);
+        let d = self.head_dim;
+        let scale = 1.0 / (d as f64).sqrt();
+        if past.is_none() && fused::cpu_f32(&[&q, &k, &v, cos]) {
+            let q = fused::rope(&q.reshape((b, t, self.heads, d))?, cos, sin)?;
+            let k = fused::rope(&k.reshape((b, t, self.kv_heads, d))?, cos, sin)?;
+            let out = fused::flash_attention(&q, &k, &v.reshape((b, t, self.kv_heads, d))?, mask, scale)?;
+            return self.o.forward(&out.reshape((b, t, self.heads * d))?);
+        }
+        let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, d))?.transpose(1, 2);
         let q = rotate(&split(q, self.heads)?, cos, sin)?;
         let mut k = rotate(&split(k, self.kv_heads)?, cos, sin)?.contiguous()?;
         let mut v = split(v, self.kv_heads)?.contiguous()?;
@@ -409,9 +430,8 @@ impl Attention {
         // Query heads grouped under their kv head, `[b, kv, groups * t, d]`, so each kv head's keys and
         // values serve its whole group without being copied per head (query head i reads kv head
         // i / groups, as transformers' `repeat_kv`).
-        let (groups, d) = (self.heads / self.kv_heads, self.head_dim);
+        let groups = self.heads / self.kv_heads;
         let q = q.contiguous()?.reshape((b, self.kv_heads, groups * t, d))?;
-        let scale = 1.0 / (d as f64).sqrt();
         let probs = range_softmax(&q.matmul(&k.t()?)?, mask, scale)?.to_dtype(v.dtype())?;
         let out = probs.matmul(&v)?;
         let out = out.reshape((b, self.heads, t, d))?.transpose(1, 2)?;
@@ -433,8 +453,8 @@ impl Attention {
     ) -> CResult<Tensor> {
         let (b, t, _) = q.dims3()?;
         let d = self.head_dim;
-        let q = infer::rope(&q.reshape((b, t, self.heads, d))?, cos, sin)?;
-        let k = infer::rope(&k.reshape((b, t, self.kv_heads, d))?, cos, sin)?;
+        let q = fused::rope(&q.reshape((b, t, self.heads, d))?, cos, sin)?;
+        let k = fused::rope(&k.reshape((b, t, self.kv_heads, d))?, cos, sin)?;
         let (mut k, mut v) =
             (k.transpose(1, 2)?.contiguous()?, v.reshape((b, t, self.kv_heads, d))?.transpose(1, 2)?.contiguous()?);
         if let Some(past) = past {
@@ -447,8 +467,8 @@ impl Attention {
 
 /// RMSNorm as transformers computes it: in f32, then back to the input's type, then the weight.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
-    if infer::applies(&[x, weight]) {
-        return infer::rms_norm(x, weight, eps);
+    if fused::cpu_f32(&[x, weight]) {
+        return fused::rms_norm(x, weight, eps);
     }
     let dtype = x.dtype();
     let x32 = x.to_dtype(DType::F32)?;

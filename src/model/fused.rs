@@ -1,15 +1,20 @@
-//! Fused CPU kernels with their own backward pass, for the places where the composite ops cost most.
+//! Fused CPU kernels (f32) with their own backward pass, which the decoder takes in place of chains of
+//! composite ops, for training and inference alike: each composite op allocates its output, and in the
+//! backward pass a zero-filled gradient buffer plus a sum, so a chain of five costs a dozen passes over
+//! memory where one suffices. RMSNorm ([`rms_norm`]), rotary embedding ([`rope`]), the gated activation
+//! ([`silu_mul`]), masked softmax ([`range_softmax`]) and the output head with cross-entropy
+//! ([`head_nll`]), which never holds all positions' logits. Other devices and types take the composite
+//! ops ([`cpu_f32`]); tests check each kernel against them, values and gradients.
 //!
 //! Every attention mask forge builds (causal, left padding, examples packed into one row) lets a query
 //! see one contiguous range of keys, so a mask is a `(first, last)` key pair per query ([`Mask`]), and
 //! masked softmax is one pass per row ([`range_softmax`]) instead of a dense `[b, 1, t, keys]` mask, a
-//! broadcast add and five softmax ops, each of which also allocates its gradient in the backward pass.
-//! Other devices use the composite ops over the dense mask ([`Mask::dense`]); a test checks the two agree,
-//! values and gradients.
+//! broadcast add and five softmax ops. Other devices use the composite ops over the dense mask
+//! ([`Mask::dense`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 type CResult<T> = candle_core::Result<T>;
@@ -45,31 +50,16 @@ impl Mask {
     }
 }
 
-/// `softmax(scale * scores)` over each query's key range, zero outside it. `scores` is
-/// `[batch, heads, groups * queries, keys]` (query heads grouped under their kv head, query index
-/// fastest), f32.
+/// `softmax(scale * scores)` over each query's key range, zero outside it, as composite ops over the
+/// dense mask: the attention of devices without the fused kernels, and the reference
+/// [`flash_attention`] is tested against. `scores` is `[batch, heads, groups * queries, keys]` (query
+/// heads grouped under their kv head, query index fastest).
 pub fn range_softmax(scores: &Tensor, mask: &Mask, scale: f64) -> CResult<Tensor> {
-    if !matches!(scores.device(), Device::Cpu) || scores.dtype() != DType::F32 {
-        let (b, h, gq, k) = scores.dims4()?;
-        let s = (scores.to_dtype(DType::F32)? * scale)?
-            .reshape((b, h, gq / mask.queries, mask.queries, k))?
-            .broadcast_add(&mask.dense(scores.device())?.unsqueeze(1)?)?;
-        return candle_nn::ops::softmax(&s, candle_core::D::Minus1)?.reshape((b, h, gq, k))?.to_dtype(scores.dtype());
-    }
-    scores.contiguous()?.apply_op1(RangeSoftmax { mask: mask.clone(), scale: scale as f32 })
-}
-
-struct RangeSoftmax {
-    mask: Mask,
-    scale: f32,
-}
-
-impl RangeSoftmax {
-    /// The key range of flat row `row` of a `[batch, heads, groups * queries, keys]` tensor.
-    fn range(&self, row: usize, rows_per_batch: usize) -> (usize, usize) {
-        let (a, b) = self.mask.range(row / rows_per_batch, row % self.mask.queries);
-        (a as usize, b as usize)
-    }
+    let (b, h, gq, k) = scores.dims4()?;
+    let s = (scores.to_dtype(DType::F32)? * scale)?
+        .reshape((b, h, gq / mask.queries, mask.queries, k))?
+        .broadcast_add(&mask.dense(scores.device())?.unsqueeze(1)?)?;
+    candle_nn::ops::softmax(&s, candle_core::D::Minus1)?.reshape((b, h, gq, k))?.to_dtype(scores.dtype())
 }
 
 pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> CResult<&'a [f32]> {
@@ -78,116 +68,1061 @@ pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> CResult
     Ok(&data[start..end])
 }
 
-/// Rows per rayon task: enough work per task that scheduling does not dominate.
-const MIN_ROWS: usize = 16;
+/// Whether this CPU has AVX2 and FMA, which the vector paths below need (detected once, then cached).
+pub(super) fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
-impl CustomOp1 for RangeSoftmax {
-    fn name(&self) -> &'static str {
-        "range-softmax"
+/// Run `f` over `0..items` on candle's pool, in chunks (`f` gets a range).
+pub(super) fn parallel(items: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    candle_core::utils::barrier_pool().execute_chunked(items, f);
+}
+
+/// An output buffer written by the pool's threads at disjoint elements.
+#[derive(Clone, Copy)]
+pub(super) struct SharedOut(pub(super) *mut f32);
+// SAFETY: the threads write disjoint elements, and the buffer outlives the pool's call
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let scores = f32_slice(storage, layout)?;
-        let (b, _, _, keys) = layout.shape().dims4()?;
-        if keys != self.mask.keys || b != self.mask.batch {
-            candle_core::bail!("range softmax: scores {:?} do not fit the mask", layout.shape());
-        }
-        let rows_per_batch = scores.len() / keys / b;
-        let mut out = vec![0f32; scores.len()];
-        out.par_chunks_mut(keys).zip(scores.par_chunks(keys)).enumerate().with_min_len(MIN_ROWS).for_each(
-            |(row, (o, s))| {
-                let (a, z) = self.range(row, rows_per_batch);
-                let (s, o) = (&s[a..=z], &mut o[a..=z]);
-                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
-                let mut sum = 0f32;
-                for (o, &x) in o.iter_mut().zip(s) {
-                    *o = (x * self.scale - max).exp();
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                o.iter_mut().for_each(|x| *x *= inv);
-            },
-        );
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-
-    fn bwd(&self, _scores: &Tensor, probs: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let grad = grad.contiguous()?;
-        let op = RangeSoftmaxGrad { mask: self.mask.clone(), scale: self.scale };
-        Ok(Some(probs.apply_op2_no_bwd(&grad, &op)?))
+    /// `len` elements from `at`.
+    ///
+    /// # Safety
+    /// In bounds, and no other thread writes them meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        // SAFETY: the caller's
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
 
-/// d scores = scale * p * (d p - sum(p * d p)) within each row's range.
-struct RangeSoftmaxGrad {
+/// The sum of `a[i] * b[i]`, in eight partial sums (vectorised).
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+
+/// Whether the fused kernels apply to `tensors`: f32 on the CPU (other devices and types take the
+/// composite ops, which the tests check these against).
+pub fn cpu_f32(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// RMSNorm over the last dimension, as transformers computes it: `x * rsqrt(mean(x²) + eps) * weight`;
+/// differentiable in both.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
+    x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl RmsNorm {
+    /// `1 / rms(row)`.
+    #[inline(always)]
+    fn inv(&self, row: &[f32]) -> f32 {
+        1.0 / (dot(row, row) / row.len() as f32 + self.eps).sqrt()
+    }
+
+    /// The rows of `x` and the size of one (the weight's), checked.
+    fn rows(x: &Layout, w: &Layout) -> CResult<usize> {
+        let h = w.shape().elem_count();
+        if h == 0 || x.shape().elem_count() % h != 0 {
+            candle_core::bail!("rms norm: x {:?} and weight {:?} do not fit", x.shape(), w.shape());
+        }
+        Ok(h)
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let h = RmsNorm::rows(xl, wl)?;
+        let mut out = vec![0f32; x.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        parallel(x.len() / h, |rows| {
+            for r in rows {
+                let row = &x[r * h..][..h];
+                let inv = self.inv(row);
+                // SAFETY: row r of the output, which only this call writes
+                let o = unsafe { at.slice(r * h, h) };
+                for ((o, &v), &w) in o.iter_mut().zip(row).zip(w) {
+                    *o = v * inv * w;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (n, h) = (x.elem_count(), w.elem_count());
+        let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormGrad(RmsNorm { eps: self.eps }))?;
+        Ok((Some(both.narrow(0, 0, n)?.reshape(x.shape())?), Some(both.narrow(0, n, h)?.reshape(w.shape())?)))
+    }
+}
+
+/// RMSNorm's gradients from `(x, weight, dy)`, both in one buffer: `dx` (x's elements), then `dweight`.
+/// Per row, with `x̂ = x / rms`: `dx = (dy·w − x̂ · mean(dy·w·x̂)) / rms`; `dweight = Σ_rows dy·x̂`.
+struct RmsNormGrad(RmsNorm);
+
+impl CustomOp3 for RmsNormGrad {
+    fn name(&self) -> &'static str {
+        "rms-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, w, g) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(gs, gl)?);
+        let h = RmsNorm::rows(xl, wl)?;
+        let rows = x.len() / h;
+        let mut out = vec![0f32; x.len() + h];
+        let mut inv = vec![0f32; rows];
+        let (at, at_inv) = (SharedOut(out.as_mut_ptr()), SharedOut(inv.as_mut_ptr()));
+        parallel(rows, |rows| {
+            for r in rows {
+                let (x, g) = (&x[r * h..][..h], &g[r * h..][..h]);
+                let i = self.0.inv(x);
+                let mean = x.iter().zip(g).zip(w).map(|((x, g), w)| x * g * w).sum::<f32>() * i * i / h as f32;
+                // SAFETY: row r of dx and element r of inv, which only this call writes
+                let (o, inv_r) = unsafe { (at.slice(r * h, h), at_inv.slice(r, 1)) };
+                inv_r[0] = i;
+                for (((o, &x), &g), &w) in o.iter_mut().zip(x).zip(g).zip(w) {
+                    *o = i * (g * w - x * mean);
+                }
+            }
+        });
+        // dweight by blocks of columns, each summed over every row
+        const BLOCK: usize = 16;
+        let inv = &inv;
+        parallel(h.div_ceil(BLOCK), |blocks| {
+            for block in blocks {
+                let cols = block * BLOCK..((block + 1) * BLOCK).min(h);
+                let mut acc = [0f32; BLOCK];
+                for (r, &i) in inv.iter().enumerate() {
+                    let (x, g) = (&x[r * h + cols.start..r * h + cols.end], &g[r * h + cols.start..r * h + cols.end]);
+                    for ((a, &x), &g) in acc.iter_mut().zip(x).zip(g) {
+                        *a += g * x * i;
+                    }
+                }
+                // SAFETY: this block's elements of dweight
+                let o = unsafe { at.slice(x.len() + cols.start, cols.len()) };
+                o.copy_from_slice(&acc[..cols.len()]);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + h)))
+    }
+}
+
+/// Rotary embedding (rotate-half layout) of `x` `[batch, seq, heads, head_dim]` by the tables `cos` and
+/// `sin` (`batch * seq` rows of `head_dim / 2`); differentiable in `x` (its gradient is the inverse
+/// rotation of the output's).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { inverse: false })
+}
+
+/// The rotation, or with `inverse` its inverse (the angles negated).
+struct Rope {
+    inverse: bool,
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, cos, sin) = (f32_slice(xs, xl)?, f32_slice(cs, cl)?, f32_slice(ss, sl)?);
+        let (b, t, heads, d) = xl.shape().dims4()?;
+        let half = d / 2;
+        if d % 2 != 0 || cos.len() != b * t * half || sin.len() != cos.len() {
+            candle_core::bail!("rope: x {:?} and tables {:?} do not fit", xl.shape(), cl.shape());
+        }
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let mut out = vec![0f32; x.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        let row = heads * d;
+        parallel(b * t, |positions| {
+            let mut s = vec![0f32; half];
+            for p in positions {
+                let c = &cos[p * half..][..half];
+                s.iter_mut().zip(&sin[p * half..][..half]).for_each(|(s, &v)| *s = sign * v);
+                // SAFETY: position p's heads, which only this call writes
+                let o = unsafe { at.slice(p * row, row) };
+                for (o, x) in o.chunks_exact_mut(d).zip(x[p * row..][..row].chunks_exact(d)) {
+                    let (x1, x2) = x.split_at(half);
+                    let (o1, o2) = o.split_at_mut(half);
+                    for i in 0..half {
+                        o1[i] = x1[i] * c[i] - x2[i] * s[i];
+                        o2[i] = x2[i] * c[i] + x1[i] * s[i];
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let back = grad.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
+        Ok((Some(back), None, None))
+    }
+}
+
+/// `silu(gate) * up`, the gated MLP's activation; differentiable in both.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMul)
+}
+
+struct SiluMul;
+
+/// Elements per task of the element-wise kernels.
+const CHUNK: usize = 4096;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "silu-mul"
+    }
+
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (g, u) = (f32_slice(gs, gl)?, f32_slice(us, ul)?);
+        if gl.shape() != ul.shape() {
+            candle_core::bail!("silu mul: gate {:?} and up {:?} differ", gl.shape(), ul.shape());
+        }
+        let mut out = vec![0f32; g.len()];
+        let at = SharedOut(out.as_mut_ptr());
+        parallel(g.len().div_ceil(CHUNK), |chunks| {
+            let range = chunks.start * CHUNK..(chunks.end * CHUNK).min(g.len());
+            // SAFETY: this call's own elements
+            let o = unsafe { at.slice(range.start, range.len()) };
+            let (g, u) = (&g[range.clone()], &u[range]);
+            #[cfg(target_arch = "x86_64")]
+            if avx2() {
+                // SAFETY: the CPU has AVX2 and FMA
+                return unsafe { silu_mul_avx2(g, u, o) };
+            }
+            silu_mul_scalar(g, u, o);
+        });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let n = gate.elem_count();
+        let both = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SiluMulGrad)?;
+        Ok((Some(both.narrow(0, 0, n)?.reshape(gate.shape())?), Some(both.narrow(0, n, n)?.reshape(up.shape())?)))
+    }
+}
+
+/// `o = g / (1 + exp(-g)) * u`, eight lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn silu_mul_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (one, body) = (_mm256_set1_ps(1.0), o.len() / 8 * 8);
+    for i in (0..body).step_by(8) {
+        // SAFETY: i + 8 <= body, within all three slices (of equal length)
+        unsafe {
+            let gv = _mm256_loadu_ps(g.as_ptr().add(i));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+            let silu = _mm256_div_ps(gv, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(i))));
+        }
+    }
+    silu_mul_scalar(&g[body..], &u[body..], &mut o[body..]);
+}
+
+/// `o = g / (1 + exp(-g)) * u`, as candle's `silu` then a product.
+fn silu_mul_scalar(g: &[f32], u: &[f32], o: &mut [f32]) {
+    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// The gated activation's gradients from `(gate, up, dy)`, both in one buffer: with `s = sigmoid(gate)`,
+/// `dgate = dy · up · s · (1 + gate · (1 − s))`, then `dup = dy · gate · s`.
+struct SiluMulGrad;
+
+impl CustomOp3 for SiluMulGrad {
+    fn name(&self) -> &'static str {
+        "silu-mul-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (g, u, d) = (f32_slice(gs, gl)?, f32_slice(us, ul)?, f32_slice(ds, dl)?);
+        if gl.shape() != ul.shape() || gl.shape() != dl.shape() {
+            candle_core::bail!("silu mul grad: {:?}, {:?} and {:?} differ", gl.shape(), ul.shape(), dl.shape());
+        }
+        let n = g.len();
+        let mut out = vec![0f32; 2 * n];
+        let at = SharedOut(out.as_mut_ptr());
+        parallel(n.div_ceil(CHUNK), |chunks| {
+            let range = chunks.start * CHUNK..(chunks.end * CHUNK).min(n);
+            // SAFETY: this call's own elements of both halves
+            let (dg, du) = unsafe { (at.slice(range.start, range.len()), at.slice(n + range.start, range.len())) };
+            let (g, u, d) = (&g[range.clone()], &u[range.clone()], &d[range]);
+            #[cfg(target_arch = "x86_64")]
+            if avx2() {
+                // SAFETY: the CPU has AVX2 and FMA
+                return unsafe { silu_mul_grad_avx2(g, u, d, dg, du) };
+            }
+            silu_mul_grad_scalar(g, u, d, dg, du);
+        });
+        Ok((CpuStorage::F32(out), Shape::from(2 * n)))
+    }
+}
+
+/// [`SiluMulGrad`] eight lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn silu_mul_grad_avx2(g: &[f32], u: &[f32], d: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (one, body) = (_mm256_set1_ps(1.0), g.len() / 8 * 8);
+    for i in (0..body).step_by(8) {
+        // SAFETY: i + 8 <= body, within all five slices (of equal length)
+        unsafe {
+            let gv = _mm256_loadu_ps(g.as_ptr().add(i));
+            let dv = _mm256_loadu_ps(d.as_ptr().add(i));
+            let s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+            let silu = _mm256_mul_ps(gv, s);
+            _mm256_storeu_ps(du.as_mut_ptr().add(i), _mm256_mul_ps(dv, silu));
+            // s (1 + g (1 - s)) = s + silu (1 - s)
+            let local = _mm256_fmadd_ps(silu, _mm256_sub_ps(one, s), s);
+            let up = _mm256_mul_ps(dv, _mm256_loadu_ps(u.as_ptr().add(i)));
+            _mm256_storeu_ps(dg.as_mut_ptr().add(i), _mm256_mul_ps(up, local));
+        }
+    }
+    silu_mul_grad_scalar(&g[body..], &u[body..], &d[body..], &mut dg[body..], &mut du[body..]);
+}
+
+fn silu_mul_grad_scalar(g: &[f32], u: &[f32], d: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    for i in 0..g.len() {
+        let s = 1.0 / (1.0 + (-g[i]).exp());
+        let silu = g[i] * s;
+        du[i] = d[i] * silu;
+        dg[i] = d[i] * u[i] * (s + silu * (1.0 - s));
+    }
+}
+
+/// The summed negative log-likelihood `−Σ_r log softmax(hidden_r · weightᵀ)[targets_r]` of the rows of
+/// `hidden` `[n, dim]` under the output head `weight` `[vocab, dim]`, as a scalar. The logits are made a
+/// chunk of rows at a time, so no `[n, vocab]` logits or probabilities exist at once (at a 150k vocabulary
+/// those are 600 KB a row). With a gradient graph the forward pass also computes the gradients, since the
+/// loss's gradient with respect to a chunk's logits is known as soon as they are (softmax minus the
+/// one-hot target: Liger's fused linear cross-entropy); the backward pass scales them.
+pub fn head_nll(hidden: &Tensor, weight: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+    head_nll_in_chunks(hidden, weight, targets, LOGITS_PER_CHUNK)
+}
+
+/// [`head_nll`] with at most `chunk` logits at a time.
+fn head_nll_in_chunks(hidden: &Tensor, weight: &Tensor, targets: &Tensor, chunk: usize) -> CResult<Tensor> {
+    let op = HeadNll {
+        chunk,
+        targets: targets.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?,
+        wants: (hidden.track_op(), weight.track_op()),
+        grads: Mutex::new(None),
+    };
+    let (hidden, weight) = (hidden.contiguous()?, weight.contiguous()?);
+    if op.wants == (false, false) { hidden.apply_op2_no_bwd(&weight, &op) } else { hidden.apply_op2(&weight, op) }
+}
+
+/// Logits per chunk of [`head_nll`] (16 MiB of f32).
+const LOGITS_PER_CHUNK: usize = 1 << 22;
+
+struct HeadNll {
+    /// Logits per chunk.
+    chunk: usize,
+    targets: Vec<u32>,
+    /// Whether `hidden` and `weight` need their gradients.
+    wants: (bool, bool),
+    /// Their gradients for a unit loss gradient, made by the forward pass.
+    grads: Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl CustomOp2 for HeadNll {
+    fn name(&self) -> &'static str {
+        "head-nll"
+    }
+
+    fn cpu_fwd(&self, hs: &CpuStorage, hl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (h, w) = (f32_slice(hs, hl)?, f32_slice(ws, wl)?);
+        let ((n, dim), (vocab, wdim)) = (hl.shape().dims2()?, wl.shape().dims2()?);
+        if dim != wdim || self.targets.len() != n {
+            candle_core::bail!("head nll: hidden {:?}, head {:?}, {} targets", hl.shape(), wl.shape(), self.targets.len());
+        }
+        if let Some(t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("head nll: target {t} outside the vocabulary of {vocab}");
+        }
+        let chunk = (self.chunk / vocab.max(1)).clamp(1, n.max(1));
+        let mut logits = vec![0f32; chunk * vocab];
+        let (want_h, want_w) = self.wants;
+        let mut dh = vec![0f32; if want_h { n * dim } else { 0 }];
+        let mut dw = vec![0f32; if want_w { vocab * dim } else { 0 }];
+        let mut loss = 0f64;
+        for r0 in (0..n).step_by(chunk) {
+            let c = chunk.min(n - r0);
+            let (lg, rows) = (&mut logits[..c * vocab], &h[r0 * dim..(r0 + c) * dim]);
+            // logits = rows · weightᵀ
+            let all = Write { parallel: true, ..Write::SET };
+            matmul([c, vocab, dim], (lg, [vocab, 1]), (rows, [dim, 1]), (w, [1, dim]), all);
+            loss += lg
+                .par_chunks_mut(vocab)
+                .zip(&self.targets[r0..r0 + c])
+                .map(|(row, &t)| {
+                    let target = row[t as usize];
+                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0f32;
+                    for x in row.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    // the logits become the gradient: softmax minus the one-hot target
+                    let inv = 1.0 / sum;
+                    row.iter_mut().for_each(|x| *x *= inv);
+                    row[t as usize] -= 1.0;
+                    f64::from(max + sum.ln() - target)
+                })
+                .sum::<f64>();
+            if want_h {
+                // dhidden = dlogits · weight
+                matmul([c, dim, vocab], (&mut dh[r0 * dim..(r0 + c) * dim], [dim, 1]), (lg, [vocab, 1]), (w, [dim, 1]), all);
+            }
+            if want_w {
+                // dweight += dlogitsᵀ · rows
+                matmul([vocab, dim, c], (&mut dw, [dim, 1]), (lg, [1, vocab]), (rows, [dim, 1]), Write { add: true, ..all });
+            }
+        }
+        if want_h || want_w {
+            *self.grads.lock().expect("not poisoned") = Some((dh, dw));
+        }
+        Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
+    }
+
+    fn bwd(&self, h: &Tensor, w: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let Some((mut dh, mut dw)) = self.grads.lock().expect("not poisoned").take() else {
+            candle_core::bail!("head nll: a second backward pass through the same loss");
+        };
+        let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        dh.par_iter_mut().chain(dw.par_iter_mut()).for_each(|x| *x *= g);
+        let (want_h, want_w) = self.wants;
+        let dh = if want_h { Some(Tensor::from_vec(dh, h.shape(), h.device())?) } else { None };
+        let dw = if want_w { Some(Tensor::from_vec(dw, w.shape(), w.device())?) } else { None };
+        Ok((dh, dw))
+    }
+}
+
+/// Attention of `q` `[batch, seq, heads, head_dim]` over `k` and `v` `[batch, seq, kv_heads, head_dim]`
+/// (the projections' layout: nothing is transposed), each query within its key range of `mask`, query
+/// head `i` reading kv head `i / (heads / kv_heads)`; the result is `[batch, seq, heads, head_dim]`, as
+/// the output projection takes it. FlashAttention-2 on the CPU: blocks of [`BLOCK`] queries against
+/// blocks of keys with an online softmax, so no `[batch, heads, seq, seq]` scores or probabilities
+/// exist, and blocks outside every query's range are skipped (nearly half of them under a causal mask).
+/// The backward pass recomputes each block's probabilities from the log-sum-exps the forward pass keeps.
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> CResult<Tensor> {
+    let op = FlashAttention { mask: mask.clone(), scale: scale as f32, lse: Mutex::new(None) };
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    if [&q, &k, &v].iter().any(|t| t.track_op()) { q.apply_op3(&k, &v, op) } else { q.apply_op3_no_bwd(&k, &v, &op) }
+}
+
+/// Queries, and keys, per block of [`flash_attention`].
+const BLOCK: usize = 64;
+
+struct FlashAttention {
     mask: Mask,
     scale: f32,
+    /// The log-sum-exp of each query's scores (`[batch, seq, heads]`), for the backward pass.
+    lse: Mutex<Option<Vec<f32>>>,
 }
 
-impl CustomOp2 for RangeSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "range-softmax-grad"
+/// The sizes of a [`flash_attention`] call, and where rows start.
+#[derive(Clone, Copy)]
+struct Dims {
+    t: usize,
+    heads: usize,
+    kv: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn new(q: &Shape, k: &Shape, v: &Shape, mask: &Mask) -> CResult<Dims> {
+        let (b, t, heads, d) = q.dims4()?;
+        let (kb, kt, kv, kd) = k.dims4()?;
+        if (kb, kt, kd) != (b, t, d) || v != k || kv == 0 || heads % kv != 0 {
+            candle_core::bail!("flash attention: q {q:?}, k {k:?} and v {v:?} do not fit");
+        }
+        if (mask.batch, mask.queries, mask.keys) != (b, t, t) {
+            candle_core::bail!("flash attention: the mask does not fit q {q:?}");
+        }
+        Ok(Dims { t, heads, kv, d })
     }
 
-    fn cpu_fwd(&self, ps: &CpuStorage, pl: &Layout, gs: &CpuStorage, gl: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (p, g) = (f32_slice(ps, pl)?, f32_slice(gs, gl)?);
-        let keys = self.mask.keys;
-        let rows_per_batch = p.len() / keys / self.mask.batch;
-        let fwd = RangeSoftmax { mask: self.mask.clone(), scale: self.scale };
-        let mut out = vec![0f32; p.len()];
-        out.par_chunks_mut(keys)
-            .zip(p.par_chunks(keys).zip(g.par_chunks(keys)))
-            .enumerate()
-            .with_min_len(MIN_ROWS)
-            .for_each(|(row, (o, (p, g)))| {
-                let (a, z) = fwd.range(row, rows_per_batch);
-                let (p, g, o) = (&p[a..=z], &g[a..=z], &mut o[a..=z]);
-                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                for ((o, &p), &g) in o.iter_mut().zip(p).zip(g) {
-                    *o = self.scale * p * (g - dot);
-                }
-            });
-        Ok((CpuStorage::F32(out), pl.shape().clone()))
+    /// The first element of query row `(b, i, h)` (its row stride is `heads * d`).
+    fn q(&self, b: usize, i: usize, h: usize) -> usize {
+        ((b * self.t + i) * self.heads + h) * self.d
     }
+
+    /// The first element of key (or value) row `(b, j, kh)` (its row stride is `kv * d`).
+    fn k(&self, b: usize, j: usize, kh: usize) -> usize {
+        ((b * self.t + j) * self.kv + kh) * self.d
+    }
+
+    fn blocks(&self) -> usize {
+        self.t.div_ceil(BLOCK)
+    }
+}
+
+impl FlashAttention {
+    /// The key ranges of the queries of block `qb` of row `b`, and the union of them.
+    fn ranges(&self, dims: Dims, b: usize, qb: usize) -> (Vec<(usize, usize)>, usize, usize) {
+        let rows = qb * BLOCK..((qb + 1) * BLOCK).min(dims.t);
+        let ranges: Vec<(usize, usize)> = rows
+            .map(|i| {
+                let (a, z) = self.mask.range(b, i);
+                (a as usize, z as usize)
+            })
+            .collect();
+        let lo = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let hi = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        (ranges, lo, hi)
+    }
+
+    /// The scaled scores of a block of queries against keys `k0..k0 + nk`, as probabilities:
+    /// `exp(scale · s − shift)` within each query's range, 0 outside. `s` holds the raw scores
+    /// (`ranges.len() × nk`); `shift[i]` is each query's subtrahend. Returns each row's sum.
+    fn probabilities(&self, s: &mut [f32], nk: usize, k0: usize, ranges: &[(usize, usize)], shift: &[f32], sums: &mut [f32]) {
+        for ((row, &(a, z)), (&m, sum)) in s.chunks_exact_mut(nk).zip(ranges).zip(shift.iter().zip(sums)) {
+            let (from, to) = (a.max(k0), (z + 1).min(k0 + nk));
+            if from >= to {
+                row.fill(0.0);
+                *sum = 0.0;
+                continue;
+            }
+            row[..from - k0].fill(0.0);
+            row[to - k0..].fill(0.0);
+            *sum = exp_row(&mut row[from - k0..to - k0], self.scale, m);
+        }
+    }
+
+    /// Queries `qb` of batch row `b`, head `h`: their outputs (written to `out`) and log-sum-exps.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_block(&self, dims: Dims, (q, k, v): (&[f32], &[f32], &[f32]), b: usize, h: usize, qb: usize, out: SharedOut, lse: SharedOut) {
+        let Dims { heads, kv, d, .. } = dims;
+        let kh = h / (heads / kv);
+        let (ranges, lo, hi) = self.ranges(dims, b, qb);
+        let nq = ranges.len();
+        let q0 = qb * BLOCK;
+        let (mut o, mut s) = (vec![0f32; nq * d], vec![0f32; nq * BLOCK]);
+        let (mut m, mut l, mut sums) = (vec![f32::NEG_INFINITY; nq], vec![0f32; nq], vec![0f32; nq]);
+        let mut shift = vec![0f32; nq];
+        let queries = (&q[dims.q(b, q0, h)..], [heads * d, 1]);
+        for k0 in (lo..=hi).step_by(BLOCK) {
+            let nk = BLOCK.min(hi + 1 - k0);
+            let s = &mut s[..nq * nk];
+            // scores = Q Kᵀ
+            matmul([nq, nk, d], (s, [nk, 1]), queries, (&k[dims.k(b, k0, kh)..], [1, kv * d]), Write::SET);
+            // the new running maxima, and the old sums and outputs rescaled to them
+            for i in 0..nq {
+                let (a, z) = ranges[i];
+                let (from, to) = (a.max(k0), (z + 1).min(k0 + nk));
+                let row = &s[i * nk..][..nk];
+                let max = row.get(from.saturating_sub(k0)..to.saturating_sub(k0)).unwrap_or(&[]).iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y)) * self.scale;
+                let new = m[i].max(max);
+                shift[i] = new;
+                if new > m[i] && m[i] > f32::NEG_INFINITY {
+                    let alpha = (m[i] - new).exp();
+                    l[i] *= alpha;
+                    o[i * d..][..d].iter_mut().for_each(|x| *x *= alpha);
+                }
+                m[i] = new;
+            }
+            self.probabilities(s, nk, k0, &ranges, &shift, &mut sums);
+            l.iter_mut().zip(&sums).for_each(|(l, s)| *l += s);
+            // outputs += P V
+            matmul([nq, d, nk], (&mut o, [d, 1]), (s, [nk, 1]), (&v[dims.k(b, k0, kh)..], [kv * d, 1]), Write::ADD);
+        }
+        for i in 0..nq {
+            let inv = 1.0 / l[i];
+            // SAFETY: query (b, q0 + i, h)'s output row and log-sum-exp, which only this block writes
+            let (row, at) = unsafe { (out.slice(dims.q(b, q0 + i, h), d), lse.slice(dims.q(b, q0 + i, h) / d, 1)) };
+            row.iter_mut().zip(&o[i * d..][..d]).for_each(|(r, &x)| *r = x * inv);
+            at[0] = m[i] + l[i].ln();
+        }
+    }
+
+    /// Keys `kb` of batch row `b`, kv head `kh`: their keys' and values' gradients (written to `dk` and
+    /// `dv`), and their share of the queries' gradients, added to `dq`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_block(
+        &self,
+        dims: Dims,
+        (q, k, v, dout, lse, delta): (&[f32], &[f32], &[f32], &[f32], &[f32], &[f32]),
+        b: usize,
+        kh: usize,
+        kb: usize,
+        (dq, dk, dv): (&mut [f32], SharedOut, SharedOut),
+    ) {
+        let Dims { t, heads, kv, d } = dims;
+        let groups = heads / kv;
+        let k0 = kb * BLOCK;
+        let nk = BLOCK.min(t - k0);
+        let (keys, values) = ((&k[dims.k(b, k0, kh)..], [kv * d, 1]), (&v[dims.k(b, k0, kh)..], [kv * d, 1]));
+        let (mut gk, mut gv) = (vec![0f32; nk * d], vec![0f32; nk * d]);
+        let (mut p, mut dp, mut sums) = (vec![0f32; BLOCK * nk], vec![0f32; BLOCK * nk], vec![0f32; BLOCK]);
+        for qb in 0..dims.blocks() {
+            let (ranges, lo, hi) = self.ranges(dims, b, qb);
+            if hi < k0 || lo >= k0 + nk {
+                continue;
+            }
+            let (nq, q0) = (ranges.len(), qb * BLOCK);
+            let (p, dp) = (&mut p[..nq * nk], &mut dp[..nq * nk]);
+            for h in kh * groups..(kh + 1) * groups {
+                let at = dims.q(b, q0, h);
+                let (queries, grads) = ((&q[at..], [heads * d, 1]), (&dout[at..], [heads * d, 1]));
+                let lse: Vec<f32> = (0..nq).map(|i| lse[dims.q(b, q0 + i, h) / d]).collect();
+                // P, recomputed from the scores and the log-sum-exps
+                matmul([nq, nk, d], (p, [nk, 1]), queries, (keys.0, [1, kv * d]), Write::SET);
+                self.probabilities(p, nk, k0, &ranges, &lse, &mut sums[..nq]);
+                // dV += Pᵀ dO
+                matmul([nk, d, nq], (&mut gv, [d, 1]), (p, [1, nk]), grads, Write::ADD);
+                // dP = dO Vᵀ, then dS = P (dP − delta) in its place
+                matmul([nq, nk, d], (dp, [nk, 1]), grads, (values.0, [1, kv * d]), Write::SET);
+                for (i, (dp, p)) in dp.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate() {
+                    let delta = delta[dims.q(b, q0 + i, h) / d];
+                    dp.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - delta));
+                }
+                // dQ += scale dS K; dK += scale dSᵀ Q
+                let scaled = Write { factor: self.scale, ..Write::ADD };
+                matmul([nq, d, nk], (&mut dq[at..], [heads * d, 1]), (dp, [nk, 1]), keys, scaled);
+                matmul([nk, d, nq], (&mut gk, [d, 1]), (dp, [1, nk]), queries, scaled);
+            }
+        }
+        for j in 0..nk {
+            // SAFETY: key (b, k0 + j, kh)'s gradient rows, which only this block writes
+            unsafe {
+                dk.slice(dims.k(b, k0 + j, kh), d).copy_from_slice(&gk[j * d..][..d]);
+                dv.slice(dims.k(b, k0 + j, kh), d).copy_from_slice(&gv[j * d..][..d]);
+            }
+        }
+    }
+}
+
+impl CustomOp3 for FlashAttention {
+    fn name(&self) -> &'static str {
+        "flash-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let dims = Dims::new(ql.shape(), kl.shape(), vl.shape(), &self.mask)?;
+        let inputs = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
+        let mut out = vec![0f32; inputs.0.len()];
+        let mut lse = vec![0f32; inputs.0.len() / dims.d];
+        let (at, at_lse) = (SharedOut(out.as_mut_ptr()), SharedOut(lse.as_mut_ptr()));
+        let (heads, blocks) = (dims.heads, dims.blocks());
+        (0..self.mask.batch * heads * blocks).into_par_iter().for_each(|task| {
+            let (b, h, qb) = (task / (heads * blocks), task / blocks % heads, task % blocks);
+            self.forward_block(dims, inputs, b, h, qb, at, at_lse);
+        });
+        *self.lse.lock().expect("not poisoned") = Some(lse);
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(lse) = self.lse.lock().expect("not poisoned").take() else {
+            candle_core::bail!("flash attention: a second backward pass through the same call");
+        };
+        let grad = grad.contiguous()?;
+        let guards = [q, k, v, out, &grad].map(|t| t.storage_and_layout());
+        let slices: Vec<&[f32]> = guards
+            .iter()
+            .map(|(s, l)| match &**s {
+                candle_core::Storage::Cpu(s) => f32_slice(s, l),
+                _ => candle_core::bail!("flash attention: CPU tensors only"),
+            })
+            .collect::<CResult<_>>()?;
+        let [q_, k_, v_, o_, g_] = slices[..] else { unreachable!("five tensors") };
+        let dims = Dims::new(q.shape(), k.shape(), v.shape(), &self.mask)?;
+        let d = dims.d;
+        // delta = rowsum(dO ∘ O) per query row
+        let delta: Vec<f32> = g_.par_chunks(d).zip(o_.par_chunks(d)).map(|(g, o)| dot(g, o)).collect();
+        let (mut dk, mut dv) = (vec![0f32; k_.len()], vec![0f32; v_.len()]);
+        let (at_k, at_v) = (SharedOut(dk.as_mut_ptr()), SharedOut(dv.as_mut_ptr()));
+        let (kv, blocks) = (dims.kv, dims.blocks());
+        let tasks = self.mask.batch * kv * blocks;
+        let threads = rayon::current_num_threads().max(1);
+        let dq = (0..tasks)
+            .into_par_iter()
+            .with_min_len(tasks.div_ceil(4 * threads))
+            .fold(
+                || vec![0f32; q_.len()],
+                |mut dq, task| {
+                    let (b, kh, kb) = (task / (kv * blocks), task / blocks % kv, task % blocks);
+                    let inputs = (q_, k_, v_, g_, &lse[..], &delta[..]);
+                    self.backward_block(dims, inputs, b, kh, kb, (&mut dq, at_k, at_v));
+                    dq
+                },
+            )
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            })
+            .unwrap_or_else(|| vec![0f32; q_.len()]);
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+/// `x[j] = exp(scale · x[j] − shift)`; returns their sum.
+fn exp_row(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA
+        return unsafe { exp_row_avx2(x, scale, shift) };
+    }
+    x.iter_mut().map(|v| {
+        *v = (*v * scale - shift).exp();
+        *v
+    }).sum()
+}
+
+/// [`exp_row`] eight lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_row_avx2(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (s, m, body) = (_mm256_set1_ps(scale), _mm256_set1_ps(shift), x.len() / 8 * 8);
+    let mut acc = _mm256_setzero_ps();
+    for i in (0..body).step_by(8) {
+        // SAFETY: i + 8 <= body <= x.len()
+        unsafe {
+            let e = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), s, m));
+            _mm256_storeu_ps(x.as_mut_ptr().add(i), e);
+            acc = _mm256_add_ps(acc, e);
+        }
+    }
+    let tail: f32 = x[body..].iter_mut().map(|v| {
+        *v = (*v * scale - shift).exp();
+        *v
+    }).sum();
+    hsum(acc) + tail
+}
+
+/// A matrix operand: its elements, and its row and column strides within them.
+type Operand<'a> = (&'a [f32], [usize; 2]);
+
+/// How [`matmul`] writes: `dst = factor · lhs · rhs`, or `dst += factor · lhs · rhs` when `add`; on all of
+/// candle's threads when `parallel`.
+#[derive(Clone, Copy)]
+struct Write {
+    add: bool,
+    factor: f32,
+    parallel: bool,
+}
+
+impl Write {
+    const SET: Write = Write { add: false, factor: 1.0, parallel: false };
+    const ADD: Write = Write { add: true, factor: 1.0, parallel: false };
+}
+
+/// `dst (m × n) ← lhs (m × k) · rhs (k × n)` as `how` says, through gemm (the crate candle's CPU backend
+/// uses), each operand given by its strides.
+fn matmul([m, n, k]: [usize; 3], (dst, [dst_rs, dst_cs]): (&mut [f32], [usize; 2]), lhs: Operand, rhs: Operand, how: Write) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, [rs, cs]: [usize; 2]| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(last(m, n, [dst_rs, dst_cs]) < dst.len(), "matmul: dst too short");
+    assert!(k == 0 || (last(m, k, lhs.1) < lhs.0.len() && last(k, n, rhs.1) < rhs.0.len()), "matmul: operand too short");
+    let threads = if how.parallel { candle_core::utils::get_num_threads() } else { 1 };
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let ((lhs, [lhs_rs, lhs_cs]), (rhs, [rhs_rs, rhs_cs])) = (lhs, rhs);
+    // SAFETY: every element the strides reach is within its slice (asserted above); dst is not aliased
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            how.add,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if how.add { 1.0 } else { 0.0 },
+            how.factor,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// `exp` of eight lanes: Cephes' single-precision polynomial, inputs clamped to [-87, 88] (where `exp`
+/// is a normal float; below, the softmax weight or the activation it feeds is 0 to f32 anyway).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0)), _mm256_set1_ps(-87.0));
+    // x = n ln 2 + r, |r| <= ln 2 / 2
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut y = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+    // 2^n: n + 127 in the exponent bits (n is within [-127, 128) after the clamp)
+    let pow2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+    _mm256_mul_ps(y, pow2)
+}
+
+/// The sum of the eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{D, Var};
 
-    /// The fused kernel equals the composite ops over the dense mask: values, and gradients of a
-    /// weighted sum (packed rows, a padding query, grouped heads).
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    fn randn(shape: &[usize]) -> Var {
+        Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    /// `fused` and `composite` of `inputs` agree within `tol` (relative to the largest value): outputs,
+    /// and the gradients of a random weighting of the output with respect to each input.
+    fn agree(inputs: &[&Var], fused: impl Fn() -> Tensor, composite: impl Fn() -> Tensor, tol: f32) {
+        let (f, c) = (fused(), composite());
+        let scale = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(f.dims(), c.dims());
+        assert!(max_diff(&f, &c) <= tol * scale(&c).max(1.0), "values differ by {}", max_diff(&f, &c));
+        let weights = Tensor::randn(0f32, 1.0, c.shape(), &Device::Cpu).unwrap();
+        let gf = (&f * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (&c * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for (i, v) in inputs.iter().enumerate() {
+            let (a, b) = (gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
+            assert!(scale(b) > 0.0, "input {i}: no gradient");
+            assert!(max_diff(a, b) <= tol * scale(b), "input {i}: gradients differ by {} of {}", max_diff(a, b), scale(b));
+        }
+    }
+
+    /// RMSNorm, rotation and the gated activation equal their composite ops, values and gradients, at
+    /// sizes that leave vector tails (20 columns of 16; 12 and 6; 15,003 activations in chunks of 4,096).
     #[test]
-    fn range_softmax_matches_the_composite_path() {
-        let dev = Device::Cpu;
-        let (b, h, groups, t) = (2, 2, 3, 5);
-        let ranges = vec![(0, 0), (0, 1), (0, 2), (3, 3), (3, 4), (0, 0), (0, 1), (2, 2), (2, 3), (4, 4)];
+    fn elementwise_kernels_equal_the_composite_ops() {
+        let (x, w) = (randn(&[3, 5, 20]), randn(&[20]));
+        let composite = || {
+            let rms = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap().sqrt().unwrap();
+            x.broadcast_div(&rms).unwrap().broadcast_mul(&w).unwrap()
+        };
+        agree(&[&x, &w], || rms_norm(&x, &w, 1e-6).unwrap(), composite, 1e-5);
+
+        let (x, cos, sin) = (randn(&[2, 3, 4, 12]), randn(&[2, 3, 1, 6]), randn(&[2, 3, 1, 6]));
+        let composite = || {
+            let (x1, x2) = (x.narrow(3, 0, 6).unwrap(), x.narrow(3, 6, 6).unwrap());
+            let a = (x1.broadcast_mul(&cos).unwrap() - x2.broadcast_mul(&sin).unwrap()).unwrap();
+            let b = (x2.broadcast_mul(&cos).unwrap() + x1.broadcast_mul(&sin).unwrap()).unwrap();
+            Tensor::cat(&[a, b], 3).unwrap()
+        };
+        let (c, s) = (cos.as_tensor().detach(), sin.as_tensor().detach());
+        agree(&[&x], || rope(&x, &c, &s).unwrap(), composite, 1e-6);
+
+        let (g, u) = (randn(&[3, 5001]), randn(&[3, 5001]));
+        let g = Var::from_tensor(&(g.as_tensor() * 4.0).unwrap()).unwrap(); // into the sigmoid's tails
+        agree(&[&g, &u], || silu_mul(&g, &u).unwrap(), || (g.silu().unwrap() * u.as_tensor()).unwrap(), 1e-5);
+    }
+
+    /// The fused head and cross-entropy equal log-softmax of the logits at the targets, summed: in one
+    /// chunk and in chunks of 2 rows and of 1 (fewer logits per chunk than the vocabulary); a frozen head
+    /// gets no gradient, and a forward pass without a graph gives the same loss.
+    #[test]
+    fn head_nll_equals_log_softmax_of_the_logits() {
+        let (n, dim, vocab) = (7, 24, 37);
+        let (h, w) = (randn(&[n, dim]), randn(&[vocab, dim]));
+        let targets = Tensor::new(&[0u32, 36, 5, 5, 12, 1, 30], &Device::Cpu).unwrap();
+        let composite = || {
+            let logits = h.matmul(&w.t().unwrap()).unwrap();
+            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+            logp.gather(&targets.unsqueeze(1).unwrap(), 1).unwrap().sum_all().unwrap().neg().unwrap()
+        };
+        for chunk in [LOGITS_PER_CHUNK, 2 * vocab, 1] {
+            agree(&[&h, &w], || head_nll_in_chunks(&h, &w, &targets, chunk).unwrap(), composite, 1e-5);
+        }
+        let frozen = w.as_tensor().detach();
+        let loss = head_nll(&h, &frozen, &targets).unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(&frozen).is_none() && grads.get(h.as_tensor()).is_some());
+        let plain = head_nll(&h.as_tensor().detach(), &frozen, &targets).unwrap();
+        assert_eq!(plain.to_scalar::<f32>().unwrap(), loss.to_scalar::<f32>().unwrap());
+        let outside = Tensor::new(&[0u32, 37, 5, 5, 12, 1, 30], &Device::Cpu).unwrap();
+        let err = head_nll(&h, &w, &outside).unwrap_err().to_string();
+        assert!(err.contains("target 37 outside the vocabulary of 37"), "{err}");
+    }
+
+    /// Flash attention equals scores, masked softmax and values as separate products (the composite
+    /// path), values and gradients of queries, keys and values: two query heads per kv head, a row of
+    /// two packed examples and a row with left padding (padding queries see only themselves), 150
+    /// positions (blocks of 64 and a tail), head sizes 16 and 12; without a graph, the same output.
+    #[test]
+    fn flash_attention_equals_the_composite_path() {
+        let (b, t, heads, kv) = (2, 150, 4, 2);
+        let mut ranges = Vec::new();
+        for i in 0..t {
+            ranges.push(if i < 70 { (0, i as u32) } else { (70, i as u32) });
+        }
+        for i in 0..t {
+            ranges.push(if i < 30 { (i as u32, i as u32) } else { (30, i as u32) });
+        }
         let mask = Mask::new(ranges, b, t, t);
-        let n = b * h * groups * t * t;
-        let mut rng = crate::rng::Rng::for_row(1, "test", 0);
-        let values: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 3.0).collect();
-        let weights: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-        let weights = Tensor::from_vec(weights, (b, h, groups * t, t), &dev).unwrap();
-        let scores = Var::from_tensor(&Tensor::from_vec(values, (b, h, groups * t, t), &dev).unwrap()).unwrap();
-        let fused = range_softmax(scores.as_tensor(), &mask, 0.5).unwrap();
-        let composite = {
-            let s = (scores.as_tensor() * 0.5)
-                .unwrap()
-                .reshape((b, h, groups, t, t))
-                .unwrap()
-                .broadcast_add(&mask.dense(&dev).unwrap().unsqueeze(1).unwrap())
-                .unwrap();
-            candle_nn::ops::softmax(&s, candle_core::D::Minus1).unwrap().reshape((b, h, groups * t, t)).unwrap()
-        };
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-        };
-        assert!(max_diff(&fused, &composite) < 1e-6);
-        let g_fused = (&fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_comp = (&composite * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let (gf, gc) = (g_fused.get(scores.as_tensor()).unwrap(), g_comp.get(scores.as_tensor()).unwrap());
-        assert!(max_diff(gf, gc) < 1e-6, "gradients differ by {}", max_diff(gf, gc));
-        assert!(gf.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 1.0);
+        for d in [16, 12] {
+            let (q, k, v) = (randn(&[b, t, heads, d]), randn(&[b, t, kv, d]), randn(&[b, t, kv, d]));
+            let scale = 1.0 / (d as f64).sqrt();
+            let composite = || {
+                let groups = heads / kv;
+                let qg = q.transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, kv, groups * t, d)).unwrap();
+                let heads_first = |x: &Var| x.transpose(1, 2).unwrap().contiguous().unwrap();
+                let scores = qg.matmul(&heads_first(&k).t().unwrap()).unwrap();
+                let probs = range_softmax(&scores, &mask, scale).unwrap();
+                let out = probs.matmul(&heads_first(&v)).unwrap();
+                out.reshape((b, heads, t, d)).unwrap().transpose(1, 2).unwrap()
+            };
+            let fused = || flash_attention(&q, &k, &v, &mask, scale).unwrap();
+            agree(&[&q, &k, &v], fused, composite, 1e-5);
+            let plain = |x: &Var| x.as_tensor().detach();
+            let detached = flash_attention(&plain(&q), &plain(&k), &plain(&v), &mask, scale).unwrap();
+            assert_eq!(max_diff(&detached, &fused()), 0.0);
+        }
+    }
+
+    /// The vectorised `exp` stays within 2 ulp of the correctly rounded value over the range softmax and
+    /// the activation use, and clamps outside it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp8_is_within_two_ulp() {
+        if !avx2() {
+            return;
+        }
+        let mut worst = 0f64;
+        for i in 0..200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let mut lanes = [0f32; 8];
+            // SAFETY: the CPU has AVX2 and FMA (checked above); lanes holds eight f32
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm256_storeu_ps(lanes.as_mut_ptr(), exp8(_mm256_set1_ps(x)));
+            }
+            let exact = f64::from(x).exp();
+            let ulp = f64::from(f32::EPSILON) * exact;
+            worst = worst.max((f64::from(lanes[0]) - exact).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "{worst} ulp");
+        let mut lanes = [0f32; 8];
+        // SAFETY: as above
+        unsafe {
+            use std::arch::x86_64::*;
+            _mm256_storeu_ps(lanes.as_mut_ptr(), exp8(_mm256_setr_ps(-1e9, -100.0, 100.0, 1e9, 0.0, -0.0, 1.0, -1.0)));
+        }
+        assert!(lanes[0] < 1e-37 && lanes[1] < 1e-37 && lanes[2].is_finite() && lanes[3].is_finite());
+        assert_eq!((lanes[4], lanes[5]), (1.0, 1.0));
     }
 }

@@ -1,14 +1,15 @@
-//! CPU kernels for inference (f32, no backward pass), which the decoder takes instead of its
-//! differentiable composite ops when no input records a gradient graph ([`applies`]): the teacher, and
-//! evaluation. A decoding step is a few rows through every weight matrix plus a few hundred small
-//! operations; as composite candle ops each of those allocates and dispatches on its own, and the
-//! matrix products go through gemm, which repacks the whole weight for a few rows. Here each is one pass,
-//! threaded on candle's spinning pool (rayon's sleeping workers cost more to wake than these take).
-//! Tests check every kernel against the composite path it replaces.
+//! CPU kernels for inference only (f32, no backward pass), which the decoder takes instead of its
+//! differentiable ops when no input records a gradient graph ([`applies`]): the teacher, and evaluation.
+//! A decoding step is a few rows through every weight matrix plus a few hundred small operations; the
+//! matrix products go through gemm, which repacks the whole weight for a few rows, and attention as
+//! products and a softmax allocates scores it then throws away. Here each is one pass, threaded on
+//! candle's spinning pool (rayon's sleeping workers cost more to wake than these take). The element-wise
+//! kernels both paths share, with their backward passes, are in [`super::fused`]. Tests check every
+//! kernel against the composite path it replaces.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
-use super::fused::{Mask, f32_slice};
+use super::fused::{Mask, SharedOut, avx2, dot, exp8, f32_slice, hsum, parallel};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -16,207 +17,6 @@ type CResult<T> = candle_core::Result<T>;
 /// gradient graph.
 pub fn applies(tensors: &[&Tensor]) -> bool {
     tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
-}
-
-/// Whether this CPU has AVX2 and FMA, which the vector paths below need (detected once, then cached).
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Run `f` over `0..items` on candle's pool, in chunks (`f` gets a range).
-fn parallel(items: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    candle_core::utils::barrier_pool().execute_chunked(items, f);
-}
-
-/// An output buffer written by the pool's threads at disjoint elements.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the threads write disjoint elements, and the buffer outlives the pool's call
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-
-    /// `len` elements from `at`.
-    ///
-    /// # Safety
-    /// In bounds, and no other thread writes them meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        // SAFETY: the caller's
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
-
-/// The sum of `a[i] * b[i]`, in eight partial sums (vectorised).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// RMSNorm over the last dimension, as transformers computes it: `x * rsqrt(mean(x²) + eps) * weight`.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> CResult<Tensor> {
-    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &RmsNorm { eps: eps as f32 })
-}
-
-struct RmsNorm {
-    eps: f32,
-}
-
-impl CustomOp2 for RmsNorm {
-    fn name(&self) -> &'static str {
-        "rms-norm"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
-        let h = w.len();
-        if h == 0 || x.len() % h != 0 {
-            candle_core::bail!("rms norm: x {:?} and weight {:?} do not fit", xl.shape(), wl.shape());
-        }
-        let mut out = vec![0f32; x.len()];
-        let at = SharedOut(out.as_mut_ptr());
-        parallel(x.len() / h, |rows| {
-            for r in rows {
-                let row = &x[r * h..][..h];
-                let inv = 1.0 / (dot(row, row) / h as f32 + self.eps).sqrt();
-                // SAFETY: row r of the output, which only this call writes
-                let o = unsafe { at.slice(r * h, h) };
-                for ((o, &v), &w) in o.iter_mut().zip(row).zip(w) {
-                    *o = v * inv * w;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), xl.shape().clone()))
-    }
-}
-
-/// Rotary embedding (rotate-half layout) of `x` `[batch, seq, heads, head_dim]` by the tables `cos` and
-/// `sin` (`batch * seq` rows of `head_dim / 2`).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
-    x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope)
-}
-
-struct Rope;
-
-impl CustomOp3 for Rope {
-    fn name(&self) -> &'static str {
-        "rope"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        cs: &CpuStorage,
-        cl: &Layout,
-        ss: &CpuStorage,
-        sl: &Layout,
-    ) -> CResult<(CpuStorage, Shape)> {
-        let (x, cos, sin) = (f32_slice(xs, xl)?, f32_slice(cs, cl)?, f32_slice(ss, sl)?);
-        let (b, t, heads, d) = xl.shape().dims4()?;
-        let half = d / 2;
-        if d % 2 != 0 || cos.len() != b * t * half || sin.len() != cos.len() {
-            candle_core::bail!("rope: x {:?} and tables {:?} do not fit", xl.shape(), cl.shape());
-        }
-        let mut out = vec![0f32; x.len()];
-        let at = SharedOut(out.as_mut_ptr());
-        let row = heads * d;
-        parallel(b * t, |positions| {
-            for p in positions {
-                let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
-                // SAFETY: position p's heads, which only this call writes
-                let o = unsafe { at.slice(p * row, row) };
-                for (o, x) in o.chunks_exact_mut(d).zip(x[p * row..][..row].chunks_exact(d)) {
-                    let (x1, x2) = x.split_at(half);
-                    let (o1, o2) = o.split_at_mut(half);
-                    for i in 0..half {
-                        o1[i] = x1[i] * c[i] - x2[i] * s[i];
-                        o2[i] = x2[i] * c[i] + x1[i] * s[i];
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), xl.shape().clone()))
-    }
-}
-
-/// `silu(gate) * up`, the gated MLP's activation.
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
-    gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &SiluMul)
-}
-
-struct SiluMul;
-
-impl CustomOp2 for SiluMul {
-    fn name(&self) -> &'static str {
-        "silu-mul"
-    }
-
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (g, u) = (f32_slice(gs, gl)?, f32_slice(us, ul)?);
-        if gl.shape() != ul.shape() {
-            candle_core::bail!("silu mul: gate {:?} and up {:?} differ", gl.shape(), ul.shape());
-        }
-        let mut out = vec![0f32; g.len()];
-        let at = SharedOut(out.as_mut_ptr());
-        const CHUNK: usize = 4096;
-        parallel(g.len().div_ceil(CHUNK), |chunks| {
-            let range = chunks.start * CHUNK..(chunks.end * CHUNK).min(g.len());
-            // SAFETY: this call's own elements
-            let o = unsafe { at.slice(range.start, range.len()) };
-            let (g, u) = (&g[range.clone()], &u[range]);
-            #[cfg(target_arch = "x86_64")]
-            if avx2() {
-                // SAFETY: the CPU has AVX2 and FMA
-                return unsafe { silu_mul_avx2(g, u, o) };
-            }
-            silu_mul_scalar(g, u, o);
-        });
-        Ok((CpuStorage::F32(out), gl.shape().clone()))
-    }
-}
-
-/// `o = g / (1 + exp(-g)) * u`, eight lanes at a time.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn silu_mul_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let (one, body) = (_mm256_set1_ps(1.0), o.len() / 8 * 8);
-    for i in (0..body).step_by(8) {
-        // SAFETY: i + 8 <= body, within all three slices (of equal length)
-        unsafe {
-            let gv = _mm256_loadu_ps(g.as_ptr().add(i));
-            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
-            let silu = _mm256_div_ps(gv, _mm256_add_ps(one, e));
-            _mm256_storeu_ps(o.as_mut_ptr().add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr().add(i))));
-        }
-    }
-    silu_mul_scalar(&g[body..], &u[body..], &mut o[body..]);
-}
-
-/// `o = g / (1 + exp(-g)) * u`, as candle's `silu` then a product.
-fn silu_mul_scalar(g: &[f32], u: &[f32], o: &mut [f32]) {
-    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-        *o = g / (1.0 + (-g).exp()) * u;
-    }
 }
 
 /// Attention of `q` `[batch, seq, heads, head_dim]` over the keys and values `[batch, kv_heads, keys,
@@ -433,33 +233,6 @@ impl Attention {
     }
 }
 
-/// `exp` of eight lanes: Cephes' single-precision polynomial, inputs clamped to [-87, 88] (where `exp`
-/// is a normal float; below, the softmax weight or the activation it feeds is 0 to f32 anyway).
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0)), _mm256_set1_ps(-87.0));
-    // x = n ln 2 + r, |r| <= ln 2 / 2
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut y = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
-    }
-    let y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
-    // 2^n: n + 127 in the exponent bits (n is within [-127, 128) after the clamp)
-    let pow2 =
-        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
-    _mm256_mul_ps(y, pow2)
-}
 
 impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
@@ -675,20 +448,11 @@ unsafe fn tile<const R: usize>(
     }
 }
 
-/// The sum of the eight lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{D, Device};
+    use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
@@ -696,59 +460,6 @@ mod tests {
 
     fn randn(shape: &[usize]) -> Tensor {
         Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
-    }
-
-    /// RMSNorm, rotation and the gated activation equal their composite ops, at sizes that leave
-    /// vector tails (12, 20; 15,003 activations in chunks of 4,096).
-    #[test]
-    fn elementwise_kernels_equal_the_composite_ops() {
-        let (x, w) = (randn(&[3, 5, 20]), randn(&[20]));
-        let rms = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap().sqrt().unwrap();
-        let want = x.broadcast_div(&rms).unwrap().broadcast_mul(&w).unwrap();
-        assert!(max_diff(&rms_norm(&x, &w, 1e-6).unwrap(), &want) < 1e-5);
-
-        let (x, cos, sin) = (randn(&[2, 3, 4, 12]), randn(&[2, 3, 1, 6]), randn(&[2, 3, 1, 6]));
-        let (x1, x2) = (x.narrow(3, 0, 6).unwrap(), x.narrow(3, 6, 6).unwrap());
-        let a = (x1.broadcast_mul(&cos).unwrap() - x2.broadcast_mul(&sin).unwrap()).unwrap();
-        let b = (x2.broadcast_mul(&cos).unwrap() + x1.broadcast_mul(&sin).unwrap()).unwrap();
-        let want = Tensor::cat(&[a, b], 3).unwrap();
-        assert_eq!(max_diff(&rope(&x, &cos, &sin).unwrap(), &want), 0.0);
-
-        let (g, u) = (randn(&[3, 5001]), randn(&[3, 5001]));
-        let want = (g.silu().unwrap() * &u).unwrap();
-        assert!(max_diff(&silu_mul(&g, &u).unwrap(), &want) < 1e-5);
-    }
-
-    /// The vectorised `exp` stays within 2 ulp of the correctly rounded value over the range softmax and
-    /// the activation use, and clamps outside it.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn exp8_is_within_two_ulp() {
-        if !avx2() {
-            return;
-        }
-        let mut worst = 0f64;
-        for i in 0..200_000 {
-            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
-            let mut lanes = [0f32; 8];
-            // SAFETY: the CPU has AVX2 and FMA (checked above); lanes holds eight f32
-            unsafe {
-                use std::arch::x86_64::*;
-                _mm256_storeu_ps(lanes.as_mut_ptr(), exp8(_mm256_set1_ps(x)));
-            }
-            let exact = f64::from(x).exp();
-            let ulp = f64::from(f32::EPSILON) * exact;
-            worst = worst.max((f64::from(lanes[0]) - exact).abs() / ulp);
-        }
-        assert!(worst <= 2.0, "{worst} ulp");
-        let mut lanes = [0f32; 8];
-        // SAFETY: as above
-        unsafe {
-            use std::arch::x86_64::*;
-            _mm256_storeu_ps(lanes.as_mut_ptr(), exp8(_mm256_setr_ps(-1e9, -100.0, 100.0, 1e9, 0.0, -0.0, 1.0, -1.0)));
-        }
-        assert!(lanes[0] < 1e-37 && lanes[1] < 1e-37 && lanes[2].is_finite() && lanes[3].is_finite());
-        assert_eq!((lanes[4], lanes[5]), (1.0, 1.0));
     }
 
     /// Attention over strided cache views (a buffer with spare positions), two query heads per kv head,

@@ -25,7 +25,7 @@ pub mod rl;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{D, Device};
+use candle_core::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -342,9 +342,7 @@ pub fn nll_of_hidden(
     hidden: &candle_core::Tensor,
     batch: &pack::Batch,
 ) -> candle_core::Result<candle_core::Tensor> {
-    let picked = hidden.flatten_to(1)?.index_select(&batch.picks, 0)?;
-    let logp = candle_nn::ops::log_softmax(&model.head(&picked)?, D::Minus1)?;
-    logp.gather(&batch.targets.unsqueeze(1)?, 1)?.sum_all()?.neg()
+    model.head_nll(&hidden.flatten_to(1)?.index_select(&batch.picks, 0)?, &batch.targets)
 }
 
 /// Mean loss per trained token over `examples` (no update).
