@@ -176,12 +176,18 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (b, t, i) = x.dims3()?;
-        let x = x.reshape((b * t, i))?;
         let w = cast(&self.weight, x.dtype())?;
         // a decoding step (one position per row, nothing to differentiate) skips gemm's repacking of the
         // weight; prompts take gemm. Choosing by the step rather than the row count keeps each row's
         // numbers independent of how many rows share the batch.
-        let decoding = t == 1 && infer::applies(&[&x, &w]);
+        let decoding = t == 1 && infer::applies(&[x, &w]);
+        if !decoding && fused::cpu_f32(&[x, &w]) {
+            let y = fused::linear(x, &w, self.bias.as_ref())?;
+            let Some(l) = &self.lora else { return Ok(y) };
+            let (a, b) = (cast(&l.a, x.dtype())?, cast(&l.b, x.dtype())?);
+            return y + (fused::linear(&fused::linear(x, &a, None)?, &b, None)? * l.scale)?;
+        }
+        let x = x.reshape((b * t, i))?;
         let mut y = if decoding { infer::decode_matmul(&x, &w)? } else { x.matmul(&w.t()?)? };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&cast(bias, x.dtype())?)?;
@@ -415,10 +421,8 @@ impl Attention {
         let d = self.head_dim;
         let scale = 1.0 / (d as f64).sqrt();
         if past.is_none() && fused::cpu_f32(&[&q, &k, &v, cos]) {
-            let q = fused::rope(&q.reshape((b, t, self.heads, d))?, cos, sin)?;
-            let k = fused::rope(&k.reshape((b, t, self.kv_heads, d))?, cos, sin)?;
-            let out = fused::flash_attention(&q, &k, &v.reshape((b, t, self.kv_heads, d))?, mask, scale)?;
-            return self.o.forward(&out.reshape((b, t, self.heads * d))?);
+            let (q, k) = (fused::rope(&q, cos, sin)?, fused::rope(&k, cos, sin)?);
+            return self.o.forward(&fused::flash_attention(&q, &k, &v, [self.heads, self.kv_heads], mask, scale)?);
         }
         let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, d))?.transpose(1, 2);
         let q = rotate(&split(q, self.heads)?, cos, sin)?;

@@ -242,8 +242,8 @@ impl CustomOp3 for RmsNormGrad {
     }
 }
 
-/// Rotary embedding (rotate-half layout) of `x` `[batch, seq, heads, head_dim]` by the tables `cos` and
-/// `sin` (`batch * seq` rows of `head_dim / 2`); differentiable in `x` (its gradient is the inverse
+/// Rotary embedding (rotate-half layout) of `x` `[batch, seq, heads, head_dim]` (or `[batch, seq, heads *
+/// head_dim]`) by the tables `cos` and `sin` (`batch * seq` rows of `head_dim / 2`); differentiable in `x` (its gradient is the inverse
 /// rotation of the output's).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
     x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { inverse: false })
@@ -269,16 +269,17 @@ impl CustomOp3 for Rope {
         sl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let (x, cos, sin) = (f32_slice(xs, xl)?, f32_slice(cs, cl)?, f32_slice(ss, sl)?);
-        let (b, t, heads, d) = xl.shape().dims4()?;
-        let half = d / 2;
-        if d % 2 != 0 || cos.len() != b * t * half || sin.len() != cos.len() {
+        // one table row of `half` angles per position; each position's elements are whole heads
+        let half = cl.dims().last().copied().unwrap_or(0);
+        let positions = cos.len() / half.max(1);
+        let (d, row) = (2 * half, x.len() / positions.max(1));
+        if half == 0 || sin.len() != cos.len() || row * positions != x.len() || row % d != 0 {
             candle_core::bail!("rope: x {:?} and tables {:?} do not fit", xl.shape(), cl.shape());
         }
         let sign = if self.inverse { -1.0 } else { 1.0 };
         let mut out = vec![0f32; x.len()];
         let at = SharedOut(out.as_mut_ptr());
-        let row = heads * d;
-        parallel(b * t, |positions| {
+        parallel(positions, |positions| {
             let mut s = vec![0f32; half];
             for p in positions {
                 let c = &cos[p * half..][..half];
@@ -518,7 +519,7 @@ impl CustomOp2 for HeadNll {
             let c = chunk.min(n - r0);
             let (lg, rows) = (&mut logits[..c * vocab], &h[r0 * dim..(r0 + c) * dim]);
             // logits = rows · weightᵀ
-            let all = Write { parallel: true, ..Write::SET };
+            let all = Write::ALL;
             matmul([c, vocab, dim], (lg, [vocab, 1]), (rows, [dim, 1]), (w, [1, dim]), all);
             loss += lg
                 .par_chunks_mut(vocab)
@@ -566,15 +567,15 @@ impl CustomOp2 for HeadNll {
     }
 }
 
-/// Attention of `q` `[batch, seq, heads, head_dim]` over `k` and `v` `[batch, seq, kv_heads, head_dim]`
-/// (the projections' layout: nothing is transposed), each query within its key range of `mask`, query
-/// head `i` reading kv head `i / (heads / kv_heads)`; the result is `[batch, seq, heads, head_dim]`, as
-/// the output projection takes it. FlashAttention-2 on the CPU: blocks of [`BLOCK`] queries against
+/// Attention of `q` `[batch, seq, heads * head_dim]` over `k` and `v` `[batch, seq, kv_heads * head_dim]`
+/// (the projections' outputs as they are: nothing is reshaped or transposed), `heads` being `[heads,
+/// kv_heads]`, each query within its key range of `mask`, query head `i` reading kv head `i / (heads /
+/// kv_heads)`; the result is `[batch, seq, heads * head_dim]`, as the output projection takes it. FlashAttention-2 on the CPU: blocks of [`BLOCK`] queries against
 /// blocks of keys with an online softmax, so no `[batch, heads, seq, seq]` scores or probabilities
 /// exist, and blocks outside every query's range are skipped (nearly half of them under a causal mask).
 /// The backward pass recomputes each block's probabilities from the log-sum-exps the forward pass keeps.
-pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> CResult<Tensor> {
-    let op = FlashAttention { mask: mask.clone(), scale: scale as f32, lse: Mutex::new(None) };
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: [usize; 2], mask: &Mask, scale: f64) -> CResult<Tensor> {
+    let op = FlashAttention { heads, mask: mask.clone(), scale: scale as f32, lse: Mutex::new(None) };
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     if [&q, &k, &v].iter().any(|t| t.track_op()) { q.apply_op3(&k, &v, op) } else { q.apply_op3_no_bwd(&k, &v, &op) }
 }
@@ -583,6 +584,8 @@ pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f
 const BLOCK: usize = 64;
 
 struct FlashAttention {
+    /// Query heads and kv heads.
+    heads: [usize; 2],
     mask: Mask,
     scale: f32,
     /// The log-sum-exp of each query's scores (`[batch, seq, heads]`), for the backward pass.
@@ -599,11 +602,12 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(q: &Shape, k: &Shape, v: &Shape, mask: &Mask) -> CResult<Dims> {
-        let (b, t, heads, d) = q.dims4()?;
-        let (kb, kt, kv, kd) = k.dims4()?;
-        if (kb, kt, kd) != (b, t, d) || v != k || kv == 0 || heads % kv != 0 {
-            candle_core::bail!("flash attention: q {q:?}, k {k:?} and v {v:?} do not fit");
+    fn new(q: &Shape, k: &Shape, v: &Shape, [heads, kv]: [usize; 2], mask: &Mask) -> CResult<Dims> {
+        let (b, t, qrow) = q.dims3()?;
+        let (kb, kt, krow) = k.dims3()?;
+        let d = qrow / heads.max(1);
+        if (kb, kt) != (b, t) || v != k || kv == 0 || heads % kv != 0 || qrow != heads * d || krow != kv * d {
+            candle_core::bail!("flash attention: q {q:?}, k {k:?} and v {v:?} do not fit {heads} heads, {kv} kv heads");
         }
         if (mask.batch, mask.queries, mask.keys) != (b, t, t) {
             candle_core::bail!("flash attention: the mask does not fit q {q:?}");
@@ -775,7 +779,7 @@ impl CustomOp3 for FlashAttention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let dims = Dims::new(ql.shape(), kl.shape(), vl.shape(), &self.mask)?;
+        let dims = Dims::new(ql.shape(), kl.shape(), vl.shape(), self.heads, &self.mask)?;
         let inputs = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
         let mut out = vec![0f32; inputs.0.len()];
         let mut lse = vec![0f32; inputs.0.len() / dims.d];
@@ -802,15 +806,9 @@ impl CustomOp3 for FlashAttention {
         };
         let grad = grad.contiguous()?;
         let guards = [q, k, v, out, &grad].map(|t| t.storage_and_layout());
-        let slices: Vec<&[f32]> = guards
-            .iter()
-            .map(|(s, l)| match &**s {
-                candle_core::Storage::Cpu(s) => f32_slice(s, l),
-                _ => candle_core::bail!("flash attention: CPU tensors only"),
-            })
-            .collect::<CResult<_>>()?;
+        let slices: Vec<&[f32]> = guards.iter().map(cpu_f32_slice).collect::<CResult<_>>()?;
         let [q_, k_, v_, o_, g_] = slices[..] else { unreachable!("five tensors") };
-        let dims = Dims::new(q.shape(), k.shape(), v.shape(), &self.mask)?;
+        let dims = Dims::new(q.shape(), k.shape(), v.shape(), self.heads, &self.mask)?;
         let d = dims.d;
         // delta = rowsum(dO ∘ O) per query row
         let delta: Vec<f32> = g_.par_chunks(d).zip(o_.par_chunks(d)).map(|(g, o)| dot(g, o)).collect();
@@ -883,6 +881,144 @@ fn exp_row_avx2(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     hsum(acc) + tail
 }
 
+/// `x · weightᵀ + bias` over the last dimension of `x` (`weight` `[out, in]`, as a linear layer stores
+/// it), as one node of the gradient graph. Its backward pass is two products read straight from the
+/// operands (`dx = dy · weight`, `dweight = dyᵀ · x`, the latter skipped for a frozen weight) and the
+/// bias's column sums; candle's composite path (reshape, transpose, product, broadcast add, reshape)
+/// allocates a zeroed gradient and adds into it at each of its five nodes.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> CResult<Tensor> {
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    let tracked = x.track_op() || weight.track_op() || bias.is_some_and(Tensor::track_op);
+    match (bias, tracked) {
+        (None, false) => x.apply_op2_no_bwd(&weight, &Linear),
+        (None, true) => x.apply_op2(&weight, Linear),
+        (Some(b), false) => x.apply_op3_no_bwd(&weight, &b.contiguous()?, &Linear),
+        (Some(b), true) => x.apply_op3(&weight, &b.contiguous()?, Linear),
+    }
+}
+
+struct Linear;
+
+impl Linear {
+    /// `[rows, in, out]` of `x` and `weight`, checked.
+    fn dims(x: &Shape, w: &Shape) -> CResult<[usize; 3]> {
+        let (out, inputs) = w.dims2()?;
+        let last = x.dims().last().copied().unwrap_or(0);
+        if last != inputs || x.rank() < 2 {
+            candle_core::bail!("linear: x {x:?} and weight {w:?} do not fit");
+        }
+        Ok([x.elem_count() / inputs.max(1), inputs, out])
+    }
+
+    fn forward(x: (&CpuStorage, &Layout), w: (&CpuStorage, &Layout), bias: Option<&[f32]>) -> CResult<(CpuStorage, Shape)> {
+        let [rows, inputs, out] = Linear::dims(x.1.shape(), w.1.shape())?;
+        let (xs, ws) = (f32_slice(x.0, x.1)?, f32_slice(w.0, w.1)?);
+        let mut y = vec![0f32; rows * out];
+        matmul([rows, out, inputs], (&mut y, [out, 1]), (xs, [inputs, 1]), (ws, [1, inputs]), Write::ALL);
+        if let Some(bias) = bias {
+            if bias.len() != out {
+                candle_core::bail!("linear: a bias of {} for {out} outputs", bias.len());
+            }
+            y.par_chunks_mut(out).for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+        }
+        let mut shape = x.1.dims().to_vec();
+        *shape.last_mut().expect("rank >= 2") = out;
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+
+    /// The gradients of `x`, `weight` and (given) `bias`, each only where it records a graph.
+    fn backward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, grad: &Tensor) -> CResult<[Option<Tensor>; 3]> {
+        let [rows, inputs, out] = Linear::dims(x.shape(), w.shape())?;
+        let grad = grad.contiguous()?;
+        let guards = [x, w, &grad].map(|t| t.storage_and_layout());
+        let [xs, ws, gs] = [0, 1, 2].map(|i| cpu_f32_slice(&guards[i]));
+        let (xs, ws, gs) = (xs?, ws?, gs?);
+        let dev = x.device();
+        let dx = if x.track_op() {
+            let mut dx = vec![0f32; rows * inputs];
+            matmul([rows, inputs, out], (&mut dx, [inputs, 1]), (gs, [out, 1]), (ws, [inputs, 1]), Write::ALL);
+            Some(Tensor::from_vec(dx, x.shape(), dev)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            let mut dw = vec![0f32; out * inputs];
+            matmul([out, inputs, rows], (&mut dw, [inputs, 1]), (gs, [1, out]), (xs, [inputs, 1]), Write::ALL);
+            Some(Tensor::from_vec(dw, w.shape(), dev)?)
+        } else {
+            None
+        };
+        let db = match bias {
+            Some(b) if b.track_op() => {
+                let sums = gs.par_chunks(out).fold(|| vec![0f32; out], |mut acc, row| {
+                    acc.iter_mut().zip(row).for_each(|(a, g)| *a += g);
+                    acc
+                });
+                let db = sums.reduce(|| vec![0f32; out], |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                });
+                Some(Tensor::from_vec(db, b.shape(), dev)?)
+            }
+            _ => None,
+        };
+        Ok([dx, dw, db])
+    }
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> CResult<(CpuStorage, Shape)> {
+        Linear::forward((xs, xl), (ws, wl), None)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let [dx, dw, _] = Linear::backward(x, w, None, grad)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        Linear::forward((xs, xl), (ws, wl), Some(f32_slice(bs, bl)?))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dx, dw, db] = Linear::backward(x, w, Some(b), grad)?;
+        Ok((dx, dw, db))
+    }
+}
+
+/// The f32 elements of a CPU tensor's storage, as [`Tensor::storage_and_layout`] lends them.
+fn cpu_f32_slice<'a>((storage, layout): &'a (candle_core::StorageRef<'_>, &Layout)) -> CResult<&'a [f32]> {
+    match &**storage {
+        candle_core::Storage::Cpu(s) => f32_slice(s, layout),
+        _ => candle_core::bail!("fused kernels: CPU tensors only"),
+    }
+}
+
 /// A matrix operand: its elements, and its row and column strides within them.
 type Operand<'a> = (&'a [f32], [usize; 2]);
 
@@ -897,6 +1033,7 @@ struct Write {
 
 impl Write {
     const SET: Write = Write { add: false, factor: 1.0, parallel: false };
+    const ALL: Write = Write { parallel: true, ..Write::SET };
     const ADD: Write = Write { add: true, factor: 1.0, parallel: false };
 }
 
@@ -1032,6 +1169,26 @@ mod tests {
         agree(&[&g, &u], || silu_mul(&g, &u).unwrap(), || (g.silu().unwrap() * u.as_tensor()).unwrap(), 1e-5);
     }
 
+    /// The fused linear layer equals reshape, product with the transposed weight and bias, values and
+    /// gradients (with a bias and without); a frozen weight and bias get no gradient.
+    #[test]
+    fn linear_equals_the_composite_ops() {
+        let (x, w, bias) = (randn(&[2, 5, 12]), randn(&[7, 12]), randn(&[7]));
+        let composite = |bias: Option<&Var>| {
+            let y = x.reshape((10, 12)).unwrap().matmul(&w.t().unwrap()).unwrap();
+            let y = match bias {
+                Some(b) => y.broadcast_add(b).unwrap(),
+                None => y,
+            };
+            y.reshape((2, 5, 7)).unwrap()
+        };
+        agree(&[&x, &w, &bias], || linear(&x, &w, Some(&bias)).unwrap(), || composite(Some(&bias)), 1e-5);
+        agree(&[&x, &w], || linear(&x, &w, None).unwrap(), || composite(None), 1e-5);
+        let (fw, fb) = (w.as_tensor().detach(), bias.as_tensor().detach());
+        let grads = linear(&x, &fw, Some(&fb)).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&fw).is_none() && grads.get(&fb).is_none() && grads.get(x.as_tensor()).is_some());
+    }
+
     /// The fused head and cross-entropy equal log-softmax of the logits at the targets, summed: in one
     /// chunk and in chunks of 2 rows and of 1 (fewer logits per chunk than the vocabulary); a frozen head
     /// gets no gradient, and a forward pass without a graph gives the same loss.
@@ -1086,10 +1243,11 @@ mod tests {
                 let out = probs.matmul(&heads_first(&v)).unwrap();
                 out.reshape((b, heads, t, d)).unwrap().transpose(1, 2).unwrap()
             };
-            let fused = || flash_attention(&q, &k, &v, &mask, scale).unwrap();
-            agree(&[&q, &k, &v], fused, composite, 1e-5);
-            let plain = |x: &Var| x.as_tensor().detach();
-            let detached = flash_attention(&plain(&q), &plain(&k), &plain(&v), &mask, scale).unwrap();
+            let flat = |x: &Tensor| x.flatten_from(2).unwrap();
+            let fused = || flash_attention(&flat(&q), &flat(&k), &flat(&v), [heads, kv], &mask, scale).unwrap();
+            agree(&[&q, &k, &v], fused, || flat(&composite()), 1e-5);
+            let plain = |x: &Var| flat(&x.as_tensor().detach());
+            let detached = flash_attention(&plain(&q), &plain(&k), &plain(&v), [heads, kv], &mask, scale).unwrap();
             assert_eq!(max_diff(&detached, &fused()), 0.0);
         }
     }
