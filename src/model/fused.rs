@@ -118,7 +118,6 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-
 /// Whether the fused kernels apply to `tensors`: f32 on the CPU (other devices and types take the
 /// composite ops, which the tests check these against).
 pub fn cpu_f32(tensors: &[&Tensor]) -> bool {
@@ -504,7 +503,12 @@ impl CustomOp2 for HeadNll {
         let (h, w) = (f32_slice(hs, hl)?, f32_slice(ws, wl)?);
         let ((n, dim), (vocab, wdim)) = (hl.shape().dims2()?, wl.shape().dims2()?);
         if dim != wdim || self.targets.len() != n {
-            candle_core::bail!("head nll: hidden {:?}, head {:?}, {} targets", hl.shape(), wl.shape(), self.targets.len());
+            candle_core::bail!(
+                "head nll: hidden {:?}, head {:?}, {} targets",
+                hl.shape(),
+                wl.shape(),
+                self.targets.len()
+            );
         }
         if let Some(t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("head nll: target {t} outside the vocabulary of {vocab}");
@@ -521,7 +525,7 @@ impl CustomOp2 for HeadNll {
             // logits = rows · weightᵀ
             let all = Write::ALL;
             matmul([c, vocab, dim], (lg, [vocab, 1]), (rows, [dim, 1]), (w, [1, dim]), all);
-            loss += lg
+            let losses: Vec<f64> = lg
                 .par_chunks_mut(vocab)
                 .zip(&self.targets[r0..r0 + c])
                 .map(|(row, &t)| {
@@ -538,14 +542,27 @@ impl CustomOp2 for HeadNll {
                     row[t as usize] -= 1.0;
                     f64::from(max + sum.ln() - target)
                 })
-                .sum::<f64>();
+                .collect();
+            loss += losses.iter().sum::<f64>(); // in order: the same sum every run
             if want_h {
                 // dhidden = dlogits · weight
-                matmul([c, dim, vocab], (&mut dh[r0 * dim..(r0 + c) * dim], [dim, 1]), (lg, [vocab, 1]), (w, [dim, 1]), all);
+                matmul(
+                    [c, dim, vocab],
+                    (&mut dh[r0 * dim..(r0 + c) * dim], [dim, 1]),
+                    (lg, [vocab, 1]),
+                    (w, [dim, 1]),
+                    all,
+                );
             }
             if want_w {
                 // dweight += dlogitsᵀ · rows
-                matmul([vocab, dim, c], (&mut dw, [dim, 1]), (lg, [1, vocab]), (rows, [dim, 1]), Write { add: true, ..all });
+                matmul(
+                    [vocab, dim, c],
+                    (&mut dw, [dim, 1]),
+                    (lg, [1, vocab]),
+                    (rows, [dim, 1]),
+                    Write { add: true, ..all },
+                );
             }
         }
         if want_h || want_w {
@@ -574,7 +591,14 @@ impl CustomOp2 for HeadNll {
 /// blocks of keys with an online softmax, so no `[batch, heads, seq, seq]` scores or probabilities
 /// exist, and blocks outside every query's range are skipped (nearly half of them under a causal mask).
 /// The backward pass recomputes each block's probabilities from the log-sum-exps the forward pass keeps.
-pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: [usize; 2], mask: &Mask, scale: f64) -> CResult<Tensor> {
+pub fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: [usize; 2],
+    mask: &Mask,
+    scale: f64,
+) -> CResult<Tensor> {
     let op = FlashAttention { heads, mask: mask.clone(), scale: scale as f32, lse: Mutex::new(None) };
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     if [&q, &k, &v].iter().any(|t| t.track_op()) { q.apply_op3(&k, &v, op) } else { q.apply_op3_no_bwd(&k, &v, &op) }
@@ -648,7 +672,15 @@ impl FlashAttention {
     /// The scaled scores of a block of queries against keys `k0..k0 + nk`, as probabilities:
     /// `exp(scale · s − shift)` within each query's range, 0 outside. `s` holds the raw scores
     /// (`ranges.len() × nk`); `shift[i]` is each query's subtrahend. Returns each row's sum.
-    fn probabilities(&self, s: &mut [f32], nk: usize, k0: usize, ranges: &[(usize, usize)], shift: &[f32], sums: &mut [f32]) {
+    fn probabilities(
+        &self,
+        s: &mut [f32],
+        nk: usize,
+        k0: usize,
+        ranges: &[(usize, usize)],
+        shift: &[f32],
+        sums: &mut [f32],
+    ) {
         for ((row, &(a, z)), (&m, sum)) in s.chunks_exact_mut(nk).zip(ranges).zip(shift.iter().zip(sums)) {
             let (from, to) = (a.max(k0), (z + 1).min(k0 + nk));
             if from >= to {
@@ -664,7 +696,16 @@ impl FlashAttention {
 
     /// Queries `qb` of batch row `b`, head `h`: their outputs (written to `out`) and log-sum-exps.
     #[allow(clippy::too_many_arguments)]
-    fn forward_block(&self, dims: Dims, (q, k, v): (&[f32], &[f32], &[f32]), b: usize, h: usize, qb: usize, out: SharedOut, lse: SharedOut) {
+    fn forward_block(
+        &self,
+        dims: Dims,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        b: usize,
+        h: usize,
+        qb: usize,
+        out: SharedOut,
+        lse: SharedOut,
+    ) {
         let Dims { heads, kv, d, .. } = dims;
         let kh = h / (heads / kv);
         let (ranges, lo, hi) = self.ranges(dims, b, qb);
@@ -684,7 +725,12 @@ impl FlashAttention {
                 let (a, z) = ranges[i];
                 let (from, to) = (a.max(k0), (z + 1).min(k0 + nk));
                 let row = &s[i * nk..][..nk];
-                let max = row.get(from.saturating_sub(k0)..to.saturating_sub(k0)).unwrap_or(&[]).iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y)) * self.scale;
+                let max = row
+                    .get(from.saturating_sub(k0)..to.saturating_sub(k0))
+                    .unwrap_or(&[])
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |x, &y| x.max(y))
+                    * self.scale;
                 let new = m[i].max(max);
                 shift[i] = new;
                 if new > m[i] && m[i] > f32::NEG_INFINITY {
@@ -709,7 +755,8 @@ impl FlashAttention {
     }
 
     /// Keys `kb` of batch row `b`, kv head `kh`: their keys' and values' gradients (written to `dk` and
-    /// `dv`), and their share of the queries' gradients, added to `dq`.
+    /// `dv`), and their share of the gradients of the kv head's queries, added to `dq` (`[seq, groups,
+    /// head_dim]`: the queries of this batch row and kv head only).
     #[allow(clippy::too_many_arguments)]
     fn backward_block(
         &self,
@@ -751,7 +798,8 @@ impl FlashAttention {
                 }
                 // dQ += scale dS K; dK += scale dSᵀ Q
                 let scaled = Write { factor: self.scale, ..Write::ADD };
-                matmul([nq, d, nk], (&mut dq[at..], [heads * d, 1]), (dp, [nk, 1]), keys, scaled);
+                let rows = (q0 * groups + h - kh * groups) * d;
+                matmul([nq, d, nk], (&mut dq[rows..], [groups * d, 1]), (dp, [nk, 1]), keys, scaled);
                 matmul([nk, d, nq], (&mut gk, [d, 1]), (dp, [1, nk]), queries, scaled);
             }
         }
@@ -814,26 +862,23 @@ impl CustomOp3 for FlashAttention {
         let delta: Vec<f32> = g_.par_chunks(d).zip(o_.par_chunks(d)).map(|(g, o)| dot(g, o)).collect();
         let (mut dk, mut dv) = (vec![0f32; k_.len()], vec![0f32; v_.len()]);
         let (at_k, at_v) = (SharedOut(dk.as_mut_ptr()), SharedOut(dv.as_mut_ptr()));
-        let (kv, blocks) = (dims.kv, dims.blocks());
-        let tasks = self.mask.batch * kv * blocks;
-        let threads = rayon::current_num_threads().max(1);
-        let dq = (0..tasks)
-            .into_par_iter()
-            .with_min_len(tasks.div_ceil(4 * threads))
-            .fold(
-                || vec![0f32; q_.len()],
-                |mut dq, task| {
-                    let (b, kh, kb) = (task / (kv * blocks), task / blocks % kv, task % blocks);
-                    let inputs = (q_, k_, v_, g_, &lse[..], &delta[..]);
-                    self.backward_block(dims, inputs, b, kh, kb, (&mut dq, at_k, at_v));
-                    dq
-                },
-            )
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            })
-            .unwrap_or_else(|| vec![0f32; q_.len()]);
+        let mut dq = vec![0f32; q_.len()];
+        let at_q = SharedOut(dq.as_mut_ptr());
+        let (kv, groups) = (dims.kv, dims.heads / dims.kv);
+        // One task per batch row and kv head, its key blocks in order: the queries' gradients of a kv head
+        // sum over its key blocks in a fixed order, so training stays deterministic.
+        (0..self.mask.batch * kv).into_par_iter().for_each(|unit| {
+            let (b, kh) = (unit / kv, unit % kv);
+            let mut local = vec![0f32; dims.t * groups * d];
+            for kb in 0..dims.blocks() {
+                let inputs = (q_, k_, v_, g_, &lse[..], &delta[..]);
+                self.backward_block(dims, inputs, b, kh, kb, (&mut local, at_k, at_v));
+            }
+            for (i, rows) in local.chunks_exact(groups * d).enumerate() {
+                // SAFETY: the gradient rows of queries (b, i, heads of kv head kh), which only this task writes
+                unsafe { at_q.slice(dims.q(b, i, kh * groups), groups * d) }.copy_from_slice(rows);
+            }
+        });
         let dev = q.device();
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),
@@ -850,10 +895,12 @@ fn exp_row(x: &mut [f32], scale: f32, shift: f32) -> f32 {
         // SAFETY: the CPU has AVX2 and FMA
         return unsafe { exp_row_avx2(x, scale, shift) };
     }
-    x.iter_mut().map(|v| {
-        *v = (*v * scale - shift).exp();
-        *v
-    }).sum()
+    x.iter_mut()
+        .map(|v| {
+            *v = (*v * scale - shift).exp();
+            *v
+        })
+        .sum()
 }
 
 /// [`exp_row`] eight lanes at a time.
@@ -874,10 +921,13 @@ fn exp_row_avx2(x: &mut [f32], scale: f32, shift: f32) -> f32 {
             acc = _mm256_add_ps(acc, e);
         }
     }
-    let tail: f32 = x[body..].iter_mut().map(|v| {
-        *v = (*v * scale - shift).exp();
-        *v
-    }).sum();
+    let tail: f32 = x[body..]
+        .iter_mut()
+        .map(|v| {
+            *v = (*v * scale - shift).exp();
+            *v
+        })
+        .sum();
     hsum(acc) + tail
 }
 
@@ -910,7 +960,11 @@ impl Linear {
         Ok([x.elem_count() / inputs.max(1), inputs, out])
     }
 
-    fn forward(x: (&CpuStorage, &Layout), w: (&CpuStorage, &Layout), bias: Option<&[f32]>) -> CResult<(CpuStorage, Shape)> {
+    fn forward(
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        bias: Option<&[f32]>,
+    ) -> CResult<(CpuStorage, Shape)> {
         let [rows, inputs, out] = Linear::dims(x.1.shape(), w.1.shape())?;
         let (xs, ws) = (f32_slice(x.0, x.1)?, f32_slice(w.0, w.1)?);
         let mut y = vec![0f32; rows * out];
@@ -950,13 +1004,12 @@ impl Linear {
         };
         let db = match bias {
             Some(b) if b.track_op() => {
-                let sums = gs.par_chunks(out).fold(|| vec![0f32; out], |mut acc, row| {
-                    acc.iter_mut().zip(row).for_each(|(a, g)| *a += g);
-                    acc
-                });
-                let db = sums.reduce(|| vec![0f32; out], |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
+                // column sums by blocks of columns, each over the rows in order (deterministic)
+                let mut db = vec![0f32; out];
+                db.par_chunks_mut(64).enumerate().for_each(|(c, sums)| {
+                    for row in gs.chunks_exact(out) {
+                        sums.iter_mut().zip(&row[c * 64..]).for_each(|(s, g)| *s += g);
+                    }
                 });
                 Some(Tensor::from_vec(db, b.shape(), dev)?)
             }
@@ -1039,13 +1092,22 @@ impl Write {
 
 /// `dst (m × n) ← lhs (m × k) · rhs (k × n)` as `how` says, through gemm (the crate candle's CPU backend
 /// uses), each operand given by its strides.
-fn matmul([m, n, k]: [usize; 3], (dst, [dst_rs, dst_cs]): (&mut [f32], [usize; 2]), lhs: Operand, rhs: Operand, how: Write) {
+fn matmul(
+    [m, n, k]: [usize; 3],
+    (dst, [dst_rs, dst_cs]): (&mut [f32], [usize; 2]),
+    lhs: Operand,
+    rhs: Operand,
+    how: Write,
+) {
     if m == 0 || n == 0 {
         return;
     }
     let last = |rows: usize, cols: usize, [rs, cs]: [usize; 2]| (rows - 1) * rs + (cols - 1) * cs;
     assert!(last(m, n, [dst_rs, dst_cs]) < dst.len(), "matmul: dst too short");
-    assert!(k == 0 || (last(m, k, lhs.1) < lhs.0.len() && last(k, n, rhs.1) < rhs.0.len()), "matmul: operand too short");
+    assert!(
+        k == 0 || (last(m, k, lhs.1) < lhs.0.len() && last(k, n, rhs.1) < rhs.0.len()),
+        "matmul: operand too short"
+    );
     let threads = if how.parallel { candle_core::utils::get_num_threads() } else { 1 };
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let ((lhs, [lhs_rs, lhs_cs]), (rhs, [rhs_rs, rhs_cs])) = (lhs, rhs);
@@ -1139,7 +1201,12 @@ mod tests {
         for (i, v) in inputs.iter().enumerate() {
             let (a, b) = (gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
             assert!(scale(b) > 0.0, "input {i}: no gradient");
-            assert!(max_diff(a, b) <= tol * scale(b), "input {i}: gradients differ by {} of {}", max_diff(a, b), scale(b));
+            assert!(
+                max_diff(a, b) <= tol * scale(b),
+                "input {i}: gradients differ by {} of {}",
+                max_diff(a, b),
+                scale(b)
+            );
         }
     }
 

@@ -233,7 +233,6 @@ impl Attention {
     }
 }
 
-
 impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
         "attention"
@@ -447,7 +446,6 @@ unsafe fn tile<const R: usize>(
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
