@@ -144,7 +144,7 @@ impl RmsNorm {
     /// The rows of `x` and the size of one (the weight's), checked.
     fn rows(x: &Layout, w: &Layout) -> CResult<usize> {
         let h = w.shape().elem_count();
-        if h == 0 || x.shape().elem_count() % h != 0 {
+        if h == 0 || !x.shape().elem_count().is_multiple_of(h) {
             candle_core::bail!("rms norm: x {:?} and weight {:?} do not fit", x.shape(), w.shape());
         }
         Ok(h)
@@ -761,7 +761,7 @@ impl FlashAttention {
     fn backward_block(
         &self,
         dims: Dims,
-        (q, k, v, dout, lse, delta): (&[f32], &[f32], &[f32], &[f32], &[f32], &[f32]),
+        [q, k, v, dout, lse, delta]: [&[f32]; 6],
         b: usize,
         kh: usize,
         kb: usize,
@@ -871,7 +871,7 @@ impl CustomOp3 for FlashAttention {
             let (b, kh) = (unit / kv, unit % kv);
             let mut local = vec![0f32; dims.t * groups * d];
             for kb in 0..dims.blocks() {
-                let inputs = (q_, k_, v_, g_, &lse[..], &delta[..]);
+                let inputs = [q_, k_, v_, g_, &lse[..], &delta[..]];
                 self.backward_block(dims, inputs, b, kh, kb, (&mut local, at_k, at_v));
             }
             for (i, rows) in local.chunks_exact(groups * d).enumerate() {
@@ -1133,7 +1133,7 @@ fn matmul(
             false,
             false,
             parallelism,
-        )
+        );
     }
 }
 
