@@ -1,16 +1,15 @@
 //! Fused CPU kernels (f32) with their own backward pass, which the decoder takes in place of chains of
 //! composite ops, for training and inference alike: each composite op allocates its output, and in the
 //! backward pass a zero-filled gradient buffer plus a sum, so a chain of five costs a dozen passes over
-//! memory where one suffices. RMSNorm ([`rms_norm`]), rotary embedding ([`rope`]), the gated activation
-//! ([`silu_mul`]), masked softmax ([`range_softmax`]) and the output head with cross-entropy
-//! ([`head_nll`]), which never holds all positions' logits. Other devices and types take the composite
-//! ops ([`cpu_f32`]); tests check each kernel against them, values and gradients.
+//! memory where one suffices. Linear layers ([`linear`]), RMSNorm ([`rms_norm`]), rotary embedding
+//! ([`rope`]), the gated activation ([`silu_mul`]), attention ([`flash_attention`]) and the output head
+//! with cross-entropy ([`head_nll`]), which never holds all positions' logits. Other devices and types
+//! take the composite ops ([`cpu_f32`]); tests check each kernel against them, values and gradients.
 //!
 //! Every attention mask forge builds (causal, left padding, examples packed into one row) lets a query
-//! see one contiguous range of keys, so a mask is a `(first, last)` key pair per query ([`Mask`]), and
-//! masked softmax is one pass per row ([`range_softmax`]) instead of a dense `[b, 1, t, keys]` mask, a
-//! broadcast add and five softmax ops. Other devices use the composite ops over the dense mask
-//! ([`Mask::dense`]).
+//! see one contiguous range of keys, so a mask is a `(first, last)` key pair per query ([`Mask`]): flash
+//! attention skips the blocks of keys outside every query's range. The composite path applies it as a
+//! dense `[b, 1, t, keys]` mask ([`Mask::dense`], [`range_softmax`]).
 
 use std::sync::{Arc, Mutex};
 
