@@ -38,10 +38,30 @@ pub trait Stage {
 
 /// Where a stage's result goes: flags on the command line, filled in from the step's directory in a
 /// pipeline.
-pub trait Target: clap::Args + clap::FromArgMatches + Serialize + Debug + Sized {
+pub trait Target: clap::Args + clap::FromArgMatches + Serialize + Debug + Clone + Sized {
     /// The target of a pipeline step writing `dir`; `None` for a stage that cannot be a pipeline step
     /// (one that writes no directory, as `verify` and `stats`, or one left out of pipelines, as `export`).
     fn in_pipeline(dir: &Path) -> Option<Self>;
+
+    /// A pipeline step's work cut into `shards` slices of its input: phases that run one after another,
+    /// each of independent tasks (one Slurm job array per phase). A stage that does not shard has one
+    /// task.
+    fn phases(shards: u64) -> std::result::Result<Vec<Phase>, String> {
+        match shards {
+            1 => Ok(vec![Phase { step: None, tasks: 1 }]),
+            _ => Err("runs as one task: it does not take `shards`".into()),
+        }
+    }
+
+    /// This target narrowed to task `task` of phase `phase` of [`Target::phases`]`(shards)`.
+    fn for_task(&mut self, _shards: u64, _phase: usize, _task: u64) {}
+}
+
+/// One phase of a pipeline step: `tasks` independent tasks; `step` names it where a stage has several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phase {
+    pub step: Option<&'static str>,
+    pub tasks: u64,
 }
 
 /// A dataset stage in a pipeline writes `dir` whole (no `--shard`), replacing the output of other
@@ -51,11 +71,21 @@ impl Target for OutputArgs {
         let write = crate::dataset::WriteOptions { overwrite: true, ..Default::default() };
         Some(OutputArgs { output: dir.to_path_buf(), shard: crate::dataset::Shard::ALL, write })
     }
+
+    /// `shards` tasks, task I writing `--shard I/shards` into the one directory.
+    fn phases(shards: u64) -> std::result::Result<Vec<Phase>, String> {
+        Ok(vec![Phase { step: None, tasks: shards }])
+    }
+
+    fn for_task(&mut self, shards: u64, _phase: usize, task: u64) {
+        self.shard = crate::dataset::Shard { index: task, count: shards };
+    }
 }
 
 /// What a stage did, in the one form the command line and `forge run` both read (serialized: the
-/// figures of `pipeline-summary.json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// figures of `pipeline-summary.json` and of a pipeline task's record).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Done {
     /// The output already held this same run's finished result; nothing was done.
     #[serde(skip)]

@@ -30,6 +30,33 @@ struct RunArgs {
     /// Write the stages here instead of the pipeline's `dir`
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Where the stages run: here, one task after another, or as Slurm job arrays (sbatch, one array
+    /// per stage phase over its `shards`, chained with afterok dependencies)
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    /// With `--executor slurm`: print the sbatch scripts, submit and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// With `--executor slurm`: wait for this run's jobs still queued from an earlier submission, submit,
+    /// and wait until the jobs end, showing their progress; an error if a stage did not finish
+    #[arg(long)]
+    wait: bool,
+    /// Print what each stage has finished (on Slurm: what is queued or running) and exit
+    #[arg(long, conflicts_with_all = ["from", "dry_run", "wait"])]
+    status: bool,
+    /// Run one task of a stage, `STAGE:PHASE:TASK`, as a Slurm job does
+    #[arg(long, hide = true, value_name = "STAGE:PHASE:TASK")]
+    task: Option<String>,
+}
+
+/// Where `forge run` runs the stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum Executor {
+    /// Here, stage by stage
+    Local,
+    /// As Slurm job arrays
+    Slurm,
 }
 
 /// The whole command line: global flags, every registered stage, and `run`.
@@ -42,7 +69,14 @@ pub fn command() -> clap::Command {
             "Examples:
   forge run pipelines/quickstart.toml
   forge run pipelines/quickstart.toml --from student    # rerun from the stage named `student`
-  forge run pipelines/quickstart.toml --dir /tmp/qs     # write the stages elsewhere",
+  forge run pipelines/quickstart.toml --dir /tmp/qs     # write the stages elsewhere
+  forge run pipeline.toml --executor slurm              # submit the stages as Slurm job arrays
+  forge run pipeline.toml --executor slurm --dry-run    # print the sbatch scripts
+  forge run pipeline.toml --status                      # what has finished, what is queued
+
+
+A stage table may hold `shards = N` (its work in N tasks, a Slurm array) and
+`slurm = { partition, time, cpus, mem, gpus, options, setup }` over the pipeline's `[slurm]` defaults.",
         );
     clap::Command::new("forge")
         .version(env!("CARGO_PKG_VERSION"))
@@ -75,12 +109,7 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         if show_config {
             return print(&(serde_json::to_string_pretty(&serde_json::json!({ "run": args }))? + "\n"));
         }
-        let spec = forge::pipeline::load(&args.pipeline, args.dir.as_deref())?;
-        let summaries = forge::pipeline::run(&spec, args.from.as_deref(), &ctx)?;
-        if !ctx.quiet {
-            eprintln!("\n{}", forge::pipeline::table(&summaries));
-        }
-        return Ok(ExitCode::SUCCESS);
+        return run_pipeline(&args, &ctx);
     }
     let stage = forge::pipeline::registry::find(name).expect("every subcommand is registered").plan_from_flags(sub)?;
     if show_config {
@@ -94,6 +123,57 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         print(text)?;
     }
     Ok(if done.check_failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `forge run`: a pipeline here or on Slurm, its status, or one task of it.
+fn run_pipeline(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    use forge::pipeline::{self, slurm};
+    let spec = pipeline::load(&args.pipeline, args.dir.as_deref())?;
+    if let Some(task) = &args.task {
+        let bad = || forge::Error::usage(format!("`--task {task}`: expected STAGE:PHASE:TASK"));
+        let mut parts = task.rsplitn(3, ':');
+        let (Some(t), Some(p), Some(name)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad().into()) };
+        let (p, t) = (p.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
+        let done = spec.run_task(spec.position(name)?, p, t, ctx)?;
+        if !ctx.quiet && !done.summary.is_empty() {
+            eprintln!("{}", done.summary);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.status {
+        return print(&pipeline::status(&spec)?);
+    }
+    if args.executor == Executor::Local {
+        if args.dry_run || args.wait {
+            return Err(forge::Error::usage("`--dry-run` and `--wait` go with `--executor slurm`").into());
+        }
+        let summaries = pipeline::run(&spec, args.from.as_deref(), ctx)?;
+        if !ctx.quiet {
+            eprintln!("\n{}", pipeline::table(&summaries));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.wait && !args.dry_run {
+        slurm::drain(&spec, ctx)?; // what an earlier submission left in the queue, first
+    }
+    let jobs = slurm::submit(&spec, args.from.as_deref(), args.dry_run, ctx)?;
+    if args.dry_run {
+        let scripts: Vec<String> = jobs.iter().map(|j| j.script.clone()).collect();
+        return print(&scripts.join("\n"));
+    }
+    if jobs.is_empty() && !ctx.quiet {
+        eprintln!("every stage has finished; nothing to submit");
+    }
+    if args.wait {
+        if let Err(e) = slurm::wait(&spec, ctx) {
+            eprintln!("{}", pipeline::status(&spec)?);
+            return Err(e.into());
+        }
+        if !ctx.quiet {
+            eprintln!("\n{}", pipeline::status(&spec)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print(text: &str) -> anyhow::Result<ExitCode> {

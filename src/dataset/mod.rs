@@ -31,6 +31,7 @@ pub use value::{json_type_name, to_batch};
 pub(crate) use write::write_atomic;
 pub use write::{
     DEFAULT_ROWS_PER_SHARD, DatasetWriter, Start, WriteOptions, check_is_forge_dir as check_output_dir, now,
+    shard_counts,
 };
 
 /// The I-th of N deterministic slices of an input (`--shard I/N`, 0-based); written `"I/N"` in TOML, JSON

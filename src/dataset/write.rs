@@ -393,7 +393,9 @@ pub fn check_is_forge_dir(dir: &Path, companions: &[&str]) -> Result<()> {
     for entry in fs_err::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if !is_forge_name(&name) && !companions.contains(&name.as_ref()) {
+        // a file being written (`write_atomic`'s `.NAME.tmp`; other shards' runs write at the same time)
+        let name = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")).unwrap_or(&name);
+        if !is_forge_name(name) && !companions.contains(&name) {
             return Err(Error::usage(format!(
                 "`{}` exists and is not a forge dataset (it holds `{name}`)",
                 dir.display()
@@ -415,6 +417,33 @@ fn remove_run(dir: &Path, shard: Shard) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The shard counts N of the runs whose files `dir` holds (`1` for unsharded ones), from their names:
+/// a directory written in one layout and then in another must be cleared first.
+pub fn shard_counts(dir: &Path) -> Result<std::collections::BTreeSet<u64>> {
+    let mut counts = std::collections::BTreeSet::new();
+    if !dir.is_dir() {
+        return Ok(counts);
+    }
+    for entry in fs_err::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let name = name.trim_start_matches('.');
+        if !(name.starts_with("part-") || name.starts_with("manifest") || name.starts_with("forge-progress")) {
+            continue;
+        }
+        match name.split_once("-of-") {
+            Some((_, rest)) => {
+                if let Some(n) = rest.get(..5).and_then(|d| d.parse().ok()) {
+                    counts.insert(n);
+                }
+            }
+            None => {
+                counts.insert(1);
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// File names of one shard-run (`--shard I/N`) in a dataset directory.

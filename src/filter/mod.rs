@@ -189,6 +189,18 @@ pub enum FilterStep {
     Write,
 }
 
+impl FilterStep {
+    /// The step as `--step` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterStep::Signatures => "signatures",
+            FilterStep::Buckets => "buckets",
+            FilterStep::Clusters => "clusters",
+            FilterStep::Write => "write",
+        }
+    }
+}
+
 /// Why a row was rejected (stable codes, in the order the checks run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -403,6 +415,29 @@ impl crate::stage::Target for FilterTarget {
             step: None,
             output: <OutputArgs as crate::stage::Target>::in_pipeline(dir)?,
         })
+    }
+
+    /// Unsharded, one task runs the four steps; in N shards, each step is a phase: signatures and
+    /// buckets in N tasks, clusters in one, write in N.
+    fn phases(shards: u64) -> std::result::Result<Vec<crate::stage::Phase>, String> {
+        use crate::stage::Phase;
+        if shards == 1 {
+            return Ok(vec![Phase { step: None, tasks: 1 }]);
+        }
+        Ok([(FilterStep::Signatures, shards), (FilterStep::Buckets, shards), (FilterStep::Clusters, 1), (FilterStep::Write, shards)]
+            .map(|(step, tasks)| Phase { step: Some(step.name()), tasks })
+            .to_vec())
+    }
+
+    fn for_task(&mut self, shards: u64, phase: usize, task: u64) {
+        if shards > 1 {
+            let step = [FilterStep::Signatures, FilterStep::Buckets, FilterStep::Clusters, FilterStep::Write][phase];
+            self.step = Some(step);
+            self.output.shard = match step {
+                FilterStep::Clusters => crate::dataset::Shard::ALL,
+                _ => crate::dataset::Shard { index: task, count: shards },
+            };
+        }
     }
 }
 

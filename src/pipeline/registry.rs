@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::Context;
 use crate::error::{Error, Location, Result};
-use crate::stage::{Done, Stage, Target};
+use crate::stage::{Done, Phase, Stage, Target};
 
 /// The stages in pipeline order: the order of `forge --help`.
 pub static STAGES: &[&dyn Entry] = &[
@@ -37,6 +37,10 @@ pub fn find(name: &str) -> Option<&'static dyn Entry> {
 /// A stage ready to run: its settings parsed and its target fixed.
 pub trait Planned {
     fn run(&self, ctx: &Context) -> Result<Done>;
+    /// The step's phases when its work is cut into `shards` slices (see [`Target::phases`]).
+    fn phases(&self, shards: u64) -> std::result::Result<Vec<Phase>, String>;
+    /// Run task `task` of phase `phase` of the step cut into `shards` slices.
+    fn run_task(&self, shards: u64, phase: usize, task: u64, ctx: &Context) -> Result<Done>;
     /// The settings and the target as JSON, as `--show-config` prints them.
     fn show(&self) -> Value;
 }
@@ -76,6 +80,16 @@ struct Ready<S: Stage> {
 impl<S: Stage> Planned for Ready<S> {
     fn run(&self, ctx: &Context) -> Result<Done> {
         S::run(&self.config, &self.target, ctx)
+    }
+
+    fn phases(&self, shards: u64) -> std::result::Result<Vec<Phase>, String> {
+        S::Target::phases(shards)
+    }
+
+    fn run_task(&self, shards: u64, phase: usize, task: u64, ctx: &Context) -> Result<Done> {
+        let mut target = self.target.clone();
+        target.for_task(shards, phase, task);
+        S::run(&self.config, &target, ctx)
     }
 
     fn show(&self) -> Value {
