@@ -37,6 +37,7 @@ SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 MaxArraySize=10001
 MinJobAge=3600
+DefMemPerCPU=1024
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF

@@ -132,7 +132,9 @@ fn run_pipeline(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(task) = &args.task {
         let bad = || forge::Error::usage(format!("`--task {task}`: expected STAGE:PHASE:TASK"));
         let mut parts = task.rsplitn(3, ':');
-        let (Some(t), Some(p), Some(name)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad().into()) };
+        let (Some(t), Some(p), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad().into());
+        };
         let (p, t) = (p.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
         let done = spec.run_task(spec.position(name)?, p, t, ctx)?;
         if !ctx.quiet && !done.summary.is_empty() {

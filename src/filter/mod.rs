@@ -424,9 +424,14 @@ impl crate::stage::Target for FilterTarget {
         if shards == 1 {
             return Ok(vec![Phase { step: None, tasks: 1 }]);
         }
-        Ok([(FilterStep::Signatures, shards), (FilterStep::Buckets, shards), (FilterStep::Clusters, 1), (FilterStep::Write, shards)]
-            .map(|(step, tasks)| Phase { step: Some(step.name()), tasks })
-            .to_vec())
+        Ok([
+            (FilterStep::Signatures, shards),
+            (FilterStep::Buckets, shards),
+            (FilterStep::Clusters, 1),
+            (FilterStep::Write, shards),
+        ]
+        .map(|(step, tasks)| Phase { step: Some(step.name()), tasks })
+        .to_vec())
     }
 
     fn for_task(&mut self, shards: u64, phase: usize, task: u64) {

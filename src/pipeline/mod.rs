@@ -119,7 +119,8 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
         table.insert("dir".into(), toml::Value::String(d.display().to_string()));
     }
     let dir = PathBuf::from(value.get("dir").and_then(|d| d.as_str()).unwrap_or("."));
-    if let Some(key) = value.as_table().and_then(|t| t.keys().find(|k| !["dir", "stage", "slurm"].contains(&k.as_str())))
+    if let Some(key) =
+        value.as_table().and_then(|t| t.keys().find(|k| !["dir", "stage", "slurm"].contains(&k.as_str())))
     {
         return Err(Error::data(
             Location::file(path),
@@ -131,7 +132,8 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
             .transpose()
             .map(Option::unwrap_or_default)
     };
-    let defaults = resources(value.as_table_mut().and_then(|t| t.remove("slurm")), Location::file(path).column("slurm"))?;
+    let defaults =
+        resources(value.as_table_mut().and_then(|t| t.remove("slurm")), Location::file(path).column("slurm"))?;
     let Some(tables) = value.get_mut("stage").and_then(|s| s.as_array_mut()).map(std::mem::take) else {
         return Err(Error::data(Location::file(path), "no `[[stage]]` tables".to_string()));
     };
@@ -370,7 +372,8 @@ pub fn run(pipeline: &Pipeline, from: Option<&str>, ctx: &Context) -> Result<Vec
 /// Where each stage stands, from the task records (and, for a run on Slurm, its queue): a table.
 pub fn status(pipeline: &Pipeline) -> Result<String> {
     let queue = slurm::queued(pipeline).unwrap_or_default();
-    let mut out = format!("{:<16} {:<13} {:>6} {:>9} {:>8}  {}\n", "stage", "kind", "tasks", "finished", "seconds", "state");
+    let mut out =
+        format!("{:<16} {:<13} {:>6} {:>9} {:>8}  {}\n", "stage", "kind", "tasks", "finished", "seconds", "state");
     for step in &pipeline.stages {
         let finished = pipeline.finished(step);
         let total: u64 = step.phases.iter().map(|p| p.tasks).sum();

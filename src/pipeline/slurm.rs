@@ -157,7 +157,9 @@ pub fn submit(pipeline: &Pipeline, from: Option<&str>, dry_run: bool, ctx: &Cont
                 queued.values().map(Vec::len).sum::<usize>(),
                 ids.join(", ")
             ))
-            .with_hint("wait for them (`forge run PIPELINE --status`), or cancel them with `scancel`, then run again"));
+            .with_hint(
+                "wait for them (`forge run PIPELINE --status`), or cancel them with `scancel`, then run again",
+            ));
         }
         fs_err::create_dir_all(state.join("slurm"))?;
         fs_err::create_dir_all(state.join("logs"))?;
@@ -187,9 +189,13 @@ pub fn submit(pipeline: &Pipeline, from: Option<&str>, dry_run: bool, ctx: &Cont
             if tasks.is_empty() {
                 continue;
             }
-            let mut after: Vec<&String> = upstream.clone();
-            after.extend(previous.as_ref());
-            let script = script(pipeline, step, p, &tasks, &Paths { prefix: &prefix, state: &state, forge: &forge, cwd: &cwd });
+            // the first phase waits for the stages it reads, each later one for the one before it
+            let after: Vec<&String> = match &previous {
+                Some(id) => vec![id],
+                None => upstream.clone(),
+            };
+            let script =
+                script(pipeline, step, p, &tasks, &Paths { prefix: &prefix, state: &state, forge: &forge, cwd: &cwd });
             let id = if dry_run {
                 label(step, p)
             } else {
@@ -209,7 +215,11 @@ pub fn submit(pipeline: &Pipeline, from: Option<&str>, dry_run: bool, ctx: &Cont
                 }
                 id
             };
-            let dependency = if after.is_empty() { String::new() } else { format!("afterok:{}", after.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(":")) };
+            let dependency = if after.is_empty() {
+                String::new()
+            } else {
+                format!("afterok:{}", after.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(":"))
+            };
             let script = if dry_run && !dependency.is_empty() {
                 format!("# sbatch --dependency={dependency}\n{script}")
             } else {

@@ -37,6 +37,8 @@ mod rl;
 mod sandbox;
 /// `schemas/*.md` match the code's Arrow schemas.
 mod schemas;
+/// `forge run --executor slurm` on a real one-node Slurm: equal to a local run, resumes after scancel.
+mod slurm;
 /// `forge stats`.
 mod stats;
 /// `forge synth`: determinism, sharding, checkable steps.

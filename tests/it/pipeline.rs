@@ -110,6 +110,64 @@ fn pipelines_run_skip_and_rerun_what_changed() {
     assert!(stderr.contains("p.toml") && stderr.contains("bogus"), "{stderr}");
 }
 
+/// A stage in `shards` runs as tasks (filter's as its four map/reduce steps) with the rows of one
+/// process; `--dry-run` shows the Slurm job arrays and their afterok chain without Slurm; `--status`
+/// reads the task records; a stage that cannot shard, a reference to a later stage and unknown Slurm
+/// settings are errors naming the file.
+#[test]
+fn sharded_stages_run_as_tasks_and_plan_as_slurm_arrays() {
+    let s = Scratch::new();
+    let dir = s.path("run");
+    let text = format!(
+        "dir = \"{}\"\n[slurm]\npartition = \"cpu\"\n\n[[stage]]\nname = \"problems\"\nsynth = {{ task = \"arith\", n = 30, seed = 1 }}\n\n\
+         [[stage]]\nname = \"clean\"\nshards = 3\nslurm = {{ mem = \"1G\" }}\nfilter = {{ input = \"@problems\" }}\n",
+        dir.display()
+    );
+    let file = s.write("p.toml", &text);
+    let (code, scripts, stderr) = run(&[&"run", &file, &"--executor", &"slurm", &"--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(scripts.matches("#!/bin/bash").count(), 5, "synth, then filter's four steps: {scripts}");
+    assert_eq!(scripts.matches("#SBATCH --array=0,1,2\n").count(), 3, "{scripts}");
+    assert_eq!(scripts.matches("#SBATCH --partition=cpu\n").count(), 5, "{scripts}");
+    assert_eq!(scripts.matches("#SBATCH --mem=1G\n").count(), 4, "{scripts}");
+    assert!(scripts.contains("# sbatch --dependency=afterok:problems.0\n"), "{scripts}");
+    assert!(scripts.contains("# sbatch --dependency=afterok:clean.buckets\n"), "{scripts}");
+    assert!(!dir.exists(), "a dry run writes nothing");
+
+    let (code, _, stderr) = run(&[&"run", &file, &"-q"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, stats, _) = run(&[&"stats", &dir.join("clean"), &"--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["rows"], 30, "{stats}");
+    assert_eq!(
+        std::fs::read_dir(dir.join("clean"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("manifest-"))
+            .count(),
+        3
+    );
+    let (code, status, _) = run(&[&"run", &file, &"--status"]);
+    assert_eq!(code, 0);
+    assert!(status.lines().any(|l| l.starts_with("clean") && l.contains(" 10 ") && l.contains("finished")), "{status}");
+    let (_, scripts, _) = run(&[&"run", &file, &"--executor", &"slurm", &"--dry-run"]);
+    assert!(scripts.is_empty(), "every task has finished: {scripts}");
+
+    for (bad, says) in [
+        (text.replace("shards = 3", "shards = 0"), "whole number >= 1"),
+        (text.replace("@problems", "@clean"), "does not run before it"),
+        (text.replace("mem = ", "memory = "), "memory"),
+        (
+            text.clone() + "[[stage]]\nname = \"m\"\nshards = 2\ninit_model = { family = \"llama\" }\n",
+            "does not take `shards`",
+        ),
+    ] {
+        std::fs::write(&file, &bad).unwrap();
+        let (code, _, stderr) = run(&[&"run", &file, &"-q"]);
+        assert_eq!(code, 2, "{bad}");
+        assert!(stderr.contains("p.toml") && stderr.contains(says), "{says}: {stderr}");
+    }
+}
+
 /// Every pipeline in `pipelines/` parses into stages with one stage table each and known settings.
 #[test]
 fn committed_pipelines_parse() {
