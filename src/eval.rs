@@ -714,6 +714,10 @@ impl crate::stage::Target for EvalTarget {
     fn in_pipeline(dir: &std::path::Path) -> Option<EvalTarget> {
         Some(EvalTarget { output: Some(dir.to_path_buf()), json: false })
     }
+
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        self.output.as_mut()
+    }
 }
 
 /// `forge eval`.

@@ -138,6 +138,10 @@ impl crate::stage::Target for InitTarget {
     fn in_pipeline(dir: &std::path::Path) -> Option<InitTarget> {
         Some(InitTarget { output: dir.to_path_buf(), overwrite: true })
     }
+
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        Some(&mut self.output)
+    }
 }
 
 /// `forge init-model`.

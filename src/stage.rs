@@ -53,6 +53,11 @@ pub trait Target: clap::Args + clap::FromArgMatches + Serialize + Debug + Clone 
         }
     }
 
+    /// The directory the stage writes, where it has one (a dataset path may be `s3://…`).
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        None
+    }
+
     /// This target narrowed to task `task` of phase `phase` of [`Target::phases`]`(shards)`.
     fn for_task(&mut self, _shards: u64, _phase: usize, _task: u64) {}
 }
@@ -79,6 +84,10 @@ impl Target for OutputArgs {
 
     fn for_task(&mut self, shards: u64, _phase: usize, task: u64) {
         self.shard = crate::dataset::Shard { index: task, count: shards };
+    }
+
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        Some(&mut self.output)
     }
 }
 
@@ -153,5 +162,9 @@ pub struct DirTarget {
 impl Target for DirTarget {
     fn in_pipeline(_: &Path) -> Option<DirTarget> {
         None
+    }
+
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        Some(&mut self.output)
     }
 }

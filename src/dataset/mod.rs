@@ -13,6 +13,7 @@
 mod lock;
 mod manifest;
 mod read;
+pub mod remote;
 mod schema;
 mod value;
 mod write;

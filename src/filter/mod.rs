@@ -444,6 +444,10 @@ impl crate::stage::Target for FilterTarget {
             };
         }
     }
+
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        Some(&mut self.output.output)
+    }
 }
 
 /// `forge filter`.

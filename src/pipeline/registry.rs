@@ -79,7 +79,7 @@ struct Ready<S: Stage> {
 
 impl<S: Stage> Planned for Ready<S> {
     fn run(&self, ctx: &Context) -> Result<Done> {
-        S::run(&self.config, &self.target, ctx)
+        run_at::<S>(&self.config, self.target.clone(), ctx)
     }
 
     fn phases(&self, shards: u64) -> std::result::Result<Vec<Phase>, String> {
@@ -89,12 +89,59 @@ impl<S: Stage> Planned for Ready<S> {
     fn run_task(&self, shards: u64, phase: usize, task: u64, ctx: &Context) -> Result<Done> {
         let mut target = self.target.clone();
         target.for_task(shards, phase, task);
-        S::run(&self.config, &target, ctx)
+        run_at::<S>(&self.config, target, ctx)
     }
 
     fn show(&self) -> Value {
         let key = S::NAME.replace('-', "_");
         serde_json::json!({ key: self.config, "output": self.target })
+    }
+}
+
+/// Run stage `S`, with the datasets it reads on object storage (`s3://…` anywhere in its settings)
+/// fetched to their local mirrors first, and an output on object storage written in its mirror, pulled
+/// before and pushed after (`crate::dataset::remote`).
+fn run_at<S: Stage>(config: &S::Config, mut target: S::Target, ctx: &Context) -> Result<Done> {
+    use crate::dataset::remote::{Remote, is_remote};
+    let mut json = serde_json::to_value(config).expect("settings serialise");
+    let mut fetched = false;
+    let mut fetch = |value: &mut Value| -> Result<()> {
+        if let Value::String(s) = value
+            && is_remote(s)
+        {
+            *s = Remote::open(s)?.fetch()?.display().to_string();
+            fetched = true;
+        }
+        Ok(())
+    };
+    walk(&mut json, &mut fetch)?;
+    let local: Option<S::Config> = match fetched {
+        true => Some(serde_json::from_value(json).expect("settings read back as they serialised")),
+        false => None,
+    };
+    let config = local.as_ref().unwrap_or(config);
+    let output = match target.output_mut() {
+        Some(out) if is_remote(&out.to_string_lossy()) => {
+            let remote = Remote::open(&out.to_string_lossy())?;
+            let pulled = remote.pull()?;
+            *out = remote.local.clone();
+            Some((remote, pulled))
+        }
+        _ => None,
+    };
+    let done = S::run(config, &target, ctx)?;
+    if let Some((remote, pulled)) = output {
+        remote.push(&pulled, ctx.quiet)?;
+    }
+    Ok(done)
+}
+
+/// Call `f` on every value in `value`, depth first.
+fn walk(value: &mut Value, f: &mut impl FnMut(&mut Value) -> Result<()>) -> Result<()> {
+    match value {
+        Value::Array(items) => items.iter_mut().try_for_each(|v| walk(v, f)),
+        Value::Object(map) => map.iter_mut().try_for_each(|(_, v)| walk(v, f)),
+        other => f(other),
     }
 }
 

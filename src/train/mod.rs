@@ -632,6 +632,10 @@ impl crate::stage::Target for TrainOutput {
     fn in_pipeline(dir: &std::path::Path) -> Option<TrainOutput> {
         Some(TrainOutput { output: dir.to_path_buf(), resume: false, overwrite: true })
     }
+
+    fn output_mut(&mut self) -> Option<&mut std::path::PathBuf> {
+        Some(&mut self.output)
+    }
 }
 
 /// `forge train-sft`.

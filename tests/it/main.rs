@@ -31,6 +31,8 @@ mod layers;
 mod model;
 /// `forge run`: pipelines skip what is up to date and rerun what changed.
 mod pipeline;
+/// Datasets on object storage: import, filter, journey and export on a real S3 API (moto's server).
+mod remote;
 /// `forge train-rl`: rollouts, rewards and advantages, resume after a kill, LoRA with KL.
 mod rl;
 /// The code sandbox against hostile programs.

@@ -1,8 +1,6 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use crate::util::{Scratch, run};
 
@@ -45,53 +43,11 @@ train_sft = {{ model = "@init", data = ["@curated"], epochs = 1, lr = 1e-3, batc
     )
 }
 
-/// Every file of every stage's output, by path under `dir` (forge's `.forge-*` state left out), with
-/// manifests without their provenance (times, command, input paths) and timings, and the training
-/// log and report (wall-clock times) left out.
-fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with(".forge-") {
-                continue; // forge's own state: task records, locks, working files, what made a model
-            }
-            if path.is_dir() {
-                todo.push(path);
-                continue;
-            }
-            if ["metrics.csv", "train-report.json", "pipeline-summary.json"].contains(&name.as_str()) {
-                continue;
-            }
-            let mut bytes = std::fs::read(&path).unwrap();
-            if name.starts_with("manifest") {
-                let mut m: Value = serde_json::from_slice(&bytes).unwrap();
-                m.as_object_mut().unwrap().remove("provenance");
-                for timing in ["seconds", "rows_per_second"] {
-                    m["report"].as_object_mut().unwrap().remove(timing);
-                }
-                bytes = serde_json::to_vec(&m).unwrap();
-            }
-            files.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
-        }
-    }
-    files.sort();
-    files
-}
-
 fn assert_same_outputs(a: &Path, b: &Path) {
-    let (a, b) = (outputs(a), outputs(b));
-    let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&a), names(&b));
-    for ((path, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "`{}` differs", path.display());
-    }
-    assert!(a.iter().any(|(p, _)| p.ends_with("student/model.safetensors")), "{:?}", names(&a));
+    let files = crate::util::same_outputs(a, b);
+    assert!(files.iter().any(|p| p.ends_with("student/model.safetensors")), "{files:?}");
     assert!(
-        a.iter().filter(|(p, _)| p.starts_with("curated") && p.extension().is_some_and(|e| e == "parquet")).count()
-            >= 4
+        files.iter().filter(|p| p.starts_with("curated") && p.extension().is_some_and(|e| e == "parquet")).count() >= 4
     );
 }
 

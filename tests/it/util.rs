@@ -143,3 +143,51 @@ pub fn verdict(t: &serde_json::Map<String, serde_json::Value>) -> (bool, Option<
     let v = forge::verify::verify_trace(&trace, &Default::default()).unwrap();
     (v.correct, v.extracted)
 }
+
+/// Every file of every stage's output, by path under `dir` (forge's `.forge-*` state left out), with
+/// manifests without their provenance (times, command, input paths) and timings, and the training
+/// log and report (wall-clock times) and an export's README (the commands that made it) left out.
+pub fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(".forge-") {
+                continue; // forge's own state: task records, locks, working files, what made a model
+            }
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            if ["metrics.csv", "train-report.json", "pipeline-summary.json", "README.md"].contains(&name.as_str()) {
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if name.starts_with("manifest") {
+                let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                m.as_object_mut().unwrap().remove("provenance");
+                for timing in ["seconds", "rows_per_second"] {
+                    m["report"].as_object_mut().unwrap().remove(timing);
+                }
+                bytes = serde_json::to_vec(&m).unwrap();
+            }
+            files.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `a` and `b` hold the same outputs ([`outputs`]): the same files with the same bytes. Returns the
+/// files' paths.
+pub fn same_outputs(a: &Path, b: &Path) -> Vec<PathBuf> {
+    let (x, y) = (outputs(a), outputs(b));
+    let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&x), names(&y));
+    for ((path, x), (_, y)) in x.iter().zip(&y) {
+        assert!(x == y, "`{}` differs", path.display());
+    }
+    names(&x)
+}
