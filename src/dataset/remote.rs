@@ -103,7 +103,7 @@ impl Remote {
             rt.block_on(self.download(&meta.location, &self.local))?;
             return Ok(self.local.clone());
         }
-        let pulled = self.pull()?;
+        let pulled = self.level(true)?;
         if pulled.0.is_empty() {
             return Err(Error::usage(format!("`{}` holds nothing", self.url))
                 .with_hint("check the bucket and prefix: a dataset there has a manifest and Parquet shards"));
@@ -116,9 +116,18 @@ impl Remote {
         Ok(self.local.clone())
     }
 
-    /// Download what the bucket has and the mirror lacks or holds an older copy of.
+    /// Download what the bucket has and the mirror lacks or holds an older copy of; a file changed here
+    /// since it was last transferred (a shard a stage here wrote, not pushed yet) is kept.
     pub fn pull(&self) -> Result<Pulled> {
-        let objects = runtime()?.block_on(self.list())?;
+        self.level(false)
+    }
+
+    /// Bring the mirror level with the bucket: download each object the mirror lacks, or whose copy
+    /// here is older (the bucket's changed since the last transfer); with `exact`, also each whose copy
+    /// here changed since (an input: the mirror must be what the bucket holds).
+    fn level(&self, exact: bool) -> Result<Pulled> {
+        let rt = runtime()?;
+        let objects = rt.block_on(self.list())?;
         fs_err::create_dir_all(&self.local)?;
         let mut seen = BTreeSet::new();
         let stamps = self.stamps()?;
@@ -129,15 +138,19 @@ impl Remote {
             }
             seen.insert(rel.clone());
             let path = self.local.join(&rel);
-            let current = stamps.get(&rel).is_some_and(|s| {
-                s.remote_size == meta.size
-                    && s.e_tag == meta.e_tag
-                    && stamp_of(&path).is_some_and(|(n, t)| n == s.size && t == s.mtime_ns)
-            });
-            if current {
+            let download = match (stamp_of(&path), stamps.get(&rel)) {
+                (None, _) => true,
+                (Some(_), None) => exact,
+                (Some((size, mtime_ns)), Some(s)) => {
+                    let changed_here = size != s.size || mtime_ns != s.mtime_ns;
+                    let changed_there = meta.size != s.remote_size || meta.e_tag != s.e_tag;
+                    if changed_here { exact } else { changed_there }
+                }
+            };
+            if !download {
                 continue;
             }
-            runtime()?.block_on(self.download(&meta.location, &path))?;
+            rt.block_on(self.download(&meta.location, &path))?;
             let (size, mtime_ns) = stamp_of(&path).unwrap_or_default();
             self.note(&rel, Some(Stamp { size, mtime_ns, remote_size: meta.size, e_tag: meta.e_tag.clone() }))?;
         }
@@ -166,7 +179,8 @@ impl Remote {
             self.note(rel, Some(Stamp { size, mtime_ns, remote_size: size, e_tag }))?;
         }
         let here: BTreeSet<&String> = files.iter().map(|(rel, _)| rel).collect();
-        for rel in pulled.0.iter().filter(|rel| !here.contains(rel)) {
+        // what a stage here removed (not what another task here is about to write again)
+        for rel in pulled.0.iter().filter(|rel| !here.contains(rel) && !self.local.join(rel).exists()) {
             rt.block_on(self.store.delete(&self.object(rel))).map_err(|e| storage_error(&self.url, &e))?;
             self.note(rel, None)?;
         }
@@ -422,4 +436,41 @@ fn storage_error(url: &str, e: &dyn std::fmt::Display) -> Error {
         "check the URL, the endpoint (AWS_ENDPOINT_URL for an S3-compatible server) and the network"
     };
     Error::usage(format!("object storage `{url}`: {text}")).with_hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths_are_urls_of_known_schemes() {
+        assert!(is_remote("s3://bucket/prefix"));
+        assert!(is_remote("gs://b"));
+        assert!(is_remote("az://container/x"));
+        assert!(!is_remote("s3://"));
+        assert!(!is_remote("runs/s3/x"));
+        assert!(!is_remote("http://example.com/x"));
+    }
+
+    #[test]
+    fn locks_and_partial_files_never_travel_and_manifests_are_known() {
+        assert!(skipped(".forge-lock-00000-of-00004.json"));
+        assert!(skipped("rejected/.part-00000.parquet.tmp"));
+        assert!(skipped(".manifest.json.download"));
+        assert!(!skipped(".forge-progress.json"));
+        assert!(is_manifest("rejected/manifest-00001-of-00004.json"));
+        assert!(!is_manifest("part-00000.parquet"));
+    }
+
+    #[test]
+    fn credentials_files_are_read_by_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        fs_err::write(&path, "[default]\naws_access_key_id = A\n[lab]\nAWS_Access_Key_Id=B\nregion = eu-west-1\n")
+            .unwrap();
+        assert_eq!(ini_section(&path, "lab").get("aws_access_key_id").map(String::as_str), Some("B"));
+        assert_eq!(ini_section(&path, "default").len(), 1);
+        assert!(ini_section(&path, "none").is_empty());
+        assert!(ini_section(&dir.path().join("missing"), "default").is_empty());
+    }
 }

@@ -119,6 +119,13 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
         table.insert("dir".into(), toml::Value::String(d.display().to_string()));
     }
     let dir = PathBuf::from(value.get("dir").and_then(|d| d.as_str()).unwrap_or("."));
+    if crate::dataset::remote::is_remote(&dir.to_string_lossy()) {
+        return Err(Error::data(
+            Location::file(path),
+            format!("`dir = \"{}\"`: a pipeline's directory is local (its task records and logs live there)", dir.display()),
+        )
+        .with_hint("stages read datasets on object storage by their URLs; `forge export` or a stage's own command writes there"));
+    }
     if let Some(key) =
         value.as_table().and_then(|t| t.keys().find(|k| !["dir", "stage", "slurm"].contains(&k.as_str())))
     {
