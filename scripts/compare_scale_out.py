@@ -7,7 +7,7 @@
    asking for one CPU), alternating, ROUNDS rounds. The ratio is the scheduler's overhead plus the price of
    map/reduce files over one process's memory (and, on one 2-core node, nothing to gain from more nodes).
 2. Object storage: the corpus dataset written to an S3 server on 127.0.0.1 (moto, in-memory) and to the local
-   disk by the same command (`forge import DATASET -o ...`), and read back (`forge stats`, an empty cache
+   disk by the same command (`forge filter --input CORPUS -o ...`: row checks only), and read back (`forge stats`, an empty cache
    for S3); MB/s of the transfer alone = bytes / (time with S3 - time on disk).
 
     scripts/servers/start-slurm.sh            # a one-node Slurm (root; Debian's packages)
@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="a python with moto[server]")
     ap.add_argument("--work", default="/var/tmp/forge-scale-out")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--part", choices=["slurm", "s3", "both"], default="both")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,14 @@ def main():
     corpus = build_corpus(args.docs, work, forge)
     print(f"corpus: {args.docs} documents, {size(corpus) / 1e6:.0f} MB of Parquet", flush=True)
 
-    # 1. one process against Slurm
+    if args.part != "s3":
+        slurm_vs_one(args, work, corpus)
+    if args.part != "slurm":
+        object_storage(args, work, corpus)
+
+
+def slurm_vs_one(args, work, corpus):
+    forge = args.forge
     pipeline = work / "filter.toml"
     pipeline.write_text(
         f'dir = "unused"\n[slurm]\ncpus = 1\nmem = "4G"\n\n[[stage]]\nname = "curated"\nshards = 4\n'
@@ -70,7 +78,9 @@ def main():
     print(f"filter --near-dup, {args.docs} docs: one process {args.docs / o:,.0f} docs/s, "
           f"Slurm (4 shards, 13 tasks) {args.docs / s:,.0f} docs/s: Slurm / one process = {o / s:.2f}x speed")
 
-    # 2. object storage
+
+def object_storage(args, work, corpus):
+    forge = args.forge
     port = socket.socket()
     port.bind(("127.0.0.1", 0))
     port_no = port.getsockname()[1]
@@ -93,8 +103,8 @@ def main():
             shutil.rmtree(cache, ignore_errors=True)
             shutil.rmtree(work / "copy", ignore_errors=True)
             env["FORGE_CACHE"] = str(cache)
-            disk_w.append(timed([forge, "import", str(corpus), "-o", str(work / "copy"), "-q"], env))
-            s3_w.append(timed([forge, "import", str(corpus), "-o", f"s3://bench/copy-{r}", "-q"], env))
+            disk_w.append(timed([forge, "filter", "--input", str(corpus), "-o", str(work / "copy"), "-q"], env))
+            s3_w.append(timed([forge, "filter", "--input", str(corpus), "-o", f"s3://bench/copy-{r}", "-q"], env))
             shutil.rmtree(cache)
             disk_r.append(timed([forge, "stats", str(work / "copy"), "-q"], env))
             s3_r.append(timed([forge, "stats", f"s3://bench/copy-{r}", "-q"], env))

@@ -16,7 +16,8 @@ const LONG_ABOUT: &str = "Make reasoning data and train on it: import or synthes
                           teacher, verify and curate them, weave in verified wrong-then-corrected steps (journey), \
                           train or distil a student (full or LoRA) and evaluate it; `forge run` chains the stages from a TOML \
                           pipeline, `forge export` writes what other trainers read.\n\n\
-                          Every stage reads and writes datasets: directories of Parquet shards plus manifest.json. \
+                          Every stage reads and writes datasets: directories of Parquet shards plus manifest.json, \
+                          local or on object storage (s3://, gs://, az://). \
                           Start with `forge run pipelines/quickstart.toml`.";
 
 /// `forge run`'s flags.

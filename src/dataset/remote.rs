@@ -91,6 +91,11 @@ impl Remote {
         Ok(Remote { record: root.join(".sync").join(format!("{hash:016x}.json")), url, store, prefix, local })
     }
 
+    /// The directory's URL, as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Make the mirror what the bucket holds (an input): download what changed, remove what is gone.
     /// An error if nothing is there.
     pub fn fetch(&self) -> Result<PathBuf> {

@@ -107,9 +107,11 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `.NAME.PID.tmp`: tasks of one step running at once (a Slurm array) may write the same file (the
+/// fingerprint), each whole under its own temporary name.
 fn temp_name(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("work");
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 /// A buffered file that appears under its name only when [`Sink::finish`] is called.

@@ -122,9 +122,14 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
     if crate::dataset::remote::is_remote(&dir.to_string_lossy()) {
         return Err(Error::data(
             Location::file(path),
-            format!("`dir = \"{}\"`: a pipeline's directory is local (its task records and logs live there)", dir.display()),
+            format!(
+                "`dir = \"{}\"`: a pipeline's directory is local (its task records and logs live there)",
+                dir.display()
+            ),
         )
-        .with_hint("stages read datasets on object storage by their URLs; `forge export` or a stage's own command writes there"));
+        .with_hint(
+            "stages may read `s3://…` datasets; a stage's own command writes one (`forge filter … -o s3://…`)",
+        ));
     }
     if let Some(key) =
         value.as_table().and_then(|t| t.keys().find(|k| !["dir", "stage", "slurm"].contains(&k.as_str())))
@@ -148,7 +153,7 @@ pub fn load(path: &Path, dir: Option<&Path>) -> Result<Pipeline> {
         tables.iter().map(|s| s.get("name").and_then(|n| n.as_str()).map(String::from)).collect();
     // longest names first, so `@teacher-eval` is not read as `@teacher` + `-eval`
     let mut outputs: Vec<(usize, String, PathBuf)> =
-        names.iter().enumerate().filter_map(|(i, n)| n.clone().map(|n| (i, n.clone(), dir.join(n)))).collect();
+        names.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n.clone(), dir.join(n)))).collect();
     outputs.sort_by_key(|(_, n, _)| std::cmp::Reverse(n.len()));
     let mut stages: Vec<Step> = Vec::new();
     for (i, table) in tables.into_iter().enumerate() {

@@ -129,9 +129,10 @@ fn run_at<S: Stage>(config: &S::Config, mut target: S::Target, ctx: &Context) ->
         }
         _ => None,
     };
-    let done = S::run(config, &target, ctx)?;
+    let mut done = S::run(config, &target, ctx)?;
     if let Some((remote, pulled)) = output {
         remote.push(&pulled, ctx.quiet)?;
+        done.summary = done.summary.replace(&remote.local.display().to_string(), remote.url());
     }
     Ok(done)
 }

@@ -8,7 +8,7 @@
 //! submitted, so editing the file does not change queued jobs), `slurm/<stage>.<phase>.sbatch`,
 //! `logs/<stage>.<phase>.<task>.log` (the phase by its step's name where it has one), and `done/` (the task records).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -150,12 +150,11 @@ pub fn submit(pipeline: &Pipeline, from: Option<&str>, dry_run: bool, ctx: &Cont
     if !dry_run {
         let queued = queue(pipeline)?;
         if !queued.is_empty() {
-            let mut ids: Vec<&str> = queued.values().flatten().map(|(id, _)| id.as_str()).collect();
-            ids.dedup();
+            let ids: BTreeSet<&str> = queued.values().flatten().map(|(id, _)| id.as_str()).collect();
             return Err(Error::usage(format!(
                 "{} task(s) of this run are still in Slurm's queue (jobs {})",
                 queued.values().map(Vec::len).sum::<usize>(),
-                ids.join(", ")
+                ids.into_iter().collect::<Vec<_>>().join(", ")
             ))
             .with_hint(
                 "wait for them (`forge run PIPELINE --status`), or cancel them with `scancel`, then run again",
@@ -190,40 +189,29 @@ pub fn submit(pipeline: &Pipeline, from: Option<&str>, dry_run: bool, ctx: &Cont
                 continue;
             }
             // the first phase waits for the stages it reads, each later one for the one before it
-            let after: Vec<&String> = match &previous {
-                Some(id) => vec![id],
-                None => upstream.clone(),
+            let after: Vec<&str> = match &previous {
+                Some(id) => vec![id.as_str()],
+                None => upstream.iter().map(|s| s.as_str()).collect(),
             };
+            let dependency = (!after.is_empty()).then(|| format!("--dependency=afterok:{}", after.join(":")));
             let script =
                 script(pipeline, step, p, &tasks, &Paths { prefix: &prefix, state: &state, forge: &forge, cwd: &cwd });
-            let id = if dry_run {
-                label(step, p)
+            let (id, script) = if dry_run {
+                let shown = match &dependency {
+                    Some(d) => format!("# sbatch {d}\n{script}"),
+                    None => script,
+                };
+                (label(step, p), shown)
             } else {
                 let path = state.join("slurm").join(format!("{}.sbatch", label(step, p)));
                 fs_err::write(&path, &script)?;
-                let mut cmd = Command::new("sbatch");
-                cmd.arg("--parsable");
-                if !after.is_empty() {
-                    let ids: Vec<&str> = after.iter().map(|s| s.as_str()).collect();
-                    cmd.arg(format!("--dependency=afterok:{}", ids.join(":")));
-                }
-                let out = slurm(cmd.arg(&path))?;
+                let out = slurm(Command::new("sbatch").arg("--parsable").args(&dependency).arg(&path))?;
                 let id = out.trim().split(';').next().unwrap_or_default().to_string();
                 if !ctx.quiet {
                     let what = phase.step.map(|s| format!(" ({s})")).unwrap_or_default();
                     eprintln!("submitted `{}`{what}: job {id}, {} task(s)", step.name, tasks.len());
                 }
-                id
-            };
-            let dependency = if after.is_empty() {
-                String::new()
-            } else {
-                format!("afterok:{}", after.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(":"))
-            };
-            let script = if dry_run && !dependency.is_empty() {
-                format!("# sbatch --dependency={dependency}\n{script}")
-            } else {
-                script
+                (id, script)
             };
             jobs.push(Job { stage: step.name.clone(), phase: p, step: phase.step, tasks, id: id.clone(), script });
             previous = Some(id);

@@ -345,7 +345,10 @@ pub fn nll_of_hidden(
     model.head_nll(&hidden.flatten_to(1)?.index_select(&batch.picks, 0)?, &batch.targets)
 }
 
-/// Mean loss per trained token over `examples` (no update).
+/// Mean loss per trained token over `examples` (no update; give it a [`Decoder::detached`] model, so no
+/// gradient graph is recorded and the fused head makes no gradients).
+///
+/// [`Decoder::detached`]: crate::model::Decoder::detached
 fn eval_loss(model: &crate::model::Decoder, examples: &[Example], cfg: &TrainConfig, device: &Device) -> Result<f64> {
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
     let rows = pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, 0);
@@ -579,7 +582,7 @@ pub fn run(
         state.trained_tokens += tokens as u64;
         let last = state.step == total;
         let eval = (!eval_examples.is_empty() && (last || (cfg.eval_every > 0 && state.step % cfg.eval_every == 0)))
-            .then(|| eval_loss(&checkpoint.model, &eval_examples, cfg, &device))
+            .then(|| eval_loss(&checkpoint.model.detached(), &eval_examples, cfg, &device))
             .transpose()?;
         if eval.is_some() {
             state.eval_loss = eval;
