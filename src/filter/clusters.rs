@@ -106,6 +106,8 @@ pub struct Report {
     /// Duplicate clusters with more than one surviving row, and the rows they removed.
     pub exact_duplicate_clusters: u64,
     pub near_duplicate_clusters: u64,
+    /// Problems kept that others meant the same as (`--semantic-dedup`).
+    pub semantic_duplicate_clusters: u64,
     /// Problems without gold whose majority answer became their gold, and those with no consensus.
     pub majority_gold_problems: u64,
     pub no_consensus_problems: u64,
@@ -131,11 +133,11 @@ impl Report {
     /// What the stage report does not say, for the terminal: benchmarks hit, clusters, votes.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        if self.exact_duplicate_clusters + self.near_duplicate_clusters > 0 {
+        if self.exact_duplicate_clusters + self.near_duplicate_clusters + self.semantic_duplicate_clusters > 0 {
             let _ = writeln!(
                 s,
-                "  duplicates: {} exact and {} near-duplicate cluster(s)",
-                self.exact_duplicate_clusters, self.near_duplicate_clusters
+                "  duplicates: {} exact, {} near-duplicate and {} semantic cluster(s)",
+                self.exact_duplicate_clusters, self.near_duplicate_clusters, self.semantic_duplicate_clusters
             );
         }
         for (bench, hits) in &self.contamination {
@@ -256,6 +258,10 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &
     }
     if cfg.near_dup {
         report.near_duplicate_clusters = near_dedup(cfg, source, work, &facts, &mut decisions)?;
+    }
+    if let Some(threshold) = cfg.semantic_dedup {
+        let units = semantic_units(work, shards, &facts, traces.then_some(&problems))?;
+        report.semantic_duplicate_clusters = semantic_dedup(cfg.keep, threshold, units, &facts, &mut decisions)?;
     }
     if let Some(k) = cfg.max_per_problem {
         for rows in problems.values() {
@@ -443,6 +449,120 @@ fn near_dedup(
     Ok(absorbing.len() as u64)
 }
 
+/// One problem for `--semantic-dedup`: its rows and its prompt's unit vector.
+struct Unit {
+    rows: Vec<usize>,
+    vector: Vec<f32>,
+}
+
+/// The problems' vectors from every map slice (a problem met in two slices once), with their rows: a
+/// trace's problem has its samples (`problems`), a problems table's row is its own.
+fn semantic_units(
+    work: &Work,
+    shards: u64,
+    facts: &[Facts],
+    problems: Option<&indexed::Groups<&str>>,
+) -> Result<Vec<Unit>> {
+    let mut units = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for index in 0..shards {
+        let path = work.vectors(Shard { index, count: shards });
+        let bytes = fs_err::read(&path)?;
+        let broken = || Error::data(Location::file(&path), "truncated working file").with_hint("rerun the filter");
+        let dim = u32::from_le_bytes(bytes.get(..4).ok_or_else(broken)?.try_into().expect("4")) as usize;
+        let entries = bytes[4..].chunks(8 + 4 * dim);
+        for entry in entries {
+            if entry.len() != 8 + 4 * dim {
+                return Err(broken());
+            }
+            let row = u64::from_le_bytes(entry[..8].try_into().expect("8")) as usize;
+            let problem = facts.get(row).ok_or_else(broken)?.problem.as_str();
+            if !seen.insert(problem) {
+                continue;
+            }
+            let vector = entry[8..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
+            let rows = match problems {
+                Some(groups) => groups.get(&problem).cloned().unwrap_or_default(),
+                None => vec![row],
+            };
+            units.push(Unit { rows, vector });
+        }
+    }
+    Ok(units)
+}
+
+/// Semantic duplicates: problems visited in keep order (a problems table's rows by `--keep`, a traces
+/// table's problems by their first row), each compared with the problems kept before it; one whose
+/// closest kept problem has cosine at least `threshold` loses its surviving rows, naming that problem.
+/// As with near duplicates, nothing is removed for resembling a removed problem. Blocks of 256 problems
+/// against the kept ones are matrix products, so memory is the kept vectors plus one block's scores.
+/// Returns the number of kept problems that others duplicated.
+fn semantic_dedup(
+    keep: Keep,
+    threshold: f32,
+    mut units: Vec<Unit>,
+    facts: &[Facts],
+    decisions: &mut [Decision],
+) -> Result<u64> {
+    use super::signatures::{candle, matrix};
+    const BLOCK: usize = 256;
+    const KEPT_CHUNK: usize = 16_384;
+    units.retain(|u| u.rows.iter().any(|&r| decisions[r].reason.is_none()));
+    units.sort_by_key(|u| u.rows.iter().map(|&r| priority(keep, r, facts, decisions)).min());
+    let Some(dim) = units.first().map(|u| u.vector.len()) else { return Ok(0) };
+    let mut kept: Vec<usize> = Vec::new(); // indices into `units`
+    let mut kept_vectors: Vec<f32> = Vec::new();
+    let mut absorbing = std::collections::HashSet::new();
+    for (b, block) in units.chunks(BLOCK).enumerate() {
+        let start = b * BLOCK;
+        let vectors = matrix(block.iter().map(|u| u.vector.clone()).collect(), dim)?;
+        // the closest problem kept before this block, per problem of it
+        let mut best: Vec<Option<(usize, f32)>> = vec![None; block.len()];
+        for (c, chunk) in kept_vectors.chunks(KEPT_CHUNK * dim).enumerate() {
+            let others = candle_core::Tensor::from_slice(chunk, (chunk.len() / dim, dim), &candle_core::Device::Cpu)
+                .map_err(candle)?;
+            let scores = vectors.matmul(&others.t().map_err(candle)?).map_err(candle)?;
+            let at = scores.argmax(1).map_err(candle)?.to_vec1::<u32>().map_err(candle)?;
+            let top = scores.max(1).map_err(candle)?.to_vec1::<f32>().map_err(candle)?;
+            for (slot, (i, score)) in best.iter_mut().zip(at.into_iter().zip(top)) {
+                if score >= threshold && slot.is_none_or(|(_, s)| score > s) {
+                    *slot = Some((kept[c * KEPT_CHUNK + i as usize], score));
+                }
+            }
+        }
+        let within = vectors.matmul(&vectors.t().map_err(candle)?).map_err(candle)?.to_vec2::<f32>().map_err(candle)?;
+        let mut kept_here = Vec::new();
+        for x in 0..block.len() {
+            let mut closest = best[x];
+            for &y in &kept_here {
+                let score = within[x][y];
+                if score >= threshold && closest.is_none_or(|(_, s)| score > s) {
+                    closest = Some((start + y, score));
+                }
+            }
+            match closest {
+                Some((other, score)) => {
+                    absorbing.insert(other);
+                    let detail = serde_json::json!({
+                        "problem": facts[units[other].rows[0]].problem,
+                        "cosine": (f64::from(score) * 1e4).round() / 1e4,
+                    })
+                    .to_string();
+                    for &r in &block[x].rows {
+                        reject(&mut decisions[r], Reason::SemanticDuplicate, || detail.clone());
+                    }
+                }
+                None => kept_here.push(x),
+            }
+        }
+        for x in kept_here {
+            kept.push(start + x);
+            kept_vectors.extend_from_slice(&block[x].vector);
+        }
+    }
+    Ok(absorbing.len() as u64)
+}
+
 /// The shingle sets of `rows`, read from the input again (only rows in candidate pairs are kept).
 fn shingles_of(
     cfg: &FilterConfig,
@@ -507,6 +627,10 @@ mod indexed {
                 self.rows.push(Vec::new());
             }
             self.rows[at].push(row);
+        }
+
+        pub fn get(&self, key: &K) -> Option<&Vec<usize>> {
+            self.index.get(key).map(|&at| &self.rows[at])
         }
 
         pub fn values(&self) -> std::slice::Iter<'_, Vec<usize>> {

