@@ -74,21 +74,7 @@ fn semantic_decontamination_catches_rewordings_and_spares_train() {
     let minilm = minilm();
     let mut flagged = Vec::new();
     for (name, rows) in [("rewordings", &rewordings), ("train", &train)] {
-        let file = s.write(&format!("{name}.jsonl"), crate::util::jsonl(rows));
-        let input = s.path(&format!("{name}-problems"));
-        ok(&[
-            &"import",
-            &"--prompt-col",
-            &"prompt",
-            &"--answer-col",
-            &"gold",
-            &"--id-col",
-            &"id",
-            &file,
-            &"-o",
-            &input,
-            &"-q",
-        ]);
+        let input = import_problems(&s, name, rows);
         let out = s.path(name);
         ok(&[
             &"filter",
@@ -187,21 +173,7 @@ fn semantic_dedup_removes_rewordings_of_earlier_problems() {
         .enumerate()
         .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
         .collect();
-    let file = s.write("problems.jsonl", jsonl(&problems));
-    let imported = s.path("problems");
-    ok(&[
-        &"import",
-        &"--prompt-col",
-        &"prompt",
-        &"--answer-col",
-        &"gold",
-        &"--id-col",
-        &"id",
-        &file,
-        &"-o",
-        &imported,
-        &"-q",
-    ]);
+    let imported = import_problems(&s, "problems", &problems);
     let clean = s.path("clean");
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"filter", &"--input", &imported, &"-o", &clean];
     args.extend(flags);
@@ -213,4 +185,24 @@ fn semantic_dedup_removes_rewordings_of_earlier_problems() {
         assert_eq!(reason, "semantic_duplicate");
         assert_eq!(detail["problem"], expected[id.as_str()], "{id}: {detail}");
     }
+}
+
+/// `rows` (`id`, `prompt`, `gold`) imported as the problems dataset `NAME-problems`.
+fn import_problems(s: &crate::util::Scratch, name: &str, rows: &[serde_json::Value]) -> PathBuf {
+    let file = s.write(&format!("{name}.jsonl"), crate::util::jsonl(rows));
+    let dir = s.path(&format!("{name}-problems"));
+    crate::util::ok(&[
+        &"import",
+        &"--prompt-col",
+        &"prompt",
+        &"--answer-col",
+        &"gold",
+        &"--id-col",
+        &"id",
+        &file,
+        &"-o",
+        &dir,
+        &"-q",
+    ]);
+    dir
 }
