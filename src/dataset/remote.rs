@@ -243,19 +243,21 @@ impl Remote {
         let upload = self.store.put_multipart(location).await.map_err(bad)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         let mut buf = vec![0u8; PART];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(e.into());
+        let sent: Result<()> = async {
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
                 }
-            };
-            if let Err(e) = writer.wait_for_capacity(4).await {
-                return Err(bad(e));
+                writer.wait_for_capacity(4).await.map_err(bad)?;
+                writer.write(&buf[..n]);
             }
-            writer.write(&buf[..n]);
+        }
+        .await;
+        if let Err(e) = sent {
+            // an unfinished multipart upload is invisible but billed: abort it
+            let _ = writer.abort().await;
+            return Err(e);
         }
         Ok(writer.finish().await.map_err(bad)?.e_tag)
     }
