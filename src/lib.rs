@@ -30,6 +30,7 @@ pub(crate) use serde_as_string;
 
 // Layers, bottom up, a blank line between them (README's Layout section; `tests/it/layers.rs` checks
 // that imports go downwards).
+pub mod cache;
 pub mod error;
 pub mod expr;
 pub mod plot;

@@ -345,13 +345,9 @@ fn stamp_of(path: &Path) -> Option<(u64, i128)> {
     Some((m.len(), i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())))
 }
 
-/// Where mirrors live: `$FORGE_CACHE`, else `$XDG_CACHE_HOME/forge`, else `~/.cache/forge`.
+/// Where mirrors live: forge's cache directory.
 fn cache_root() -> Result<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    var("FORGE_CACHE")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("forge")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache/forge")))
-        .ok_or_else(|| Error::usage("no cache directory for object storage: set FORGE_CACHE"))
+    crate::cache::dir().ok_or_else(|| Error::usage("no cache directory for object storage: set FORGE_CACHE"))
 }
 
 /// The S3 client: the `AWS_*` variables, then what `~/.aws/credentials` and `~/.aws/config` say for

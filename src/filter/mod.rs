@@ -83,6 +83,11 @@ pub struct FilterConfig {
     #[arg(long, value_name = "DIR")]
     #[serde(default)]
     pub encoder: Option<PathBuf>,
+    /// Embed every text anew: neither read nor write the embeddings cache (`$FORGE_CACHE/embeddings`,
+    /// else `~/.cache/forge/embeddings`, which answers texts any earlier run embedded with the same model)
+    #[arg(long)]
+    #[serde(default)]
+    pub no_embedding_cache: bool,
     /// Keep only the trace checks: do not reject wrong answers (still checked and recorded)
     #[arg(long)]
     #[serde(default)]

@@ -20,7 +20,7 @@ use crate::Context;
 use crate::dataset::{Input, Shard, TableKind};
 use crate::error::{Error, Location, Result};
 use crate::formats::domain::Domain;
-use crate::model::encoder::SentenceEncoder;
+use crate::model::embeddings::CachedEncoder;
 use crate::progress::Progress;
 use crate::verify::{TraceRef, verify_trace};
 
@@ -123,7 +123,7 @@ struct Semantic {
 }
 
 impl Evals {
-    pub fn load(cfg: &FilterConfig, encoder: Option<&SentenceEncoder>) -> Result<Evals> {
+    pub fn load(cfg: &FilterConfig, encoder: Option<&CachedEncoder>) -> Result<Evals> {
         let mut evals = Evals { index: Index::new(cfg.decontam.clone()), items: Vec::new(), semantic: None };
         for path in &cfg.decontaminate {
             for (id, text) in eval_items(path)? {
@@ -141,7 +141,7 @@ impl Evals {
                 }
             }
             let rows = encoder.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
-            evals.semantic = Some(Semantic { vectors: matrix(rows, encoder.dim)?, first });
+            evals.semantic = Some(Semantic { vectors: matrix(rows, encoder.dim())?, first });
         }
         Ok(evals)
     }
@@ -161,11 +161,13 @@ pub(super) fn candle(e: candle_core::Error) -> Error {
     Error::usage(format!("comparing embeddings: {e}"))
 }
 
-/// The sentence encoder, when a semantic check asks for one.
-fn encoder(cfg: &FilterConfig) -> Result<Option<SentenceEncoder>> {
+/// The sentence encoder, when a semantic check asks for one, with the embeddings cache unless
+/// `--no-embedding-cache`.
+fn encoder(cfg: &FilterConfig) -> Result<Option<CachedEncoder>> {
     match &cfg.encoder {
         Some(dir) if !cfg.semantic_decontaminate.is_empty() || cfg.semantic_dedup.is_some() => {
-            Ok(Some(SentenceEncoder::load(dir)?))
+            let cache = if cfg.no_embedding_cache { None } else { crate::cache::dir() };
+            Ok(Some(CachedEncoder::load(dir, cache.as_deref())?))
         }
         _ => Ok(None),
     }
@@ -173,7 +175,7 @@ fn encoder(cfg: &FilterConfig) -> Result<Option<SentenceEncoder>> {
 
 /// The prompts of a batch embedded, each distinct prompt once (a problem's samples share theirs): the
 /// `distinct × dim` matrix, and each row's line of it.
-fn embed_prompts(encoder: &SentenceEncoder, prompts: &[&str]) -> Result<(Tensor, Vec<usize>)> {
+fn embed_prompts(encoder: &CachedEncoder, prompts: &[&str]) -> Result<(Tensor, Vec<usize>)> {
     let mut line: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut distinct = Vec::new();
     let lines = prompts
@@ -185,7 +187,7 @@ fn embed_prompts(encoder: &SentenceEncoder, prompts: &[&str]) -> Result<(Tensor,
             })
         })
         .collect();
-    Ok((matrix(encoder.embed(&distinct)?, encoder.dim)?, lines))
+    Ok((matrix(encoder.embed(&distinct)?, encoder.dim())?, lines))
 }
 
 /// Unit vectors as one `rows × dim` matrix (an empty one has no rows).
@@ -279,7 +281,7 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     let mut vectors = match (&encoder, cfg.semantic_dedup) {
         (Some(encoder), Some(_)) => {
             let mut sink = Sink::create(work.vectors(shard))?;
-            sink.put(&(encoder.dim as u32).to_le_bytes())?;
+            sink.put(&(encoder.dim() as u32).to_le_bytes())?;
             Some((sink, std::collections::HashSet::new()))
         }
         _ => None,
@@ -335,6 +337,13 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     }
     if let Some((sink, _)) = vectors {
         sink.finish()?;
+    }
+    if let Some(encoder) = &encoder {
+        encoder.flush()?;
+        if !ctx.quiet {
+            let (cached, computed) = encoder.counts();
+            eprintln!("filter: sentence embeddings: {cached} from the cache, {computed} computed");
+        }
     }
     facts_sink.finish()?; // last: its presence marks the step done
     progress.finish();

@@ -888,7 +888,7 @@ impl CustomOp3 for FlashAttention {
 }
 
 /// `x[j] = exp(scale · x[j] − shift)`; returns their sum.
-fn exp_row(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+pub(super) fn exp_row(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 and FMA
@@ -1072,26 +1072,26 @@ fn cpu_f32_slice<'a>((storage, layout): &'a (candle_core::StorageRef<'_>, &Layou
 }
 
 /// A matrix operand: its elements, and its row and column strides within them.
-type Operand<'a> = (&'a [f32], [usize; 2]);
+pub(super) type Operand<'a> = (&'a [f32], [usize; 2]);
 
 /// How [`matmul`] writes: `dst = factor · lhs · rhs`, or `dst += factor · lhs · rhs` when `add`; on all of
 /// candle's threads when `parallel`.
 #[derive(Clone, Copy)]
-struct Write {
+pub(super) struct Write {
     add: bool,
     factor: f32,
     parallel: bool,
 }
 
 impl Write {
-    const SET: Write = Write { add: false, factor: 1.0, parallel: false };
-    const ALL: Write = Write { parallel: true, ..Write::SET };
+    pub(super) const SET: Write = Write { add: false, factor: 1.0, parallel: false };
+    pub(super) const ALL: Write = Write { parallel: true, ..Write::SET };
     const ADD: Write = Write { add: true, factor: 1.0, parallel: false };
 }
 
 /// `dst (m × n) ← lhs (m × k) · rhs (k × n)` as `how` says, through gemm (the crate candle's CPU backend
 /// uses), each operand given by its strides.
-fn matmul(
+pub(super) fn matmul(
     [m, n, k]: [usize; 3],
     (dst, [dst_rs, dst_cs]): (&mut [f32], [usize; 2]),
     lhs: Operand,

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod config;
 pub mod decoder;
+pub mod embeddings;
 pub mod encoder;
 pub mod fused;
 pub mod infer;

@@ -9,7 +9,7 @@
 //! so its request is sent again: it was never counted. Appends are group-committed: one writer thread
 //! writes whatever responses are waiting, fsyncs once, then lets them all count.
 //!
-//! Lives in `--journal DIR`, by default `$FORGE_CACHE_DIR/requests`, `$XDG_CACHE_HOME/forge/requests` or
+//! Lives in `--journal DIR`, by default `$FORGE_CACHE/requests`, `$XDG_CACHE_HOME/forge/requests` or
 //! `~/.cache/forge/requests`. Deleting the directory clears it (no run may be writing it then).
 
 use std::collections::HashMap;
@@ -65,12 +65,7 @@ pub struct Journal {
 
 /// The default journal directory.
 pub fn default_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = env("FORGE_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("forge")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/forge")))
-        .unwrap_or_else(|| PathBuf::from(".forge-cache"));
-    base.join("requests")
+    crate::cache::dir().unwrap_or_else(|| PathBuf::from(".forge-cache")).join("requests")
 }
 
 fn parse_key(hex: &str) -> Option<u128> {

