@@ -340,6 +340,9 @@ fn attention(qkv: &[f32], context: &mut [f32], spans: &[(usize, usize)], heads: 
         let mut scores = Vec::new();
         for task in tasks {
             let ((start, len), head) = (spans[task / heads], task % heads);
+            if len == 0 {
+                continue;
+            }
             scores.clear();
             scores.resize(len * len, 0.0);
             let q = &qkv[start * stride + head * d..];
