@@ -139,12 +139,7 @@ fn model_key(model: &Path) -> Result<String> {
 
 impl Store {
     fn open(dir: &Path, dim: usize) -> Result<Store> {
-        fs_err::create_dir_all(dir)?;
-        let mut names: Vec<PathBuf> = fs_err::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        names.sort();
+        let names = crate::cache::files(dir, "seg")?;
         let mut store = Store {
             dir: dir.to_path_buf(),
             dim,

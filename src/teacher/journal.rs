@@ -76,12 +76,7 @@ impl Journal {
     /// Open (creating) the journal at `dir` for run `run`. With `cache`, responses of other runs answer
     /// too; without, only this run's own (what a resumed run needs to stay exactly-once).
     pub fn open(dir: &Path, run: u64, cache: bool) -> Result<Journal> {
-        fs_err::create_dir_all(dir)?;
-        let mut names: Vec<PathBuf> = fs_err::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-            .collect();
-        names.sort();
+        let names = crate::cache::files(dir, "jsonl")?;
         let mut journal =
             Journal { dir: dir.to_path_buf(), segments: Vec::new(), index: HashMap::new(), run, cache, writer: None };
         for path in names {

@@ -168,12 +168,7 @@ fn semantic_dedup_removes_rewordings_of_earlier_problems() {
     assert_eq!(rejected(&steps), got);
 
     // a problems table: each row is its own problem
-    let problems: Vec<serde_json::Value> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
-        .collect();
-    let imported = import_problems(&s, "problems", &problems);
+    let imported = import_prompts(&s, &prompts);
     let clean = s.path("clean");
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"filter", &"--input", &imported, &"-o", &clean];
     args.extend(flags);
@@ -227,12 +222,7 @@ fn embeddings_cache_answers_what_an_earlier_run_embedded() {
     assert!(walk(&cache).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "no temporary file is left");
 
     // through `forge filter`: a rerun reads every vector from the cache; `--no-embedding-cache` none
-    let rows: Vec<serde_json::Value> = texts[..2]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
-        .collect();
-    let problems = import_problems(&s, "problems", &rows);
+    let problems = import_prompts(&s, &texts[..2]);
     let minilm = minilm();
     let filter = |out: &str, extra: &[&str]| -> String {
         let out = s.path(out);
@@ -279,12 +269,7 @@ fn a_judge_that_calls_flagged_prompts_different_keeps_them() {
                 .collect::<Vec<_>>(),
         ),
     );
-    let rows: Vec<serde_json::Value> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
-        .collect();
-    let problems = import_problems(&s, "problems", &rows);
+    let problems = import_prompts(&s, &prompts);
     let untrained = s.path("untrained");
     forge::model::tiny::write(&untrained, forge::model::Arch::Qwen2, forge::model::tiny::Size::default(), 5).unwrap();
     let answers: Vec<serde_json::Value> = items
@@ -365,6 +350,16 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
     }
     out
+}
+
+/// `prompts` imported as the problems dataset `problems-problems`, with ids `p0`, `p1`, … and gold `1`.
+fn import_prompts(s: &crate::util::Scratch, prompts: &[&str]) -> PathBuf {
+    let rows: Vec<serde_json::Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("p{i}"), "prompt": p, "gold": "1"}))
+        .collect();
+    import_problems(s, "problems", &rows)
 }
 
 /// `rows` (`id`, `prompt`, `gold`) imported as the problems dataset `NAME-problems`.

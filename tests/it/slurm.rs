@@ -24,7 +24,7 @@ synth = {{ task = "arith", n = 32, seed = 3 }}
 [[stage]]
 name = "traces"
 shards = 4
-generate = {{ teacher = "local:{teacher}", problems = "@problems", n = 2, sampling = {{ max_new_tokens = 160 }} }}
+generate = {{ teacher = "local:{teacher}", problems = "@problems", n = 8, sampling = {{ max_new_tokens = 160 }} }}
 
 [[stage]]
 name = "curated"
@@ -96,7 +96,8 @@ fn slurm_runs_equal_local_runs_and_resume_after_scancel() {
         assert!(started.elapsed() < Duration::from_secs(300), "no traces task started");
         std::thread::sleep(Duration::from_millis(200));
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // a task runs for a few seconds (8 problems × 8 samples): cancel it well inside that
+    std::thread::sleep(Duration::from_millis(500));
     let index: u64 = task.rsplit('_').next().unwrap().parse().unwrap();
     assert!(Command::new("scancel").arg(&task).status().unwrap().success());
     let (code, _, stderr) = run(&[&"run", &file, &"--dir", &killed, &"--executor", &"slurm"]);
