@@ -423,20 +423,19 @@ fn row_facts(
         test_error: None,
         judge_cleared: false,
     };
-    // the judge has the last word on a flagged prompt: one it calls a different problem is not contaminated
-    let similar = match answer {
-        Some((Some(false), _)) if similar.is_some() => {
-            facts.judge_cleared = true;
-            None
-        }
-        _ => similar,
-    };
     let fields: &[(&str, &str)] =
         if cols.completion.is_some() { &[("prompt", prompt), ("completion", text)] } else { &[("prompt", prompt)] };
     let hit = fields.iter().find_map(|(field, value)| evals.index.check(value).map(|hit| (hit, *field)));
-    let overlap = match &hit {
-        Some((h, field)) => Some((h.item, Overlap::Ngrams(h), *field)),
-        None => similar.map(|(item, cosine)| (item, Overlap::Similar(cosine, answer.map(|a| a.1.as_str())), "prompt")),
+    let overlap = match (&hit, similar, answer) {
+        (Some((h, field)), _, _) => Some((h.item, Overlap::Ngrams(h), *field)),
+        // the judge has the last word on a prompt only the embeddings flag: a different problem is kept
+        (None, Some(_), Some((Some(false), _))) => {
+            facts.judge_cleared = true;
+            None
+        }
+        (None, similar, answer) => {
+            similar.map(|(item, cosine)| (item, Overlap::Similar(cosine, answer.map(|a| a.1.as_str())), "prompt"))
+        }
     };
     facts.contam = overlap.as_ref().map(|(item, _, _)| *item as u32);
     let mut verdict = None;
