@@ -40,10 +40,7 @@ impl Judge {
             .iter()
             .map(|(prompt, item)| Prompt {
                 key: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(format!("{item}\0{prompt}").as_bytes())),
-                messages: vec![Message::new(
-                    "user",
-                    &format!("{QUESTION}\n\nQuestion 1: {item}\n\nQuestion 2: {prompt}"),
-                )],
+                messages: vec![Message::new("user", &question(item, prompt))],
                 prefill: String::new(),
                 n: 1,
                 max_new_tokens: None,

@@ -33,7 +33,7 @@ const SEGMENT: usize = 16_384;
 
 /// A sentence encoder with the embeddings cache (or without, when there is no cache directory).
 pub struct CachedEncoder {
-    pub encoder: SentenceEncoder,
+    encoder: SentenceEncoder,
     store: Option<Mutex<Store>>,
     cached: AtomicU64,
     computed: AtomicU64,
@@ -82,9 +82,9 @@ impl CachedEncoder {
         let mut out: Vec<Option<Vec<f32>>> = keys.iter().map(|&k| store.get(k)).collect::<Result<_>>()?;
         // the missing texts, each distinct one once
         let mut missing: Vec<usize> = Vec::new();
-        let mut seen = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, v) in out.iter().enumerate() {
-            if v.is_none() && seen.insert(keys[i], i).is_none() {
+            if v.is_none() && seen.insert(keys[i]) {
                 missing.push(i);
             }
         }
