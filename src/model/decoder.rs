@@ -130,6 +130,60 @@ impl KvCache {
             .collect::<CResult<_>>()?;
         Ok(KvCache { layers })
     }
+
+    /// [`KvCache::select`], also dropping the first `from` positions (padding no kept row attends to).
+    pub fn compact(&self, rows: &Tensor, from: usize) -> CResult<KvCache> {
+        if from == 0 {
+            return self.select(rows);
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some(s) => {
+                    let keep = |t: &Tensor| t.index_select(rows, 0)?.narrow(2, from, s.len - from);
+                    Ok(Some(Slot::new(&keep(&s.k)?, &keep(&s.v)?)?))
+                }
+                None => Ok(None),
+            })
+            .collect::<CResult<_>>()?;
+        Ok(KvCache { layers })
+    }
+
+    /// The rows of `self` then those of `other`, each right-aligned to the longer of the two: the shorter
+    /// one's rows get padding positions at the front, which their attention masks leave out (continuous
+    /// batching: a prompt prefilled on its own joins a running batch).
+    pub fn join(&self, other: &KvCache) -> CResult<KvCache> {
+        if self.is_empty() {
+            return Ok(other.clone());
+        }
+        if other.is_empty() {
+            return Ok(self.clone());
+        }
+        let width = self.len().max(other.len());
+        let pad = |t: Tensor| -> CResult<Tensor> {
+            let (b, kv, len, d) = t.dims4()?;
+            if len == width {
+                return Ok(t);
+            }
+            Tensor::cat(&[&Tensor::zeros((b, kv, width - len, d), t.dtype(), t.device())?, &t], 2)
+        };
+        let layers = self
+            .layers
+            .iter()
+            .zip(&other.layers)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => {
+                    let ((ak, av), (bk, bv)) = (a.filled()?, b.filled()?);
+                    let k = Tensor::cat(&[pad(ak)?, pad(bk)?], 0)?;
+                    let v = Tensor::cat(&[pad(av)?, pad(bv)?], 0)?;
+                    Ok(Some(Slot::new(&k, &v)?))
+                }
+                _ => candle_core::bail!("joining a KV cache with layers missing"),
+            })
+            .collect::<CResult<_>>()?;
+        Ok(KvCache { layers })
+    }
 }
 
 pub struct Decoder {

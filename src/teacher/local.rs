@@ -1,14 +1,15 @@
-//! The local teacher: a Hugging Face checkpoint run with forge's own decoder. Prompts of a batch are
-//! prefilled together (left-padded); each prompt's KV cache is then copied for its `n` samples, which decode
-//! together, one token per step, dropping out of the batch as they finish.
+//! The local teacher: a Hugging Face checkpoint run with forge's own decoder. Prompts are prefilled
+//! together (left-padded); each prompt's KV cache is then copied for its `n` samples, which decode with
+//! the other running samples, one token per step, in a continuously refilled batch ([`super::engine`]).
 
 use std::path::Path;
 
 use candle_core::{IndexOp, Tensor};
 
 use super::beam::{End, Search};
-use super::sampling::{SamplingConfig, sample, stream, top_logprobs};
-use super::{Finish, Prompt, Sample, Teacher};
+use super::engine::{Batch, Seq};
+use super::sampling::{SamplingConfig, stream};
+use super::{Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
 use crate::model::tokenizer::Tokenizer;
@@ -18,29 +19,16 @@ use crate::progress::Progress;
 pub struct Local {
     id: String,
     config: ModelConfig,
-    model: Decoder,
-    tokenizer: Tokenizer,
+    pub(super) model: Decoder,
+    pub(super) tokenizer: Tokenizer,
     chat: ChatTemplate,
     /// Generated so far, and since when: the rate shown in the progress line.
     tokens: u64,
     started: std::time::Instant,
 }
 
-fn candle(e: candle_core::Error) -> Error {
+pub(super) fn candle(e: candle_core::Error) -> Error {
     Error::usage(format!("model: {e}"))
-}
-
-/// A sequence being decoded.
-struct Row {
-    prompt: usize,
-    valid: Vec<bool>,
-    tokens: Vec<u32>,
-    logprobs: Vec<f32>,
-    top: Vec<Vec<(u32, f32)>>,
-    rng: crate::rng::Rng,
-    finish: Option<Finish>,
-    /// The end-of-sequence token it ended with.
-    eos: Option<u32>,
 }
 
 impl Local {
@@ -84,7 +72,7 @@ impl Local {
     /// Whether the text of `tokens` ends with one of the `stop` strings. Only the last tokens are decoded:
     /// a token is at least one byte, so a stop string of L bytes lies within the last L tokens, and a few
     /// more cover a character split over tokens (decoding the whole completion every step was O(T²)).
-    fn ends_with_stop(&self, tokens: &[u32], stop: &[String]) -> Result<bool> {
+    pub(super) fn ends_with_stop(&self, tokens: &[u32], stop: &[String]) -> Result<bool> {
         let Some(longest) = stop.iter().map(String::len).max() else { return Ok(false) };
         let tail = &tokens[tokens.len().saturating_sub(longest + 4)..];
         let text = self.tokenizer.decode(tail, false)?;
@@ -110,7 +98,7 @@ impl Local {
 
     /// Prefill the distinct prompts together, left-padded: the cache, the logits of each prompt's last
     /// position, and which positions of each row are real.
-    fn prefill(&self, ids: &[Vec<u32>]) -> Result<(KvCache, Tensor, Vec<Vec<bool>>)> {
+    pub(super) fn prefill(&self, ids: &[Vec<u32>]) -> Result<(KvCache, Tensor, Vec<Vec<bool>>)> {
         let (model, dev) = (&self.model, self.model.device());
         let width = ids.iter().map(Vec::len).max().unwrap_or(0);
         let pad = self.tokenizer.eos_ids[0];
@@ -136,81 +124,70 @@ impl Local {
         Ok((cache, last, valid))
     }
 
-    fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
-        let dev = self.model.device().clone();
+    /// The samples of `prompts`, at most `slots` decoding at once: as samples finish, the next prompts
+    /// join the batch in their place. Each prompt's samples go to `done` as soon as its last one ends.
+    pub fn decode_each(
+        &self,
+        prompts: &[Prompt],
+        cfg: &SamplingConfig,
+        slots: usize,
+        done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
+    ) -> Result<()> {
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
         self.check_context(prompts, &ids, cfg)?;
-        let (cache, last, valid) = self.prefill(&ids)?;
-        // one row per sample, each starting from its prompt's cache
-        let mut rows = sample_rows(prompts, &valid, cfg);
-        let order = Tensor::new(rows.iter().map(|r| r.prompt as u32).collect::<Vec<_>>(), &dev).map_err(candle)?;
-        let mut cache = cache.select(&order).map_err(candle)?;
-        let mut next: Vec<Vec<f32>> = last.index_select(&order, 0).map_err(candle)?.to_vec2().map_err(candle)?;
-        let mut active: Vec<usize> = (0..rows.len()).collect();
-        while !active.is_empty() {
-            let mut still = Vec::with_capacity(active.len());
-            for (slot, &r) in active.iter().enumerate() {
-                let row = &mut rows[r];
-                let (token, logprob) = sample(&next[slot], cfg, &mut row.rng);
-                if cfg.top_logprobs > 0 {
-                    row.top.push(top_logprobs(&next[slot], cfg.top_logprobs as usize));
+        let shared = std::sync::Arc::new(cfg.clone());
+        let mut batch = Batch::new(self);
+        let mut finished: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
+        let mut left: Vec<u32> = prompts.iter().map(|p| p.n).collect();
+        let mut next = 0;
+        loop {
+            // the next prompts whose samples fit in the free slots (one at least when nothing runs)
+            let (mut join, mut free) = (Vec::new(), slots.saturating_sub(batch.len()));
+            while let Some(prompt) = prompts.get(next) {
+                let n = prompt.n as usize;
+                if n == 0 {
+                    done(next, Vec::new())?;
+                } else if n <= free || (batch.is_empty() && join.is_empty()) {
+                    free = free.saturating_sub(n);
+                    let seqs = (0..prompt.n).map(|k| {
+                        let rng = stream(cfg.seed, &prompt.key, prompt.first_sample + k);
+                        Seq::new(next, k, shared.clone(), prompt.limit(cfg), rng)
+                    });
+                    join.push((ids[next].clone(), seqs.collect()));
+                } else {
+                    break;
                 }
-                if self.tokenizer.eos_ids.contains(&token) {
-                    row.finish = Some(Finish::Stop);
-                    row.eos = Some(token);
-                    continue;
-                }
-                row.tokens.push(token);
-                row.logprobs.push(logprob);
-                if self.ends_with_stop(&row.tokens, &cfg.stop)? {
-                    row.finish = Some(Finish::Stop);
-                    continue;
-                }
-                if row.tokens.len() >= prompts[row.prompt].limit(cfg) as usize {
-                    row.finish = Some(Finish::Length);
-                    continue;
-                }
-                still.push(slot);
+                next += 1;
             }
-            if still.len() < active.len() {
-                let keep = Tensor::new(still.iter().map(|&s| s as u32).collect::<Vec<_>>(), &dev).map_err(candle)?;
-                if !still.is_empty() {
-                    cache = cache.select(&keep).map_err(candle)?;
+            batch.admit(join)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for seq in batch.step()? {
+                let (p, k) = (seq.owner, seq.sample as usize);
+                finished[p][k] = Some(seq.into_sample(self)?);
+                left[p] -= 1;
+                if left[p] == 0 {
+                    done(p, std::mem::take(&mut finished[p]).into_iter().map(|s| s.expect("finished")).collect())?;
                 }
             }
-            active = still.iter().map(|&s| active[s]).collect();
-            if active.is_empty() {
-                break;
-            }
-            for &r in &active {
-                rows[r].valid.push(true);
-            }
-            let valid: Vec<Vec<bool>> = active.iter().map(|&r| rows[r].valid.clone()).collect();
-            let input: Vec<u32> = active.iter().map(|&r| *rows[r].tokens.last().expect("a token")).collect();
-            next = self.step(&mut cache, input, &valid)?;
         }
-        let mut out: Vec<Vec<Sample>> = prompts.iter().map(|p| Vec::with_capacity(p.n as usize)).collect();
-        for row in rows {
-            let text = self.tokenizer.decode(&row.tokens, false)?;
-            out[row.prompt].push(Sample {
-                text,
-                prompt_tokens: ids[row.prompt].len() as u32,
-                completion_tokens: row.tokens.len() as u32,
-                tokens: row.tokens.iter().copied().chain(row.eos).collect(),
-                finish: row.finish.unwrap_or(Finish::Length),
-                logprobs: row.logprobs,
-                top_logprobs: row.top,
-                reasoning: None,
-                error: None,
-                server: None,
-            });
-        }
+    }
+
+    /// All samples of `prompts` decoded in one batch.
+    fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
+        let mut out = vec![Vec::new(); prompts.len()];
+        let slots = prompts.iter().map(|p| p.n as usize).sum();
+        self.decode_each(prompts, cfg, slots, &mut |p, samples| {
+            out[p] = samples;
+            Ok(())
+        })?;
         Ok(out)
     }
 
     /// One decoding step: `tokens[r]` fed to row `r` of the batch after the cached positions (`valid[r]`
     /// marks the real ones, the new one last); the next-token logits of each row.
-    fn step(&self, cache: &mut KvCache, tokens: Vec<u32>, valid: &[Vec<bool>]) -> Result<Vec<Vec<f32>>> {
+    pub(super) fn step(&self, cache: &mut KvCache, tokens: Vec<u32>, valid: &[Vec<bool>]) -> Result<Vec<Vec<f32>>> {
         let (dev, past) = (self.model.device(), cache.len());
         let input = Tensor::new(tokens, dev).and_then(|t| t.unsqueeze(1)).map_err(candle)?;
         let logits = self
@@ -308,26 +285,6 @@ impl Local {
     }
 }
 
-/// The rows of a batch: `n` per prompt, each with its own random stream.
-fn sample_rows(prompts: &[Prompt], valid: &[Vec<bool>], cfg: &SamplingConfig) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (p, prompt) in prompts.iter().enumerate() {
-        for k in 0..prompt.n {
-            rows.push(Row {
-                prompt: p,
-                valid: valid[p].clone(),
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                top: Vec::new(),
-                rng: stream(cfg.seed, &prompt.key, prompt.first_sample + k),
-                finish: None,
-                eos: None,
-            });
-        }
-    }
-    rows
-}
-
 impl Teacher for Local {
     fn id(&self) -> &str {
         &self.id
@@ -351,9 +308,44 @@ impl Teacher for Local {
         let samples: usize = out.iter().map(Vec::len).sum();
         self.tokens += out.iter().flatten().map(|s| u64::from(s.completion_tokens)).sum::<u64>();
         progress.inc(samples as u64);
-        progress.message(&format!("{:.0} tok/s", self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)));
+        progress.message(&rate(self.tokens, self.started));
         Ok(out)
     }
+
+    fn generate_each(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        slots: usize,
+        progress: &Progress,
+        done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
+    ) -> Result<()> {
+        if sampling.beams > 1 {
+            // beam search runs its beams in static batches, `slots / beams` prompts at a time
+            let per = (slots / sampling.beams as usize).max(1);
+            for (c, chunk) in prompts.chunks(per).enumerate() {
+                for (i, samples) in self.generate(chunk, sampling, progress)?.into_iter().enumerate() {
+                    done(c * per + i, samples)?;
+                }
+            }
+            return Ok(());
+        }
+        let (before, started) = (self.tokens, self.started);
+        let mut tokens = 0;
+        self.decode_each(prompts, sampling, slots, &mut |p, samples| {
+            tokens += samples.iter().map(|s| u64::from(s.completion_tokens)).sum::<u64>();
+            progress.inc(samples.len() as u64);
+            progress.message(&rate(before + tokens, started));
+            done(p, samples)
+        })?;
+        self.tokens += tokens;
+        Ok(())
+    }
+}
+
+/// The progress line's generation rate.
+fn rate(tokens: u64, since: std::time::Instant) -> String {
+    format!("{:.0} tok/s", tokens as f64 / since.elapsed().as_secs_f64().max(1e-9))
 }
 
 #[cfg(test)]
@@ -411,6 +403,45 @@ mod tests {
         }
         let (tokenizer, chat) = (Tokenizer::from_dir(&dir).unwrap(), ChatTemplate::from_dir(&dir).unwrap());
         Local::with_model(&dir, config, ck.model, tokenizer, chat).unwrap()
+    }
+
+    /// Continuous batching changes no sample: prompts of different lengths, sample counts and budgets
+    /// decoded three samples at a time (prompts joining a running batch whose cache is shorter and longer
+    /// than theirs, padding trimmed as samples leave) give the tokens, log-probabilities and top
+    /// log-probabilities of each prompt decoded alone; short prompts overtake long ones.
+    #[test]
+    fn continuous_batching_equals_decoding_each_prompt_alone() {
+        let t = uncertain();
+        let texts = ["What is 2 + 2?", "7*8", "A much longer prompt, with many more tokens than the others.", "ok"];
+        let mut ps = prompts(&[texts.as_slice(), texts.as_slice()].concat(), 1);
+        for (i, p) in ps.iter_mut().enumerate() {
+            p.max_new_tokens = Some([40, 3, 25, 7, 12, 60, 5, 30][i]);
+            p.n = [1, 2, 1, 3, 1, 1, 2, 1][i];
+            p.key = format!("{i}");
+        }
+        let cfg = SamplingConfig { temperature: 1.0, max_new_tokens: 64, top_logprobs: 3, ..Default::default() };
+        let (mut got, mut order) = (vec![Vec::new(); ps.len()], Vec::new());
+        t.decode_each(&ps, &cfg, 3, &mut |p, s| {
+            order.push(p);
+            got[p] = s;
+            Ok(())
+        })
+        .unwrap();
+        assert!(order.windows(2).any(|w| w[0] > w[1]), "prompts finished in order: {order:?}");
+
+        for (p, got) in ps.iter().zip(&got) {
+            let alone = &t.decode_batch(std::slice::from_ref(p), &cfg).unwrap()[0];
+            assert_eq!(got.len(), p.n as usize);
+            for (a, b) in got.iter().zip(alone) {
+                assert_eq!((&a.text, &a.tokens, a.finish), (&b.text, &b.tokens, b.finish), "prompt {}", p.key);
+                // the products' rounding depends on the batch's shape (static batches too): within 1e-5
+                let close = |x: &f32, y: &f32| (x - y).abs() < 1e-5;
+                assert!(a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| close(x, y)), "prompt {}", p.key);
+                let tops = a.top_logprobs.iter().flatten().zip(b.top_logprobs.iter().flatten());
+                assert!(tops.clone().all(|(x, y)| x.0 == y.0 && close(&x.1, &y.1)), "prompt {}", p.key);
+                assert_eq!(a.top_logprobs.len(), b.top_logprobs.len());
+            }
+        }
     }
 
     /// With as many beams as tokens and two new tokens, beam search is exhaustive: its best hypothesis

@@ -4,6 +4,7 @@
 pub mod adaptive;
 pub mod beam;
 pub mod budget;
+pub mod engine;
 pub mod journal;
 pub mod local;
 pub mod openai;
@@ -96,6 +97,24 @@ pub trait Teacher {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>>;
+
+    /// [`Teacher::generate`] for many prompts, at most `slots` samples decoding at once (the local teacher
+    /// gives a finished sample's slot to the next prompt): each prompt's samples go to `done(i, samples)`
+    /// as soon as they are all finished, in no set order. By default, everything in one `generate`.
+    fn generate_each(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        slots: usize,
+        progress: &Progress,
+        done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
+    ) -> Result<()> {
+        let _ = slots;
+        for (i, samples) in self.generate(prompts, sampling, progress)?.into_iter().enumerate() {
+            done(i, samples)?;
+        }
+        Ok(())
+    }
 }
 
 /// The text a model continues for `prompt`: the chat template's rendering with the generation prompt,

@@ -226,11 +226,23 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     let mut report = StageReport::new("generate", total, 0, 0.0);
     let (mut tokens, mut index, mut errors) = (0u64, 0u64, 0u64);
     let prefill = cfg.prompt.prefill();
-    // an HTTP teacher keeps `--concurrency` requests busy; a chunk's tail idles, so chunks are several deep
-    let chunk_size = if http { (cfg.http.concurrency * 4).div_ceil(cfg.n as usize) } else { cfg.batch_size };
+    // An HTTP teacher keeps `--concurrency` requests busy; a chunk's tail idles, so chunks are several
+    // deep. The local teacher decodes `--batch-size` problems' samples at a time and refills freed slots
+    // with the next problems, so its chunks are as long as the output shard they fill (a resumed run steps
+    // over whole finished shards).
+    let slots = cfg.batch_size * cfg.n as usize;
+    let static_chunk = (http || cfg.budget.active())
+        .then(|| if http { (cfg.http.concurrency * 4).div_ceil(cfg.n as usize) } else { cfg.batch_size });
+    let id = teacher.id().to_string();
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
         let problems = batch?;
-        for chunk in problems.chunks(chunk_size) {
+        let mut at = 0;
+        while at < problems.len() {
+            let left = problems.len() - at;
+            let take =
+                static_chunk.unwrap_or_else(|| writer.run_length(index * n, left as u64 * n).div_ceil(n) as usize);
+            let chunk = &problems[at..at + take.clamp(1, left)];
+            at += chunk.len();
             let first = index * n;
             let rows = chunk.len() as u64 * n;
             index += chunk.len() as u64;
@@ -243,21 +255,32 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
                 continue;
             }
             let prompts: Vec<Prompt> = chunk.iter().map(|p| cfg.prompt.prompt(p, p.id.clone(), cfg.n)).collect();
-            let samples = if cfg.budget.active() {
-                super::budget::generate(teacher.as_mut(), &prompts, &cfg.sampling, &cfg.budget, &progress)?
-            } else {
-                teacher.generate(&prompts, &cfg.sampling, &progress)?
-            };
-            let mut traces = Vec::with_capacity(rows as usize);
-            for (problem, samples) in chunk.iter().zip(samples) {
-                for (k, s) in samples.into_iter().enumerate() {
-                    tokens += u64::from(s.completion_tokens);
-                    errors += u64::from(s.finish == Finish::Error);
-                    traces.push(trace(&cfg.sampling, problem, k as u32, s, teacher.id(), &prefill));
+            // each problem's rows are written once it and every problem before it are done
+            let mut ready: Vec<Option<Vec<super::Sample>>> = vec![None; chunk.len()];
+            let mut written = 0;
+            let mut write = |i: usize, samples: Vec<super::Sample>| -> Result<()> {
+                ready[i] = Some(samples);
+                let mut traces = Vec::new();
+                while let Some(samples) = ready.get_mut(written).and_then(Option::take) {
+                    for (k, s) in samples.into_iter().enumerate() {
+                        tokens += u64::from(s.completion_tokens);
+                        errors += u64::from(s.finish == Finish::Error);
+                        traces.push(trace(&cfg.sampling, &chunk[written], k as u32, s, &id, &prefill));
+                    }
+                    written += 1;
                 }
+                report.rows_out += traces.len() as u64;
+                writer.write_rows(&traces)
+            };
+            if cfg.budget.active() {
+                let samples =
+                    super::budget::generate(teacher.as_mut(), &prompts, &cfg.sampling, &cfg.budget, &progress)?;
+                for (i, s) in samples.into_iter().enumerate() {
+                    write(i, s)?;
+                }
+            } else {
+                teacher.generate_each(&prompts, &cfg.sampling, slots, &progress, &mut write)?;
             }
-            report.rows_out += traces.len() as u64;
-            writer.write_rows(&traces)?;
         }
     }
     progress.finish();

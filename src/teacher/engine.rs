@@ -1,0 +1,193 @@
+//! Continuous batching for the local teacher: sequences decode together, one token each per step; a
+//! sequence that ends leaves the batch at once, and new prompts join it between steps (prefilled on their
+//! own, their KV cache right-aligned to the running one's; see [`KvCache::join`]). Each sequence has its
+//! own sampling settings and random stream, and attends only to its own positions, so what it samples
+//! does not depend on what runs beside it: a prompt's samples are the same in any batch, and `forge
+//! generate` and `forge serve` share this loop.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+use super::local::{Local, candle};
+use super::sampling::{SamplingConfig, sample, top_logprobs};
+use super::{Finish, Sample};
+use crate::error::Result;
+use crate::model::KvCache;
+use crate::rng::Rng;
+
+/// One sequence: a sample of a prompt being decoded.
+pub struct Seq {
+    /// The caller's index of the prompt (or request) this is a sample of.
+    pub owner: usize,
+    /// Which of the prompt's samples.
+    pub sample: u32,
+    pub cfg: Arc<SamplingConfig>,
+    /// New tokens at most.
+    pub limit: usize,
+    rng: Rng,
+    pub prompt_tokens: u32,
+    /// Generated so far (without an end-of-sequence token).
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub top: Vec<Vec<(u32, f32)>>,
+    pub finish: Option<Finish>,
+    /// The end-of-sequence token it ended with.
+    pub eos: Option<u32>,
+    /// Which positions of the batch's cache are this sequence's (padding before them is not).
+    valid: Vec<bool>,
+}
+
+impl Seq {
+    pub fn new(owner: usize, sample: u32, cfg: Arc<SamplingConfig>, limit: u32, rng: Rng) -> Seq {
+        Seq {
+            owner,
+            sample,
+            cfg,
+            limit: limit as usize,
+            rng,
+            prompt_tokens: 0,
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            top: Vec::new(),
+            finish: None,
+            eos: None,
+            valid: Vec::new(),
+        }
+    }
+
+    /// The finished sample, its text decoded by `local`'s tokenizer.
+    pub fn into_sample(self, local: &Local) -> Result<Sample> {
+        Ok(Sample {
+            text: local.tokenizer.decode(&self.tokens, false)?,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.tokens.len() as u32,
+            tokens: self.tokens.iter().copied().chain(self.eos).collect(),
+            finish: self.finish.unwrap_or(Finish::Length),
+            logprobs: self.logprobs,
+            top_logprobs: self.top,
+            reasoning: None,
+            error: None,
+            server: None,
+        })
+    }
+
+    /// Padding positions before the sequence's own.
+    fn padding(&self) -> usize {
+        self.valid.iter().position(|&v| v).unwrap_or(self.valid.len())
+    }
+}
+
+/// The running batch: its sequences, their KV cache (row `i` is `seqs[i]`'s), and the logits each one
+/// samples its next token from.
+pub struct Batch<'t> {
+    local: &'t Local,
+    cache: KvCache,
+    seqs: Vec<Seq>,
+    next: Vec<Vec<f32>>,
+}
+
+impl<'t> Batch<'t> {
+    pub fn new(local: &'t Local) -> Batch<'t> {
+        Batch { local, cache: KvCache::default(), seqs: Vec::new(), next: Vec::new() }
+    }
+
+    /// Sequences running.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    pub fn seqs(&self) -> &[Seq] {
+        &self.seqs
+    }
+
+    /// Prefill the prompts (token ids, each with its sequences) together, and add their sequences to the
+    /// batch; they sample their first token at the next [`Batch::step`].
+    pub fn admit(&mut self, prompts: Vec<(Vec<u32>, Vec<Seq>)>) -> Result<()> {
+        let prompts: Vec<_> = prompts.into_iter().filter(|(_, seqs)| !seqs.is_empty()).collect();
+        if prompts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|(ids, _)| ids.clone()).collect();
+        let (cache, last, valid) = self.local.prefill(&ids)?;
+        let order: Vec<u32> =
+            prompts.iter().enumerate().flat_map(|(p, (_, seqs))| std::iter::repeat_n(p as u32, seqs.len())).collect();
+        let order = Tensor::new(order, self.local.model.device()).map_err(candle)?;
+        let cache = cache.select(&order).map_err(candle)?;
+        let last: Vec<Vec<f32>> = last.index_select(&order, 0).and_then(|l| l.to_vec2()).map_err(candle)?;
+        let (old, new) = (self.cache.len(), cache.len());
+        let width = old.max(new);
+        if !self.seqs.is_empty() {
+            for s in &mut self.seqs {
+                s.valid.splice(0..0, std::iter::repeat_n(false, width - old));
+            }
+        }
+        for (p, (ids, seqs)) in prompts.into_iter().enumerate() {
+            for mut s in seqs {
+                s.prompt_tokens = ids.len() as u32;
+                s.valid = std::iter::repeat_n(false, width - new).chain(valid[p].iter().copied()).collect();
+                self.seqs.push(s);
+            }
+        }
+        self.cache = self.cache.join(&cache).map_err(candle)?;
+        self.next.extend(last);
+        Ok(())
+    }
+
+    /// One step: every sequence samples its next token; those that end (an end-of-sequence token, a stop
+    /// string, their limit) leave the batch and are returned; the others are fed their token.
+    pub fn step(&mut self) -> Result<Vec<Seq>> {
+        let local = self.local;
+        for (seq, logits) in self.seqs.iter_mut().zip(&self.next) {
+            let (token, logprob) = sample(logits, &seq.cfg, &mut seq.rng);
+            if seq.cfg.top_logprobs > 0 {
+                seq.top.push(top_logprobs(logits, seq.cfg.top_logprobs as usize));
+            }
+            if local.tokenizer.eos_ids.contains(&token) {
+                (seq.finish, seq.eos) = (Some(Finish::Stop), Some(token));
+                continue;
+            }
+            seq.tokens.push(token);
+            seq.logprobs.push(logprob);
+            if local.ends_with_stop(&seq.tokens, &seq.cfg.stop)? {
+                seq.finish = Some(Finish::Stop);
+            } else if seq.tokens.len() >= seq.limit {
+                seq.finish = Some(Finish::Length);
+            }
+        }
+        let mut done = Vec::new();
+        if self.seqs.iter().any(|s| s.finish.is_some()) {
+            let mut keep = Vec::new();
+            for (i, s) in std::mem::take(&mut self.seqs).into_iter().enumerate() {
+                if s.finish.is_some() {
+                    done.push(s);
+                } else {
+                    keep.push(i as u32);
+                    self.seqs.push(s);
+                }
+            }
+            if self.seqs.is_empty() {
+                (self.cache, self.next) = (KvCache::default(), Vec::new());
+                return Ok(done);
+            }
+            // padding no remaining sequence needs goes too
+            let from = self.seqs.iter().map(Seq::padding).min().unwrap_or(0);
+            let keep = Tensor::new(keep, self.local.model.device()).map_err(candle)?;
+            self.cache = self.cache.compact(&keep, from).map_err(candle)?;
+            for s in &mut self.seqs {
+                s.valid.drain(..from);
+            }
+        }
+        for s in &mut self.seqs {
+            s.valid.push(true);
+        }
+        let valid: Vec<Vec<bool>> = self.seqs.iter().map(|s| s.valid.clone()).collect();
+        let input: Vec<u32> = self.seqs.iter().map(|s| *s.tokens.last().expect("a token")).collect();
+        self.next = local.step(&mut self.cache, input, &valid)?;
+        Ok(done)
+    }
+}
