@@ -60,6 +60,7 @@ pub mod import;
 pub mod init_model;
 pub mod journey;
 pub mod merge_lora;
+pub mod serve;
 pub mod stats;
 pub mod synth;
 pub mod train;

@@ -79,6 +79,19 @@ pub fn command() -> clap::Command {
 A stage table may hold `shards = N` (its work in N tasks, a Slurm array) and
 `slurm = { partition, time, cpus, mem, gpus, options, setup }` over the pipeline's `[slurm]` defaults.",
         );
+    let serve = forge::serve::ServeConfig::augment_args(clap::Command::new("serve"))
+        .about("Serve a checkpoint over an OpenAI-compatible HTTP API (chat and completions, streaming, continuous batching)")
+        .long_about(None::<&str>)
+        .after_help(
+            "Prints the server's URL on stdout once it accepts requests; SIGINT or SIGTERM stops it after the requests in flight.
+
+Examples:
+  forge serve --model student/ --port 8000
+  forge serve --model student/ --port 0 --max-batch 128      # any free port
+  forge generate --teacher openai:http://127.0.0.1:8000/v1 --problems problems/ -n 4 -o traces/
+  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"What is 2 + 3?\"}], \"temperature\": 0}'",
+        );
     clap::Command::new("forge")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Make reasoning data and train on it")
@@ -99,6 +112,7 @@ A stage table may hold `shards = N` (its work in N tasks, a Slurm array) and
         ))
         .subcommands(STAGES.iter().map(|s| s.command()))
         .subcommand(run)
+        .subcommand(serve)
 }
 
 pub fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
@@ -111,6 +125,16 @@ pub fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             return print(&(serde_json::to_string_pretty(&serde_json::json!({ "run": args }))? + "\n"));
         }
         return run_pipeline(&args, &ctx);
+    }
+    if name == "serve" {
+        let cfg = forge::serve::ServeConfig::from_arg_matches(sub)?;
+        if show_config {
+            return print(&(serde_json::to_string_pretty(&serde_json::json!({ "serve": cfg }))? + "\n"));
+        }
+        forge::serve::serve(&cfg, ctx.quiet, &mut |url| {
+            print(&format!("{url}\n")).map(drop).map_err(|e| forge::Error::usage(e.to_string()))
+        })?;
+        return Ok(ExitCode::SUCCESS);
     }
     let stage = forge::pipeline::registry::find(name).expect("every subcommand is registered").plan_from_flags(sub)?;
     if show_config {

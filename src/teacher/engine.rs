@@ -32,8 +32,9 @@ pub struct Seq {
     pub logprobs: Vec<f32>,
     pub top: Vec<Vec<(u32, f32)>>,
     pub finish: Option<Finish>,
-    /// The end-of-sequence token it ended with.
+    /// The end-of-sequence token it ended with, and its log-probability.
     pub eos: Option<u32>,
+    pub eos_logprob: f32,
     /// Which positions of the batch's cache are this sequence's (padding before them is not).
     valid: Vec<bool>,
 }
@@ -52,6 +53,7 @@ impl Seq {
             top: Vec::new(),
             finish: None,
             eos: None,
+            eos_logprob: 0.0,
             valid: Vec::new(),
         }
     }
@@ -148,7 +150,7 @@ impl<'t> Batch<'t> {
                 seq.top.push(top_logprobs(logits, seq.cfg.top_logprobs as usize));
             }
             if local.tokenizer.eos_ids.contains(&token) {
-                (seq.finish, seq.eos) = (Some(Finish::Stop), Some(token));
+                (seq.finish, seq.eos, seq.eos_logprob) = (Some(Finish::Stop), Some(token), logprob);
                 continue;
             }
             seq.tokens.push(token);
@@ -159,28 +161,9 @@ impl<'t> Batch<'t> {
                 seq.finish = Some(Finish::Length);
             }
         }
-        let mut done = Vec::new();
-        if self.seqs.iter().any(|s| s.finish.is_some()) {
-            let mut keep = Vec::new();
-            for (i, s) in std::mem::take(&mut self.seqs).into_iter().enumerate() {
-                if s.finish.is_some() {
-                    done.push(s);
-                } else {
-                    keep.push(i as u32);
-                    self.seqs.push(s);
-                }
-            }
-            if self.seqs.is_empty() {
-                (self.cache, self.next) = (KvCache::default(), Vec::new());
-                return Ok(done);
-            }
-            // padding no remaining sequence needs goes too
-            let from = self.seqs.iter().map(Seq::padding).min().unwrap_or(0);
-            let keep = Tensor::new(keep, self.local.model.device()).map_err(candle)?;
-            self.cache = self.cache.compact(&keep, from).map_err(candle)?;
-            for s in &mut self.seqs {
-                s.valid.drain(..from);
-            }
+        let done = self.leave()?;
+        if self.seqs.is_empty() {
+            return Ok(done);
         }
         for s in &mut self.seqs {
             s.valid.push(true);
@@ -188,6 +171,47 @@ impl<'t> Batch<'t> {
         let valid: Vec<Vec<bool>> = self.seqs.iter().map(|s| s.valid.clone()).collect();
         let input: Vec<u32> = self.seqs.iter().map(|s| *s.tokens.last().expect("a token")).collect();
         self.next = local.step(&mut self.cache, input, &valid)?;
+        Ok(done)
+    }
+
+    /// Drop the sequences `which` picks (a client went away); they sample nothing more.
+    pub fn cancel(&mut self, which: impl Fn(&Seq) -> bool) -> Result<()> {
+        for s in &mut self.seqs {
+            if which(s) {
+                s.finish = Some(Finish::Length);
+            }
+        }
+        self.leave().map(drop)
+    }
+
+    /// Take the sequences that ended out of the batch, with their cache rows and pending logits, and the
+    /// padding no remaining sequence needs.
+    fn leave(&mut self) -> Result<Vec<Seq>> {
+        if self.seqs.iter().all(|s| s.finish.is_none()) {
+            return Ok(Vec::new());
+        }
+        let (mut done, mut keep, mut next) = (Vec::new(), Vec::new(), Vec::new());
+        let logits = std::mem::take(&mut self.next);
+        for (i, (s, l)) in std::mem::take(&mut self.seqs).into_iter().zip(logits).enumerate() {
+            if s.finish.is_some() {
+                done.push(s);
+            } else {
+                keep.push(i as u32);
+                self.seqs.push(s);
+                next.push(l);
+            }
+        }
+        self.next = next;
+        if self.seqs.is_empty() {
+            self.cache = KvCache::default();
+            return Ok(done);
+        }
+        let from = self.seqs.iter().map(Seq::padding).min().unwrap_or(0);
+        let keep = Tensor::new(keep, self.local.model.device()).map_err(candle)?;
+        self.cache = self.cache.compact(&keep, from).map_err(candle)?;
+        for s in &mut self.seqs {
+            s.valid.drain(..from);
+        }
         Ok(done)
     }
 }

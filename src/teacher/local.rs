@@ -64,6 +64,11 @@ impl Local {
         })
     }
 
+    /// The model's context: prompt and new tokens together, at most.
+    pub fn context(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
     /// The token ids of a prompt ([`super::render`]).
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
         self.tokenizer.encode(&super::render(&self.chat, prompt)?)

@@ -308,8 +308,8 @@ impl OpenAi {
                 // the legacy API: `logprobs` is the number of top tokens, and llama.cpp gives none with 0
                 Api::Completions => body["logprobs"] = json!(s.top_logprobs.max(1)),
             }
-            if s.top_logprobs > 0 && kind == ServerKind::Vllm {
-                // otherwise vLLM names top-logprob tokens by their text only
+            if s.top_logprobs > 0 && matches!(kind, ServerKind::Vllm | ServerKind::Forge) {
+                // otherwise vLLM (and forge's legacy completions) name top-logprob tokens by their text only
                 body["return_tokens_as_token_ids"] = json!(true);
             }
         }
@@ -540,6 +540,8 @@ enum ServerKind {
     Vllm,
     Sglang,
     LlamaCpp,
+    /// `forge serve`
+    Forge,
     Other,
 }
 
@@ -572,6 +574,7 @@ async fn models(
                     Some("vllm") => ServerKind::Vllm,
                     Some("sglang") => ServerKind::Sglang,
                     Some("llamacpp") => ServerKind::LlamaCpp,
+                    Some("forge") => ServerKind::Forge,
                     _ => ServerKind::Other,
                 };
                 return Ok((ids, kind));

@@ -39,6 +39,8 @@ mod rl;
 mod sandbox;
 /// `schemas/*.md` match the code's Arrow schemas.
 mod schemas;
+/// `forge serve`: forge's HTTP teacher and the official `openai` client against it, continuous batching.
+mod serve;
 /// `forge run --executor slurm` on a real one-node Slurm: equal to a local run, resumes after scancel.
 mod slurm;
 /// `forge stats`.

@@ -26,13 +26,13 @@ fn forge_line(line: &str) -> (i32, String, String) {
 }
 
 /// [`forge_line`], insisting on success; stdout.
-fn forge_ok(line: &str) -> String {
+pub(crate) fn forge_ok(line: &str) -> String {
     let (code, stdout, stderr) = forge_line(line);
     assert_eq!(code, 0, "forge {line} failed:\n{stderr}");
     stdout
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -42,7 +42,7 @@ fn get(port: u16, path: &str) -> Option<String> {
 }
 
 /// A request on 127.0.0.1 with a JSON body, the answer's body when the status is 200.
-fn request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+pub(crate) fn request(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     write!(
@@ -74,8 +74,8 @@ fn gguf(s: &Scratch) -> PathBuf {
 }
 
 /// A running llama-server, stopped by its PID when dropped.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     port: u16,
 }
 
@@ -156,7 +156,25 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    /// `forge serve` over the sample teacher, named `tiny` as the other servers name it; ready once it
+    /// prints its URL.
+    pub(crate) fn forge(slots: usize) -> Server {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+        let mut child = crate::util::forge()
+            .args(["serve", "--model", sample.to_str().unwrap(), "--served-model-name", "tiny", "--port", "0"])
+            .args(["--max-batch", &slots.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let port = line.trim().strip_prefix("http://127.0.0.1:").and_then(|r| r.strip_suffix("/v1"));
+        let port = port.unwrap_or_else(|| panic!("forge serve printed {line:?}")).parse().unwrap();
+        Server { child, port }
+    }
+
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 }
@@ -168,7 +186,7 @@ impl Drop for Server {
     }
 }
 
-fn problems(s: &Scratch, n: u32) -> PathBuf {
+pub(crate) fn problems(s: &Scratch, n: u32) -> PathBuf {
     let dir = s.path(&format!("problems-{n}"));
     forge_ok(&format!("synth arith --n {n} --seed 7 --ops 1..2 --max-operand 9 -o {} -q", dir.display()));
     dir
@@ -217,7 +235,7 @@ fn assert_same_rows(
 /// Rows of `n` samples per problem from the sample teacher through a server, with top-3 logprobs and at most
 /// `max` tokens: indices, finish reasons, token counts (one per byte: the teacher is byte-level), a logprob
 /// and a sorted top-3 per token with ids in the vocabulary, the served model's name, no error.
-fn check_sampled(rows: &[serde_json::Map<String, serde_json::Value>], n: u64, max: usize) {
+pub(crate) fn check_sampled(rows: &[serde_json::Map<String, serde_json::Value>], n: u64, max: usize) {
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["sample_index"].as_u64(), Some(i as u64 % n));
         let finish = r["finish_reason"].as_str().unwrap();
@@ -427,7 +445,7 @@ impl Proxy {
         Proxy { port, log, rate }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 }

@@ -1,0 +1,115 @@
+"""The official `openai` Python client against an OpenAI-compatible server serving forge's sample teacher
+as `tiny` (`forge serve --model samples/tiny-teacher --served-model-name tiny`); the `serve::` test runs it.
+
+    python scripts/servers/openai_conformance.py http://127.0.0.1:8000/v1
+
+Each check asserts; the last line printed is "N checks passed".
+"""
+
+import sys
+
+import openai
+
+URL = sys.argv[1]
+client = openai.OpenAI(base_url=URL, api_key="none", max_retries=0, timeout=120)
+QUESTION = [{"role": "user", "content": "What is 3 + 4?"}]
+checks = 0
+
+
+def check(name, ok, detail=""):
+    global checks
+    if not ok:
+        sys.exit(f"FAILED {name}: {detail}")
+    checks += 1
+    print(f"ok {name}")
+
+
+models = client.models.list().data
+check("models", [m.id for m in models] == ["tiny"], models)
+
+# chat, greedy, with logprobs and the top two at each position
+r = client.chat.completions.create(
+    model="tiny", messages=QUESTION, temperature=0, max_tokens=40, logprobs=True, top_logprobs=2
+)
+c = r.choices[0]
+text = c.message.content
+check("chat text", isinstance(text, str) and len(text) > 0, r)
+check("chat role", c.message.role == "assistant", c.message)
+check("chat finish", c.finish_reason in ("stop", "length"), c.finish_reason)
+positions = c.logprobs.content
+check("chat logprobs", len(positions) == r.usage.completion_tokens, (len(positions), r.usage))
+# as vLLM and llama.cpp, the end-of-sequence token a sample ended with is listed last (not in the text)
+tokens = [p.token for p in positions]
+if c.finish_reason == "stop":
+    check("end of sequence listed", tokens[-1] == "<|im_end|>", tokens[-3:])
+    tokens.pop()
+check("chat tokens spell the text", "".join(tokens) == text, tokens)
+check(
+    "chat top logprobs",
+    all(len(p.top_logprobs) == 2 and p.top_logprobs[0].logprob >= p.top_logprobs[1].logprob for p in positions),
+)
+check("greedy takes the most likely token", all(p.token == p.top_logprobs[0].token for p in positions))
+check("usage", r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens, r.usage)
+
+# the same request streamed: the deltas add up to the same text, the role comes first, usage last
+chunks = list(
+    client.chat.completions.create(
+        model="tiny",
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+)
+deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+check("stream role first", deltas[0].role == "assistant", deltas[0])
+check("stream text", "".join(d.content or "" for d in deltas) == text, deltas)
+finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+check("stream finish", finishes == [c.finish_reason], finishes)
+check("stream usage", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens)
+
+# n samples with a seed: n choices, reproducible with the same seed
+def sampled(seed):
+    r = client.chat.completions.create(
+        model="tiny", messages=QUESTION, temperature=1.0, max_tokens=24, n=3, seed=seed
+    )
+    return [ch.message.content for ch in sorted(r.choices, key=lambda ch: ch.index)]
+
+
+a, b = sampled(11), sampled(11)
+check("n choices", len(a) == 3, a)
+check("seeded samples repeat", a == b, (a, b))
+check("samples differ", len(set(a)) > 1, a)
+
+# a stop string ends the text before it
+full = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0, max_tokens=40)
+full_text = full.choices[0].message.content
+stop = full_text[3:5]
+cut = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0, max_tokens=40, stop=[stop])
+cut_text = cut.choices[0].message.content
+check("stop string", cut.choices[0].finish_reason == "stop" and full_text.startswith(cut_text + stop), (cut_text, stop))
+check("stop string left out", not cut_text.endswith(stop), cut_text)
+
+# the legacy completions API, plain and streamed, with logprobs
+r = client.completions.create(model="tiny", prompt="12 + 5 =", temperature=0, max_tokens=16, logprobs=2)
+c = r.choices[0]
+check("completion", len(c.text) > 0 and c.finish_reason in ("stop", "length"), r)
+check("completion logprobs", len(c.logprobs.tokens) == len(c.logprobs.token_logprobs) == r.usage.completion_tokens)
+check("completion top logprobs", all(len(t) <= 2 for t in c.logprobs.top_logprobs))
+streamed = client.completions.create(model="tiny", prompt="12 + 5 =", temperature=0, max_tokens=16, stream=True)
+check("completion stream", "".join(ch.choices[0].text for ch in streamed if ch.choices) == c.text)
+
+# errors, as OpenAI reports them
+try:
+    client.chat.completions.create(model="gpt-nothing", messages=QUESTION, max_tokens=4)
+    check("unknown model", False, "no error")
+except openai.NotFoundError:
+    check("unknown model", True)
+try:
+    client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=10**6)
+    check("overlong request", False, "no error")
+except openai.BadRequestError as e:
+    check("overlong request", "context" in str(e), e)
+
+print(f"{checks} checks passed")

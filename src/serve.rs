@@ -1,0 +1,723 @@
+//! `forge serve`: an OpenAI-compatible server over the local teacher, so that lm-eval-harness, the
+//! `openai` client, a chat UI or forge's own HTTP teacher can use a forge-trained checkpoint.
+//! `/v1/models`, `/v1/chat/completions` and `/v1/completions`, streamed (server-sent events) or not, with
+//! `n`, `seed`, `logprobs`/`top_logprobs`, `stop`, `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`.
+//!
+//! One thread decodes ([`crate::teacher::engine`]): requests join the running batch as soon as it has
+//! room (continuous batching) and leave it as they finish; the HTTP side (axum on a single-threaded tokio
+//! runtime) tokenizes, validates and turns the engine's tokens into responses. A client that goes away
+//! frees its sequences at the next step. SIGINT or SIGTERM stops accepting connections, lets the requests
+//! in flight finish, and exits.
+//!
+//! ```text
+//! forge serve --model student/ --port 8000
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::error::{Error, Result};
+use crate::model::chat::{ChatTemplate, Message};
+use crate::model::tokenizer::Tokenizer;
+use crate::rng::Rng;
+use crate::teacher::engine::{Batch, Seq};
+use crate::teacher::local::Local;
+use crate::teacher::{Finish, SamplingConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
+pub struct ServeConfig {
+    /// The checkpoint to serve (a Hugging Face directory: config.json, safetensors, tokenizer.json,
+    /// tokenizer_config.json with a chat template)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The model name clients ask for (default: the directory's name)
+    #[arg(long, value_name = "NAME")]
+    pub served_model_name: Option<String>,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free one; the URL printed says which)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Sequences decoding at once (a request with `n` samples takes `n`); requests beyond wait
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_batch: usize,
+    /// New tokens at most when a request does not say (`max_tokens`)
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_tokens: u32,
+}
+
+/// `forge serve`: listen, hand `ready` the URL once requests are accepted, serve until SIGINT/SIGTERM.
+pub fn serve(cfg: &ServeConfig, quiet: bool, ready: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+    if cfg.max_batch == 0 {
+        return Err(Error::usage("`--max-batch` must be at least 1"));
+    }
+    let local = Local::open(&cfg.model)?;
+    let name = match &cfg.served_model_name {
+        Some(n) => n.clone(),
+        None => cfg
+            .model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "forge".into()),
+    };
+    let shared = Arc::new(Shared {
+        name,
+        tokenizer: Tokenizer::from_dir(&cfg.model)?,
+        chat: ChatTemplate::from_dir(&cfg.model)?,
+        context: local.context(),
+        max_tokens: cfg.max_tokens,
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    });
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::usage(format!("starting the server's runtime: {e}")))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port)))
+        .map_err(|e| Error::usage(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)))?;
+    let addr = listener.local_addr().map_err(|e| Error::usage(format!("listening: {e}")))?;
+    let app = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(App { shared: shared.clone(), jobs: jobs.clone() });
+    drop(jobs);
+    let http = std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(stopped());
+            server.await
+        })
+    });
+    ready(&format!("http://{addr}/v1"))?;
+    if !quiet {
+        eprintln!("forge serve: {} at http://{addr}/v1 (Ctrl-C stops)", shared.name);
+    }
+    decode(&local, &queue, cfg.max_batch)?;
+    http.join()
+        .map_err(|_| Error::usage("the HTTP thread panicked"))?
+        .map_err(|e| Error::usage(format!("serving: {e}")))?;
+    if !quiet {
+        eprintln!("forge serve: stopped");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// What every handler reads.
+struct Shared {
+    name: String,
+    tokenizer: Tokenizer,
+    chat: ChatTemplate,
+    context: usize,
+    max_tokens: u32,
+    created: u64,
+}
+
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A request for the decoding thread: `n` samples of one prompt.
+struct Job {
+    ids: Vec<u32>,
+    n: u32,
+    cfg: Arc<SamplingConfig>,
+    limit: u32,
+    seed: u64,
+    events: UnboundedSender<Step>,
+}
+
+/// What the decoding thread tells a request, per sample (`choice`).
+enum Step {
+    /// One more token, its log-probability and the most likely tokens at its position.
+    Token { choice: u32, token: u32, logprob: f32, top: Vec<(u32, f32)> },
+    /// The end-of-sequence token the sample ended with (not part of its text).
+    Eos { choice: u32, token: u32, logprob: f32, top: Vec<(u32, f32)> },
+    /// The sample ended.
+    End { choice: u32, finish: Finish },
+}
+
+/// The decoding loop: admit waiting requests while the batch has room (one at least when it is empty),
+/// step, tell each request its new tokens. Returns when the HTTP side is gone and nothing runs.
+fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize) -> Result<()> {
+    let mut batch = Batch::new(local);
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut live: HashMap<usize, UnboundedSender<Step>> = HashMap::new();
+    let mut next_id = 0usize;
+    loop {
+        if batch.is_empty() && waiting.is_empty() {
+            match queue.recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => return Ok(()),
+            }
+        }
+        waiting.extend(queue.try_iter());
+        // requests whose client went away before or while they ran
+        waiting.retain(|j| !j.events.is_closed());
+        let gone: Vec<usize> = live.iter().filter(|(_, tx)| tx.is_closed()).map(|(&id, _)| id).collect();
+        if !gone.is_empty() {
+            batch.cancel(|s| gone.contains(&s.owner))?;
+            live.retain(|id, _| !gone.contains(id));
+        }
+        let (mut join, mut free) = (Vec::new(), slots.saturating_sub(batch.len()));
+        while let Some(job) = waiting.front() {
+            let n = job.n as usize;
+            if n > free && !(batch.is_empty() && join.is_empty()) {
+                break;
+            }
+            let job = waiting.pop_front().expect("a job");
+            free = free.saturating_sub(n);
+            let id = next_id;
+            next_id += 1;
+            let seqs = (0..job.n)
+                .map(|k| Seq::new(id, k, job.cfg.clone(), job.limit, Rng::for_row(job.seed, "serve", u64::from(k))))
+                .collect();
+            join.push((job.ids, seqs));
+            live.insert(id, job.events);
+        }
+        batch.admit(join)?;
+        if batch.is_empty() {
+            continue;
+        }
+        let ended = batch.step()?;
+        for seq in batch.seqs().iter().chain(&ended) {
+            let Some(tx) = live.get(&seq.owner) else { continue };
+            let top = seq.top.last().cloned().unwrap_or_default();
+            let step = match seq.eos {
+                // the end-of-sequence token's position is listed too, as vLLM and llama.cpp list it
+                Some(token) => Step::Eos { choice: seq.sample, token, logprob: seq.eos_logprob, top },
+                None => match (seq.tokens.last(), seq.logprobs.last()) {
+                    (Some(&token), Some(&logprob)) => Step::Token { choice: seq.sample, token, logprob, top },
+                    _ => continue,
+                },
+            };
+            let _ = tx.send(step);
+        }
+        for seq in ended {
+            if let Some(tx) = live.get(&seq.owner) {
+                let _ = tx.send(Step::End { choice: seq.sample, finish: seq.finish.unwrap_or(Finish::Length) });
+            }
+            if !batch.seqs().iter().any(|s| s.owner == seq.owner) {
+                live.remove(&seq.owner);
+            }
+        }
+    }
+}
+
+/// An OpenAI-style error response.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let kind = if status.is_client_error() { "invalid_request_error" } else { "server_error" };
+    let body = json!({"error": {"message": message.into(), "type": kind, "code": status.as_u16()}});
+    (status, Json(body)).into_response()
+}
+
+async fn models(State(app): State<App>) -> Json<Value> {
+    let s = &app.shared;
+    Json(json!({"object": "list", "data": [{
+        "id": s.name, "object": "model", "created": s.created, "owned_by": "forge", "max_model_len": s.context,
+    }]}))
+}
+
+/// Which API a request came in on.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    Chat,
+    Completions,
+}
+
+/// A request's settings, read and checked.
+struct Request {
+    api: Api,
+    ids: Vec<u32>,
+    n: u32,
+    cfg: SamplingConfig,
+    limit: u32,
+    seed: u64,
+    stream: bool,
+    usage_in_stream: bool,
+    /// Log-probabilities asked (`logprobs: true`, or a number on the legacy API).
+    logprobs: bool,
+    /// Tokens named `token_id:N` (vLLM's `return_tokens_as_token_ids`).
+    token_ids: bool,
+}
+
+async fn chat(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    respond(app, Api::Chat, &body).await
+}
+
+async fn completions(State(app): State<App>, body: axum::body::Bytes) -> Response {
+    respond(app, Api::Completions, &body).await
+}
+
+async fn respond(app: App, api: Api, body: &[u8]) -> Response {
+    let request = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => match read(&app.shared, api, &v) {
+            Ok(r) => r,
+            Err(e) => return e,
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
+    };
+    let (tx, rx) = unbounded_channel();
+    let job = Job {
+        ids: request.ids.clone(),
+        n: request.n,
+        cfg: Arc::new(request.cfg.clone()),
+        limit: request.limit,
+        seed: request.seed,
+        events: tx,
+    };
+    if app.jobs.send(job).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+    }
+    let output = Output::new(app.shared.clone(), request);
+    if output.request.stream {
+        let events = futures_util::stream::unfold((output, rx, false), |(mut out, mut rx, done)| async move {
+            if done {
+                return None;
+            }
+            let events = match rx.recv().await {
+                Some(step) => out.on(step),
+                None => out.finish(),
+            };
+            let last = events.last().is_some_and(|e| e == "[DONE]");
+            let events: Vec<std::result::Result<Event, std::convert::Infallible>> =
+                events.into_iter().map(|e| Ok(Event::default().data(e))).collect();
+            Some((futures_util::stream::iter(events), (out, rx, last)))
+        });
+        use futures_util::StreamExt as _;
+        return Sse::new(events.flatten()).into_response();
+    }
+    let mut output = output;
+    let mut rx: UnboundedReceiver<Step> = rx;
+    while let Some(step) = rx.recv().await {
+        output.on(step);
+    }
+    Json(output.whole()).into_response()
+}
+
+/// Read a request body into its settings; a 400 or 404 response when it cannot be served.
+#[allow(clippy::result_large_err)]
+fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    if let Some(model) = v["model"].as_str()
+        && model != s.name
+    {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("the model `{model}` does not exist; this server has `{}`", s.name),
+        ));
+    }
+    let text = match api {
+        Api::Chat => {
+            let Some(list) = v["messages"].as_array() else { return Err(bad("`messages` is required".into())) };
+            let mut messages = Vec::new();
+            for (i, m) in list.iter().enumerate() {
+                let (Some(role), content) = (m["role"].as_str(), content_text(&m["content"])) else {
+                    return Err(bad(format!("messages[{i}]: `role` is required")));
+                };
+                let Some(content) = content else {
+                    return Err(bad(format!("messages[{i}]: `content` must be a string or a list of text parts")));
+                };
+                messages.push(Message::new(role, &content));
+            }
+            s.chat.render(&messages, true, &Default::default()).map_err(|e| bad(e.to_string()))?
+        }
+        Api::Completions => match &v["prompt"] {
+            Value::String(p) => p.clone(),
+            Value::Array(a) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or_default().to_string(),
+            _ => return Err(bad("`prompt` must be one string".into())),
+        },
+    };
+    if v["echo"].as_bool() == Some(true) {
+        return Err(bad("`echo` is not supported".into()));
+    }
+    let ids = s.tokenizer.encode(&text).map_err(|e| bad(e.to_string()))?;
+    let number = |key: &str| v.get(key).filter(|x| !x.is_null());
+    let n = number("n").map_or(Some(1), Value::as_u64).filter(|&n| (1..=128).contains(&n));
+    let Some(n) = n else { return Err(bad("`n` must be a whole number from 1 to 128".into())) };
+    let limit = number("max_completion_tokens").or(number("max_tokens")).map(Value::as_u64);
+    let limit = match limit {
+        None => s.max_tokens.min(s.context.saturating_sub(ids.len()) as u32),
+        Some(Some(m)) if m >= 1 => m.min(u64::from(u32::MAX)) as u32,
+        Some(_) => return Err(bad("`max_tokens` must be a whole number of at least 1".into())),
+    };
+    if ids.len() + limit as usize > s.context || limit == 0 {
+        return Err(bad(format!(
+            "this model's context is {} tokens: {} prompt tokens + {limit} new tokens do not fit",
+            s.context,
+            ids.len()
+        )));
+    }
+    let float = |key: &str, default: f64| number(key).map_or(Some(default), Value::as_f64);
+    let (Some(temperature), Some(top_p), Some(min_p)) =
+        (float("temperature", 1.0), float("top_p", 1.0), float("min_p", 0.0))
+    else {
+        return Err(bad("`temperature`, `top_p` and `min_p` must be numbers".into()));
+    };
+    if !(0.0..=2.0).contains(&temperature)
+        || !(0.0..=1.0).contains(&top_p)
+        || top_p == 0.0
+        || !(0.0..=1.0).contains(&min_p)
+    {
+        return Err(bad("`temperature` must be in [0, 2], `top_p` in (0, 1], `min_p` in [0, 1]".into()));
+    }
+    let top_k = number("top_k").and_then(Value::as_i64).filter(|&k| k > 0).map(|k| k as u32);
+    let stop = match number("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        }
+        Some(_) => return Err(bad("`stop` must be a string or a list of strings".into())),
+    };
+    let (logprobs, top_logprobs) = match api {
+        Api::Chat => {
+            let top = number("top_logprobs").map_or(Some(0), Value::as_u64).filter(|&k| k <= 20);
+            let Some(top) = top else { return Err(bad("`top_logprobs` must be a whole number from 0 to 20".into())) };
+            (v["logprobs"].as_bool().unwrap_or(false), top)
+        }
+        Api::Completions => match number("logprobs").map(Value::as_u64) {
+            None => (false, 0),
+            Some(Some(k)) if k <= 20 => (true, k),
+            Some(_) => return Err(bad("`logprobs` must be a whole number from 0 to 20".into())),
+        },
+    };
+    let seed = match number("seed") {
+        None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+        Some(x) => x
+            .as_i64()
+            .map(|s| s as u64)
+            .or_else(|| x.as_u64())
+            .ok_or_else(|| bad("`seed` must be an integer".into()))?,
+    };
+    let cfg = SamplingConfig {
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        top_k,
+        min_p: min_p as f32,
+        max_new_tokens: limit,
+        seed,
+        stop,
+        top_logprobs: if logprobs { top_logprobs as u32 } else { 0 },
+        ..Default::default()
+    };
+    Ok(Request {
+        api,
+        ids,
+        n: n as u32,
+        cfg,
+        limit,
+        seed,
+        stream: v["stream"].as_bool().unwrap_or(false),
+        usage_in_stream: v["stream_options"]["include_usage"].as_bool().unwrap_or(false),
+        logprobs,
+        token_ids: v["return_tokens_as_token_ids"].as_bool().unwrap_or(false),
+    })
+}
+
+/// A message's text: a string, or the text parts of a list (`[{"type": "text", "text": ...}]`).
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => Some(String::new()),
+        Value::Array(parts) => parts.iter().map(|p| p["text"].as_str()).collect::<Option<Vec<_>>>().map(|t| t.concat()),
+        _ => None,
+    }
+}
+
+/// A generated position: the token, its log-probability, the most likely tokens there.
+type Position = (u32, f32, Vec<(u32, f32)>);
+
+/// One sample's text so far, turned into what the client sees: text deltas that never cut a character
+/// in two or show a stop string (text that could begin one is held back until it cannot).
+struct Choice {
+    tokens: Vec<u32>,
+    positions: Vec<Position>,
+    /// Text bytes already sent, and positions whose logprobs were sent.
+    sent_text: usize,
+    sent_positions: usize,
+    finish: Option<Finish>,
+    stop_reason: Option<String>,
+    /// Whether the first streamed chunk (the role) went out.
+    started: bool,
+}
+
+/// A request's responses being put together.
+struct Output {
+    shared: Arc<Shared>,
+    request: Request,
+    id: String,
+    choices: Vec<Choice>,
+    ended: usize,
+}
+
+impl Output {
+    fn new(shared: Arc<Shared>, request: Request) -> Output {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = if request.api == Api::Chat { "chatcmpl" } else { "cmpl" };
+        let choices = (0..request.n)
+            .map(|_| Choice {
+                tokens: Vec::new(),
+                positions: Vec::new(),
+                sent_text: 0,
+                sent_positions: 0,
+                finish: None,
+                stop_reason: None,
+                started: false,
+            })
+            .collect();
+        let id = format!("{prefix}-{:x}-{number}", shared.created);
+        Output { shared, request, id, choices, ended: 0 }
+    }
+
+    /// The text of choice `c` as it stands: cut before a stop string it ended with.
+    fn text(&self, c: usize) -> String {
+        let choice = &self.choices[c];
+        let text = self.shared.tokenizer.decode(&choice.tokens, false).unwrap_or_default();
+        match &choice.stop_reason {
+            Some(stop) => text.strip_suffix(stop.as_str()).unwrap_or(&text).to_string(),
+            None => text,
+        }
+    }
+
+    /// Record one step of the decoding thread; when streaming, the events to send.
+    fn on(&mut self, step: Step) -> Vec<String> {
+        let c = match step {
+            Step::Token { choice, token, logprob, top } => {
+                let c = &mut self.choices[choice as usize];
+                c.tokens.push(token);
+                c.positions.push((token, logprob, top));
+                choice as usize
+            }
+            Step::Eos { choice, token, logprob, top } => {
+                self.choices[choice as usize].positions.push((token, logprob, top));
+                choice as usize
+            }
+            Step::End { choice, finish } => {
+                self.ended += 1;
+                let text =
+                    self.shared.tokenizer.decode(&self.choices[choice as usize].tokens, false).unwrap_or_default();
+                let c = &mut self.choices[choice as usize];
+                c.finish = Some(finish);
+                if finish == Finish::Stop {
+                    c.stop_reason = self.request.cfg.stop.iter().find(|s| text.ends_with(s.as_str())).cloned();
+                }
+                choice as usize
+            }
+        };
+        if !self.request.stream {
+            return Vec::new();
+        }
+        let mut events = self.delta(c);
+        if self.ended == self.choices.len() {
+            events.extend(self.finish());
+        }
+        events
+    }
+
+    /// The streamed chunk of what choice `c` has new, if anything.
+    fn delta(&mut self, c: usize) -> Vec<String> {
+        let text = self.text(c);
+        let choice = &self.choices[c];
+        let hold = if choice.finish.is_some() {
+            0
+        } else {
+            // a character still being spelled out over tokens, or the start of a stop string
+            let longest = self.request.cfg.stop.iter().map(String::len).max().unwrap_or(0);
+            let partial = if text.ends_with('\u{FFFD}') { '\u{FFFD}'.len_utf8() } else { 0 };
+            partial.max(longest.saturating_sub(1))
+        };
+        let mut upto = text.len().saturating_sub(hold).max(choice.sent_text.min(text.len()));
+        while !text.is_char_boundary(upto) {
+            upto -= 1;
+        }
+        let new_text = text.get(choice.sent_text..upto).unwrap_or("").to_string();
+        // positions go out with the text they make: all of them once the text is sent up to its end
+        let positions = if upto == text.len() { choice.positions.len() } else { choice.sent_positions };
+        let logprobs = self.logprobs(c, choice.sent_positions..positions);
+        let role = !choice.started && self.request.api == Api::Chat;
+        let finish = choice.finish;
+        if new_text.is_empty() && positions == choice.sent_positions && !role && finish.is_none() {
+            return Vec::new();
+        }
+        let choice = &mut self.choices[c];
+        choice.sent_text = upto.max(choice.sent_text);
+        choice.sent_positions = positions;
+        choice.started = true;
+        let stop_reason = choice.stop_reason.clone();
+        let mut entry = match self.request.api {
+            Api::Chat => {
+                let mut delta = json!({"content": new_text});
+                if role {
+                    delta["role"] = json!("assistant");
+                }
+                json!({"index": c, "delta": delta})
+            }
+            Api::Completions => json!({"index": c, "text": new_text}),
+        };
+        entry["logprobs"] = logprobs;
+        entry["finish_reason"] = finish.map_or(Value::Null, |f| json!(finish_name(f)));
+        if finish.is_some() {
+            entry["stop_reason"] = json!(stop_reason);
+        }
+        vec![self.chunk(vec![entry]).to_string()]
+    }
+
+    /// The last events of a stream: the usage when asked, then `[DONE]`.
+    fn finish(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        if self.request.usage_in_stream {
+            let mut chunk = self.chunk(Vec::new());
+            chunk["usage"] = self.usage();
+            events.push(chunk.to_string());
+        }
+        events.push("[DONE]".into());
+        events
+    }
+
+    fn chunk(&self, choices: Vec<Value>) -> Value {
+        let object = if self.request.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" };
+        json!({
+            "id": self.id, "object": object, "created": now(), "model": self.shared.name,
+            "system_fingerprint": fingerprint(), "choices": choices,
+        })
+    }
+
+    fn usage(&self) -> Value {
+        let prompt = self.request.ids.len();
+        // as vLLM counts: the end-of-sequence token too
+        let completion: usize = self.choices.iter().map(|c| c.positions.len()).sum();
+        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    }
+
+    /// The whole response (not streamed).
+    fn whole(&self) -> Value {
+        let choices: Vec<Value> = (0..self.choices.len())
+            .map(|c| {
+                let choice = &self.choices[c];
+                let text = self.text(c);
+                let mut entry = match self.request.api {
+                    Api::Chat => json!({"index": c, "message": {"role": "assistant", "content": text}}),
+                    Api::Completions => json!({"index": c, "text": text}),
+                };
+                entry["logprobs"] = self.logprobs(c, 0..choice.positions.len());
+                entry["finish_reason"] = json!(finish_name(choice.finish.unwrap_or(Finish::Length)));
+                entry["stop_reason"] = json!(choice.stop_reason);
+                entry
+            })
+            .collect();
+        let object = if self.request.api == Api::Chat { "chat.completion" } else { "text_completion" };
+        json!({
+            "id": self.id, "object": object, "created": now(), "model": self.shared.name,
+            "system_fingerprint": fingerprint(), "choices": choices, "usage": self.usage(),
+        })
+    }
+
+    /// The `logprobs` of positions `range` of choice `c` in the request's API's shape (null when not
+    /// asked). Each token also carries its `id` (as llama.cpp's server gives it).
+    fn logprobs(&self, c: usize, range: std::ops::Range<usize>) -> Value {
+        if !self.request.logprobs {
+            return Value::Null;
+        }
+        let name = |t: u32| -> String {
+            if self.request.token_ids {
+                format!("token_id:{t}")
+            } else {
+                self.shared.tokenizer.decode(&[t], false).unwrap_or_default()
+            }
+        };
+        let positions = &self.choices[c].positions[range.clone()];
+        match self.request.api {
+            Api::Chat => {
+                let entry = |t: u32, lp: f32| {
+                    let bytes = self.shared.tokenizer.decode(&[t], false).unwrap_or_default().into_bytes();
+                    json!({"token": name(t), "logprob": lp, "bytes": bytes, "id": t})
+                };
+                let content: Vec<Value> = positions
+                    .iter()
+                    .map(|(t, lp, top)| {
+                        let mut e = entry(*t, *lp);
+                        e["top_logprobs"] = top.iter().map(|&(t, lp)| entry(t, lp)).collect();
+                        e
+                    })
+                    .collect();
+                json!({ "content": content })
+            }
+            Api::Completions => {
+                let tokens: Vec<String> = positions.iter().map(|p| name(p.0)).collect();
+                let mut offset = self.text_offset(c, range.start);
+                let offsets: Vec<usize> = tokens
+                    .iter()
+                    .map(|t| {
+                        let here = offset;
+                        offset += t.len();
+                        here
+                    })
+                    .collect();
+                let tops: Vec<Value> = positions
+                    .iter()
+                    .map(|(_, _, top)| {
+                        Value::Object(
+                            top.iter().map(|&(t, lp)| (name(t), json!(lp))).collect::<serde_json::Map<_, _>>(),
+                        )
+                    })
+                    .collect();
+                json!({
+                    "tokens": tokens,
+                    "token_logprobs": positions.iter().map(|p| p.1).collect::<Vec<_>>(),
+                    "top_logprobs": tops,
+                    "text_offset": offsets,
+                })
+            }
+        }
+    }
+
+    /// Where position `at` of choice `c` starts in its text (bytes).
+    fn text_offset(&self, c: usize, at: usize) -> usize {
+        if at == 0 {
+            return 0;
+        }
+        let tokens = &self.choices[c].tokens;
+        self.shared.tokenizer.decode(&tokens[..at.min(tokens.len())], false).map_or(0, |t| t.len())
+    }
+}
+
+fn finish_name(f: Finish) -> &'static str {
+    if f == Finish::Length { "length" } else { "stop" }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn fingerprint() -> String {
+    format!("forge-{}", env!("CARGO_PKG_VERSION"))
+}
