@@ -60,3 +60,51 @@ pub fn decode(c: &mut Criterion) {
     }
     group.finish();
 }
+
+/// Static against continuous batching when completions vary tenfold in length: 64 prompts of the same
+/// random 9.9M-parameter Qwen2, each with its own budget of 16 to 160 new tokens (greedy; the random model
+/// ends earlier now and then, the same way in both), 8 sequences decoding at once. Static decodes the
+/// prompts 8 by 8, each batch until its longest sequence ends; continuous gives a finished sequence's
+/// slot to the next prompt. Throughput is generated tokens (the same count in both).
+pub fn batching(c: &mut Criterion) {
+    use forge::model::chat::Message;
+    use forge::progress::Progress;
+    use forge::teacher::local::Local;
+    use forge::teacher::{Prompt, SamplingConfig, Teacher};
+
+    forge::keep_freed_memory();
+    let dir = tempfile::tempdir().unwrap();
+    let size = Size { hidden: 256, intermediate: 1024, layers: 10, heads: 8, kv_heads: 4 };
+    write(dir.path(), Arch::Qwen2, size, 1).unwrap();
+    let mut local = Local::open(dir.path()).unwrap();
+    let prompts: Vec<Prompt> = (0..64u32)
+        .map(|i| Prompt {
+            key: format!("p{i}"),
+            messages: vec![Message::new("user", &format!("Problem {i}: what is {} + {}?", i * 7, i * 13))],
+            prefill: String::new(),
+            n: 1,
+            max_new_tokens: Some(16 * (1 + (i * 7) % 10)),
+            first_sample: 0,
+        })
+        .collect();
+    let cfg = SamplingConfig { temperature: 0.0, max_new_tokens: 160, ..Default::default() };
+    let hidden = Progress::hidden();
+    let slots = 8;
+    let samples = local.generate(&prompts, &cfg, &hidden).unwrap();
+    let tokens: u32 = samples.iter().flatten().map(|s| s.completion_tokens).sum();
+
+    let mut group = c.benchmark_group("batching");
+    group.sample_size(10).measurement_time(Duration::from_secs(40));
+    group.throughput(Throughput::Elements(u64::from(tokens)));
+    group.bench_function("static", |b| {
+        b.iter(|| {
+            for chunk in prompts.chunks(slots) {
+                local.generate(chunk, &cfg, &hidden).unwrap();
+            }
+        });
+    });
+    group.bench_function("continuous", |b| {
+        b.iter(|| local.generate_each(&prompts, &cfg, slots, &hidden, &mut |_, _| Ok(())).unwrap());
+    });
+    group.finish();
+}

@@ -11,5 +11,13 @@ mod generate;
 mod train;
 mod verify;
 
-criterion_group!(benches, dataset::read_write, verify::throughput, filter::throughput, generate::decode, train::step);
+criterion_group!(
+    benches,
+    dataset::read_write,
+    verify::throughput,
+    filter::throughput,
+    generate::decode,
+    generate::batching,
+    train::step
+);
 criterion_main!(benches);

@@ -80,6 +80,37 @@ impl Seq {
     }
 }
 
+/// Sequences prefilled and waiting to join a batch, with their KV cache rows and first logits.
+pub struct Prefilled {
+    cache: KvCache,
+    seqs: Vec<Seq>,
+    next: Vec<Vec<f32>>,
+}
+
+impl Prefilled {
+    pub fn seqs(&self) -> &[Seq] {
+        &self.seqs
+    }
+
+    /// The first `rows` sequences, taken out.
+    pub fn split_off(&mut self, rows: usize, local: &Local) -> Result<Prefilled> {
+        if rows >= self.seqs.len() {
+            let empty = Prefilled { cache: KvCache::default(), seqs: Vec::new(), next: Vec::new() };
+            return Ok(std::mem::replace(self, empty));
+        }
+        let dev = local.model.device();
+        let pick = |r: std::ops::Range<usize>| Tensor::new(r.map(|i| i as u32).collect::<Vec<_>>(), dev);
+        let (head, tail) = (pick(0..rows).map_err(candle)?, pick(rows..self.seqs.len()).map_err(candle)?);
+        let first = Prefilled {
+            cache: self.cache.select(&head).map_err(candle)?,
+            seqs: self.seqs.drain(..rows).collect(),
+            next: self.next.drain(..rows).collect(),
+        };
+        self.cache = self.cache.select(&tail).map_err(candle)?;
+        Ok(first)
+    }
+}
+
 /// The running batch: its sequences, their KV cache (row `i` is `seqs[i]`'s), and the logits each one
 /// samples its next token from.
 pub struct Batch<'t> {
@@ -110,9 +141,17 @@ impl<'t> Batch<'t> {
     /// Prefill the prompts (token ids, each with its sequences) together, and add their sequences to the
     /// batch; they sample their first token at the next [`Batch::step`].
     pub fn admit(&mut self, prompts: Vec<(Vec<u32>, Vec<Seq>)>) -> Result<()> {
+        let ready = self.prefill(prompts)?;
+        self.join(ready)
+    }
+
+    /// Prefill the prompts (token ids, each with its sequences) together, ready to join the batch, whole
+    /// or a few prompts at a time ([`Prefilled::split_off`]): a prefill of many prompts uses the cores
+    /// far better than one of a single prompt.
+    pub fn prefill(&self, prompts: Vec<(Vec<u32>, Vec<Seq>)>) -> Result<Prefilled> {
         let prompts: Vec<_> = prompts.into_iter().filter(|(_, seqs)| !seqs.is_empty()).collect();
         if prompts.is_empty() {
-            return Ok(());
+            return Ok(Prefilled { cache: KvCache::default(), seqs: Vec::new(), next: Vec::new() });
         }
         let ids: Vec<Vec<u32>> = prompts.iter().map(|(ids, _)| ids.clone()).collect();
         let (cache, last, valid) = self.local.prefill(&ids)?;
@@ -120,23 +159,34 @@ impl<'t> Batch<'t> {
             prompts.iter().enumerate().flat_map(|(p, (_, seqs))| std::iter::repeat_n(p as u32, seqs.len())).collect();
         let order = Tensor::new(order, self.local.model.device()).map_err(candle)?;
         let cache = cache.select(&order).map_err(candle)?;
-        let last: Vec<Vec<f32>> = last.index_select(&order, 0).and_then(|l| l.to_vec2()).map_err(candle)?;
-        let (old, new) = (self.cache.len(), cache.len());
-        let width = old.max(new);
-        if !self.seqs.is_empty() {
-            for s in &mut self.seqs {
-                s.valid.splice(0..0, std::iter::repeat_n(false, width - old));
-            }
-        }
+        let next: Vec<Vec<f32>> = last.index_select(&order, 0).and_then(|l| l.to_vec2()).map_err(candle)?;
+        let mut all = Vec::with_capacity(next.len());
         for (p, (ids, seqs)) in prompts.into_iter().enumerate() {
             for mut s in seqs {
                 s.prompt_tokens = ids.len() as u32;
-                s.valid = std::iter::repeat_n(false, width - new).chain(valid[p].iter().copied()).collect();
-                self.seqs.push(s);
+                s.valid = valid[p].clone();
+                all.push(s);
             }
         }
-        self.cache = self.cache.join(&cache).map_err(candle)?;
-        self.next.extend(last);
+        Ok(Prefilled { cache, seqs: all, next })
+    }
+
+    /// Add prefilled sequences to the batch, their cache and the batch's right-aligned.
+    pub fn join(&mut self, ready: Prefilled) -> Result<()> {
+        if ready.seqs.is_empty() {
+            return Ok(());
+        }
+        let (old, new) = (self.cache.len(), ready.cache.len());
+        let width = old.max(new);
+        for s in &mut self.seqs {
+            s.valid.splice(0..0, std::iter::repeat_n(false, width - old));
+        }
+        for mut s in ready.seqs {
+            s.valid.splice(0..0, std::iter::repeat_n(false, width - new));
+            self.seqs.push(s);
+        }
+        self.cache = self.cache.join(&ready.cache).map_err(candle)?;
+        self.next.extend(ready.next);
         Ok(())
     }
 

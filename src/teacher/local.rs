@@ -141,30 +141,48 @@ impl Local {
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
         self.check_context(prompts, &ids, cfg)?;
         let shared = std::sync::Arc::new(cfg.clone());
+        let seqs = |i: usize| -> Vec<Seq> {
+            let p = &prompts[i];
+            let seq = |k| Seq::new(i, k, shared.clone(), p.limit(cfg), stream(cfg.seed, &p.key, p.first_sample + k));
+            (0..p.n).map(seq).collect()
+        };
         let mut batch = Batch::new(self);
+        let mut ready = batch.prefill(Vec::new())?;
         let mut finished: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
         let mut left: Vec<u32> = prompts.iter().map(|p| p.n).collect();
         let mut next = 0;
         loop {
-            // the next prompts whose samples fit in the free slots (one at least when nothing runs)
-            let (mut join, mut free) = (Vec::new(), slots.saturating_sub(batch.len()));
-            while let Some(prompt) = prompts.get(next) {
-                let n = prompt.n as usize;
-                if n == 0 {
-                    done(next, Vec::new())?;
-                } else if n <= free || (batch.is_empty() && join.is_empty()) {
-                    free = free.saturating_sub(n);
-                    let seqs = (0..prompt.n).map(|k| {
-                        let rng = stream(cfg.seed, &prompt.key, prompt.first_sample + k);
-                        Seq::new(next, k, shared.clone(), prompt.limit(cfg), rng)
-                    });
-                    join.push((ids[next].clone(), seqs.collect()));
-                } else {
+            let free = slots.saturating_sub(batch.len());
+            // the next prompts are prefilled together, a batch's worth (one prompt at least), and join as
+            // slots free up
+            if ready.seqs().is_empty() && free > 0 && next < prompts.len() {
+                let mut group = Vec::new();
+                let mut samples = 0;
+                while let Some(p) = prompts.get(next) {
+                    if p.n == 0 {
+                        done(next, Vec::new())?;
+                    } else if samples + p.n as usize <= slots || group.is_empty() {
+                        samples += p.n as usize;
+                        group.push((ids[next].clone(), seqs(next)));
+                    } else {
+                        break;
+                    }
+                    next += 1;
+                }
+                ready = batch.prefill(group)?;
+            }
+            // whole prompts that fit in the free slots (one at least when nothing runs)
+            let (mut rows, mut at) = (0, 0);
+            while let Some(s) = ready.seqs().get(at) {
+                let n = prompts[s.owner].n as usize;
+                if rows + n > free && !(batch.is_empty() && rows == 0) {
                     break;
                 }
-                next += 1;
+                (rows, at) = (rows + n, at + n);
             }
-            batch.admit(join)?;
+            if rows > 0 {
+                batch.join(ready.split_off(rows, self)?)?;
+            }
             if batch.is_empty() {
                 return Ok(());
             }
