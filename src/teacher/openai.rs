@@ -713,6 +713,25 @@ impl Teacher for OpenAi {
         sampling: &SamplingConfig,
         progress: &Progress,
     ) -> Result<Vec<Vec<Sample>>> {
+        let mut out = vec![Vec::new(); prompts.len()];
+        self.generate_each(prompts, sampling, 0, progress, &mut |i, samples| {
+            out[i] = samples;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every sample one request, `--concurrency` in flight, sent in prompt order; a prompt's samples go to
+    /// `done` when its last one is answered, so the next prompts' requests keep the pipe full meanwhile
+    /// (`slots` does not apply: the servers batch).
+    fn generate_each(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        _slots: usize,
+        progress: &Progress,
+        done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
+    ) -> Result<()> {
         if sampling.beams > 1 {
             return Err(Error::usage("beam search runs on the local teacher only")
                 .with_hint("serve the checkpoint's directory with `--teacher local:DIR`, or sample with `-n`"));
@@ -723,20 +742,28 @@ impl Teacher for OpenAi {
             ));
         }
         let this = &*self;
-        let mut done: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
+        let mut answered: Vec<Vec<Option<Sample>>> = prompts.iter().map(|p| vec![None; p.n as usize]).collect();
+        let mut left: Vec<u32> = prompts.iter().map(|p| p.n).collect();
+        for (i, _) in prompts.iter().enumerate().filter(|(_, p)| p.n == 0) {
+            done(i, Vec::new())?;
+        }
         let work = prompts.iter().enumerate().flat_map(|(i, p)| (0..p.n).map(move |k| (i, p, p.first_sample + k)));
         this.runtime.block_on(async {
             let mut jobs = futures_util::stream::iter(work)
                 .map(|(i, p, k)| async move { (i, k, this.sample(p, k, sampling).await) })
                 .buffer_unordered(this.cfg.concurrency);
             while let Some((i, k, sample)) = jobs.next().await {
-                done[i][(k - prompts[i].first_sample) as usize] = Some(sample?);
+                answered[i][(k - prompts[i].first_sample) as usize] = Some(sample?);
                 progress.inc(1);
                 progress.message(&this.status());
+                left[i] -= 1;
+                if left[i] == 0 {
+                    let samples = std::mem::take(&mut answered[i]);
+                    done(i, samples.into_iter().map(|s| s.expect("every sample answered")).collect())?;
+                }
             }
             Ok::<_, Error>(())
-        })?;
-        Ok(done.into_iter().map(|p| p.into_iter().map(|s| s.expect("every sample answered")).collect()).collect())
+        })
     }
 }
 

@@ -226,13 +226,12 @@ pub fn write_traces(cfg: &GenerateConfig, out: &OutputArgs, ctx: &Context) -> Re
     let mut report = StageReport::new("generate", total, 0, 0.0);
     let (mut tokens, mut index, mut errors) = (0u64, 0u64, 0u64);
     let prefill = cfg.prompt.prefill();
-    // An HTTP teacher keeps `--concurrency` requests busy; a chunk's tail idles, so chunks are several
-    // deep. The local teacher decodes `--batch-size` problems' samples at a time and refills freed slots
-    // with the next problems, so its chunks are as long as the output shard they fill (a resumed run steps
-    // over whole finished shards).
+    // The local teacher decodes `--batch-size` problems' samples at a time and refills freed places with
+    // the next problems; an HTTP teacher keeps `--concurrency` requests in flight, the next problems' as
+    // earlier ones finish. So a chunk is as long as the output shard it fills (a resumed run steps over
+    // whole finished shards); budget forcing runs in rounds, `--batch-size` problems at a time.
     let slots = cfg.batch_size * cfg.n as usize;
-    let static_chunk = (http || cfg.budget.active())
-        .then(|| if http { (cfg.http.concurrency * 4).div_ceil(cfg.n as usize) } else { cfg.batch_size });
+    let static_chunk = cfg.budget.active().then_some(cfg.batch_size);
     let id = teacher.id().to_string();
     for batch in input.rows_of::<Problem>(TableKind::Problems, range) {
         let problems = batch?;
