@@ -16,6 +16,9 @@ pub struct RowView<'a> {
     pub chars: u64,
     /// Generated tokens, where the table records them.
     pub tokens: Option<u64>,
+    /// Why the teacher gave no sample, for a trace whose request failed past its retries
+    /// (`finish_reason = "error"`).
+    pub teacher_error: Option<&'a str>,
 }
 
 /// How a row overlaps a benchmark item.
@@ -32,6 +35,8 @@ pub enum Overlap<'a> {
 pub enum RowCheck {
     /// The prompt or completion overlaps a benchmark item (`--decontaminate`).
     Contaminated,
+    /// The teacher's request failed past its retries: there is no sample (an HTTP teacher's error row).
+    TeacherError,
     /// One of the verifier's checks failed: truncated, repetition loop, wrong language, bad format, no answer
     /// (a wrong answer is not a row check: the pass rate counts it first).
     Verdict(Reason, fn(&Verdict) -> bool),
@@ -46,7 +51,7 @@ pub enum RowCheck {
 impl RowCheck {
     /// The checks `cfg` asks for, in reason order.
     pub fn list(cfg: &FilterConfig) -> Vec<RowCheck> {
-        let mut checks = vec![RowCheck::Contaminated];
+        let mut checks = vec![RowCheck::Contaminated, RowCheck::TeacherError];
         if !cfg.no_verify {
             checks.extend([
                 RowCheck::Verdict(Reason::Truncated, |v| v.truncated),
@@ -65,6 +70,7 @@ impl RowCheck {
     pub fn reason(self) -> Reason {
         match self {
             RowCheck::Contaminated => Reason::Contaminated,
+            RowCheck::TeacherError => Reason::TeacherError,
             RowCheck::Verdict(reason, _) => reason,
             RowCheck::MinChars(_) => Reason::TooShort,
             RowCheck::MaxChars(_) | RowCheck::MaxTokens(_) => Reason::TooLong,
@@ -93,6 +99,7 @@ impl RowCheck {
                 };
                 detail.to_string()
             }),
+            RowCheck::TeacherError => row.teacher_error.map(str::to_string),
             RowCheck::Verdict(_, failed) => row
                 .verdict
                 .filter(|v| failed(v))
@@ -121,7 +128,7 @@ mod tests {
         let reasons: Vec<Reason> = checks.iter().map(|c| c.reason()).collect();
         assert!(reasons.is_sorted(), "{reasons:?}");
         let cut = verify_answer("4", "<think>never closed", &VerifySettings::default());
-        let row = |verdict, chars, tokens| RowView { contamination: None, verdict, chars, tokens };
+        let row = |verdict, chars, tokens| RowView { contamination: None, verdict, chars, tokens, teacher_error: None };
         // Truncated (and with no answer) and too short: truncated comes first, with every failed check named.
         let (reason, detail) = first_failure(&checks, &row(Some(&cut), 3, None)).unwrap();
         assert_eq!((reason, detail.as_str()), (Reason::Truncated, "unclosed_reasoning,no_answer"));

@@ -241,6 +241,7 @@ impl FilterStep {
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Contaminated,
+    TeacherError,
     Truncated,
     Repetition,
     Language,
@@ -259,8 +260,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 16] = [
+    const ALL: [Reason; 17] = [
         Reason::Contaminated,
+        Reason::TeacherError,
         Reason::Truncated,
         Reason::Repetition,
         Reason::Language,
@@ -281,6 +283,7 @@ impl Reason {
     pub fn name(self) -> &'static str {
         match self {
             Reason::Contaminated => "contaminated",
+            Reason::TeacherError => "teacher_error",
             Reason::Truncated => "truncated",
             Reason::Repetition => "repetition",
             Reason::Language => "language",
@@ -514,7 +517,8 @@ impl crate::stage::Stage for Filter {
     const ABOUT: &'static str = "Turn raw traces into training data: verify, decontaminate, deduplicate, select";
     const LONG_ABOUT: Option<&'static str> = Some(
         "Turn raw traces into training data. Each row is kept or rejected with a reason: \
-                      contaminated (shares a word 8-gram with an evaluation item), truncated, repetition, \
+                      contaminated (shares a word 8-gram with an evaluation item), teacher_error (an HTTP teacher's \
+                      request that failed past its retries), truncated, repetition, \
                       language, bad_format, no_answer, too_short, too_long, no_consensus (no majority answer \
                       for a problem without gold), pass_rate, incorrect, duplicate_prompt, exact_duplicate, \
                       near_duplicate, semantic_duplicate (a prompt that means the same as an earlier problem's, by \

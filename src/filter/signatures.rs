@@ -243,6 +243,8 @@ struct Columns<'a> {
     metadata: &'a StringArray,
     completion: Option<&'a StringArray>,
     finish_reason: Option<&'a StringArray>,
+    /// A trace's `error` (the column is absent from traces written before it existed).
+    error: Option<&'a StringArray>,
     tests: Option<&'a arrow_array::ListArray>,
     tokens: Option<&'a arrow_array::PrimitiveArray<UInt32Type>>,
 }
@@ -260,6 +262,7 @@ impl<'a> Columns<'a> {
             metadata: s("metadata"),
             completion: traces.then(|| s("completion")),
             finish_reason: traces.then(|| s("finish_reason")),
+            error: batch.column_by_name("error").filter(|_| traces).map(AsArray::as_string::<i32>),
             tests: batch.column_by_name("tests").map(AsArray::as_list::<i32>),
             tokens: traces
                 .then(|| batch.column_by_name("completion_tokens").expect("conformed").as_primitive::<UInt32Type>()),
@@ -477,6 +480,9 @@ fn row_facts(
         verdict: verdict.as_ref(),
         chars: facts.chars,
         tokens: cols.tokens.map(|t| u64::from(t.value(i))),
+        teacher_error: cols.finish_reason.filter(|f| f.value(i) == "error").map(|_| {
+            cols.error.and_then(|e| opt(e, i)).unwrap_or("the request failed")
+        }),
     };
     facts.early = first_failure(checks, &view);
     let keys = if cfg.near_dup { hasher.band_keys(text) } else { None };

@@ -609,8 +609,9 @@ fn near_dup_benchmark_precision_and_recall() {
     }
 }
 
-/// The reasons the first test does not reach: the verifier's language, format and answer checks, the
-/// length limits, and the pass-rate window (a problem answered right by 1 of 3 samples is outside 0.5:1).
+/// The reasons the first test does not reach: an HTTP teacher's error row, the verifier's language, format
+/// and answer checks, the length limits, and the pass-rate window (a problem answered right by 1 of 3
+/// samples is outside 0.5:1).
 #[test]
 fn language_format_answer_length_and_pass_rate_rejections() {
     let s = Scratch::new();
@@ -627,6 +628,12 @@ fn language_format_answer_length_and_pass_rate_rejections() {
         trace("fmt", 0, &q(2), Some("12"), "<think>3 * 4</think> wait <think>= 12</think> The answer is \\boxed{12}."),
         trace("none", 0, &q(3), Some("12"), "I cannot tell how many apples Tom has from what is written here."),
         trace("short", 0, &q(4), Some("12"), "\\boxed{12}"),
+        {
+            let mut row = trace("failed", 0, &q(7), Some("12"), "");
+            row["finish_reason"] = "error".into();
+            row["error"] = "HTTP 503 after 8 retries".into();
+            row
+        },
         trace("long", 0, &q(5), Some("18"), &long_solution("18", "own")),
         trace("hard", 0, &q(6), Some("12"), "Three boxes of four apples make 3 * 4 = 12. The answer is \\boxed{12}."),
         trace("hard", 1, &q(6), Some("12"), "Three boxes and four apples make 3 + 4 = 7. The answer is \\boxed{7}."),
@@ -640,6 +647,7 @@ fn language_format_answer_length_and_pass_rate_rejections() {
         ("lang#0", "language"),
         ("fmt#0", "bad_format"),
         ("none#0", "no_answer"),
+        ("failed#0", "teacher_error"),
         ("short#0", "too_short"),
         ("long#0", "too_long"),
         ("hard#0", "pass_rate"),
