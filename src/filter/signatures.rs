@@ -480,9 +480,10 @@ fn row_facts(
         verdict: verdict.as_ref(),
         chars: facts.chars,
         tokens: cols.tokens.map(|t| u64::from(t.value(i))),
-        teacher_error: cols.finish_reason.filter(|f| f.value(i) == "error").map(|_| {
-            cols.error.and_then(|e| opt(e, i)).unwrap_or("the request failed")
-        }),
+        teacher_error: cols
+            .finish_reason
+            .filter(|f| f.value(i) == "error")
+            .map(|_| cols.error.and_then(|e| opt(e, i)).unwrap_or("the request failed")),
     };
     facts.early = first_failure(checks, &view);
     let keys = if cfg.near_dup { hasher.band_keys(text) } else { None };

@@ -34,8 +34,9 @@ pub struct HttpConfig {
     /// (/v1/completions: forge renders the template of `--chat-template`, so a `--prefill` works)
     #[arg(long, value_enum, default_value_t = DEFAULT.api, value_name = "API")]
     pub api: Api,
-    /// HTTP teacher with `--api completions`: the directory whose chat template renders the prompt (the
-    /// teacher's checkpoint or tokenizer directory)
+    /// HTTP teacher: the teacher's checkpoint or tokenizer directory; with `--api completions` its chat
+    /// template renders the prompt, and its tokenizer names the top-logprob tokens of servers that give
+    /// only their text (hosted APIs)
     #[arg(long, value_name = "DIR")]
     pub chat_template: Option<PathBuf>,
     /// HTTP teacher: the environment variable holding the API key (never written anywhere)
@@ -215,8 +216,9 @@ impl OpenAi {
             }
         };
         let template = template(cfg)?;
-        let tokenizer = match (&template, &cfg.chat_template) {
-            (Some(_), Some(dir)) if dir.join("tokenizer.json").exists() => Some(Tokenizer::from_dir(dir)?),
+        // also with the chat API: it names the top-logprob tokens of servers that give only their text
+        let tokenizer = match &cfg.chat_template {
+            Some(dir) if dir.join("tokenizer.json").exists() => Some(Tokenizer::from_dir(dir)?),
             _ => None,
         };
         let mut journal =
@@ -474,7 +476,7 @@ impl OpenAi {
                 }
             },
         };
-        let sample = choice(&response, s, latency_s, cached)
+        let sample = choice(&response, s, latency_s, cached, self.tokenizer.as_ref())
             .map_err(|e| Error::usage(format!("problem `{}`: the server's response: {e}", prompt.key)))?;
         self.stats.tokens.set(self.stats.tokens.get() + u64::from(sample.completion_tokens));
         Ok(sample)
@@ -587,7 +589,14 @@ async fn models(
 }
 
 /// The sample a response holds (its first choice: forge asks for one per request).
-fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) -> std::result::Result<Sample, String> {
+/// `tokenizer` (the teacher's, from `--chat-template DIR`) names top-logprob tokens a server gives by text only.
+fn choice(
+    response: &Value,
+    s: &SamplingConfig,
+    latency_s: f64,
+    cached: bool,
+    tokenizer: Option<&Tokenizer>,
+) -> std::result::Result<Sample, String> {
     let c = &response["choices"][0];
     let usage = &response["usage"];
     let message = &c["message"];
@@ -605,7 +614,8 @@ fn choice(response: &Value, s: &SamplingConfig, latency_s: f64, cached: bool) ->
     }
     let logprobs: Vec<f32> = positions.iter().map(|p| p["logprob"].as_f64().unwrap_or(f64::NAN) as f32).collect();
     let top_logprobs = if s.top_logprobs > 0 {
-        positions.iter().map(|p| top_of(p, s.top_logprobs as usize)).collect::<std::result::Result<Vec<_>, _>>()?
+        let top = |p| top_of(p, s.top_logprobs as usize, tokenizer);
+        positions.iter().map(top).collect::<std::result::Result<Vec<_>, _>>()?
     } else {
         Vec::new()
     };
@@ -676,26 +686,68 @@ fn logprob_positions(logprobs: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// The `k` most likely tokens at one position, by id: the entry's `id` (llama.cpp) or a `token_id:N`
-/// token (vLLM with `return_tokens_as_token_ids`). Sorted and deduplicated: vLLM lists the sampled token
-/// first, then the others.
-fn top_of(position: &Value, k: usize) -> std::result::Result<Vec<(u32, f32)>, String> {
+/// The `k` most likely tokens at one position, by id: the entry's `id` (llama.cpp, forge serve), a
+/// `token_id:N` token (vLLM with `return_tokens_as_token_ids`), else the token's text or bytes looked up in
+/// the teacher's `tokenizer` (hosted APIs). Sorted and deduplicated: vLLM lists the sampled token first, then
+/// the others.
+fn top_of(position: &Value, k: usize, tokenizer: Option<&Tokenizer>) -> std::result::Result<Vec<(u32, f32)>, String> {
     let mut top = Vec::new();
     for t in position["top_logprobs"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let id = t["id"].as_u64().or_else(|| t["token"].as_str()?.strip_prefix("token_id:")?.parse().ok()).ok_or_else(
-            || {
-                format!(
-                    "a top-logprob token without an id ({}): this server cannot give top-k token ids yet",
+        let id = t["id"]
+            .as_u64()
+            .map(|id| id as u32)
+            .or_else(|| t["token"].as_str()?.strip_prefix("token_id:")?.parse().ok())
+            .map(Ok)
+            .unwrap_or_else(|| match tokenizer {
+                Some(tokenizer) => id_of(tokenizer, t),
+                None => Err(format!(
+                    "a top-logprob token without an id ({}): this server names tokens by their text; \
+                     give the teacher's tokenizer with `--chat-template DIR` to look them up",
                     t["token"]
-                )
-            },
-        )?;
-        top.push((id as u32, t["logprob"].as_f64().unwrap_or(f64::NEG_INFINITY) as f32));
+                )),
+            })?;
+        top.push((id, t["logprob"].as_f64().unwrap_or(f64::NEG_INFINITY) as f32));
     }
     top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     top.dedup_by_key(|t| t.0);
     top.truncate(k);
     Ok(top)
+}
+
+/// The id of a top-logprob entry named by its text (`token`) and maybe its UTF-8 `bytes`: the bytes in the
+/// byte-level alphabet of GPT-2-style vocabularies (Qwen, Llama 3, DeepSeek), else the text if it is one
+/// token of `tokenizer`.
+fn id_of(tokenizer: &Tokenizer, entry: &Value) -> std::result::Result<u32, String> {
+    let text = entry["token"].as_str().unwrap_or("");
+    let bytes: Option<Vec<u8>> =
+        entry["bytes"].as_array().and_then(|b| b.iter().map(|x| x.as_u64().map(|x| x as u8)).collect());
+    let bytes = bytes.unwrap_or_else(|| text.as_bytes().to_vec());
+    if let Some(id) = tokenizer.token_id(&byte_level(&bytes)) {
+        return Ok(id);
+    }
+    match tokenizer.encode(text).map_err(|e| e.to_string())?.as_slice() {
+        [id] => Ok(*id),
+        ids => {
+            Err(format!("the top-logprob token {text:?} is {} tokens of the teacher's tokenizer, not one", ids.len()))
+        }
+    }
+}
+
+/// `bytes` in the byte-level alphabet GPT-2's tokenizer introduced: printable bytes stand for themselves,
+/// the others for the characters from U+0100 on, in byte order.
+fn byte_level(bytes: &[u8]) -> String {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    bytes
+        .iter()
+        .map(|&b| {
+            if printable(b) {
+                char::from(b)
+            } else {
+                let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+                char::from_u32(256 + n).expect("below U+0200")
+            }
+        })
+        .collect()
 }
 
 impl Teacher for OpenAi {
@@ -704,7 +756,8 @@ impl Teacher for OpenAi {
     }
 
     fn tokenizer(&self) -> Option<&Tokenizer> {
-        self.tokenizer.as_ref()
+        // budget forcing continues samples by prefills, which only the completions API takes
+        self.tokenizer.as_ref().filter(|_| self.template.is_some())
     }
 
     fn generate(
@@ -801,7 +854,7 @@ mod tests {
             }],
             "usage": {"prompt_tokens": 9, "completion_tokens": 3}
         });
-        let s = choice(&response, &sampling(2), 0.25, false).unwrap();
+        let s = choice(&response, &sampling(2), 0.25, false, None).unwrap();
         assert_eq!((s.text.as_str(), s.reasoning.as_deref()), ("42", Some("6 * 7")));
         assert_eq!(s.completion_tokens, 2, "the end-of-sequence token is not the sample's");
         assert_eq!(s.logprobs, vec![-0.5, -0.01]);
@@ -818,10 +871,37 @@ mod tests {
         let response = json!({"choices": [{"index": 0, "text": "ab", "finish_reason": "length", "logprobs": {
             "tokens": ["a", "b"], "token_logprobs": [-1.0, -2.0], "top_logprobs": [{"a": -1.0}, {"b": -2.0}]
         }}]});
-        let s = choice(&response, &sampling(0), 0.0, true).unwrap();
+        let s = choice(&response, &sampling(0), 0.0, true, None).unwrap();
         assert_eq!((s.finish, s.completion_tokens, s.logprobs.clone()), (Finish::Length, 2, vec![-1.0, -2.0]));
-        let err = choice(&response, &sampling(1), 0.0, true).unwrap_err();
+        let err = choice(&response, &sampling(1), 0.0, true, None).unwrap_err();
         assert!(err.contains("without an id"), "{err}");
+    }
+
+    /// A server that names top tokens by text only (hosted APIs): with the teacher's tokenizer the text
+    /// and bytes are looked up, a space and a byte outside ASCII included; text that is not one token is
+    /// an error that says so.
+    #[test]
+    fn top_tokens_named_by_text_are_looked_up_in_the_tokenizer() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+        let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+        let id = |text: &str| tokenizer.encode(text).unwrap()[0];
+        let response = json!({"choices": [{"index": 0, "text": "a ", "finish_reason": "length", "logprobs": {
+            "tokens": ["a", " "], "token_logprobs": [-1.0, -0.5], "top_logprobs": [{"a": -1.0, "7": -1.5}, {" ": -0.5}]
+        }}]});
+        let s = choice(&response, &sampling(2), 0.0, true, Some(&tokenizer)).unwrap();
+        assert_eq!(s.top_logprobs, vec![vec![(id("a"), -1.0), (id("7"), -1.5)], vec![(id(" "), -0.5)]]);
+        // chat form: the bytes of half a character (é is two bytes, each its own token here)
+        let e = "é".as_bytes();
+        let chat = json!({"choices": [{"index": 0, "finish_reason": "length", "message": {"content": "é"},
+            "logprobs": {"content": [{"token": "\\xc3", "logprob": -0.1, "top_logprobs": [
+                {"token": "\\xc3", "bytes": [e[0]], "logprob": -0.1}]}]}}]});
+        let s = choice(&chat, &sampling(1), 0.0, true, Some(&tokenizer)).unwrap();
+        assert_eq!(s.top_logprobs, vec![vec![(tokenizer.encode("é").unwrap()[0], -0.1)]]);
+        let two = json!({"choices": [{"index": 0, "text": "ab", "finish_reason": "length", "logprobs": {
+            "tokens": ["ab"], "token_logprobs": [-1.0], "top_logprobs": [{"ab": -1.0}]
+        }}]});
+        let err = choice(&two, &sampling(1), 0.0, true, Some(&tokenizer)).unwrap_err();
+        assert!(err.contains("2 tokens"), "{err}");
     }
 
     /// Bodies that are not a response are retried, never journaled.
