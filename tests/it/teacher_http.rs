@@ -445,7 +445,7 @@ impl Proxy {
         Proxy { port, log, rate }
     }
 
-    pub(crate) fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 }
