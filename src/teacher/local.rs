@@ -197,17 +197,6 @@ impl Local {
         }
     }
 
-    /// All samples of `prompts` decoded in one batch.
-    fn decode_batch(&self, prompts: &[Prompt], cfg: &SamplingConfig) -> Result<Vec<Vec<Sample>>> {
-        let mut out = vec![Vec::new(); prompts.len()];
-        let slots = prompts.iter().map(|p| p.n as usize).sum();
-        self.decode_each(prompts, cfg, slots, &mut |p, samples| {
-            out[p] = samples;
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     /// One decoding step: `tokens[r]` fed to row `r` of the batch after the cached positions (`valid[r]`
     /// marks the real ones, the new one last); the next-token logits of each row.
     pub(super) fn step(&self, cache: &mut KvCache, tokens: Vec<u32>, valid: &[Vec<bool>]) -> Result<Vec<Vec<f32>>> {
@@ -317,24 +306,6 @@ impl Teacher for Local {
         Some(&self.tokenizer)
     }
 
-    fn generate(
-        &mut self,
-        prompts: &[Prompt],
-        sampling: &SamplingConfig,
-        progress: &Progress,
-    ) -> Result<Vec<Vec<Sample>>> {
-        let out = if sampling.beams > 1 {
-            self.decode_beams(prompts, sampling)?
-        } else {
-            self.decode_batch(prompts, sampling)?
-        };
-        let samples: usize = out.iter().map(Vec::len).sum();
-        self.tokens += out.iter().flatten().map(|s| u64::from(s.completion_tokens)).sum::<u64>();
-        progress.inc(samples as u64);
-        progress.message(&rate(self.tokens, self.started));
-        Ok(out)
-    }
-
     fn generate_each(
         &mut self,
         prompts: &[Prompt],
@@ -343,24 +314,33 @@ impl Teacher for Local {
         progress: &Progress,
         done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
     ) -> Result<()> {
-        if sampling.beams > 1 {
-            // beam search runs its beams in static batches, `slots / beams` prompts at a time
-            let per = (slots / sampling.beams as usize).max(1);
-            for (c, chunk) in prompts.chunks(per).enumerate() {
-                for (i, samples) in self.generate(chunk, sampling, progress)?.into_iter().enumerate() {
-                    done(c * per + i, samples)?;
-                }
-            }
-            return Ok(());
-        }
         let (before, started) = (self.tokens, self.started);
         let mut tokens = 0;
-        self.decode_each(prompts, sampling, slots, &mut |p, samples| {
+        let mut count = |samples: &[Sample]| {
             tokens += samples.iter().map(|s| u64::from(s.completion_tokens)).sum::<u64>();
             progress.inc(samples.len() as u64);
             progress.message(&rate(before + tokens, started));
-            done(p, samples)
-        })?;
+        };
+        if sampling.beams > 1 {
+            // beam search decodes static batches: as many prompts as sampling would decode at once
+            let mut at = 0;
+            while at < prompts.len() {
+                let (mut end, mut used) = (at + 1, prompts[at].n as usize);
+                while end < prompts.len() && used.saturating_add(prompts[end].n as usize) <= slots {
+                    (used, end) = (used + prompts[end].n as usize, end + 1);
+                }
+                for (i, samples) in self.decode_beams(&prompts[at..end], sampling)?.into_iter().enumerate() {
+                    count(&samples);
+                    done(at + i, samples)?;
+                }
+                at = end;
+            }
+        } else {
+            self.decode_each(prompts, sampling, slots, &mut |p, samples| {
+                count(&samples);
+                done(p, samples)
+            })?;
+        }
         self.tokens += tokens;
         Ok(())
     }
@@ -396,11 +376,11 @@ mod tests {
     /// finish, for prompts of different lengths decoded in one batch.
     #[test]
     fn one_beam_is_greedy() {
-        let t = teacher();
+        let mut t = teacher();
         let ps = prompts(&["What is 3 + 4?", "Compute 12 * 5 - 7.", "1+1"], 1);
         let greedy = SamplingConfig { temperature: 0.0, max_new_tokens: 60, ..Default::default() };
         let beam = SamplingConfig { beams: 1, length_penalty: 0.0, ..greedy.clone() };
-        let (a, b) = (t.decode_batch(&ps, &greedy).unwrap(), t.decode_beams(&ps, &beam).unwrap());
+        let (a, b) = (t.generate(&ps, &greedy, &Progress::hidden()).unwrap(), t.decode_beams(&ps, &beam).unwrap());
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert_eq!((&x.tokens, x.finish), (&y.tokens, y.finish));
             assert!(x.logprobs.iter().zip(&y.logprobs).all(|(p, q)| (p - q).abs() < 1e-4));
@@ -434,7 +414,7 @@ mod tests {
     /// log-probabilities of each prompt decoded alone; short prompts overtake long ones.
     #[test]
     fn continuous_batching_equals_decoding_each_prompt_alone() {
-        let t = uncertain();
+        let mut t = uncertain();
         let texts = ["What is 2 + 2?", "7*8", "A much longer prompt, with many more tokens than the others.", "ok"];
         let mut ps = prompts(&[texts.as_slice(), texts.as_slice()].concat(), 1);
         for (i, p) in ps.iter_mut().enumerate() {
@@ -451,9 +431,8 @@ mod tests {
         })
         .unwrap();
         assert!(order.windows(2).any(|w| w[0] > w[1]), "prompts finished in order: {order:?}");
-
         for (p, got) in ps.iter().zip(&got) {
-            let alone = &t.decode_batch(std::slice::from_ref(p), &cfg).unwrap()[0];
+            let alone = &t.generate(std::slice::from_ref(p), &cfg, &Progress::hidden()).unwrap()[0];
             assert_eq!(got.len(), p.n as usize);
             for (a, b) in got.iter().zip(alone) {
                 assert_eq!((&a.text, &a.tokens, a.finish), (&b.text, &b.tokens, b.finish), "prompt {}", p.key);

@@ -90,17 +90,9 @@ pub trait Teacher {
     fn tokenizer(&self) -> Option<&crate::model::tokenizer::Tokenizer> {
         None
     }
-    /// `n` samples for each prompt, in order; `progress` counts the samples as they finish.
-    fn generate(
-        &mut self,
-        prompts: &[Prompt],
-        sampling: &SamplingConfig,
-        progress: &Progress,
-    ) -> Result<Vec<Vec<Sample>>>;
-
-    /// [`Teacher::generate`] for many prompts, at most `slots` samples decoding at once (the local teacher
-    /// gives a finished sample's slot to the next prompt): each prompt's samples go to `done(i, samples)`
-    /// as soon as they are all finished, in no set order. By default, everything in one `generate`.
+    /// `n` samples for each prompt, at most `slots` samples decoding at once (the local teacher gives a
+    /// finished sample's place to the next prompt; a server batches by itself): each prompt's samples go to
+    /// `done(i, samples)` as soon as they are all finished, in no set order; `progress` counts the samples.
     fn generate_each(
         &mut self,
         prompts: &[Prompt],
@@ -108,12 +100,21 @@ pub trait Teacher {
         slots: usize,
         progress: &Progress,
         done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
-    ) -> Result<()> {
-        let _ = slots;
-        for (i, samples) in self.generate(prompts, sampling, progress)?.into_iter().enumerate() {
-            done(i, samples)?;
-        }
-        Ok(())
+    ) -> Result<()>;
+
+    /// `n` samples for each prompt, in order, all decoding at once.
+    fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        sampling: &SamplingConfig,
+        progress: &Progress,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let mut out = vec![Vec::new(); prompts.len()];
+        self.generate_each(prompts, sampling, usize::MAX, progress, &mut |i, samples| {
+            out[i] = samples;
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 

@@ -760,20 +760,6 @@ impl Teacher for OpenAi {
         self.tokenizer.as_ref().filter(|_| self.template.is_some())
     }
 
-    fn generate(
-        &mut self,
-        prompts: &[Prompt],
-        sampling: &SamplingConfig,
-        progress: &Progress,
-    ) -> Result<Vec<Vec<Sample>>> {
-        let mut out = vec![Vec::new(); prompts.len()];
-        self.generate_each(prompts, sampling, 0, progress, &mut |i, samples| {
-            out[i] = samples;
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     /// Every sample one request, `--concurrency` in flight, sent in prompt order; a prompt's samples go to
     /// `done` when its last one is answered, so the next prompts' requests keep the pipe full meanwhile
     /// (`slots` does not apply: the servers batch).
