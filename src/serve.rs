@@ -16,6 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -81,6 +82,7 @@ pub fn serve(cfg: &ServeConfig, quiet: bool, ready: &mut dyn FnMut(&str) -> Resu
         chat: ChatTemplate::from_dir(&cfg.model)?,
         context: local.context(),
         max_tokens: cfg.max_tokens,
+        counts: Counts::default(),
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
     let (jobs, queue) = mpsc::channel::<Job>();
@@ -97,6 +99,7 @@ pub fn serve(cfg: &ServeConfig, quiet: bool, ready: &mut dyn FnMut(&str) -> Resu
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .with_state(App { shared: shared.clone(), jobs: jobs.clone() });
     drop(jobs);
     let http = std::thread::spawn(move || {
@@ -109,7 +112,7 @@ pub fn serve(cfg: &ServeConfig, quiet: bool, ready: &mut dyn FnMut(&str) -> Resu
     if !quiet {
         eprintln!("forge serve: {} at http://{addr}/v1 (Ctrl-C stops)", shared.name);
     }
-    decode(&local, &queue, cfg.max_batch)?;
+    decode(&local, &queue, cfg.max_batch, &shared.counts)?;
     http.join()
         .map_err(|_| Error::usage("the HTTP thread panicked"))?
         .map_err(|e| Error::usage(format!("serving: {e}")))?;
@@ -135,7 +138,32 @@ struct Shared {
     chat: ChatTemplate,
     context: usize,
     max_tokens: u32,
+    counts: Counts,
     created: u64,
+}
+
+/// What the decoding thread reports on `/metrics` (Prometheus' text format, as vLLM's).
+#[derive(Default)]
+struct Counts {
+    running: AtomicU64,
+    waiting: AtomicU64,
+    tokens: AtomicU64,
+    requests: AtomicU64,
+}
+
+async fn metrics(State(app): State<App>) -> String {
+    let c = &app.shared.counts;
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        ("forge_running_sequences", "gauge", "Sequences decoding now", &c.running),
+        ("forge_waiting_requests", "gauge", "Requests waiting for room in the batch", &c.waiting),
+        ("forge_generated_tokens_total", "counter", "Tokens sampled since start", &c.tokens),
+        ("forge_requests_total", "counter", "Requests admitted since start", &c.requests),
+    ] {
+        let value = value.load(Ordering::Relaxed);
+        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -151,6 +179,7 @@ struct Job {
     cfg: Arc<SamplingConfig>,
     limit: u32,
     seed: u64,
+    ignore_eos: bool,
     events: UnboundedSender<Step>,
 }
 
@@ -166,7 +195,7 @@ enum Step {
 
 /// The decoding loop: admit waiting requests while the batch has room (one at least when it is empty),
 /// step, tell each request its new tokens. Returns when the HTTP side is gone and nothing runs.
-fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize) -> Result<()> {
+fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Counts) -> Result<()> {
     let mut batch = Batch::new(local);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut live: HashMap<usize, UnboundedSender<Step>> = HashMap::new();
@@ -196,17 +225,25 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize) -> Result<()
             free = free.saturating_sub(n);
             let id = next_id;
             next_id += 1;
-            let seqs = (0..job.n)
-                .map(|k| Seq::new(id, k, job.cfg.clone(), job.limit, Rng::for_row(job.seed, "serve", u64::from(k))))
-                .collect();
-            join.push((job.ids, seqs));
+            let seq = |k| {
+                let mut seq =
+                    Seq::new(id, k, job.cfg.clone(), job.limit, Rng::for_row(job.seed, "serve", u64::from(k)));
+                seq.ignore_eos = job.ignore_eos;
+                seq
+            };
+            join.push((job.ids, (0..job.n).map(seq).collect()));
             live.insert(id, job.events);
+            counts.requests.fetch_add(1, Ordering::Relaxed);
         }
         batch.admit(join)?;
+        counts.waiting.store(waiting.len() as u64, Ordering::Relaxed);
+        counts.running.store(batch.len() as u64, Ordering::Relaxed);
         if batch.is_empty() {
             continue;
         }
         let ended = batch.step()?;
+        counts.tokens.fetch_add((batch.len() + ended.len()) as u64, Ordering::Relaxed);
+        counts.running.store(batch.len() as u64, Ordering::Relaxed);
         for seq in batch.seqs().iter().chain(&ended) {
             let Some(tx) = live.get(&seq.owner) else { continue };
             let top = seq.top.last().cloned().unwrap_or_default();
@@ -266,6 +303,8 @@ struct Request {
     logprobs: bool,
     /// Tokens named `token_id:N` (vLLM's `return_tokens_as_token_ids`).
     token_ids: bool,
+    /// Sample past end-of-sequence tokens (vLLM's `ignore_eos`).
+    ignore_eos: bool,
 }
 
 async fn chat(State(app): State<App>, body: axum::body::Bytes) -> Response {
@@ -291,6 +330,7 @@ async fn respond(app: App, api: Api, body: &[u8]) -> Response {
         cfg: Arc::new(request.cfg.clone()),
         limit: request.limit,
         seed: request.seed,
+        ignore_eos: request.ignore_eos,
         events: tx,
     };
     if app.jobs.send(job).is_err() {
@@ -439,6 +479,7 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
         usage_in_stream: v["stream_options"]["include_usage"].as_bool().unwrap_or(false),
         logprobs,
         token_ids: v["return_tokens_as_token_ids"].as_bool().unwrap_or(false),
+        ignore_eos: v["ignore_eos"].as_bool().unwrap_or(false),
     })
 }
 

@@ -25,6 +25,9 @@ pub struct Seq {
     pub cfg: Arc<SamplingConfig>,
     /// New tokens at most.
     pub limit: usize,
+    /// Go on past end-of-sequence tokens (vLLM's `ignore_eos`, for load tests): only the limit or a stop
+    /// string ends the sequence.
+    pub ignore_eos: bool,
     rng: Rng,
     pub prompt_tokens: u32,
     /// Generated so far (without an end-of-sequence token).
@@ -46,6 +49,7 @@ impl Seq {
             sample,
             cfg,
             limit: limit as usize,
+            ignore_eos: false,
             rng,
             prompt_tokens: 0,
             tokens: Vec::new(),
@@ -199,7 +203,7 @@ impl<'t> Batch<'t> {
             if seq.cfg.top_logprobs > 0 {
                 seq.top.push(top_logprobs(logits, seq.cfg.top_logprobs as usize));
             }
-            if local.tokenizer.eos_ids.contains(&token) {
+            if !seq.ignore_eos && local.tokenizer.eos_ids.contains(&token) {
                 (seq.finish, seq.eos, seq.eos_logprob) = (Some(Finish::Stop), Some(token), logprob);
                 continue;
             }

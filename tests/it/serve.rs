@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::teacher_http::{Server, check_sampled, forge_ok, problems};
+use crate::teacher_http::{Server, check_sampled, forge_ok, get, problems, request};
 use crate::util::{Scratch, records};
 
 /// Greedy rows through `forge serve` equal `forge generate --teacher local:` on the same checkpoint (text,
@@ -100,4 +100,47 @@ fn openai_client_works_against_forge_serve() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("checks passed"), "{stdout}");
+}
+
+/// A client that hangs up mid-stream frees its place: a request that would run to 1,500 tokens
+/// (`ignore_eos`) on a server with room for one sequence, dropped after its first event, has sampled far
+/// fewer tokens once nothing runs (`/metrics`), and the next request is answered.
+#[test]
+fn a_client_that_hangs_up_stops_its_sequences() {
+    use std::io::{BufRead, Write};
+    let server = Server::forge(1);
+    let metric = |name: &str| -> u64 {
+        let text = get(server.port(), "/metrics").expect("/metrics answers");
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let body = r#"{"messages": [{"role": "user", "content": "Count to a thousand."}], "max_tokens": 1500,
+        "ignore_eos": true, "temperature": 1.0, "seed": 3, "stream": true}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("data:") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended before its first event");
+    }
+    drop(reader);
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    let start = Instant::now();
+    while metric("forge_running_sequences") > 0 {
+        assert!(start.elapsed() < Duration::from_secs(120), "the sequence never stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sampled = metric("forge_generated_tokens_total");
+    assert!(sampled < 1000, "{sampled} tokens sampled after the client hung up at the first");
+    let small = r#"{"messages": [{"role": "user", "content": "2 + 2"}], "max_tokens": 4}"#;
+    assert!(request(server.port(), "POST", "/v1/chat/completions", small).is_some());
+    assert_eq!(metric("forge_requests_total"), 2);
 }

@@ -37,7 +37,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// A GET on 127.0.0.1, the body when the status is 200.
-fn get(port: u16, path: &str) -> Option<String> {
+pub(crate) fn get(port: u16, path: &str) -> Option<String> {
     request(port, "GET", path, "")
 }
 
@@ -176,6 +176,10 @@ impl Server {
 
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 }
 
