@@ -1,9 +1,10 @@
 //! Continuous batching for the local teacher: sequences decode together, one token each per step; a
-//! sequence that ends leaves the batch at once, and new prompts join it between steps (prefilled on their
-//! own, their KV cache right-aligned to the running one's; see [`KvCache::join`]). Each sequence has its
-//! own sampling settings and random stream, and attends only to its own positions, so what it samples
-//! does not depend on what runs beside it: a prompt's samples are the same in any batch, and `forge
-//! generate` and `forge serve` share this loop.
+//! sequence that ends leaves the batch at once, and new prompts join it between steps (prefilled together
+//! apart from the batch, [`Batch::prefill`], their KV cache then right-aligned to the running one's, see
+//! [`KvCache::join`]). Each sequence has its own sampling settings and random stream, and attends only to
+//! its own positions, so what it samples does not depend on what runs beside it: a prompt's tokens are the
+//! same in any batch (log-probabilities up to the products' rounding, which moves with the batch's shape).
+//! `forge generate` ([`Local::decode_each`]) and `forge serve` drive this loop.
 
 use std::sync::Arc;
 
