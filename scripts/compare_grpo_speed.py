@@ -8,7 +8,7 @@ from its first step to its last (TRL's model loading excluded, forge's process i
 and the ratio is of completion tokens sampled per second (the two policies start equal and stay near each
 other, so their completions are about as long) and of steps per second.
 
-    pip install torch==2.13.0 transformers==5.19.0 trl==1.16.0 accelerate==1.12.0 datasets==4.4.1 pyarrow
+    pip install torch==2.13.0 transformers==5.19.0 trl==1.16.0 accelerate==1.12.0 datasets==5.2.0 pyarrow
     cargo build --release
     python3 scripts/compare_grpo_speed.py [--steps 10] [--rounds 2]
 """

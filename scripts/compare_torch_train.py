@@ -9,13 +9,16 @@ tokenizer); PyTorch loads it with transformers (`attn_implementation="sdpa"`, it
 attention on the CPU). Each row is the same plain text, every token trained (forge's `text` rows; HF's
 `labels = input_ids`), one forward pass per step, AdamW (lr 1e-4, weight decay 0.01 off norms and biases,
 constant schedule), clipping at 1.0. Tokens per second exclude the first step on both sides; peak RSS is
-GNU time's for each process. Rounds alternate which side runs first.
+GNU time's for each process. Rounds alternate which side runs first. `--checkpoint` compares activation
+checkpointing on both sides: forge's `--checkpoint-layers` against transformers' `gradient_checkpointing_enable()`
+(each layer recomputed in the backward pass).
 
 The losses of the first steps must agree (same weights, same tokens, same optimizer): the script prints
 them and fails when one differs by more than 1e-3 relative.
 
     pip install torch transformers
     python3 scripts/compare_torch_train.py path/to/forge [--size small|large|both] [--rounds 2] [--threads 2]
+        [--checkpoint]
 """
 
 import argparse
@@ -39,7 +42,7 @@ TEXT = "The quick brown fox jumps over the lazy dog. "
 LOSS_TOLERANCE = 1e-3
 
 
-def torch_side(model_dir, rows, seq, steps, threads):
+def torch_side(model_dir, rows, seq, steps, threads, checkpoint):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,6 +50,8 @@ def torch_side(model_dir, rows, seq, steps, threads):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
+    if checkpoint:
+        model.gradient_checkpointing_enable()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
@@ -75,7 +80,7 @@ def run_child(args, env=None):
     return proc.stdout, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
-def forge_side(forge, init, tmp, rows, seq, steps, threads):
+def forge_side(forge, init, tmp, rows, seq, steps, threads, checkpoint):
     data = tmp / "data.jsonl"
     with open(data, "w") as f:
         for _ in range(rows * steps):
@@ -86,7 +91,8 @@ def forge_side(forge, init, tmp, rows, seq, steps, threads):
     _, peak = run_child([forge, "train-sft", "--model", init, "--data", data, "-o", out, "--epochs", "1",
                          "--lr", "1e-4", "--schedule", "constant", "--warmup-ratio", "0",
                          "--batch-tokens", str(rows * seq), "--micro-batch-tokens", str(rows * seq),
-                         "--max-length", str(seq), "--eval-share", "0", "--save-every", "0", "-q"], env=env)
+                         "--max-length", str(seq), "--eval-share", "0", "--save-every", "0", "-q"]
+                         + (["--checkpoint-layers"] if checkpoint else []), env=env)
     steps = list(csv.DictReader(open(out / "metrics.csv")))
     t = lambda r: int(r["tokens"]) / float(r["tokens_per_second"])
     tps = (int(steps[-1]["tokens"]) - int(steps[0]["tokens"])) / (t(steps[-1]) - t(steps[0]))
@@ -99,6 +105,7 @@ def main():
     ap.add_argument("--size", choices=["small", "large", "both"], default="both")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", action="store_true")
     ap.add_argument("--torch-only", action="store_true")
     ap.add_argument("--model-dir")
     ap.add_argument("--rows", type=int)
@@ -106,7 +113,7 @@ def main():
     ap.add_argument("--steps", type=int)
     args = ap.parse_args()
     if args.torch_only:
-        torch_side(args.model_dir, args.rows, args.seq, args.steps, args.threads)
+        torch_side(args.model_dir, args.rows, args.seq, args.steps, args.threads, args.checkpoint)
         return
     failed = False
     for size in ["small", "large"] if args.size == "both" else [args.size]:
@@ -117,17 +124,20 @@ def main():
             subprocess.run([args.forge, "init-model", "--family", "qwen2", *flags, "--seed", "1", "-o", init],
                            check=True, capture_output=True)
             print(f"{size}: qwen2 {' '.join(flags)}, byte-level vocabulary; {rows} x {seq} tokens per step, "
-                  f"{steps} steps, {args.threads} threads", flush=True)
+                  f"{steps} steps, {args.threads} threads"
+                  + (", activation checkpointing" if args.checkpoint else ""), flush=True)
             for r in range(args.rounds):
                 results = {}
                 order = ["forge", "torch"] if r % 2 == 0 else ["torch", "forge"]
                 for side in order:
                     if side == "forge":
-                        results[side] = forge_side(args.forge, init, tmp, rows, seq, steps, args.threads)
+                        results[side] = forge_side(args.forge, init, tmp, rows, seq, steps, args.threads,
+                                                   args.checkpoint)
                     else:
                         stdout, peak = run_child([sys.executable, __file__, args.forge, "--torch-only",
                                                   "--model-dir", init, "--rows", rows, "--seq", seq,
-                                                  "--steps", steps, "--threads", args.threads])
+                                                  "--steps", steps, "--threads", args.threads]
+                                                 + (["--checkpoint"] if args.checkpoint else []))
                         got = json.loads(stdout.strip().splitlines()[-1])
                         results[side] = (got["tokens_per_second"], peak, got["losses"])
                 (ftps, fpeak, flosses), (ttps, tpeak, tlosses) = results["forge"], results["torch"]

@@ -215,14 +215,13 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
             batch.cancel(|s| gone.contains(&s.owner))?;
             live.retain(|id, _| !gone.contains(id));
         }
-        let (mut join, mut free) = (Vec::new(), slots.saturating_sub(batch.len()));
+        let (mut join, mut taken) = (Vec::new(), 0);
         while let Some(job) = waiting.front() {
-            let n = job.n as usize;
-            if n > free && !(batch.is_empty() && join.is_empty()) {
+            if !batch.fits(slots, taken, job.n as usize) {
                 break;
             }
             let job = waiting.pop_front().expect("a job");
-            free = free.saturating_sub(n);
+            taken += job.n as usize;
             let id = next_id;
             next_id += 1;
             let seq = |k| {

@@ -9,15 +9,18 @@
 //! Shapes: token ids `[batch, seq]`; positions `[batch, seq]` (left padding shifts them per row); a
 //! [`Mask`]: the range of keys (of `past + seq`) each query attends to.
 
+use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
+use super::checkpoint;
 use super::config::ModelConfig;
 use super::fused::{self, Mask, range_softmax};
 use super::infer;
 
 type CResult<T> = candle_core::Result<T>;
 
+#[derive(Clone)]
 struct Attention {
     q: Linear,
     k: Linear,
@@ -28,17 +31,21 @@ struct Attention {
     head_dim: usize,
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
 }
 
-struct Layer {
+/// One decoder block: pre-norm attention and MLP, each added to the residual stream.
+#[derive(Clone)]
+pub(super) struct Layer {
     input_norm: Tensor,
     attn: Attention,
     post_norm: Tensor,
     mlp: Mlp,
+    eps: f64,
 }
 
 /// Keys and values of the positions seen so far, per layer, in buffers with room to grow
@@ -50,7 +57,7 @@ pub struct KvCache {
 }
 
 #[derive(Clone)]
-struct Slot {
+pub(super) struct Slot {
     k: Tensor,
     v: Tensor,
     len: usize,
@@ -196,6 +203,9 @@ pub struct Decoder {
     /// The type activations and matrix products are computed in (f32, or bf16 on a GPU); weights keep
     /// their own type and are cast where they are used.
     compute: DType,
+    /// With activation checkpointing ([`Decoder::checkpoint_layers`]), where the checkpointed layers'
+    /// backward passes leave their weight gradients.
+    checkpoint: Option<checkpoint::LayerGrads>,
     pub config: ModelConfig,
 }
 
@@ -203,6 +213,7 @@ pub struct Decoder {
 /// broadcasts the weight over the batch instead, one small product per row, which at decode time (seq = 1)
 /// is a gemm per sequence and made batching nearly useless. With a LoRA adapter, `+ scale * x A^T B^T`
 /// (peft's convention: the base output is not scaled).
+#[derive(Clone)]
 pub struct Linear {
     pub weight: Tensor,
     bias: Option<Tensor>,
@@ -210,6 +221,7 @@ pub struct Linear {
 }
 
 /// A low-rank update of a linear layer: `A` is `[rank, in]`, `B` is `[out, rank]`.
+#[derive(Clone)]
 pub struct Lora {
     pub a: Tensor,
     pub b: Tensor,
@@ -293,6 +305,7 @@ impl Decoder {
                     up: linear(&vb, h, config.intermediate_size, false, &format!("{p}.mlp.up_proj"))?,
                     down: linear(&vb, config.intermediate_size, h, false, &format!("{p}.mlp.down_proj"))?,
                 },
+                eps: config.rms_norm_eps,
             });
         }
         let norm = vb.get(h, "model.norm.weight")?;
@@ -311,6 +324,7 @@ impl Decoder {
             eps: config.rms_norm_eps,
             inv_freq,
             compute: norm_dtype,
+            checkpoint: None,
             config: config.clone(),
         })
     }
@@ -323,32 +337,15 @@ impl Decoder {
     /// optimizer's in-place updates show at once (no copy), and it decodes with the inference kernels.
     /// The RL trainer samples its rollouts with it.
     pub fn detached(&self) -> Decoder {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| Layer {
-                input_norm: l.input_norm.detach(),
-                attn: Attention {
-                    q: l.attn.q.detached(),
-                    k: l.attn.k.detached(),
-                    v: l.attn.v.detached(),
-                    o: l.attn.o.detached(),
-                    heads: l.attn.heads,
-                    kv_heads: l.attn.kv_heads,
-                    head_dim: l.attn.head_dim,
-                },
-                post_norm: l.post_norm.detach(),
-                mlp: Mlp { gate: l.mlp.gate.detached(), up: l.mlp.up.detached(), down: l.mlp.down.detached() },
-            })
-            .collect();
         Decoder {
             embed: Embedding::new(self.embed.embeddings().detach(), self.config.hidden_size),
-            layers,
+            layers: self.layers.iter().map(Layer::detached).collect(),
             norm: self.norm.detach(),
             lm_head: self.lm_head.detached(),
             eps: self.eps,
             inv_freq: self.inv_freq.clone(),
             compute: self.compute,
+            checkpoint: None,
             config: self.config.clone(),
         }
     }
@@ -360,6 +357,24 @@ impl Decoder {
 
     pub fn compute_dtype(&self) -> DType {
         self.compute
+    }
+
+    /// Activation checkpointing from now on: in a pass without a cache each layer keeps only its input
+    /// for the backward pass, which runs it again ([`checkpoint`]). Gradients then come from
+    /// [`Decoder::backward`].
+    pub fn checkpoint_layers(&mut self) {
+        self.checkpoint = Some(checkpoint::LayerGrads::default());
+    }
+
+    /// The gradients of `loss`: `loss.backward()`, plus the weight gradients the checkpointed layers'
+    /// backward passes computed on the side.
+    pub fn backward(&self, loss: &Tensor) -> CResult<GradStore> {
+        let Some(side) = &self.checkpoint else { return loss.backward() };
+        let take = || std::mem::take(&mut *side.lock().expect("not poisoned"));
+        take(); // left over by a backward pass that failed half-way
+        let mut grads = loss.backward()?;
+        grads.extend(take())?;
+        Ok(grads)
     }
 
     /// Every linear layer of the blocks with its transformers module path
@@ -432,11 +447,10 @@ impl Decoder {
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let past = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let normed = rms_norm(&x, &layer.input_norm, self.eps)?;
-            let attn = layer.attn.forward(&normed, &cos, &sin, mask, past)?;
-            x = (x + attn)?;
-            let normed = rms_norm(&x, &layer.post_norm, self.eps)?;
-            x = (x + layer.mlp.forward(&normed)?)?;
+            x = match &self.checkpoint {
+                Some(grads) if past.is_none() => checkpoint::layer(layer, &x, [&cos, &sin], mask, grads)?,
+                _ => layer.forward(&x, &cos, &sin, mask, past)?,
+            };
         }
         rms_norm(&x, &self.norm, self.eps)
     }
@@ -447,6 +461,34 @@ impl Decoder {
         let angles = pos.broadcast_mul(&self.inv_freq.reshape((1, 1, ()))?)?;
         let dtype = self.compute;
         Ok((angles.cos()?.unsqueeze(1)?.to_dtype(dtype)?, angles.sin()?.unsqueeze(1)?.to_dtype(dtype)?))
+    }
+}
+
+impl Layer {
+    pub(super) fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Mask,
+        past: Option<&mut Option<Slot>>,
+    ) -> CResult<Tensor> {
+        let attn = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps)?, cos, sin, mask, past)?;
+        let x = (x + attn)?;
+        let mlp = self.mlp.forward(&rms_norm(&x, &self.post_norm, self.eps)?)?;
+        x + mlp
+    }
+
+    /// The same layer over the same weights, recording no gradient graph.
+    pub(super) fn detached(&self) -> Layer {
+        let a = &self.attn;
+        Layer {
+            input_norm: self.input_norm.detach(),
+            attn: Attention { q: a.q.detached(), k: a.k.detached(), v: a.v.detached(), o: a.o.detached(), ..*a },
+            post_norm: self.post_norm.detach(),
+            mlp: Mlp { gate: self.mlp.gate.detached(), up: self.mlp.up.detached(), down: self.mlp.down.detached() },
+            eps: self.eps,
+        }
     }
 }
 

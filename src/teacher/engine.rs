@@ -143,6 +143,13 @@ impl<'t> Batch<'t> {
         &self.seqs
     }
 
+    /// Whether a prompt of `n` sequences joins a batch of at most `slots`, after `taken` places went to
+    /// other prompts joining at this step: whole prompts that fit in the free places, one at least when
+    /// nothing runs (a prompt wider than the batch runs alone).
+    pub fn fits(&self, slots: usize, taken: usize, n: usize) -> bool {
+        taken + n <= slots.saturating_sub(self.len()) || (self.is_empty() && taken == 0)
+    }
+
     /// Prefill the prompts (token ids, each with its sequences) together, and add their sequences to the
     /// batch; they sample their first token at the next [`Batch::step`].
     pub fn admit(&mut self, prompts: Vec<(Vec<u32>, Vec<Seq>)>) -> Result<()> {

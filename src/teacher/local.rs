@@ -171,14 +171,13 @@ impl Local {
                 }
                 ready = batch.prefill(group)?;
             }
-            // whole prompts that fit in the free slots (one at least when nothing runs)
-            let (mut rows, mut at) = (0, 0);
-            while let Some(s) = ready.seqs().get(at) {
+            let mut rows = 0;
+            while let Some(s) = ready.seqs().get(rows) {
                 let n = prompts[s.owner].n as usize;
-                if rows + n > free && !(batch.is_empty() && rows == 0) {
+                if !batch.fits(slots, rows, n) {
                     break;
                 }
-                (rows, at) = (rows + n, at + n);
+                rows += n;
             }
             if rows > 0 {
                 batch.join(ready.split_off(rows, self)?)?;

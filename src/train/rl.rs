@@ -482,7 +482,7 @@ fn update(
             m.clipped += terms.clipped;
             m.tokens += batch.tokens;
             m.tokens_read += batch.seen as u64;
-            opt.accumulate(&loss.backward().map_err(candle_err)?).map_err(candle_err)?;
+            opt.accumulate(&models.train.backward(&loss).map_err(candle_err)?).map_err(candle_err)?;
         }
         m.grad_norm = opt.step(lr, cfg.max_grad_norm).map_err(candle_err)?;
     }
@@ -629,7 +629,7 @@ pub fn run(cfg: &RlConfig, out: &TrainOutput, ctx: &Context) -> Result<(TrainRep
     };
     let problems = read_problems(&input)?;
     let lora = cfg.adapter.config(&cfg.model);
-    let checkpoint = super::trainable(&cfg.model, lora.as_ref(), cfg.adapter.dtype, cfg.seed, &device)?;
+    let checkpoint = super::trainable(&cfg.model, &cfg.adapter, cfg.seed, &device)?;
     let reference = if cfg.beta != 0.0 { Some(Checkpoint::load_frozen(&cfg.model, &device)?.1) } else { None };
     let sampled = checkpoint.model.detached();
     let (tokenizer, chat) = (Tokenizer::from_dir(&cfg.model)?, ChatTemplate::from_dir(&cfg.model)?);

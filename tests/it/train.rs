@@ -344,6 +344,38 @@ fn bf16_compute_keeps_f32_master_weights() {
     assert!(kept > before.len() / 4, "updates below bf16's resolution are kept ({kept} of {})", before.len());
 }
 
+/// `--checkpoint-layers` recomputes each layer in the backward pass: the same losses step by step and the
+/// same weights at the end as without it (up to the order gradients are summed in).
+#[test]
+fn checkpointed_layers_train_to_the_same_weights() {
+    let s = Scratch::new();
+    let data = s.path("arith");
+    ok(&[&"synth", &"arith", &"--n", &"60", &"--ops", &"2", &"--seed", &"8", &"-o", &data, &"-q"]);
+    let init = s.path("init");
+    write(&init, Arch::Llama, Size::default(), 6).unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let out = s.path(name);
+        let fixed = ["--max-steps", "3", "--lr", "1e-3", "--batch-tokens", "1024", "--max-length", "256", "-q"];
+        let mut args: Args = vec![&"train-sft", &"--model", &init, &"--data", &data, &"-o", &out];
+        args.extend(fixed.iter().chain(extra).map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        ok(&args);
+        (metrics::read(&out.join("metrics.csv")).unwrap(), Checkpoint::load(&out, &Device::Cpu).unwrap())
+    };
+    let (plain_rows, plain) = train("plain", &[]);
+    let (rows, checkpointed) = train("checkpointed", &["--checkpoint-layers"]);
+    assert_eq!(rows.len(), 3);
+    for (a, b) in plain_rows.iter().zip(&rows) {
+        assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss, "step {}: {} vs {} checkpointed", a.step, a.loss, b.loss);
+    }
+    let (a, b) = (plain.vars.data().lock().unwrap(), checkpointed.vars.data().lock().unwrap());
+    for (name, var) in a.iter() {
+        let x: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = b[name].as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let worst = x.iter().zip(&y).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: weights differ by {worst:e}");
+    }
+}
+
 /// `--packing false`: one example per row, so a step of `--batch-tokens / --max-length` rows takes that many
 /// examples, and an epoch is ceil(examples / rows per step) steps (packing takes fewer).
 #[test]
