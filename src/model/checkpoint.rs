@@ -71,7 +71,11 @@ impl CustomOp2 for Checkpointed {
         let input = Var::from_tensor(&x.detach())?;
         let out = self.layer.forward(input.as_tensor(), &self.cos, &self.sin, &self.mask, None)?;
         // d(sum(out · grad)) / d(weights) is the weights' share of the outer loss's gradient
-        let mut grads = (out * grad.detach())?.sum_all()?.backward()?;
+        let grad = grad.detach();
+        let mut grads = (out * &grad)?.sum_all()?.backward()?;
+        // candle differentiates by `grad` too: that product with `out` would keep the recomputed layer's
+        // activations alive until the optimizer step
+        grads.remove(&grad);
         let dx = grads.remove(input.as_tensor());
         self.grads.lock().expect("not poisoned").extend(grads)?;
         Ok((dx, None))

@@ -177,7 +177,10 @@ impl CustomOp2 for RmsNorm {
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let (n, h) = (x.elem_count(), w.elem_count());
         let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormGrad(RmsNorm { eps: self.eps }))?;
-        Ok((Some(both.narrow(0, 0, n)?.reshape(x.shape())?), Some(both.narrow(0, n, h)?.reshape(w.shape())?)))
+        // the weight's gradient copied out: a view would keep the whole buffer (x's size) alive for as long
+        // as the gradient store holds it
+        let dw = both.narrow(0, n, h)?.force_contiguous()?.reshape(w.shape())?;
+        Ok((Some(both.narrow(0, 0, n)?.reshape(x.shape())?), Some(dw)))
     }
 }
 

@@ -294,6 +294,11 @@ mod tests {
                 let logits = model.forward(&x, &positions(&valid, 0), &mask, None).unwrap();
                 let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1).unwrap(), &targets).unwrap();
                 let grads = model.backward(&loss).unwrap();
+                // a gradient that records a graph keeps that graph's activations alive until the optimizer
+                // step (a checkpointed layer's recomputed activations, once)
+                for id in grads.get_ids() {
+                    assert!(!grads.get_id(*id).unwrap().track_op(), "{arch} lora {lora}: a gradient holds a graph");
+                }
                 let data = ck.vars.data().lock().unwrap();
                 let mut out: Vec<(String, Vec<f32>)> = data
                     .iter()
