@@ -76,7 +76,7 @@ trap 'rm -rf "$run"' EXIT
 "$forge" synth arith --n 8 --seed 1 -o "$run/problems" -q
 "$forge" init-model --family qwen2 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 -o "$run/model" -q
 "$forge" generate --teacher "local:$run/model" --problems "$run/problems" -n 2 --max-tokens 16 -o "$run/traces" -q
-"$forge" stats "$run/traces" | head -3
+"$forge" stats "$run/traces" >"$run/stats.txt" && head -1 "$run/stats.txt"
 echo "cuda build: compiled, linked, and ran on the CPU"
 if [ -n "$shared" ]; then
   # put the CPU build's binary back at target/debug/forge (fresh: cargo only copies it into place)
