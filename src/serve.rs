@@ -1,7 +1,8 @@
 //! `forge serve`: an OpenAI-compatible server over the local teacher, so that lm-eval-harness, the
 //! `openai` client, a chat UI or forge's own HTTP teacher can use a forge-trained checkpoint.
 //! `/v1/models`, `/v1/chat/completions` and `/v1/completions`, streamed (server-sent events) or not, with
-//! `n`, `seed`, `logprobs`/`top_logprobs`, `stop`, `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`.
+//! `n`, `seed`, `logprobs`/`top_logprobs`, `stop`, `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, and
+//! `echo` on the completions API (a prompt scored: lm-eval-harness's loglikelihood).
 //!
 //! One thread decodes ([`crate::teacher::engine`]): requests join the running batch as soon as it has
 //! room (continuous batching) and leave it as they finish; the HTTP side (axum on a single-threaded tokio
@@ -35,7 +36,7 @@ use crate::model::chat::{ChatTemplate, Message};
 use crate::model::tokenizer::Tokenizer;
 use crate::rng::Rng;
 use crate::teacher::engine::{Batch, Seq};
-use crate::teacher::local::Local;
+use crate::teacher::local::{Local, Scored};
 use crate::teacher::{Finish, SamplingConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
@@ -180,11 +181,15 @@ struct Job {
     limit: u32,
     seed: u64,
     ignore_eos: bool,
+    /// The prompt's own log-probabilities, with this many most likely tokens at each place (`echo`).
+    score: Option<u32>,
     events: UnboundedSender<Step>,
 }
 
 /// What the decoding thread tells a request, per sample (`choice`).
 enum Step {
+    /// The prompt's tokens after the first: their log-probabilities and the most likely tokens there.
+    Prompt(Vec<Scored>),
     /// One more token, its log-probability and the most likely tokens at its position.
     Token { choice: u32, token: u32, logprob: f32, top: Vec<(u32, f32)> },
     /// The end-of-sequence token the sample ended with (not part of its text).
@@ -221,6 +226,17 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
                 break;
             }
             let job = waiting.pop_front().expect("a job");
+            counts.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(top) = job.score {
+                let _ = job.events.send(Step::Prompt(local.score(&job.ids, top as usize)?));
+            }
+            if job.limit == 0 {
+                // `echo` of a prompt alone: nothing to decode
+                for choice in 0..job.n {
+                    let _ = job.events.send(Step::End { choice, finish: Finish::Length });
+                }
+                continue;
+            }
             taken += job.n as usize;
             let id = next_id;
             next_id += 1;
@@ -232,7 +248,6 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
             };
             join.push((job.ids, (0..job.n).map(seq).collect()));
             live.insert(id, job.events);
-            counts.requests.fetch_add(1, Ordering::Relaxed);
         }
         batch.admit(join)?;
         counts.waiting.store(waiting.len() as u64, Ordering::Relaxed);
@@ -304,6 +319,9 @@ struct Request {
     token_ids: bool,
     /// Sample past end-of-sequence tokens (vLLM's `ignore_eos`).
     ignore_eos: bool,
+    /// The prompt, given back before each completion (`echo`, completions API), with its tokens' logprobs
+    /// when they are asked; `max_tokens` may then be 0 (a prompt scored, as lm-eval-harness asks).
+    echo: Option<String>,
 }
 
 async fn chat(State(app): State<App>, body: axum::body::Bytes) -> Response {
@@ -330,6 +348,7 @@ async fn respond(app: App, api: Api, body: &[u8]) -> Response {
         limit: request.limit,
         seed: request.seed,
         ignore_eos: request.ignore_eos,
+        score: (request.echo.is_some() && request.logprobs).then_some(request.cfg.top_logprobs),
         events: tx,
     };
     if app.jobs.send(job).is_err() {
@@ -394,8 +413,9 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
             _ => return Err(bad("`prompt` must be one string".into())),
         },
     };
-    if v["echo"].as_bool() == Some(true) {
-        return Err(bad("`echo` is not supported".into()));
+    let echo = v["echo"].as_bool() == Some(true);
+    if echo && (api == Api::Chat || v["stream"].as_bool() == Some(true)) {
+        return Err(bad("`echo` is served on the completions API, not streamed".into()));
     }
     let ids = s.tokenizer.encode(&text).map_err(|e| bad(e.to_string()))?;
     let number = |key: &str| v.get(key).filter(|x| !x.is_null());
@@ -404,10 +424,10 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
     let limit = number("max_completion_tokens").or(number("max_tokens")).map(Value::as_u64);
     let limit = match limit {
         None => s.max_tokens.min(s.context.saturating_sub(ids.len()) as u32),
-        Some(Some(m)) if m >= 1 => m.min(u64::from(u32::MAX)) as u32,
-        Some(_) => return Err(bad("`max_tokens` must be a whole number of at least 1".into())),
+        Some(Some(m)) if m >= 1 || echo => m.min(u64::from(u32::MAX)) as u32,
+        Some(_) => return Err(bad("`max_tokens` must be a whole number of at least 1 (0 with `echo`)".into())),
     };
-    if ids.len() + limit as usize > s.context || limit == 0 {
+    if ids.len() + limit as usize > s.context || (limit == 0 && !echo) {
         return Err(bad(format!(
             "this model's context is {} tokens: {} prompt tokens + {limit} new tokens do not fit",
             s.context,
@@ -478,6 +498,7 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
         usage_in_stream: v["stream_options"]["include_usage"].as_bool().unwrap_or(false),
         logprobs,
         token_ids: v["return_tokens_as_token_ids"].as_bool().unwrap_or(false),
+        echo: echo.then_some(text),
         ignore_eos: v["ignore_eos"].as_bool().unwrap_or(false),
     })
 }
@@ -516,6 +537,8 @@ struct Output {
     id: String,
     choices: Vec<Choice>,
     ended: usize,
+    /// The prompt's scores (`echo` with logprobs).
+    prompt: Vec<Scored>,
 }
 
 impl Output {
@@ -535,7 +558,7 @@ impl Output {
             })
             .collect();
         let id = format!("{prefix}-{:x}-{number}", shared.created);
-        Output { shared, request, id, choices, ended: 0 }
+        Output { shared, request, id, choices, ended: 0, prompt: Vec::new() }
     }
 
     /// The text of choice `c` as it stands: cut before a stop string it ended with.
@@ -551,6 +574,10 @@ impl Output {
     /// Record one step of the decoding thread; when streaming, the events to send.
     fn on(&mut self, step: Step) -> Vec<String> {
         let c = match step {
+            Step::Prompt(scores) => {
+                self.prompt = scores;
+                return Vec::new();
+            }
             Step::Token { choice, token, logprob, top } => {
                 let c = &mut self.choices[choice as usize];
                 c.tokens.push(token);
@@ -671,6 +698,7 @@ impl Output {
                 entry["logprobs"] = self.logprobs(c, 0..choice.positions.len());
                 entry["finish_reason"] = json!(finish_name(choice.finish.unwrap_or(Finish::Length)));
                 entry["stop_reason"] = json!(choice.stop_reason);
+                self.echo(&mut entry);
                 entry
             })
             .collect();
@@ -681,19 +709,60 @@ impl Output {
         })
     }
 
+    /// With `echo`, a completion's entry given the prompt in front: its text, and (logprobs asked) its
+    /// tokens, their log-probabilities (the first token's null, as OpenAI's legacy API and vLLM give it)
+    /// and text offsets, the completion's offsets moved past the prompt.
+    fn echo(&self, entry: &mut Value) {
+        let Some(prompt) = &self.request.echo else { return };
+        entry["text"] = json!(format!("{prompt}{}", entry["text"].as_str().unwrap_or_default()));
+        let logprobs = &mut entry["logprobs"];
+        if !logprobs.is_object() {
+            return;
+        }
+        let (mut tokens, mut values, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut offset = 0;
+        for (i, &t) in self.request.ids.iter().enumerate() {
+            let token = self.name(t);
+            offsets.push(json!(offset));
+            offset += token.len();
+            tokens.push(json!(token));
+            match i.checked_sub(1).and_then(|i| self.prompt.get(i)) {
+                Some((lp, top)) => {
+                    values.push(json!(lp));
+                    tops.push(Value::Object(top.iter().map(|&(t, lp)| (self.name(t), json!(lp))).collect()));
+                }
+                None => {
+                    values.push(Value::Null);
+                    tops.push(Value::Null);
+                }
+            }
+        }
+        let moved = |v: &Value| json!(v.as_u64().unwrap_or(0) + prompt.len() as u64);
+        let prompt_part =
+            [("tokens", tokens), ("token_logprobs", values), ("top_logprobs", tops), ("text_offset", offsets)];
+        for (key, mut front) in prompt_part {
+            let rest = logprobs[key].as_array().cloned().unwrap_or_default();
+            front.extend(rest.iter().map(|v| if key == "text_offset" { moved(v) } else { v.clone() }));
+            logprobs[key] = Value::Array(front);
+        }
+    }
+
+    /// How a token is named in `logprobs`: its text, or `token_id:N` (vLLM's `return_tokens_as_token_ids`).
+    fn name(&self, t: u32) -> String {
+        if self.request.token_ids {
+            format!("token_id:{t}")
+        } else {
+            self.shared.tokenizer.decode(&[t], false).unwrap_or_default()
+        }
+    }
+
     /// The `logprobs` of positions `range` of choice `c` in the request's API's shape (null when not
     /// asked). Each token also carries its `id` (as llama.cpp's server gives it).
     fn logprobs(&self, c: usize, range: std::ops::Range<usize>) -> Value {
         if !self.request.logprobs {
             return Value::Null;
         }
-        let name = |t: u32| -> String {
-            if self.request.token_ids {
-                format!("token_id:{t}")
-            } else {
-                self.shared.tokenizer.decode(&[t], false).unwrap_or_default()
-            }
-        };
+        let name = |t: u32| self.name(t);
         let positions = &self.choices[c].positions[range.clone()];
         match self.request.api {
             Api::Chat => {

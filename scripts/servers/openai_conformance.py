@@ -100,6 +100,32 @@ check("completion top logprobs", all(len(t) <= 2 for t in c.logprobs.top_logprob
 streamed = client.completions.create(model="tiny", prompt="12 + 5 =", temperature=0, max_tokens=16, stream=True)
 check("completion stream", "".join(ch.choices[0].text for ch in streamed if ch.choices) == c.text)
 
+# echo: a prompt scored as lm-eval-harness's loglikelihood asks (max_tokens 0), and given back before a
+# completion; scoring prompt + greedy completion gives the completion's tokens the logprobs they were
+# sampled with
+prompt = "12 + 5 ="
+scored = client.completions.create(model="tiny", prompt=prompt + c.text, echo=True, max_tokens=0, logprobs=1,
+                                   temperature=0)
+e = scored.choices[0]
+check("echo text", e.text == prompt + c.text, e.text)
+check("echo first token has no logprob", e.logprobs.token_logprobs[0] is None and e.logprobs.top_logprobs[0] is None)
+check("echo spans the prompt", len(e.logprobs.tokens) == scored.usage.prompt_tokens and scored.usage.completion_tokens == 0,
+      (len(e.logprobs.tokens), scored.usage))
+# the completion's positions without the end-of-sequence token it may end with (not part of its text)
+n = len(c.logprobs.tokens) - (c.finish_reason == "stop")
+tail = e.logprobs.token_logprobs[-n:]
+check("echo scores the completion as it was sampled",
+      e.logprobs.tokens[-n:] == c.logprobs.tokens[:n]
+      and all(abs(a - b) < 1e-4 for a, b in zip(tail, c.logprobs.token_logprobs[:n])),
+      (e.logprobs.tokens[-n:], c.logprobs.tokens, tail, c.logprobs.token_logprobs))
+check("echo offsets", e.logprobs.text_offset[0] == 0 and e.logprobs.text_offset == sorted(e.logprobs.text_offset))
+both = client.completions.create(model="tiny", prompt=prompt, echo=True, max_tokens=16, logprobs=2, temperature=0)
+b = both.choices[0]
+m = len(c.logprobs.tokens)
+check("echo before a completion", b.text == prompt + c.text and b.logprobs.tokens[-m:] == c.logprobs.tokens,
+      (b.text, b.logprobs.tokens))
+check("echo completion offsets move past the prompt", b.logprobs.text_offset[-m] == len(prompt), b.logprobs.text_offset)
+
 # errors, as OpenAI reports them
 try:
     client.chat.completions.create(model="gpt-nothing", messages=QUESTION, max_tokens=4)
@@ -111,5 +137,11 @@ try:
     check("overlong request", False, "no error")
 except openai.BadRequestError as e:
     check("overlong request", "context" in str(e), e)
+
+try:
+    client.completions.create(model="tiny", prompt=prompt, max_tokens=0)
+    check("nothing to do without echo", False, "no error")
+except openai.BadRequestError as e:
+    check("nothing to do without echo", "max_tokens" in str(e), e)
 
 print(f"{checks} checks passed")

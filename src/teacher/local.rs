@@ -8,7 +8,7 @@ use candle_core::{IndexOp, Tensor};
 
 use super::beam::{End, Search};
 use super::engine::{Batch, Seq};
-use super::sampling::{SamplingConfig, stream};
+use super::sampling::{SamplingConfig, log_partition, stream, top_logprobs};
 use super::{Prompt, Sample, Teacher};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
@@ -26,6 +26,9 @@ pub struct Local {
     tokens: u64,
     started: std::time::Instant,
 }
+
+/// A token's log-probability, and the most likely tokens at its place with theirs ([`Local::score`]).
+pub type Scored = (f32, Vec<(u32, f32)>);
 
 pub(super) fn candle(e: candle_core::Error) -> Error {
     Error::usage(format!("model: {e}"))
@@ -67,6 +70,32 @@ impl Local {
     /// The model's context: prompt and new tokens together, at most.
     pub fn context(&self) -> usize {
         self.config.max_position_embeddings
+    }
+
+    /// Each token of `ids` after the ones before it (the first has none): its log-probability and the `top`
+    /// most likely tokens at its place, as from sampling's logits (what lm-eval-harness's loglikelihood
+    /// asks of a server through `echo`). The head runs over 256 places at a time.
+    pub fn score(&self, ids: &[u32], top: usize) -> Result<Vec<Scored>> {
+        let t = ids.len();
+        if t < 2 {
+            return Ok(Vec::new());
+        }
+        let dev = self.model.device();
+        let valid = vec![vec![true; t]];
+        let x = Tensor::new(ids, dev).and_then(|x| x.unsqueeze(0)).map_err(candle)?;
+        let pos = positions(&valid, 0, dev).map_err(candle)?;
+        let hidden = self.model.hidden(&x, &pos, &attention_mask(&valid, 0, t), None).map_err(candle)?;
+        let hidden = hidden.squeeze(0).map_err(candle)?;
+        let mut out = Vec::with_capacity(t - 1);
+        for start in (0..t - 1).step_by(256) {
+            let rows = 256.min(t - 1 - start);
+            let logits = hidden.narrow(0, start, rows).and_then(|h| self.model.head(&h)).map_err(candle)?;
+            for (i, row) in logits.to_vec2::<f32>().map_err(candle)?.iter().enumerate() {
+                let next = ids[start + i + 1] as usize;
+                out.push(((row[next] as f64 - log_partition(row)) as f32, top_logprobs(row, top)));
+            }
+        }
+        Ok(out)
     }
 
     /// The token ids of a prompt ([`super::render`]).
