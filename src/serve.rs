@@ -82,6 +82,7 @@ pub fn serve(cfg: &ServeConfig, quiet: bool, ready: &mut dyn FnMut(&str) -> Resu
         tokenizer: Tokenizer::from_dir(&cfg.model)?,
         chat: ChatTemplate::from_dir(&cfg.model)?,
         context: local.context(),
+        vocab: local.vocab(),
         max_tokens: cfg.max_tokens,
         counts: Counts::default(),
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
@@ -138,6 +139,7 @@ struct Shared {
     tokenizer: Tokenizer,
     chat: ChatTemplate,
     context: usize,
+    vocab: usize,
     max_tokens: u32,
     counts: Counts,
     created: u64,
@@ -380,6 +382,27 @@ async fn respond(app: App, api: Api, body: &[u8]) -> Response {
     Json(output.whole()).into_response()
 }
 
+/// A request's prompt: text, or token ids.
+enum PromptIn {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// A completions request's one prompt: a string or a list of token ids, alone or as a list's one element.
+fn prompt(p: &Value) -> Option<PromptIn> {
+    let one = match p {
+        Value::Array(a) if a.len() == 1 && (a[0].is_string() || a[0].is_array()) => &a[0],
+        p => p,
+    };
+    match one {
+        Value::String(t) => Some(PromptIn::Text(t.clone())),
+        Value::Array(ids) if !ids.is_empty() => {
+            ids.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok())).collect::<Option<_>>().map(PromptIn::Ids)
+        }
+        _ => None,
+    }
+}
+
 /// Read a request body into its settings; a 400 or 404 response when it cannot be served.
 #[allow(clippy::result_large_err)]
 fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Response> {
@@ -405,19 +428,29 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
                 };
                 messages.push(Message::new(role, &content));
             }
-            s.chat.render(&messages, true, &Default::default()).map_err(|e| bad(e.to_string()))?
+            PromptIn::Text(s.chat.render(&messages, true, &Default::default()).map_err(|e| bad(e.to_string()))?)
         }
-        Api::Completions => match &v["prompt"] {
-            Value::String(p) => p.clone(),
-            Value::Array(a) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or_default().to_string(),
-            _ => return Err(bad("`prompt` must be one string".into())),
-        },
+        Api::Completions => prompt(&v["prompt"]).ok_or_else(|| {
+            bad("`prompt` must be one string or one list of token ids (one prompt per request)".into())
+        })?,
     };
     let echo = v["echo"].as_bool() == Some(true);
     if echo && (api == Api::Chat || v["stream"].as_bool() == Some(true)) {
         return Err(bad("`echo` is served on the completions API, not streamed".into()));
     }
-    let ids = s.tokenizer.encode(&text).map_err(|e| bad(e.to_string()))?;
+    // a prompt of token ids (as lm-eval-harness sends them) is taken as it is
+    let (text, ids) = match text {
+        PromptIn::Text(text) => {
+            let ids = s.tokenizer.encode(&text).map_err(|e| bad(e.to_string()))?;
+            (text, ids)
+        }
+        PromptIn::Ids(ids) => {
+            if let Some(t) = ids.iter().find(|&&t| t as usize >= s.vocab) {
+                return Err(bad(format!("token id {t} is not in the model's vocabulary of {}", s.vocab)));
+            }
+            (s.tokenizer.decode(&ids, false).map_err(|e| bad(e.to_string()))?, ids)
+        }
+    };
     let number = |key: &str| v.get(key).filter(|x| !x.is_null());
     let n = number("n").map_or(Some(1), Value::as_u64).filter(|&n| (1..=128).contains(&n));
     let Some(n) = n else { return Err(bad("`n` must be a whole number from 1 to 128".into())) };

@@ -121,6 +121,13 @@ check("echo scores the completion as it was sampled",
 check("echo offsets", e.logprobs.text_offset[0] == 0 and e.logprobs.text_offset == sorted(e.logprobs.text_offset))
 both = client.completions.create(model="tiny", prompt=prompt, echo=True, max_tokens=16, logprobs=2, temperature=0)
 b = both.choices[0]
+# the same prompt as token ids (as lm-eval-harness sends it): the same scores
+named = client.completions.create(model="tiny", prompt=prompt + c.text, echo=True, max_tokens=0, logprobs=1,
+                                  extra_body={"return_tokens_as_token_ids": True}).choices[0]
+ids = [int(t.removeprefix("token_id:")) for t in named.logprobs.tokens]
+by_ids = client.completions.create(model="tiny", prompt=[ids], echo=True, max_tokens=0, logprobs=1).choices[0]
+check("echo of token ids", by_ids.text == e.text and by_ids.logprobs.token_logprobs == e.logprobs.token_logprobs,
+      (by_ids.text, e.text))
 m = len(c.logprobs.tokens)
 check("echo before a completion", b.text == prompt + c.text and b.logprobs.tokens[-m:] == c.logprobs.tokens,
       (b.text, b.logprobs.tokens))
@@ -143,5 +150,11 @@ try:
     check("nothing to do without echo", False, "no error")
 except openai.BadRequestError as e:
     check("nothing to do without echo", "max_tokens" in str(e), e)
+
+try:
+    client.completions.create(model="tiny", prompt=[10**7], max_tokens=1)
+    check("token id outside the vocabulary", False, "no error")
+except openai.BadRequestError as e:
+    check("token id outside the vocabulary", "vocabulary" in str(e), e)
 
 print(f"{checks} checks passed")

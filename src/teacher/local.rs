@@ -67,6 +67,11 @@ impl Local {
         })
     }
 
+    /// The model's vocabulary size (token ids are below it).
+    pub fn vocab(&self) -> usize {
+        self.config.vocab_size
+    }
+
     /// The model's context: prompt and new tokens together, at most.
     pub fn context(&self) -> usize {
         self.config.max_position_embeddings
