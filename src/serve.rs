@@ -762,7 +762,7 @@ impl Output {
             match i.checked_sub(1).and_then(|i| self.prompt.get(i)) {
                 Some((lp, top)) => {
                     values.push(json!(lp));
-                    tops.push(Value::Object(top.iter().map(|&(t, lp)| (self.name(t), json!(lp))).collect()));
+                    tops.push(self.top_map(top));
                 }
                 None => {
                     values.push(Value::Null);
@@ -778,6 +778,11 @@ impl Output {
             front.extend(rest.iter().map(|v| if key == "text_offset" { moved(v) } else { v.clone() }));
             logprobs[key] = Value::Array(front);
         }
+    }
+
+    /// A position's most likely tokens as the legacy API gives them: a map from token name to logprob.
+    fn top_map(&self, top: &[(u32, f32)]) -> Value {
+        Value::Object(top.iter().map(|&(t, lp)| (self.name(t), json!(lp))).collect())
     }
 
     /// How a token is named in `logprobs`: its text, or `token_id:N` (vLLM's `return_tokens_as_token_ids`).
@@ -824,14 +829,7 @@ impl Output {
                         here
                     })
                     .collect();
-                let tops: Vec<Value> = positions
-                    .iter()
-                    .map(|(_, _, top)| {
-                        Value::Object(
-                            top.iter().map(|&(t, lp)| (name(t), json!(lp))).collect::<serde_json::Map<_, _>>(),
-                        )
-                    })
-                    .collect();
+                let tops: Vec<Value> = positions.iter().map(|(_, _, top)| self.top_map(top)).collect();
                 json!({
                     "tokens": tokens,
                     "token_logprobs": positions.iter().map(|p| p.1).collect::<Vec<_>>(),
