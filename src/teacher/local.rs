@@ -174,6 +174,19 @@ impl Local {
     ) -> Result<()> {
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<_>>()?;
         self.check_context(prompts, &ids, cfg)?;
+        self.decode_ids(prompts, &ids, cfg, slots, done)
+    }
+
+    /// [`Local::decode_each`] from prompts already tokenized: `ids[i]` is the i-th prompt's (whose
+    /// messages are not read). On-policy distillation samples the student from its training rows so.
+    pub fn decode_ids(
+        &self,
+        prompts: &[Prompt],
+        ids: &[Vec<u32>],
+        cfg: &SamplingConfig,
+        slots: usize,
+        done: &mut dyn FnMut(usize, Vec<Sample>) -> Result<()>,
+    ) -> Result<()> {
         let shared = std::sync::Arc::new(cfg.clone());
         let seqs = |i: usize| -> Vec<Seq> {
             let p = &prompts[i];

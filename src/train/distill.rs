@@ -32,6 +32,9 @@ use super::{TrainConfig, TrainOutput};
 use crate::error::{Error, Result};
 use crate::model::Decoder;
 use crate::model::tokenizer::Tokenizer;
+use crate::teacher::Prompt;
+use crate::teacher::local::Local;
+use crate::teacher::sampling::SamplingConfig;
 
 /// The divergence between the teacher's and the student's next-token distributions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -88,6 +91,15 @@ pub struct DistillConfig {
     #[arg(long, value_enum, default_value_t = defaults::tail())]
     #[serde(default = "defaults::tail")]
     pub tail: Tail,
+    /// On-policy share (GKD's λ, with `--teacher`): this share of the optimizer steps trains on the
+    /// student's own replies to the step's prompts, sampled at `--temperature` and scored by the teacher
+    #[arg(long, default_value_t = 0.0, value_name = "L")]
+    #[serde(default)]
+    pub lambda: f64,
+    /// On-policy: new tokens at most per sampled reply
+    #[arg(long, default_value_t = defaults::max_new_tokens(), value_name = "N")]
+    #[serde(default = "defaults::max_new_tokens")]
+    pub max_new_tokens: u32,
 }
 
 mod defaults {
@@ -102,6 +114,9 @@ mod defaults {
     }
     pub fn one() -> f64 {
         1.0
+    }
+    pub fn max_new_tokens() -> u32 {
+        128
     }
 }
 
@@ -159,8 +174,17 @@ impl Objective {
         if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
             return Err(Error::usage("`--temperature` must be positive"));
         }
-        if !(0.0..=1.0).contains(&cfg.beta) || !(0.0..=1.0).contains(&cfg.ce_weight) {
-            return Err(Error::usage("`--beta` and `--ce-weight` must be in [0, 1]"));
+        if [cfg.beta, cfg.ce_weight, cfg.lambda].iter().any(|x| !(0.0..=1.0).contains(x)) {
+            return Err(Error::usage("`--beta`, `--ce-weight` and `--lambda` must be in [0, 1]"));
+        }
+        if cfg.lambda > 0.0 && cfg.teacher.is_none() {
+            return Err(Error::usage(
+                "`--lambda` needs `--teacher local:DIR`: the teacher scores the student's samples",
+            )
+            .with_hint("offline top-k lists cover the teacher's own tokens only"));
+        }
+        if cfg.lambda > 0.0 && cfg.max_new_tokens == 0 {
+            return Err(Error::usage("`--max-new-tokens` must be positive"));
         }
         Ok(Objective {
             loss: cfg.loss,
@@ -255,6 +279,80 @@ pub enum Source {
 pub struct Distiller {
     pub objective: Objective,
     pub source: Source,
+    pub on_policy: Option<OnPolicy>,
+}
+
+/// On-policy distillation (GKD, Agarwal et al. 2024): a share of the steps trains on the student's own
+/// replies, which the (online) teacher then scores token by token, so the student learns where its own
+/// samples go wrong, not only on the teacher's text.
+pub struct OnPolicy {
+    share: f64,
+    sampling: SamplingConfig,
+    /// The student as the optimizer leaves it (a detached view of the trained weights).
+    policy: Local,
+    max_length: usize,
+}
+
+impl OnPolicy {
+    /// The sampler of `cfg` over `student` (`None` when `--lambda` is 0).
+    pub fn new(cfg: &DistillConfig, student: &crate::model::Checkpoint) -> Result<Option<OnPolicy>> {
+        if cfg.lambda == 0.0 {
+            return Ok(None);
+        }
+        let dir = &cfg.train.model;
+        let (tokenizer, chat) = (Tokenizer::from_dir(dir)?, crate::model::chat::ChatTemplate::from_dir(dir)?);
+        let policy = Local::with_model(dir, student.config.clone(), student.model.detached(), tokenizer, chat)?;
+        let sampling = SamplingConfig {
+            temperature: cfg.temperature as f32,
+            max_new_tokens: cfg.max_new_tokens,
+            seed: cfg.train.seed,
+            ..SamplingConfig::default()
+        };
+        Ok(Some(OnPolicy { share: cfg.lambda, sampling, policy, max_length: cfg.train.max_length }))
+    }
+
+    /// Whether step `step` trains on the student's samples: drawn from the run's seed, so that a resumed
+    /// run draws the same.
+    pub fn takes(&self, step: u64) -> bool {
+        crate::rng::Rng::for_row(self.sampling.seed, "on-policy", step).uniform() < self.share
+    }
+
+    /// The examples `picked`, each with the student's sample (keyed by step and place) in place of its
+    /// reply: the prompt kept and not trained, the sample trained up to its end-of-sequence token or
+    /// `--max-length`. Examples without a prompt to answer (plain text) are kept as they are.
+    pub fn sample(&self, examples: &[Example], picked: &[usize], step: u64) -> Result<Vec<Example>> {
+        let mut out: Vec<Example> = picked.iter().map(|&i| examples[i].clone()).collect();
+        let answerable: Vec<usize> = (0..out.len())
+            .filter(|&j| (1..self.max_length.min(out[j].ids.len() + 1)).contains(&out[j].reply.start))
+            .collect();
+        let ids: Vec<Vec<u32>> = answerable.iter().map(|&j| out[j].ids[..out[j].reply.start].to_vec()).collect();
+        let prompts: Vec<Prompt> = answerable
+            .iter()
+            .zip(&ids)
+            .map(|(j, ids)| Prompt {
+                key: format!("{step}/{j}"),
+                messages: Vec::new(),
+                prefill: String::new(),
+                n: 1,
+                max_new_tokens: Some((self.max_length - ids.len()) as u32),
+                first_sample: 0,
+            })
+            .collect();
+        let slots = prompts.len().clamp(1, 64);
+        let mut samples = vec![Vec::new(); prompts.len()];
+        self.policy.decode_ids(&prompts, &ids, &self.sampling, slots, &mut |p, mut s| {
+            samples[p] = s.pop().map(|s| s.tokens).unwrap_or_default();
+            Ok(())
+        })?;
+        for ((j, mut ids), tokens) in answerable.into_iter().zip(ids).zip(samples) {
+            let start = ids.len();
+            ids.extend(tokens);
+            let mut train = vec![false; start];
+            train.resize(ids.len(), true);
+            out[j] = Example { reply: start..ids.len(), ids, train, teacher: Vec::new() };
+        }
+        Ok(out)
+    }
 }
 
 impl Distiller {

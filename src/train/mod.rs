@@ -286,6 +286,9 @@ pub struct TrainReport {
     pub distilled_tokens: u64,
     #[serde(default)]
     pub unaligned_rows: usize,
+    /// On-policy distillation: steps trained on the student's own samples.
+    #[serde(default)]
+    pub on_policy_steps: u64,
     /// RL: the mean reward of the last step's rollouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_reward: Option<f64>,
@@ -566,7 +569,8 @@ pub fn run(
                 }
                 None => distill::Source::Offline,
             };
-            Some(distill::Distiller { objective, source })
+            let on_policy = distill.map(|d| distill::OnPolicy::new(d, &checkpoint)).transpose()?.flatten();
+            Some(distill::Distiller { objective, source, on_policy })
         }
     };
     let mut opt = optim::AdamW::new(&checkpoint.vars, cfg.weight_decay);
@@ -579,10 +583,21 @@ pub fn run(
     let mut last_loss = f64::NAN;
     for (step, (epoch, rows)) in steps.iter().enumerate().skip(state.step as usize) {
         let step = step as u64;
-        let tokens = pack::trained_tokens(&examples, rows);
+        // an on-policy step trains on the student's own replies to the step's prompts, packed afresh
+        let on_policy = distiller.as_ref().and_then(|d| d.on_policy.as_ref()).filter(|p| p.takes(step));
+        let sampled = on_policy.map(|p| p.sample(&examples, &rows.concat(), step)).transpose()?;
+        let (examples, rows) = match &sampled {
+            Some(sampled) => {
+                let lengths: Vec<usize> = sampled.iter().map(|e| e.ids.len()).collect();
+                (sampled, &pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, step))
+            }
+            None => (&examples, rows),
+        };
+        state.on_policy_steps += u64::from(sampled.is_some());
+        let tokens = pack::trained_tokens(examples, rows);
         let model = &checkpoint.model;
         let (loss_sum, seen, distilled) =
-            accumulate(model, distiller.as_ref(), &mut opt, &examples, rows, (per_micro, tokens), &device)?;
+            accumulate(model, distiller.as_ref(), &mut opt, examples, rows, (per_micro, tokens), &device)?;
         run_tokens += seen;
         state.distilled_tokens += distilled;
         state.tokens += seen;
@@ -629,6 +644,7 @@ pub fn run(
         final_eval_loss: state.eval_loss,
         distilled_tokens: state.distilled_tokens,
         unaligned_rows: loaded.unaligned,
+        on_policy_steps: state.on_policy_steps,
         final_reward: None,
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
@@ -694,6 +710,9 @@ fn done(report: &TrainReport, ran: bool, out: &TrainOutput) -> crate::stage::Don
         (0, 0) => String::new(),
         (d, 0) => format!("; {d} tokens distilled"),
         (d, u) => format!("; {d} tokens distilled ({u} rows whose teacher lists did not line up: their tokens only)"),
+    } + &match report.on_policy_steps {
+        0 => String::new(),
+        n => format!(", {n} of the steps on the student's own samples"),
     };
     let summary = format!(
         "{}{} steps over {} examples ({} dropped), {} tokens ({} trained): loss {:.4}{eval}; {:.0} tokens/s{distilled}\nwrote the model to `{dir}`",

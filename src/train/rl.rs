@@ -691,6 +691,7 @@ pub fn run(cfg: &RlConfig, out: &TrainOutput, ctx: &Context) -> Result<(TrainRep
         final_eval_loss: None,
         distilled_tokens: 0,
         unaligned_rows: 0,
+        on_policy_steps: 0,
         final_reward: Some(last_reward),
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),

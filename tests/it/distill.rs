@@ -251,3 +251,81 @@ fn ce_weight_one_is_sft() {
         assert!((ex - ey).abs() < 1e-5 * ex.max(1.0), "step {}: held-out {ex} vs {ey}", x.step);
     }
 }
+
+/// On-policy distillation (`--lambda`): the teacher distilled into a copy of itself on rows whose replies
+/// are 300 bytes of filler, every step on its own samples. Trained on the rows (λ = 0) a step reads the
+/// filler; on-policy it reads the teacher's answers to the rows' prompts: as long as its traces' replies
+/// on the same problems (within a quarter: a prompt cut wrong or a sample not stopped at its end token
+/// would change that), and the divergence of a model from itself on them is zero.
+#[test]
+fn on_policy_distillation_trains_on_the_students_own_replies() {
+    let s = Scratch::new();
+    let traces = traces(&s, 24, 8, "1.0");
+    let filler: Vec<Value> = crate::util::problems(&s.path("problems"))
+        .iter()
+        .map(|p| {
+            let user = forge::formats::prompt::instruction(forge::formats::domain::Domain::Math, &p.prompt);
+            serde_json::json!({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": "x".repeat(300)}]})
+        })
+        .collect();
+    let rows = s.write("filler.jsonl", crate::util::jsonl(&filler));
+    let copy = s.path("teacher-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(teacher()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let teacher = format!("local:{}", teacher().display());
+    let common = ["--teacher", &teacher, "--epochs", "1", "--eval-share", "0", "--batch-tokens", "1024", "-q"];
+    let (on, off) = (s.path("on"), s.path("off"));
+    for (out, lambda) in [(&on, "1"), (&off, "0")] {
+        let (code, stderr) = distill(&copy, &[&rows], out, &[&["--lambda", lambda][..], &common].concat());
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (on, off) = (report(&on), report(&off));
+    assert_eq!(on["examples"], 24);
+    assert_eq!(on["on_policy_steps"], on["steps"]);
+    assert_eq!(off["on_policy_steps"], 0);
+    assert_eq!(off["trained_tokens"], 24 * 301, "the filler and its end token");
+    let replies: f64 =
+        crate::util::records(&traces).iter().map(|r| r["completion_tokens"].as_f64().unwrap() / 2.0).sum();
+    let sampled = on["trained_tokens"].as_f64().unwrap();
+    assert!((sampled / replies - 1.0).abs() < 0.25, "on-policy replies: {sampled} tokens; the teacher's: {replies}");
+    let first = &metrics::read(&s.path("on").join("metrics.csv")).unwrap()[0];
+    assert!(first.loss.abs() < 1e-5, "KL of the teacher from itself: {}", first.loss);
+}
+
+/// On-policy needs an online teacher to score the samples; a share outside [0, 1] is refused. A run with
+/// half its steps on-policy, killed after a checkpoint and run again, ends with the same weights bit for
+/// bit (its samples are keyed by step and drawn from the same weights).
+#[test]
+fn on_policy_distillation_resumes_to_the_same_weights() {
+    let s = Scratch::new();
+    let traces = traces(&s, 24, 8, "0.8");
+    let model = student(&s, 5);
+    let out = s.path("refused");
+    for extra in [&["--lambda", "0.5"][..], &["--lambda", "1.5", "--teacher", "local:x"]] {
+        let (code, stderr) = distill(&model, &[&traces], &out, extra);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("--lambda"), "{stderr}");
+    }
+    let teacher = format!("local:{}", teacher().display());
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = ["train-distill", "--model"].map(Into::into).to_vec();
+        a.extend([model.as_os_str().into(), "--data".into(), traces.as_os_str().into(), "-o".into(), out.into()]);
+        let rest = ["--teacher", &teacher, "--lambda", "0.5", "--max-new-tokens", "24", "--loss", "rkl"];
+        a.extend(rest.map(Into::into));
+        let rest = ["--max-steps", "8", "--save-every", "2", "--batch-tokens", "1024", "--max-length", "256", "-q"];
+        a.extend(rest.map(Into::into));
+        a
+    };
+    let straight = s.path("straight");
+    assert!(forge().args(args(&straight)).status().unwrap().success());
+    let steps = report(&straight)["on_policy_steps"].as_u64().unwrap();
+    assert!((1..8).contains(&steps), "{steps} of 8 steps on-policy at λ = 0.5");
+    let killed = s.path("killed");
+    crate::util::kill_when(&args(&killed), &killed.join("checkpoints/step-00000004"));
+    assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
+    crate::util::resumes_to_the_same_weights(&args(&killed), &straight, &killed);
+    assert_eq!(report(&killed)["on_policy_steps"], steps);
+}
