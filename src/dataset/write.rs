@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, Type, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
@@ -301,10 +302,21 @@ impl DatasetWriter {
     fn open_shard(&mut self, index: u64) -> Result<()> {
         let temp = self.dir.join(self.names.temp(index));
         let file = fs_err::File::create(&temp)?.into_file();
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // Floats (log-probabilities above all: a teacher's top k is most of a traces shard) in byte
+        // stream split: their bytes regrouped by significance, which zstd then packs; lossless, and read
+        // by every Parquet reader
+        let parquet_schema = ArrowSchemaConverter::new().convert(&self.schema).map_err(|e| Error::parquet(&temp, e))?;
+        for column in parquet_schema.columns() {
+            if matches!(column.physical_type(), Type::FLOAT | Type::DOUBLE) {
+                props = props
+                    .set_column_dictionary_enabled(column.path().clone(), false)
+                    .set_column_encoding(column.path().clone(), Encoding::BYTE_STREAM_SPLIT);
+            }
+        }
+        let props = props.build();
         let writer =
             ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| Error::parquet(&temp, e))?;
         self.open = Some(OpenShard { index, temp, writer, rows: 0 });

@@ -20,7 +20,11 @@
 //! forge generate --teacher local:teacher/ --problems p/ -o traces/ --top-logprobs 20
 //! forge train-distill --model student/ --data traces/ -o out/ --loss fkl
 //! forge train-distill --model student/ --data traces/ -o out/ --teacher local:teacher/ --loss jsd --beta 0.5
+//! forge train-distill --model student/ --data traces/ -o out/ --teacher local:teacher/ --lambda 0.5
 //! ```
+//!
+//! With an online teacher, `--lambda` makes a share of the steps on-policy ([`OnPolicy`], GKD): the
+//! student's own samples replace the rows' replies, and the teacher scores them.
 
 use candle_core::{D, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -489,7 +493,9 @@ impl crate::stage::Stage for TrainDistill {
          renormalised there; `--tail bucket`: the remaining mass as one more outcome). Rows without them \
          (journey rows, other datasets) are trained on their tokens (cross-entropy). Online: `--teacher \
          local:DIR` runs the teacher on every batch for its full distribution; it must share the \
-         student's tokenizer.\n\n\
+         student's tokenizer. With it, `--lambda L` makes a share L of the steps on-policy (GKD): the \
+         student samples its own replies to the step's prompts (at `--temperature`, up to \
+         `--max-new-tokens`) and is trained on the teacher's distributions over them.\n\n\
          Losses: `fkl` (KL(teacher‖student)), `rkl` (KL(student‖teacher)), `jsd` (generalised \
          Jensen-Shannon, `--beta`: 0 is fkl, 1 is rkl, as TRL's GKD), `tvd`; `--temperature` softens \
          both; `--ce-weight W` trains on `(1-W)·KD + W·CE`. The loss of a step is its mean over trained \
@@ -500,6 +506,7 @@ impl crate::stage::Stage for TrainDistill {
   forge train-distill --model student/ --data traces/ -o distilled/ --loss fkl --epochs 3 --lr 1e-3
   forge train-distill --model student/ --data traces/ -o distilled/ --loss jsd --beta 0.5 --ce-weight 0.5
   forge train-distill --model student/ --data traces/ -o distilled/ --teacher local:teacher/ --temperature 2
+  forge train-distill --model student/ --data traces/ -o distilled/ --teacher local:teacher/ --loss jsd --lambda 0.5
   forge train-distill --model Qwen2.5-0.5B/ --data traces/ -o lora/ --lora-rank 16 --lr 2e-4";
     type Config = DistillConfig;
     type Target = TrainOutput;

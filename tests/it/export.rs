@@ -4,8 +4,9 @@ use forge::model::tiny::{Size, write};
 use crate::util::{Scratch, ok};
 
 /// Each export format, from a journey `sft` table and from curated traces, loads with HF `datasets`,
-/// pyarrow, polars and DuckDB, and its `messages` have TRL's conversational shape
-/// (`scripts/check_exports.py`; `.ci/run` installs the Python packages).
+/// pyarrow, polars and DuckDB, and its `messages` have TRL's conversational shape (`scripts/check_exports.py`);
+/// the traces themselves, with top-k log-probabilities, read the same in all three (`scripts/check_readers.py`;
+/// `.ci/run` installs the Python packages).
 #[test]
 #[ignore = "needs Python with datasets, pyarrow, polars and duckdb (.ci/run installs them)"]
 fn exports_load_in_datasets_pyarrow_polars_and_duckdb() {
@@ -30,10 +31,18 @@ fn exports_load_in_datasets_pyarrow_polars_and_duckdb() {
         &"2",
         &"--prefill",
         &"<think>\\n",
+        &"--top-logprobs",
+        &"3",
         &"-o",
         &traces,
         &"-q",
     ]);
+    // the traces themselves (log-probabilities in byte stream split encoding): every reader decodes the
+    // same values
+    let python = std::env::var("FORGE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let readers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_readers.py");
+    let out = std::process::Command::new(&python).arg(readers).arg(&traces).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let curated = s.path("curated");
     ok(&[&"filter", &"--input", &traces, &"--keep-incorrect", &"--no-verify", &"-o", &curated, &"-q"]);
     let curated_rows = forge::dataset::Input::open(&curated).unwrap().rows();
@@ -46,8 +55,7 @@ fn exports_load_in_datasets_pyarrow_polars_and_duckdb() {
             dirs.push(out);
         }
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_exports.py");
-        let python = std::env::var("FORGE_PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = std::process::Command::new(python).arg(script).args(&dirs).arg(rows.to_string()).output().unwrap();
+        let out = std::process::Command::new(&python).arg(script).args(&dirs).arg(rows.to_string()).output().unwrap();
         assert!(
             out.status.success(),
             "{}\n{}",
