@@ -13,7 +13,7 @@ from pathlib import Path
 
 from intervals import wilson
 
-ARMS = ["sft", "fkl", "jsd", "sft+fkl"]
+ARMS = ["sft", "fkl", "jsd", "sft+fkl", "gkd"]
 
 
 def correct(verdicts):
@@ -26,11 +26,12 @@ def main():
     out, target = Path(sys.argv[1]), Path(sys.argv[2])
     seeds = sorted({p.name.rsplit("-", 1)[1] for p in out.glob("sft-*") if p.is_dir()})
     results = {"seeds": seeds, "arms": {}}
-    per = {arm: {s: correct(out / f"verdicts-{arm}-{s}.jsonl") for s in seeds} for arm in ARMS}
+    arms = [arm for arm in ARMS if (out / f"verdicts-{arm}-{seeds[0]}.jsonl").exists()]
+    per = {arm: {s: correct(out / f"verdicts-{arm}-{s}.jsonl") for s in seeds} for arm in arms}
     rng = random.Random(0)
     print(f"| arm | greedy accuracy, 95% interval (per seed) | vs SFT (paired bootstrap 95%) | loss | held-out CE |")
     print("|---|---|---|---|---|")
-    for arm in ARMS:
+    for arm in arms:
         pooled = [(s, p, v) for s in seeds for p, v in per[arm][s].items()]
         k, n = sum(v for _, _, v in pooled), len(pooled)
         lo, hi = wilson(k, n)
