@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # train-distill (offline KD from top-20 log-probabilities) against train-sft on the same rows and settings:
 # tokens per second of each, alternating, ROUNDS times, and the ratio of the medians. The data is the
-# quickstart's curated traces (run the quickstart first); the model its student's initialisation.
+# distillation experiment's curated traces (the quickstart's, with the teacher's top 20: run
+# scripts/distill_experiment.sh first); the model the quickstart's base student.
 #   FORGE=target/release/forge bash scripts/compare_distill_speed.sh
 set -euo pipefail
 F=${FORGE:-forge}
-DATA=${DATA:-runs/quickstart/curated}
-MODEL=${MODEL:-runs/quickstart/student-init}
+DATA=${DATA:-runs/distill-experiment/curated}
+MODEL=${MODEL:-samples/tiny-student}
 ROUNDS=${ROUNDS:-3}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

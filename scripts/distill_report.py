@@ -13,7 +13,7 @@ from pathlib import Path
 
 from intervals import wilson
 
-ARMS = ["sft", "fkl", "jsd", "sft+fkl", "gkd"]
+ARMS = ["sft", "fkl", "jsd", "sft+fkl", "online", "gkd"]
 
 
 def correct(verdicts):
