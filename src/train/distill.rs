@@ -321,13 +321,21 @@ impl OnPolicy {
         crate::rng::Rng::for_row(self.sampling.seed, "on-policy", step).uniform() < self.share
     }
 
+    /// How many of a run's first `steps` steps are on-policy.
+    pub fn steps(&self, steps: u64) -> u64 {
+        (0..steps).filter(|&s| self.takes(s)).count() as u64
+    }
+
     /// The examples `picked`, each with the student's sample (keyed by step and place) in place of its
     /// reply: the prompt kept and not trained, the sample trained up to its end-of-sequence token or
     /// `--max-length`. Examples without a prompt to answer (plain text) are kept as they are.
     pub fn sample(&self, examples: &[Example], picked: &[usize], step: u64) -> Result<Vec<Example>> {
         let mut out: Vec<Example> = picked.iter().map(|&i| examples[i].clone()).collect();
         let answerable: Vec<usize> = (0..out.len())
-            .filter(|&j| (1..self.max_length.min(out[j].ids.len() + 1)).contains(&out[j].reply.start))
+            .filter(|&j| {
+                let start = out[j].reply.start;
+                start > 0 && start <= out[j].ids.len() && start < self.max_length
+            })
             .collect();
         let ids: Vec<Vec<u32>> = answerable.iter().map(|&j| out[j].ids[..out[j].reply.start].to_vec()).collect();
         let prompts: Vec<Prompt> = answerable

@@ -593,7 +593,6 @@ pub fn run(
             }
             None => (&examples, rows),
         };
-        state.on_policy_steps += u64::from(sampled.is_some());
         let tokens = pack::trained_tokens(examples, rows);
         let model = &checkpoint.model;
         let (loss_sum, seen, distilled) =
@@ -644,7 +643,7 @@ pub fn run(
         final_eval_loss: state.eval_loss,
         distilled_tokens: state.distilled_tokens,
         unaligned_rows: loaded.unaligned,
-        on_policy_steps: state.on_policy_steps,
+        on_policy_steps: distiller.as_ref().and_then(|d| d.on_policy.as_ref()).map_or(0, |p| p.steps(total)),
         final_reward: None,
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),

@@ -40,8 +40,6 @@ pub struct TrainState {
     pub eval_loss: Option<f64>,
     #[serde(default)]
     pub distilled_tokens: u64,
-    #[serde(default)]
-    pub on_policy_steps: u64,
 }
 
 #[derive(Serialize, Deserialize)]
