@@ -327,5 +327,4 @@ fn on_policy_distillation_resumes_to_the_same_weights() {
     crate::util::kill_when(&args(&killed), &killed.join("checkpoints/step-00000004"));
     assert!(!killed.join("train-report.json").exists(), "the run was killed before it finished");
     crate::util::resumes_to_the_same_weights(&args(&killed), &straight, &killed);
-    assert_eq!(report(&killed)["on_policy_steps"], steps);
 }
