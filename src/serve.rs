@@ -1,8 +1,9 @@
 //! `forge serve`: an OpenAI-compatible server over the local teacher, so that lm-eval-harness, the
 //! `openai` client, a chat UI or forge's own HTTP teacher can use a forge-trained checkpoint.
 //! `/v1/models`, `/v1/chat/completions` and `/v1/completions`, streamed (server-sent events) or not, with
-//! `n`, `seed`, `logprobs`/`top_logprobs`, `stop`, `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, and
-//! `echo` on the completions API (a prompt scored: lm-eval-harness's loglikelihood).
+//! `n`, `seed`, `logprobs`/`top_logprobs`, `stop`, `max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`,
+//! `logit_bias`, and on the completions API several prompts in one request, `best_of` and `echo` (a prompt
+//! scored: lm-eval-harness's loglikelihood).
 //!
 //! One thread decodes ([`crate::teacher::engine`]): requests join the running batch as soon as it has
 //! room (continuous batching) and leave it as they finish; the HTTP side (axum on a single-threaded tokio
@@ -175,14 +176,19 @@ struct App {
     jobs: mpsc::Sender<Job>,
 }
 
-/// A request for the decoding thread: `n` samples of one prompt.
+/// A request for the decoding thread: `n` samples of one of its prompts.
 struct Job {
     ids: Vec<u32>,
+    /// Which of the request's prompts this is, and the index of its first sample among the request's
+    /// choices (its samples are numbered from there).
+    prompt: u32,
+    first: u32,
     n: u32,
     cfg: Arc<SamplingConfig>,
     limit: u32,
     seed: u64,
     ignore_eos: bool,
+    bias: Arc<[(u32, f32)]>,
     /// The prompt's own log-probabilities, with this many most likely tokens at each place (`echo`).
     score: Option<u32>,
     events: UnboundedSender<Step>,
@@ -190,8 +196,8 @@ struct Job {
 
 /// What the decoding thread tells a request, per sample (`choice`).
 enum Step {
-    /// The prompt's tokens after the first: their log-probabilities and the most likely tokens there.
-    Prompt(Vec<Scored>),
+    /// Prompt `prompt`'s tokens after the first: their log-probabilities and the most likely tokens there.
+    Prompt { prompt: u32, scores: Vec<Scored> },
     /// One more token, its log-probability and the most likely tokens at its position.
     Token { choice: u32, token: u32, logprob: f32, top: Vec<(u32, f32)> },
     /// The end-of-sequence token the sample ended with (not part of its text).
@@ -205,7 +211,8 @@ enum Step {
 fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Counts) -> Result<()> {
     let mut batch = Batch::new(local);
     let mut waiting: VecDeque<Job> = VecDeque::new();
-    let mut live: HashMap<usize, UnboundedSender<Step>> = HashMap::new();
+    // each running job's events, and the request's index of its first sample
+    let mut live: HashMap<usize, (UnboundedSender<Step>, u32)> = HashMap::new();
     let mut next_id = 0usize;
     loop {
         if batch.is_empty() && waiting.is_empty() {
@@ -217,7 +224,7 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
         waiting.extend(queue.try_iter());
         // requests whose client went away before or while they ran
         waiting.retain(|j| !j.events.is_closed());
-        let gone: Vec<usize> = live.iter().filter(|(_, tx)| tx.is_closed()).map(|(&id, _)| id).collect();
+        let gone: Vec<usize> = live.iter().filter(|(_, (tx, _))| tx.is_closed()).map(|(&id, _)| id).collect();
         if !gone.is_empty() {
             batch.cancel(|s| gone.contains(&s.owner))?;
             live.retain(|id, _| !gone.contains(id));
@@ -230,12 +237,13 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
             let job = waiting.pop_front().expect("a job");
             counts.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(top) = job.score {
-                let _ = job.events.send(Step::Prompt(local.score(&job.ids, top as usize)?));
+                let scores = local.score(&job.ids, top as usize)?;
+                let _ = job.events.send(Step::Prompt { prompt: job.prompt, scores });
             }
             if job.limit == 0 {
                 // `echo` of a prompt alone: nothing to decode
-                for choice in 0..job.n {
-                    let _ = job.events.send(Step::End { choice, finish: Finish::Length });
+                for k in 0..job.n {
+                    let _ = job.events.send(Step::End { choice: job.first + k, finish: Finish::Length });
                 }
                 continue;
             }
@@ -246,10 +254,11 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
                 let mut seq =
                     Seq::new(id, k, job.cfg.clone(), job.limit, Rng::for_row(job.seed, "serve", u64::from(k)));
                 seq.ignore_eos = job.ignore_eos;
+                seq.bias = job.bias.clone();
                 seq
             };
             join.push((job.ids, (0..job.n).map(seq).collect()));
-            live.insert(id, job.events);
+            live.insert(id, (job.events, job.first));
         }
         batch.admit(join)?;
         counts.waiting.store(waiting.len() as u64, Ordering::Relaxed);
@@ -261,21 +270,22 @@ fn decode(local: &Local, queue: &mpsc::Receiver<Job>, slots: usize, counts: &Cou
         counts.tokens.fetch_add((batch.len() + ended.len()) as u64, Ordering::Relaxed);
         counts.running.store(batch.len() as u64, Ordering::Relaxed);
         for seq in batch.seqs().iter().chain(&ended) {
-            let Some(tx) = live.get(&seq.owner) else { continue };
-            let top = seq.top.last().cloned().unwrap_or_default();
+            let Some((tx, first)) = live.get(&seq.owner) else { continue };
+            let (choice, top) = (first + seq.sample, seq.top.last().cloned().unwrap_or_default());
             let step = match seq.eos {
                 // the end-of-sequence token's position is listed too, as vLLM and llama.cpp list it
-                Some(token) => Step::Eos { choice: seq.sample, token, logprob: seq.eos_logprob, top },
+                Some(token) => Step::Eos { choice, token, logprob: seq.eos_logprob, top },
                 None => match (seq.tokens.last(), seq.logprobs.last()) {
-                    (Some(&token), Some(&logprob)) => Step::Token { choice: seq.sample, token, logprob, top },
+                    (Some(&token), Some(&logprob)) => Step::Token { choice, token, logprob, top },
                     _ => continue,
                 },
             };
             let _ = tx.send(step);
         }
         for seq in ended {
-            if let Some(tx) = live.get(&seq.owner) {
-                let _ = tx.send(Step::End { choice: seq.sample, finish: seq.finish.unwrap_or(Finish::Length) });
+            if let Some((tx, first)) = live.get(&seq.owner) {
+                let finish = seq.finish.unwrap_or(Finish::Length);
+                let _ = tx.send(Step::End { choice: first + seq.sample, finish });
             }
             if !batch.seqs().iter().any(|s| s.owner == seq.owner) {
                 live.remove(&seq.owner);
@@ -308,10 +318,13 @@ enum Api {
 /// A request's settings, read and checked.
 struct Request {
     api: Api,
-    ids: Vec<u32>,
+    /// One prompt (chat), one or several (completions); each has `best_of` choices, prompt by prompt.
+    prompts: Vec<Prompted>,
     n: u32,
+    /// Samples drawn per prompt: `best_of` of the completions API (the `n` with the highest mean
+    /// log-probability per token are returned, as OpenAI's legacy API), else `n`.
+    best_of: u32,
     cfg: SamplingConfig,
-    limit: u32,
     seed: u64,
     stream: bool,
     usage_in_stream: bool,
@@ -321,9 +334,18 @@ struct Request {
     token_ids: bool,
     /// Sample past end-of-sequence tokens (vLLM's `ignore_eos`).
     ignore_eos: bool,
+    /// OpenAI's `logit_bias`: added to these tokens' logits before each sample is drawn.
+    bias: Arc<[(u32, f32)]>,
     /// The prompt, given back before each completion (`echo`, completions API), with its tokens' logprobs
     /// when they are asked; `max_tokens` may then be 0 (a prompt scored, as lm-eval-harness asks).
-    echo: Option<String>,
+    echo: bool,
+}
+
+/// One prompt of a request: its tokens, its text, and its new tokens at most.
+struct Prompted {
+    ids: Vec<u32>,
+    text: String,
+    limit: u32,
 }
 
 async fn chat(State(app): State<App>, body: axum::body::Bytes) -> Response {
@@ -343,19 +365,26 @@ async fn respond(app: App, api: Api, body: &[u8]) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
     };
     let (tx, rx) = unbounded_channel();
-    let job = Job {
-        ids: request.ids.clone(),
-        n: request.n,
-        cfg: Arc::new(request.cfg.clone()),
-        limit: request.limit,
-        seed: request.seed,
-        ignore_eos: request.ignore_eos,
-        score: (request.echo.is_some() && request.logprobs).then_some(request.cfg.top_logprobs),
-        events: tx,
-    };
-    if app.jobs.send(job).is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+    let cfg = Arc::new(request.cfg.clone());
+    for (p, prompt) in request.prompts.iter().enumerate() {
+        let job = Job {
+            ids: prompt.ids.clone(),
+            prompt: p as u32,
+            first: p as u32 * request.best_of,
+            n: request.best_of,
+            cfg: cfg.clone(),
+            limit: prompt.limit,
+            seed: request.seed,
+            ignore_eos: request.ignore_eos,
+            bias: request.bias.clone(),
+            score: (request.echo && request.logprobs).then_some(request.cfg.top_logprobs),
+            events: tx.clone(),
+        };
+        if app.jobs.send(job).is_err() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+        }
     }
+    drop(tx);
     let output = Output::new(app.shared.clone(), request);
     if output.request.stream {
         let events = futures_util::stream::unfold((output, rx, false), |(mut out, mut rx, done)| async move {
@@ -388,18 +417,20 @@ enum PromptIn {
     Ids(Vec<u32>),
 }
 
-/// A completions request's one prompt: a string or a list of token ids, alone or as a list's one element.
-fn prompt(p: &Value) -> Option<PromptIn> {
-    let one = match p {
-        Value::Array(a) if a.len() == 1 && (a[0].is_string() || a[0].is_array()) => &a[0],
-        p => p,
-    };
-    match one {
+/// A completions request's prompts: a string or a list of token ids, or a list of several of those.
+fn prompts(p: &Value) -> Option<Vec<PromptIn>> {
+    let one = |p: &Value| match p {
         Value::String(t) => Some(PromptIn::Text(t.clone())),
         Value::Array(ids) if !ids.is_empty() => {
             ids.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok())).collect::<Option<_>>().map(PromptIn::Ids)
         }
         _ => None,
+    };
+    match p {
+        Value::Array(list) if !list.is_empty() && list.iter().all(|x| x.is_string() || x.is_array()) => {
+            list.iter().map(one).collect()
+        }
+        p => one(p).map(|p| vec![p]),
     }
 }
 
@@ -415,7 +446,7 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
             format!("the model `{model}` does not exist; this server has `{}`", s.name),
         ));
     }
-    let text = match api {
+    let asked = match api {
         Api::Chat => {
             let Some(list) = v["messages"].as_array() else { return Err(bad("`messages` is required".into())) };
             let mut messages = Vec::new();
@@ -428,44 +459,59 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
                 };
                 messages.push(Message::new(role, &content));
             }
-            PromptIn::Text(s.chat.render(&messages, true, &Default::default()).map_err(|e| bad(e.to_string()))?)
+            vec![PromptIn::Text(s.chat.render(&messages, true, &Default::default()).map_err(|e| bad(e.to_string()))?)]
         }
-        Api::Completions => prompt(&v["prompt"]).ok_or_else(|| {
-            bad("`prompt` must be one string or one list of token ids (one prompt per request)".into())
+        Api::Completions => prompts(&v["prompt"]).ok_or_else(|| {
+            bad("`prompt` must be a string or a list of token ids, or a list of several of those".into())
         })?,
     };
     let echo = v["echo"].as_bool() == Some(true);
-    if echo && (api == Api::Chat || v["stream"].as_bool() == Some(true)) {
-        return Err(bad("`echo` is served on the completions API, not streamed".into()));
+    if echo && api == Api::Chat {
+        return Err(bad("`echo` is served on the completions API".into()));
     }
-    // a prompt of token ids (as lm-eval-harness sends them) is taken as it is
-    let (text, ids) = match text {
-        PromptIn::Text(text) => {
-            let ids = s.tokenizer.encode(&text).map_err(|e| bad(e.to_string()))?;
-            (text, ids)
-        }
-        PromptIn::Ids(ids) => {
-            if let Some(t) = ids.iter().find(|&&t| t as usize >= s.vocab) {
-                return Err(bad(format!("token id {t} is not in the model's vocabulary of {}", s.vocab)));
-            }
-            (s.tokenizer.decode(&ids, false).map_err(|e| bad(e.to_string()))?, ids)
-        }
-    };
     let number = |key: &str| v.get(key).filter(|x| !x.is_null());
-    let n = number("n").map_or(Some(1), Value::as_u64).filter(|&n| (1..=128).contains(&n));
-    let Some(n) = n else { return Err(bad("`n` must be a whole number from 1 to 128".into())) };
-    let limit = number("max_completion_tokens").or(number("max_tokens")).map(Value::as_u64);
-    let limit = match limit {
-        None => s.max_tokens.min(s.context.saturating_sub(ids.len()) as u32),
-        Some(Some(m)) if m >= 1 || echo => m.min(u64::from(u32::MAX)) as u32,
+    let limit = match number("max_completion_tokens").or(number("max_tokens")).map(Value::as_u64) {
+        None => None,
+        Some(Some(m)) if m >= 1 || echo => Some(m.min(u64::from(u32::MAX)) as u32),
         Some(_) => return Err(bad("`max_tokens` must be a whole number of at least 1 (0 with `echo`)".into())),
     };
-    if ids.len() + limit as usize > s.context || (limit == 0 && !echo) {
-        return Err(bad(format!(
-            "this model's context is {} tokens: {} prompt tokens + {limit} new tokens do not fit",
-            s.context,
-            ids.len()
-        )));
+    let several = asked.len() > 1;
+    let mut prompts = Vec::with_capacity(asked.len());
+    for (i, prompt) in asked.into_iter().enumerate() {
+        let at = if several { format!("prompt[{i}]: ") } else { String::new() };
+        // a prompt of token ids (as lm-eval-harness sends them) is taken as it is
+        let (text, ids) = match prompt {
+            PromptIn::Text(text) => {
+                let ids = s.tokenizer.encode(&text).map_err(|e| bad(format!("{at}{e}")))?;
+                (text, ids)
+            }
+            PromptIn::Ids(ids) => {
+                if let Some(t) = ids.iter().find(|&&t| t as usize >= s.vocab) {
+                    return Err(bad(format!("{at}token id {t} is not in the model's vocabulary of {}", s.vocab)));
+                }
+                (s.tokenizer.decode(&ids, false).map_err(|e| bad(format!("{at}{e}")))?, ids)
+            }
+        };
+        let limit = limit.unwrap_or_else(|| s.max_tokens.min(s.context.saturating_sub(ids.len()) as u32));
+        if ids.len() + limit as usize > s.context || (limit == 0 && !echo) {
+            return Err(bad(format!(
+                "{at}this model's context is {} tokens: {} prompt tokens + {limit} new tokens do not fit",
+                s.context,
+                ids.len()
+            )));
+        }
+        prompts.push(Prompted { ids, text, limit });
+    }
+    let n = number("n").map_or(Some(1), Value::as_u64).filter(|&n| (1..=128).contains(&n));
+    let Some(n) = n else { return Err(bad("`n` must be a whole number from 1 to 128".into())) };
+    let stream = v["stream"].as_bool().unwrap_or(false);
+    let best_of = match number("best_of").map(Value::as_u64) {
+        None => n,
+        Some(Some(b)) if api == Api::Completions && (n..=128).contains(&b) => b,
+        Some(_) => return Err(bad("`best_of` (completions API) must be a whole number from `n` to 128".into())),
+    };
+    if best_of > n && stream {
+        return Err(bad("`best_of` above `n` cannot be streamed: the best are known at the end".into()));
     }
     let float = |key: &str, default: f64| number(key).map_or(Some(default), Value::as_f64);
     let (Some(temperature), Some(top_p), Some(min_p)) =
@@ -489,6 +535,7 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
         }
         Some(_) => return Err(bad("`stop` must be a string or a list of strings".into())),
     };
+    let bias = logit_bias(number("logit_bias"), s.vocab).map_err(bad)?;
     let (logprobs, top_logprobs) = match api {
         Api::Chat => {
             let top = number("top_logprobs").map_or(Some(0), Value::as_u64).filter(|&k| k <= 20);
@@ -514,7 +561,7 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
         top_p: top_p as f32,
         top_k,
         min_p: min_p as f32,
-        max_new_tokens: limit,
+        max_new_tokens: prompts.iter().map(|p| p.limit).max().unwrap_or(0),
         seed,
         stop,
         top_logprobs: if logprobs { top_logprobs as u32 } else { 0 },
@@ -522,18 +569,37 @@ fn read(s: &Shared, api: Api, v: &Value) -> std::result::Result<Request, Respons
     };
     Ok(Request {
         api,
-        ids,
+        prompts,
         n: n as u32,
+        best_of: best_of as u32,
         cfg,
-        limit,
         seed,
-        stream: v["stream"].as_bool().unwrap_or(false),
+        stream,
         usage_in_stream: v["stream_options"]["include_usage"].as_bool().unwrap_or(false),
         logprobs,
         token_ids: v["return_tokens_as_token_ids"].as_bool().unwrap_or(false),
-        echo: echo.then_some(text),
+        echo,
         ignore_eos: v["ignore_eos"].as_bool().unwrap_or(false),
+        bias,
     })
+}
+
+/// OpenAI's `logit_bias`: a map from token ids (as strings) to a bias from -100 to 100.
+fn logit_bias(v: Option<&Value>, vocab: usize) -> std::result::Result<Arc<[(u32, f32)]>, String> {
+    let Some(v) = v else { return Ok(Arc::new([])) };
+    let Value::Object(map) = v else { return Err("`logit_bias` must map token ids to numbers".into()) };
+    let mut bias = Vec::with_capacity(map.len());
+    for (token, b) in map {
+        let t = token.parse::<u32>().ok().filter(|&t| (t as usize) < vocab);
+        let Some(t) = t else {
+            return Err(format!("`logit_bias`: `{token}` is not a token id of the model's vocabulary of {vocab}"));
+        };
+        let Some(b) = b.as_f64().filter(|b| (-100.0..=100.0).contains(b)) else {
+            return Err(format!("`logit_bias`: the bias of token {t} must be a number from -100 to 100"));
+        };
+        bias.push((t, b as f32));
+    }
+    Ok(bias.into())
 }
 
 /// A message's text: a string, or the text parts of a list (`[{"type": "text", "text": ...}]`).
@@ -552,6 +618,8 @@ type Position = (u32, f32, Vec<(u32, f32)>);
 /// One sample's text so far, turned into what the client sees: text deltas that never cut a character
 /// in two or show a stop string (text that could begin one is held back until it cannot).
 struct Choice {
+    /// Which of the request's prompts it completes.
+    prompt: usize,
     tokens: Vec<u32>,
     positions: Vec<Position>,
     /// Text bytes already sent, and positions whose logprobs were sent.
@@ -570,8 +638,8 @@ struct Output {
     id: String,
     choices: Vec<Choice>,
     ended: usize,
-    /// The prompt's scores (`echo` with logprobs).
-    prompt: Vec<Scored>,
+    /// Each prompt's scores (`echo` with logprobs).
+    scores: Vec<Vec<Scored>>,
 }
 
 impl Output {
@@ -579,8 +647,9 @@ impl Output {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = if request.api == Api::Chat { "chatcmpl" } else { "cmpl" };
-        let choices = (0..request.n)
-            .map(|_| Choice {
+        let choices = (0..request.prompts.len() * request.best_of as usize)
+            .map(|c| Choice {
+                prompt: c / request.best_of as usize,
                 tokens: Vec::new(),
                 positions: Vec::new(),
                 sent_text: 0,
@@ -591,7 +660,8 @@ impl Output {
             })
             .collect();
         let id = format!("{prefix}-{:x}-{number}", shared.created);
-        Output { shared, request, id, choices, ended: 0, prompt: Vec::new() }
+        let scores = vec![Vec::new(); request.prompts.len()];
+        Output { shared, request, id, choices, ended: 0, scores }
     }
 
     /// The text of choice `c` as it stands: cut before a stop string it ended with.
@@ -607,8 +677,8 @@ impl Output {
     /// Record one step of the decoding thread; when streaming, the events to send.
     fn on(&mut self, step: Step) -> Vec<String> {
         let c = match step {
-            Step::Prompt(scores) => {
-                self.prompt = scores;
+            Step::Prompt { prompt, scores } => {
+                self.scores[prompt as usize] = scores;
                 return Vec::new();
             }
             Step::Token { choice, token, logprob, top } => {
@@ -663,7 +733,8 @@ impl Output {
         // positions go out with the text they make: all of them once the text is sent up to its end
         let positions = if upto == text.len() { choice.positions.len() } else { choice.sent_positions };
         let logprobs = self.logprobs(c, choice.sent_positions..positions);
-        let role = !choice.started && self.request.api == Api::Chat;
+        let first = !choice.started;
+        let role = first && self.request.api == Api::Chat;
         let finish = choice.finish;
         if new_text.is_empty() && positions == choice.sent_positions && !role && finish.is_none() {
             return Vec::new();
@@ -687,6 +758,9 @@ impl Output {
         entry["finish_reason"] = finish.map_or(Value::Null, |f| json!(finish_name(f)));
         if finish.is_some() {
             entry["stop_reason"] = json!(stop_reason);
+        }
+        if first {
+            self.echo(c, &mut entry);
         }
         vec![self.chunk(vec![entry]).to_string()]
     }
@@ -712,26 +786,36 @@ impl Output {
     }
 
     fn usage(&self) -> Value {
-        let prompt = self.request.ids.len();
+        let prompt: usize = self.request.prompts.iter().map(|p| p.ids.len()).sum();
         // as vLLM counts: the end-of-sequence token too
         let completion: usize = self.choices.iter().map(|c| c.positions.len()).sum();
         json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
     }
 
-    /// The whole response (not streamed).
+    /// The whole response (not streamed): each prompt's choices, or with `best_of` its `n` best.
     fn whole(&self) -> Value {
-        let choices: Vec<Value> = (0..self.choices.len())
-            .map(|c| {
+        let (n, best_of) = (self.request.n as usize, self.request.best_of as usize);
+        let kept = (0..self.request.prompts.len()).flat_map(|p| {
+            let mut drawn: Vec<usize> = (p * best_of..(p + 1) * best_of).collect();
+            if best_of > n {
+                drawn.sort_by(|&a, &b| self.mean_logprob(b).total_cmp(&self.mean_logprob(a)));
+                drawn.truncate(n);
+            }
+            drawn
+        });
+        let choices: Vec<Value> = kept
+            .enumerate()
+            .map(|(index, c)| {
                 let choice = &self.choices[c];
                 let text = self.text(c);
                 let mut entry = match self.request.api {
-                    Api::Chat => json!({"index": c, "message": {"role": "assistant", "content": text}}),
-                    Api::Completions => json!({"index": c, "text": text}),
+                    Api::Chat => json!({"index": index, "message": {"role": "assistant", "content": text}}),
+                    Api::Completions => json!({"index": index, "text": text}),
                 };
                 entry["logprobs"] = self.logprobs(c, 0..choice.positions.len());
                 entry["finish_reason"] = json!(finish_name(choice.finish.unwrap_or(Finish::Length)));
                 entry["stop_reason"] = json!(choice.stop_reason);
-                self.echo(&mut entry);
+                self.echo(c, &mut entry);
                 entry
             })
             .collect();
@@ -742,11 +826,22 @@ impl Output {
         })
     }
 
-    /// With `echo`, a completion's entry given the prompt in front: its text, and (logprobs asked) its
-    /// tokens, their log-probabilities (the first token's null, as OpenAI's legacy API and vLLM give it)
-    /// and text offsets, the completion's offsets moved past the prompt.
-    fn echo(&self, entry: &mut Value) {
-        let Some(prompt) = &self.request.echo else { return };
+    /// A choice's log-probability per sampled token (its end-of-sequence token included): how `best_of`
+    /// ranks.
+    fn mean_logprob(&self, c: usize) -> f64 {
+        let positions = &self.choices[c].positions;
+        positions.iter().map(|p| f64::from(p.1)).sum::<f64>() / positions.len().max(1) as f64
+    }
+
+    /// With `echo`, choice `c`'s entry (whole, or its first streamed chunk) given its prompt in front: the
+    /// text, and (logprobs asked) the prompt's tokens, their log-probabilities (the first token's null, as
+    /// OpenAI's legacy API and vLLM give it) and text offsets.
+    fn echo(&self, c: usize, entry: &mut Value) {
+        if !self.request.echo {
+            return;
+        }
+        let p = self.choices[c].prompt;
+        let prompt = &self.request.prompts[p].text;
         entry["text"] = json!(format!("{prompt}{}", entry["text"].as_str().unwrap_or_default()));
         let logprobs = &mut entry["logprobs"];
         if !logprobs.is_object() {
@@ -754,12 +849,12 @@ impl Output {
         }
         let (mut tokens, mut values, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut offset = 0;
-        for (i, &t) in self.request.ids.iter().enumerate() {
+        for (i, &t) in self.request.prompts[p].ids.iter().enumerate() {
             let token = self.name(t);
             offsets.push(json!(offset));
             offset += token.len();
             tokens.push(json!(token));
-            match i.checked_sub(1).and_then(|i| self.prompt.get(i)) {
+            match i.checked_sub(1).and_then(|i| self.scores[p].get(i)) {
                 Some((lp, top)) => {
                     values.push(json!(lp));
                     tops.push(self.top_map(top));
@@ -770,12 +865,10 @@ impl Output {
                 }
             }
         }
-        let moved = |v: &Value| json!(v.as_u64().unwrap_or(0) + prompt.len() as u64);
         let prompt_part =
             [("tokens", tokens), ("token_logprobs", values), ("top_logprobs", tops), ("text_offset", offsets)];
         for (key, mut front) in prompt_part {
-            let rest = logprobs[key].as_array().cloned().unwrap_or_default();
-            front.extend(rest.iter().map(|v| if key == "text_offset" { moved(v) } else { v.clone() }));
+            front.extend(logprobs[key].as_array().cloned().unwrap_or_default());
             logprobs[key] = Value::Array(front);
         }
     }
@@ -840,13 +933,15 @@ impl Output {
         }
     }
 
-    /// Where position `at` of choice `c` starts in its text (bytes).
+    /// Where position `at` of choice `c` starts in the text it is given back in (bytes; after the prompt
+    /// with `echo`).
     fn text_offset(&self, c: usize, at: usize) -> usize {
+        let front = if self.request.echo { self.request.prompts[self.choices[c].prompt].text.len() } else { 0 };
         if at == 0 {
-            return 0;
+            return front;
         }
         let tokens = &self.choices[c].tokens;
-        self.shared.tokenizer.decode(&tokens[..at.min(tokens.len())], false).map_or(0, |t| t.len())
+        front + self.shared.tokenizer.decode(&tokens[..at.min(tokens.len())], false).map_or(0, |t| t.len())
     }
 }
 

@@ -133,6 +133,56 @@ check("echo before a completion", b.text == prompt + c.text and b.logprobs.token
       (b.text, b.logprobs.tokens))
 check("echo completion offsets move past the prompt", b.logprobs.text_offset[-m] == len(prompt), b.logprobs.text_offset)
 
+# echo streamed: the prompt comes first, the chunks add up to the whole response
+streamed = [ch.choices[0] for ch in client.completions.create(
+    model="tiny", prompt=prompt, echo=True, max_tokens=16, logprobs=2, temperature=0, stream=True) if ch.choices]
+check("streamed echo text", "".join(ch.text for ch in streamed) == b.text and streamed[0].text.startswith(prompt),
+      [ch.text for ch in streamed])
+joined = {key: sum((getattr(ch.logprobs, key) for ch in streamed if ch.logprobs), [])
+          for key in ("tokens", "token_logprobs", "text_offset")}
+check("streamed echo logprobs", joined == {key: getattr(b.logprobs, key) for key in joined}, (joined, b.logprobs))
+
+# several prompts in one request (as lm-eval-harness batches them): choices prompt by prompt, each as the
+# prompt alone would get them (samples depend on the seed and their index only)
+prompts = ["12 + 5 =", "What is 3 + 4?"]
+many = client.completions.create(model="tiny", prompt=prompts, temperature=1.0, max_tokens=16, n=2, seed=5)
+alone = [client.completions.create(model="tiny", prompt=p, temperature=1.0, max_tokens=16, n=2, seed=5)
+         for p in prompts]
+check("several prompts", [ch.index for ch in many.choices] == [0, 1, 2, 3], many.choices)
+check("several prompts answered as alone",
+      [ch.text for ch in many.choices] == [ch.text for a in alone for ch in a.choices], (many, alone))
+check("several prompts' usage", many.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+      and many.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone), many.usage)
+scored = client.completions.create(model="tiny", prompt=[ids, ids[:5]], echo=True, max_tokens=0, logprobs=1)
+check("several token-id prompts scored", [ch.logprobs.token_logprobs for ch in scored.choices]
+      == [e.logprobs.token_logprobs, e.logprobs.token_logprobs[:5]], scored.choices)
+
+# best_of: the n samples of the best_of drawn with the highest log-probability per token (the end of
+# sequence included); the usage counts all that were drawn
+drawn = client.completions.create(model="tiny", prompt=prompt, temperature=1.0, max_tokens=16, n=4, seed=3, logprobs=0)
+mean = {ch.index: sum(ch.logprobs.token_logprobs) / len(ch.logprobs.token_logprobs) for ch in drawn.choices}
+ranked = [drawn.choices[i].text for i in sorted(mean, key=lambda i: -mean[i])]
+best = client.completions.create(model="tiny", prompt=prompt, temperature=1.0, max_tokens=16, n=2, best_of=4, seed=3)
+check("best_of draws apart from the first samples", ranked[:2] != [ch.text for ch in drawn.choices[:2]], mean)
+check("best_of keeps the best", [ch.text for ch in best.choices] == ranked[:2] and
+      [ch.index for ch in best.choices] == [0, 1], (best.choices, ranked))
+check("best_of usage", best.usage.completion_tokens == drawn.usage.completion_tokens, (best.usage, drawn.usage))
+
+# logit_bias: -100 bans the greedy first token, so the next most likely is taken, with the model's own
+# log-probability (the bias steers the choice, not the reported numbers); +100 makes a token the only choice
+named = {"return_tokens_as_token_ids": True}
+plain = client.completions.create(model="tiny", prompt=prompt, temperature=0, max_tokens=4, logprobs=2,
+                                  extra_body=named).choices[0].logprobs
+first, second = sorted(plain.top_logprobs[0].items(), key=lambda kv: -kv[1])
+banned = client.completions.create(model="tiny", prompt=prompt, temperature=0, max_tokens=4, logprobs=1,
+                                   extra_body=named, logit_bias={first[0].removeprefix("token_id:"): -100})
+lp = banned.choices[0].logprobs
+check("logit_bias bans a token", lp.tokens[0] == second[0] and abs(lp.token_logprobs[0] - second[1]) < 1e-5,
+      (lp.tokens[0], lp.token_logprobs[0], first, second))
+forced = client.completions.create(model="tiny", prompt=prompt, temperature=1.0, max_tokens=6, seed=1,
+                                   logit_bias={"65": 100})
+check("logit_bias forces a token", forced.choices[0].text == "AAAAAA", forced.choices[0].text)
+
 # errors, as OpenAI reports them
 try:
     client.chat.completions.create(model="gpt-nothing", messages=QUESTION, max_tokens=4)
@@ -156,5 +206,17 @@ try:
     check("token id outside the vocabulary", False, "no error")
 except openai.BadRequestError as e:
     check("token id outside the vocabulary", "vocabulary" in str(e), e)
+
+try:
+    client.completions.create(model="tiny", prompt=prompt, max_tokens=4, logit_bias={"1000000": 5})
+    check("logit_bias outside the vocabulary", False, "no error")
+except openai.BadRequestError as e:
+    check("logit_bias outside the vocabulary", "vocabulary" in str(e), e)
+
+try:
+    list(client.completions.create(model="tiny", prompt=prompt, max_tokens=4, n=1, best_of=2, stream=True))
+    check("best_of is not streamed", False, "no error")
+except openai.BadRequestError as e:
+    check("best_of is not streamed", "best_of" in str(e), e)
 
 print(f"{checks} checks passed")

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use super::local::{Local, candle};
-use super::sampling::{SamplingConfig, sample, top_logprobs};
+use super::sampling::{SamplingConfig, log_partition, sample, top_logprobs};
 use super::{Finish, Sample};
 use crate::error::Result;
 use crate::model::KvCache;
@@ -29,6 +29,9 @@ pub struct Seq {
     /// Go on past end-of-sequence tokens (vLLM's `ignore_eos`, for load tests): only the limit or a stop
     /// string ends the sequence.
     pub ignore_eos: bool,
+    /// Added to the logits of these tokens before the sample is drawn (OpenAI's `logit_bias`); the
+    /// log-probabilities recorded stay the model's.
+    pub bias: Arc<[(u32, f32)]>,
     rng: Rng,
     pub prompt_tokens: u32,
     /// Generated so far (without an end-of-sequence token).
@@ -51,6 +54,7 @@ impl Seq {
             cfg,
             limit: limit as usize,
             ignore_eos: false,
+            bias: Arc::new([]),
             rng,
             prompt_tokens: 0,
             tokens: Vec::new(),
@@ -207,7 +211,16 @@ impl<'t> Batch<'t> {
     pub fn step(&mut self) -> Result<Vec<Seq>> {
         let local = self.local;
         for (seq, logits) in self.seqs.iter_mut().zip(&self.next) {
-            let (token, logprob) = sample(logits, &seq.cfg, &mut seq.rng);
+            let (token, logprob) = if seq.bias.is_empty() {
+                sample(logits, &seq.cfg, &mut seq.rng)
+            } else {
+                let mut biased = logits.clone();
+                for &(t, b) in seq.bias.iter() {
+                    biased[t as usize] += b;
+                }
+                let (token, _) = sample(&biased, &seq.cfg, &mut seq.rng);
+                (token, (f64::from(logits[token as usize]) - log_partition(logits)) as f32)
+            };
             if seq.cfg.top_logprobs > 0 {
                 seq.top.push(top_logprobs(logits, seq.cfg.top_logprobs as usize));
             }

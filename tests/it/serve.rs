@@ -89,7 +89,7 @@ fn forge_serve_answers_as_the_local_teacher() {
 
 /// The official `openai` Python client against `forge serve` (`scripts/servers/openai_conformance.py`):
 /// models, chat and completions, streamed and not, n with seeds, logprobs and top logprobs, stop strings,
-/// usage, and errors for an unknown model and an overlong request.
+/// usage, echo (streamed too), several prompts per request, best_of, logit_bias, and the errors.
 #[test]
 #[ignore = "needs FORGE_PYTHON with the openai client (.ci/run sets it)"]
 fn openai_client_works_against_forge_serve() {
