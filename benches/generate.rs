@@ -61,11 +61,22 @@ pub fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// Budgets shaped as MATH's reference solutions (`../shared/data/math/test.jsonl`): the lengths at the
+/// 64 quantiles (i + 0.5) / 64, in characters divided by 8.5 and kept within 16..160; the 5th to 95th
+/// percentile of those solutions span 12.7× (108 to 1,367 characters), most are short, a few long. Shuffled
+/// by a fixed permutation (i * 37 mod 64) so that batches mix them.
+const MATH_SHAPED: [u32; 64] = [
+    16, 16, 16, 16, 16, 16, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 32, 33, 34, 35, 36, 37, 38, 39, 40, 42,
+    43, 44, 46, 47, 49, 50, 52, 53, 55, 56, 58, 60, 62, 64, 66, 69, 71, 73, 76, 79, 82, 86, 90, 94, 98, 102, 108, 115,
+    122, 131, 144, 156, 160, 160, 160,
+];
+
 /// Static against continuous batching when completions vary tenfold in length: 64 prompts of the same
-/// random 9.9M-parameter Qwen2, each with its own budget of 16 to 160 new tokens (greedy; the random model
-/// ends earlier now and then, the same way in both), 8 sequences decoding at once. Static decodes the
-/// prompts 8 by 8, each batch until its longest sequence ends; continuous gives a finished sequence's
-/// slot to the next prompt. Throughput is generated tokens (the same count in both).
+/// random 9.9M-parameter Qwen2, each with its own budget of new tokens (greedy; the random model ends earlier
+/// now and then, the same way in both), 8 sequences decoding at once. Two sets of budgets: `uniform`, 16 to
+/// 160 in steps of 16, cycling; `math`, [`MATH_SHAPED`]. Static decodes the prompts 8 by 8, each batch until
+/// its longest sequence ends; continuous gives a finished sequence's slot to the next prompt. Throughput is
+/// generated tokens (the same count in both).
 pub fn batching(c: &mut Criterion) {
     use forge::model::chat::Message;
     use forge::progress::Progress;
@@ -77,34 +88,39 @@ pub fn batching(c: &mut Criterion) {
     let size = Size { hidden: 256, intermediate: 1024, layers: 10, heads: 8, kv_heads: 4 };
     write(dir.path(), Arch::Qwen2, size, 1).unwrap();
     let mut local = Local::open(dir.path()).unwrap();
-    let prompts: Vec<Prompt> = (0..64u32)
-        .map(|i| Prompt {
-            key: format!("p{i}"),
-            messages: vec![Message::new("user", &format!("Problem {i}: what is {} + {}?", i * 7, i * 13))],
-            prefill: String::new(),
-            n: 1,
-            max_new_tokens: Some(16 * (1 + (i * 7) % 10)),
-            first_sample: 0,
-        })
-        .collect();
     let cfg = SamplingConfig { temperature: 0.0, max_new_tokens: 160, ..Default::default() };
     let hidden = Progress::hidden();
     let slots = 8;
-    let samples = local.generate(&prompts, &cfg, &hidden).unwrap();
-    let tokens: u32 = samples.iter().flatten().map(|s| s.completion_tokens).sum();
-
     let mut group = c.benchmark_group("batching");
     group.sample_size(10).measurement_time(Duration::from_secs(40));
-    group.throughput(Throughput::Elements(u64::from(tokens)));
-    group.bench_function("static", |b| {
-        b.iter(|| {
-            for chunk in prompts.chunks(slots) {
-                local.generate(chunk, &cfg, &hidden).unwrap();
-            }
+    let sets: [(&str, Box<dyn Fn(u32) -> u32>); 2] = [
+        ("uniform", Box::new(|i| 16 * (1 + (i * 7) % 10))),
+        ("math", Box::new(|i| MATH_SHAPED[(i as usize * 37) % 64])),
+    ];
+    for (name, budget) in sets {
+        let prompts: Vec<Prompt> = (0..64u32)
+            .map(|i| Prompt {
+                key: format!("p{i}"),
+                messages: vec![Message::new("user", &format!("Problem {i}: what is {} + {}?", i * 7, i * 13))],
+                prefill: String::new(),
+                n: 1,
+                max_new_tokens: Some(budget(i)),
+                first_sample: 0,
+            })
+            .collect();
+        let samples = local.generate(&prompts, &cfg, &hidden).unwrap();
+        let tokens: u32 = samples.iter().flatten().map(|s| s.completion_tokens).sum();
+        group.throughput(Throughput::Elements(u64::from(tokens)));
+        group.bench_function(BenchmarkId::new("static", name), |b| {
+            b.iter(|| {
+                for chunk in prompts.chunks(slots) {
+                    local.generate(chunk, &cfg, &hidden).unwrap();
+                }
+            });
         });
-    });
-    group.bench_function("continuous", |b| {
-        b.iter(|| local.generate_each(&prompts, &cfg, slots, &hidden, &mut |_, _| Ok(())).unwrap());
-    });
+        group.bench_function(BenchmarkId::new("continuous", name), |b| {
+            b.iter(|| local.generate_each(&prompts, &cfg, slots, &hidden, &mut |_, _| Ok(())).unwrap());
+        });
+    }
     group.finish();
 }

@@ -34,6 +34,7 @@ use crate::{Context, OutputArgs};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
+/// `forge eval`'s settings (the `[eval]` section of a pipeline).
 pub struct EvalConfig {
     /// The model: a checkpoint directory (`local:PATH` works too), or a server: `openai:URL` or
     /// `openai:NAME@URL`
@@ -74,12 +75,15 @@ pub struct EvalConfig {
     pub max_new_tokens: u32,
     #[arg(long, default_value_t = seed())]
     #[serde(default = "seed")]
+    /// Seed of the samples (with the problem id and sample index)
     pub seed: u64,
     #[command(flatten)]
     #[serde(flatten)]
+    /// The prompt template and chat settings
     pub prompt: PromptConfig,
     #[command(flatten)]
     #[serde(flatten)]
+    /// Budget forcing (`--max-thinking-tokens`, `--min-thinking-tokens`)
     pub budget: BudgetConfig,
     /// Problems decoded together
     #[arg(long, default_value_t = batch(), value_name = "N")]
@@ -87,6 +91,7 @@ pub struct EvalConfig {
     pub batch_size: usize,
     #[command(flatten)]
     #[serde(flatten)]
+    /// How to reach an HTTP model
     pub http: HttpConfig,
     /// How samples are judged (`[verify]` in a pipeline): tolerance, and the sandbox code runs in
     #[command(flatten)]
@@ -288,7 +293,9 @@ impl EvalConfig {
 /// Scores over a set of problems.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
+    /// Problems scored.
     pub problems: u64,
+    /// Samples scored.
     pub samples: u64,
     /// Mean share of correct samples per problem (= accuracy with one greedy sample).
     pub pass_at_1: f64,
@@ -303,6 +310,7 @@ pub struct Scores {
     /// Tokens generated per problem (all its samples; a beam search: every beam's tokens).
     #[serde(default)]
     pub tokens_per_problem: f64,
+    /// Mean tokens per sample.
     pub mean_completion_tokens: f64,
     /// Share of samples cut at `--max-tokens`.
     pub truncated: f64,
@@ -324,16 +332,21 @@ impl Scores {
 /// `eval-report.json`, and with `--json` the one object on stdout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
+    /// The model evaluated.
     pub model: String,
+    /// The problems dataset.
     pub problems: PathBuf,
     /// How each problem was answered (`greedy`, `sample`, `maj@K`, `best-of-N`, `beam@W`).
     #[serde(default = "sample")]
     pub strategy: String,
+    /// Samples per problem.
     pub n: u32,
+    /// Sampling temperature.
     pub temperature: f32,
     /// The strategy's score over all problems: pass@1 for `greedy`, `sample` and `beam@W`, maj@K for
     /// `maj@K`, pass@N for `best-of-N`.
     pub accuracy: f64,
+    /// Scores over all problems.
     pub overall: Scores,
     /// Per `source` column (e.g. `synth/igsm`, `math500/test`).
     pub by_source: BTreeMap<String, Scores>,
@@ -353,11 +366,17 @@ fn sample() -> String {
 pub struct Point {
     /// The strategy at this point (`maj@4`), or the thinking budget (`budget=128`).
     pub point: String,
+    /// The strategy at this point (`maj@4`, `beam@2`, ...).
     pub strategy: String,
+    /// The thinking budget at this point, if any.
     pub max_thinking_tokens: Option<u32>,
+    /// The strategy's score.
     pub accuracy: f64,
+    /// Tokens generated per problem.
     pub tokens_per_problem: f64,
+    /// All scores at this point.
     pub scores: Scores,
+    /// Where this point's traces are.
     pub traces: PathBuf,
 }
 
@@ -458,6 +477,7 @@ fn score(judged: &Judgements, k: usize) -> (Scores, BTreeMap<String, Scores>) {
 pub const REPORT: &str = "eval-report.json";
 /// A sweep's points as CSV, and its curve.
 pub const SWEEP_CSV: &str = "sweep.csv";
+/// The sweep's curve: accuracy against tokens per problem.
 pub const SWEEP_PNG: &str = "scaling.png";
 
 /// The directory traces go to when `-o` is not given: `eval-<model>-<problems>` here.

@@ -8,11 +8,14 @@ use std::fmt;
 /// An exact fraction in lowest terms, denominator positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rational {
+    /// Numerator.
     pub num: i128,
+    /// Denominator, positive.
     pub den: i128,
 }
 
 impl Rational {
+    /// An integer.
     pub fn int(n: i128) -> Self {
         Rational { num: n, den: 1 }
     }
@@ -27,6 +30,7 @@ impl Rational {
         Ok(Rational { num: sign * num / g, den: sign * den / g })
     }
 
+    /// The value as an integer, when it is one.
     pub fn as_int(self) -> Option<i128> {
         (self.den == 1).then_some(self.num)
     }
@@ -46,16 +50,22 @@ impl fmt::Display for Rational {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An arithmetic operation.
 pub enum Op {
+    /// `+`
     Add,
+    /// `-`
     Sub,
+    /// `*`
     Mul,
+    /// `/`, exact (a fraction when it does not divide).
     Div,
     /// Remainder with the divisor's sign, as Python's `%` (so `-2 % 23 == 21`).
     Rem,
 }
 
 impl Op {
+    /// The operation's symbol.
     pub fn symbol(self) -> char {
         match self {
             Op::Add => '+',
@@ -73,6 +83,7 @@ impl Op {
         }
     }
 
+    /// `a op b`, exactly; an error on division by zero, overflow or a remainder of a fraction.
     pub fn apply(self, a: Rational, b: Rational) -> Result<Rational, String> {
         let overflow = || "number too large".to_string();
         let mul = |x: i128, y: i128| x.checked_mul(y).ok_or_else(overflow);
@@ -100,23 +111,30 @@ impl Op {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// An expression tree.
 pub enum Expr {
+    /// A whole number.
     Num(i128),
+    /// A binary operation.
     Bin(Box<Expr>, Op, Box<Expr>),
 }
 
 /// One operation of an evaluation: `expr` (on numbers only) and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvalStep {
+    /// The operation on numbers, as printed (`7 * 3`).
     pub expr: String,
+    /// Its value.
     pub value: Rational,
 }
 
 impl Expr {
+    /// `a op b`.
     pub fn bin(a: Expr, op: Op, b: Expr) -> Expr {
         Expr::Bin(Box::new(a), op, Box::new(b))
     }
 
+    /// The exact value; an error on division by zero or overflow.
     pub fn eval(&self) -> Result<Rational, String> {
         match self {
             Expr::Num(n) => Ok(Rational::int(*n)),

@@ -23,44 +23,66 @@ pub const CATEGORICAL: usize = 50;
 const TOP: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
+/// What `forge stats` reports about a dataset.
 pub struct DatasetStats {
+    /// The dataset's directory or file.
     pub path: PathBuf,
+    /// The table kind its manifest names, if any.
     pub kind: Option<TableKind>,
+    /// Data files read.
     pub files: usize,
+    /// Rows in all of them.
     pub rows: u64,
+    /// One entry per column.
     pub columns: Vec<ColumnStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// One column's summary.
 pub struct ColumnStats {
+    /// The column's name.
     pub name: String,
     /// JSON types seen (`a string`, `a number`, ...) and how often.
     pub types: BTreeMap<String, u64>,
+    /// Null values.
     pub nulls: u64,
     /// Characters of strings, items of lists.
     pub length: Option<Summary>,
+    /// Range of numeric values, when there are some.
     pub numbers: Option<NumberRange>,
     /// Distinct values, exact up to `MAX_DISTINCT`; null when the column holds lists, objects or long text.
     pub distinct: Option<u64>,
     /// More than `MAX_DISTINCT` distinct values.
     pub many_distinct: bool,
+    /// The most frequent values and their counts (categorical columns).
     pub top: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// Range of a numeric column.
 pub struct NumberRange {
+    /// Smallest value.
     pub min: f64,
+    /// Largest value.
     pub max: f64,
+    /// Mean value.
     pub mean: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// Distribution of lengths: quantiles and mean.
 pub struct Summary {
+    /// Shortest.
     pub min: f64,
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// Longest.
     pub max: f64,
+    /// Mean.
     pub mean: f64,
 }
 
@@ -189,6 +211,7 @@ fn summary(histogram: &HashMap<u64, u64>) -> Option<Summary> {
     })
 }
 
+/// `forge stats`: read the dataset at `path` and summarise every column.
 pub fn run(path: &Path, quiet: bool) -> Result<DatasetStats> {
     let input = Input::open(path)?;
     let rows = input.rows();

@@ -10,35 +10,54 @@ use crate::error::{Error, Location, Result};
 use crate::report::StageReport;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `manifest.json`: what a dataset directory holds and how it was made; written last, so a directory
+/// with a manifest is complete.
 pub struct Manifest {
+    /// The table kind.
     pub kind: TableKind,
+    /// The kind's schema version when written.
     pub schema_version: u32,
+    /// Rows in all files.
     pub rows: u64,
     /// Which slice of the stage's input this run covered (`0/1` when unsharded).
     pub shard: Shard,
+    /// The data files, in order.
     pub files: Vec<ShardFile>,
+    /// How the rows were made.
     pub provenance: Provenance,
+    /// The stage's counts (rows in, out, rejected by reason).
     pub report: StageReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One data file of a dataset.
 pub struct ShardFile {
     /// Relative to the dataset directory.
     pub path: String,
+    /// Rows in it.
     pub rows: u64,
+    /// Its size in bytes.
     pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How a dataset was made: the stage, its command and settings, its inputs.
 pub struct Provenance {
+    /// The forge version that wrote it.
     pub forge_version: String,
+    /// The stage (`generate`, `filter`, ...).
     pub stage: String,
+    /// The command line, as given.
     pub command: Vec<String>,
+    /// The stage's whole configuration, defaults included.
     pub config: serde_json::Value,
+    /// The datasets read.
     pub inputs: Vec<InputRef>,
     /// Hash of stage, config and inputs: a rerun with the same fingerprint resumes or is up to date.
     pub fingerprint: String,
+    /// When the run started (RFC 3339, UTC).
     pub started_at: String,
+    /// When it finished.
     pub finished_at: String,
 }
 
@@ -59,8 +78,11 @@ impl Provenance {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A dataset a stage read.
 pub struct InputRef {
+    /// Where it was.
     pub path: PathBuf,
+    /// Rows read from it.
     pub rows: u64,
     /// xxh3-128 of the input files' bytes, in reading order: a changed input is a different run.
     #[serde(default)]
@@ -77,6 +99,7 @@ impl Manifest {
         }
     }
 
+    /// Read a `manifest.json`; a located error when it is not one.
     pub fn read(path: &Path) -> Result<Manifest> {
         let text = fs_err::read_to_string(path)?;
         serde_json::from_str(&text).map_err(|e| {

@@ -22,9 +22,13 @@ pub const BATCH_ROWS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+/// A data file's format.
 pub enum Format {
+    /// Apache Parquet (`.parquet`, `.pq`)
     Parquet,
+    /// JSON Lines (`.jsonl`, `.ndjson`, `.json`)
     Jsonl,
+    /// Comma-separated values with a header (`.csv`)
     Csv,
 }
 
@@ -42,24 +46,33 @@ impl Format {
 }
 
 #[derive(Debug, Clone)]
+/// One data file of an input.
 pub struct InputFile {
+    /// Where it is.
     pub path: PathBuf,
+    /// Its format.
     pub format: Format,
+    /// Rows in it.
     pub rows: u64,
 }
 
 /// One untyped input row and where it came from.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// Where it was read (file and line or row).
     pub location: Location,
+    /// Its columns and values.
     pub fields: Map<String, Value>,
 }
 
 /// An opened input: its files in reading order, and the table kind when a manifest says it.
 #[derive(Debug, Clone)]
 pub struct Input {
+    /// The dataset directory or file.
     pub path: PathBuf,
+    /// Its data files, in reading order.
     pub files: Vec<InputFile>,
+    /// The table kind its manifest names, if any.
     pub kind: Option<TableKind>,
 }
 
@@ -90,6 +103,7 @@ impl Input {
         })
     }
 
+    /// Rows in all files.
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TableKind {
+    /// Problems to solve (`import`, `synth`).
     Problems,
+    /// Sampled solutions (`generate`).
     Traces,
     /// Traces that passed `forge filter`, with their verdict.
     Curated,
@@ -19,8 +21,10 @@ pub enum TableKind {
 }
 
 impl TableKind {
+    /// Every kind, in pipeline order.
     pub const ALL: [TableKind; 4] = [TableKind::Problems, TableKind::Traces, TableKind::Curated, TableKind::Sft];
 
+    /// The kind's name, as the manifest and `--help` spell it.
     pub fn name(self) -> &'static str {
         match self {
             TableKind::Problems => "problems",
@@ -40,6 +44,7 @@ impl TableKind {
         }
     }
 
+    /// The kind's Arrow schema (documented column by column in `schemas/<name>.md`).
     pub fn schema(self) -> SchemaRef {
         match self {
             TableKind::Problems => problems_schema(),
@@ -67,10 +72,13 @@ pub struct Problem {
     pub source: String,
     /// How an answer is judged: `math` (answer equivalence), `code` (tests), `countdown` (expression).
     pub domain: String,
+    /// The problem as posed to a model, without answer-format instructions.
     pub prompt: String,
+    /// The reference final answer as the source writes it; null when there is none (some code problems).
     pub gold: Option<String>,
     /// Python snippets for code problems; each one, appended to the candidate program, exits 0 iff it passes.
     pub tests: Option<Vec<String>>,
+    /// A reference solution step by step, when the source has one (GSM8K, `synth`).
     pub steps: Option<Vec<Step>>,
     /// A JSON object with whatever else the source had (level, subject, numbers, the synth graph, ...).
     pub metadata: String,
@@ -79,17 +87,22 @@ pub struct Problem {
 /// One step of a reference solution; `calcs` are the calculations in it a checker can redo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
+    /// The step's text.
     pub text: String,
+    /// The calculations in it that a checker can redo.
     pub calcs: Vec<Calc>,
 }
 
 /// A checkable calculation: `expr` evaluates to `result` (`%` is the remainder, as in Python).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Calc {
+    /// The expression, as written (`48 / 2`).
     pub expr: String,
+    /// Its value, as written (`24`).
     pub result: String,
 }
 
+/// The problems table's Arrow schema.
 pub fn problems_schema() -> SchemaRef {
     let calc = Fields::from(vec![string("expr", false), string("result", false)]);
     let step = Fields::from(vec![string("text", false), Field::new("calcs", list_of(DataType::Struct(calc)), false)]);
@@ -108,20 +121,35 @@ pub fn problems_schema() -> SchemaRef {
 /// One sampled solution of one problem (draft: the generation stage fills it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
+    /// `<problem_id>#<sample_index>`.
     pub id: String,
+    /// The `id` of the problem in its problems dataset.
     pub problem_id: String,
+    /// Copied from the problem.
     pub source: String,
+    /// Copied from the problem.
     pub domain: String,
+    /// The problem text (copied).
     pub prompt: String,
+    /// Copied from the problem.
     pub gold: Option<String>,
+    /// The teacher that wrote it: `local:<checkpoint>` or `openai:<model>@<url>`.
     pub teacher: String,
+    /// Which of the problem's samples (0-based).
     pub sample_index: u32,
+    /// The sampling settings and the seed that reproduce this sample.
     pub sampling: Sampling,
+    /// The raw text the teacher produced, delimiters included.
     pub completion: String,
+    /// The thinking part, null when the teacher gave none.
     pub reasoning: Option<String>,
+    /// The final-answer part, after the reasoning.
     pub solution: String,
+    /// Tokens in the rendered prompt.
     pub prompt_tokens: u32,
+    /// Tokens generated.
     pub completion_tokens: u32,
+    /// `stop`, `length` or `error` ([`Finish`]).
     pub finish_reason: String,
     /// Copied from the problem (Countdown's numbers and target live here).
     pub metadata: String,
@@ -142,19 +170,28 @@ pub struct Trace {
 /// A token and its log-probability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenLogprob {
+    /// The token's id in the teacher's vocabulary.
     pub token: u32,
+    /// Its log-probability under the teacher.
     pub logprob: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How a sample was drawn (the traces table's `sampling`).
 pub struct Sampling {
+    /// Softmax temperature; 0 is greedy.
     pub temperature: f32,
+    /// Nucleus (top-p) truncation; 1 keeps every token.
     pub top_p: f32,
+    /// Top-k truncation, when set.
     pub top_k: Option<u32>,
+    /// New tokens at most.
     pub max_new_tokens: u32,
+    /// The seed that reproduces the sample (with the problem id and sample index).
     pub seed: u64,
 }
 
+/// The traces table's Arrow schema.
 pub fn traces_schema() -> SchemaRef {
     let sampling = Fields::from(vec![
         Field::new("temperature", DataType::Float32, false),
@@ -209,7 +246,9 @@ pub fn curated_schema() -> SchemaRef {
 /// A chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
     pub role: String,
+    /// The message's text.
     pub content: String,
 }
 
@@ -218,15 +257,22 @@ pub struct ChatMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SegmentKind {
+    /// A step of the solution.
     Step,
+    /// A deliberately wrong step (Journey Learning).
     Error,
+    /// The model noticing the error.
     Detect,
+    /// The corrected step.
     Fix,
+    /// A check of a step.
     Verify,
+    /// The final answer.
     Final,
 }
 
 impl SegmentKind {
+    /// The kind's name, as the `segments` column spells it.
     pub fn name(self) -> &'static str {
         match self {
             SegmentKind::Step => "step",
@@ -252,6 +298,7 @@ pub enum Finish {
 }
 
 impl Finish {
+    /// The reason's name, as the `finish_reason` column spells it.
     pub fn name(self) -> &'static str {
         match self {
             Finish::Stop => "stop",
@@ -275,24 +322,38 @@ impl Finish {
 /// A labelled span of the completion: character offsets into the assistant message's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentSpan {
+    /// A [`SegmentKind`] name.
     pub kind: String,
+    /// First character (Unicode scalar offset).
     pub start: u32,
+    /// One past the last character.
     pub end: u32,
+    /// Whether the trainers compute loss on it.
     pub train: bool,
 }
 
 /// One training conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SftRow {
+    /// The row's id: the problem id for one row per problem.
     pub id: String,
+    /// The `id` of the problem in its problems dataset.
     pub problem_id: String,
+    /// Copied from the problem.
     pub source: String,
+    /// Copied from the problem.
     pub domain: String,
+    /// The whole conversation; the last message is the assistant's reply.
     pub messages: Vec<ChatMessage>,
+    /// `messages` without the final assistant reply.
     pub prompt: Vec<ChatMessage>,
+    /// The final assistant reply, as a one-message list.
     pub completion: Vec<ChatMessage>,
+    /// Labelled spans of the reply's content, in order and covering it.
     pub segments: Vec<SegmentSpan>,
+    /// Copied from the problem.
     pub gold: Option<String>,
+    /// A JSON object: how the row was made (strategy, knobs, inserted errors, verdicts).
     pub metadata: String,
 }
 

@@ -65,6 +65,7 @@ pub struct FilterConfig {
     pub decontaminate: Vec<PathBuf>,
     #[command(flatten)]
     #[serde(default)]
+    /// Word n-gram decontamination's settings.
     pub decontam: DecontamConfig,
     /// Drop rows whose prompt means the same as an evaluation item, worded otherwise: sentence embeddings
     /// (`--encoder`), cosine similarity at least `--semantic-threshold`; repeat for several
@@ -125,6 +126,7 @@ pub struct FilterConfig {
     pub near_dup: bool,
     #[command(flatten)]
     #[serde(default)]
+    /// Near-duplicate detection's settings.
     pub minhash: MinHashConfig,
     /// Which row of a duplicate cluster to keep
     #[arg(long, value_enum, default_value_t)]
@@ -160,6 +162,7 @@ pub struct FilterConfig {
     pub seed: u64,
     #[command(flatten)]
     #[serde(default)]
+    /// How answers are verified (`--verify`).
     pub verify: VerifySettings,
     /// How to reach an HTTP `--judge`
     #[command(flatten)]
@@ -192,7 +195,9 @@ pub enum Keep {
     /// The first in input order (as datatrove)
     #[default]
     First,
+    /// The shortest completion
     Shortest,
+    /// The longest completion
     Longest,
     /// Correct before unjudged before wrong, then the shortest
     Best,
@@ -205,6 +210,7 @@ pub enum Pick {
     /// Shortest first (correct ones before others when wrong answers are kept)
     #[default]
     Shortest,
+    /// In input order
     First,
     /// A seeded shuffle (`--seed`)
     Random,
@@ -240,22 +246,39 @@ impl FilterStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// A prompt or trace overlaps an evaluation set.
     Contaminated,
+    /// An HTTP teacher's request failed (`finish_reason` `error`).
     TeacherError,
+    /// The sample hit its token limit.
     Truncated,
+    /// The text repeats itself.
     Repetition,
+    /// The reasoning switches language (the verifier's language-consistency check).
     Language,
+    /// The reasoning's delimiters are malformed.
     BadFormat,
+    /// No final answer could be found.
     NoAnswer,
+    /// Shorter than `--min-chars`.
     TooShort,
+    /// Longer than `--max-chars` or `--max-tokens`.
     TooLong,
+    /// No majority answer to fill a missing gold with.
     NoConsensus,
+    /// The problem's pass rate is outside the `--pass-rate` window.
     PassRate,
+    /// The answer is wrong.
     Incorrect,
+    /// An earlier problem has the same prompt (all of the later problem's rows go).
     DuplicatePrompt,
+    /// Another sample has the same text.
     ExactDuplicate,
+    /// A near-duplicate of another sample (MinHash).
     NearDuplicate,
+    /// Means the same as an evaluation item (sentence embeddings).
     SemanticDuplicate,
+    /// Beyond `--max-per-problem`.
     MaxPerProblem,
 }
 
@@ -280,6 +303,7 @@ impl Reason {
         Reason::MaxPerProblem,
     ];
 
+    /// The stable code, as `reject_reason` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Reason::Contaminated => "contaminated",
@@ -464,6 +488,7 @@ pub struct FilterTarget {
     pub step: Option<FilterStep>,
     #[command(flatten)]
     #[serde(flatten)]
+    /// Where to write, and whether to overwrite.
     pub output: OutputArgs,
 }
 

@@ -47,7 +47,9 @@ use synthetic::{ErrorType, Knobs};
 /// A piece of a solution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seg {
+    /// What the piece is.
     pub kind: Kind,
+    /// Its text (one line of the reply).
     pub text: String,
     /// Whether the loss covers it.
     pub train: bool,
@@ -73,6 +75,7 @@ pub fn render(segs: &[Seg]) -> (String, Vec<SegmentSpan>) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+/// How `forge journey` makes its solutions.
 pub enum Strategy {
     /// Wrong steps of chosen types, each detected by its checkable reason and fixed
     Synthetic,
@@ -89,6 +92,7 @@ pub enum Strategy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+/// How a detected error is marked in the text.
 pub enum Marker {
     /// A sentence that states the recomputation ("Wait, 12 + 11 is 23, not 24.")
     Wait,
@@ -98,6 +102,7 @@ pub enum Marker {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
+/// `forge journey`'s settings (the `[journey]` section of a pipeline).
 pub struct JourneyConfig {
     /// Problems with reference steps that carry calculations (`forge synth`, `forge import --preset gsm8k`);
     /// with `--strategy splice` or `teacher`, traces from `forge generate`
@@ -105,6 +110,7 @@ pub struct JourneyConfig {
     pub input: PathBuf,
     #[arg(long, value_enum, default_value_t = defaults::strategy())]
     #[serde(default = "defaults::strategy")]
+    /// How the solutions are made
     pub strategy: Strategy,
     /// Probability that a checkable step is first written wrong (per step)
     #[arg(long, default_value_t = defaults::error_rate(), value_name = "P")]
@@ -151,6 +157,7 @@ pub struct JourneyConfig {
     pub temperature: f32,
     #[arg(long = "max-tokens", default_value_t = defaults::max_tokens(), value_name = "N")]
     #[serde(default = "defaults::max_tokens")]
+    /// New tokens at most per continuation (`--strategy teacher`)
     pub max_tokens: u32,
     /// Leave the wrong steps out of the loss (`train = false` on error segments)
     #[arg(long)]
@@ -158,9 +165,11 @@ pub struct JourneyConfig {
     pub mask_errors: bool,
     #[arg(long, default_value_t = defaults::seed())]
     #[serde(default = "defaults::seed")]
+    /// Seed of the error placement and of the teacher's samples
     pub seed: u64,
     #[command(flatten)]
     #[serde(flatten)]
+    /// How to reach an HTTP `--teacher`
     pub http: crate::teacher::HttpConfig,
 }
 
@@ -378,6 +387,8 @@ fn problem_groups(input: &Input, shard: crate::dataset::Shard) -> Result<Vec<(u6
     Ok((0u64..).zip(groups).skip(range.start as usize).take((range.end - range.start) as usize).collect())
 }
 
+/// `forge journey`: read the input, write one training conversation per problem (or spliced pair) to
+/// `out`.
 pub fn run(cfg: &JourneyConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
     let rate = |x: f64| (0.0..=1.0).contains(&x);
     if !rate(cfg.error_rate) || !rate(cfg.journey_share) || !cfg.verify_share.is_none_or(rate) {

@@ -31,9 +31,11 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// Every error type.
     pub const ALL: [ErrorType; 5] =
         [ErrorType::Arithmetic, ErrorType::Operand, ErrorType::Operator, ErrorType::Misread, ErrorType::Unavailable];
 
+    /// The type's name, as `--error-types` and provenance spell it.
     pub fn name(self) -> &'static str {
         match self {
             ErrorType::Arithmetic => "arithmetic",
@@ -264,12 +266,17 @@ fn fill(template: &str, calc: &Calc, wrong: Option<&Calc>) -> String {
 
 /// The knobs of one solution.
 pub struct Knobs<'a> {
+    /// Chance that a step gets an error.
     pub error_rate: f64,
+    /// Which errors may be made.
     pub types: &'a [ErrorType],
+    /// Errors per solution at most.
     pub max_errors: u32,
+    /// Chance that a step is followed by a check.
     pub verify_rate: f64,
     /// `[BACK]` instead of a sentence.
     pub back_token: bool,
+    /// The wrong steps are not trained on (their segments' `train` false).
     pub mask_errors: bool,
     /// Correct steps written, at most, between an error and its detection.
     pub detect_after: u32,
@@ -278,10 +285,14 @@ pub struct Knobs<'a> {
 /// An error the solution contains, for provenance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inserted {
+    /// The step it was made at (0-based).
     pub step: usize,
     #[serde(rename = "type")]
+    /// The type of error.
     pub kind: ErrorType,
+    /// The wrong value, as written.
     pub written: String,
+    /// The right value.
     pub expected: String,
     /// The checker rejected the wrong step and accepted the fix.
     pub checked: bool,

@@ -20,14 +20,19 @@ pub enum Arch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
     #[serde(alias = "type")]
+    /// `llama3` (the only scaling forge applies) or `default`.
     pub rope_type: String,
     #[serde(default = "one")]
+    /// How much longer the context is than the original.
     pub factor: f64,
     #[serde(default = "one")]
+    /// Wavelengths above `original / low_freq_factor` are scaled by `factor`.
     pub low_freq_factor: f64,
     #[serde(default = "four")]
+    /// Wavelengths below `original / high_freq_factor` are kept.
     pub high_freq_factor: f64,
     #[serde(default = "eight_k")]
+    /// The context length the model was pretrained with.
     pub original_max_position_embeddings: usize,
 }
 
@@ -42,37 +47,55 @@ fn eight_k() -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A checkpoint's `config.json`: the fields forge reads (transformers' names and defaults).
 pub struct ModelConfig {
+    /// `qwen2` or `llama`.
     pub model_type: String,
+    /// Tokens in the vocabulary (rows of the embedding).
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// Decoder layers.
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Key/value heads (grouped-query attention); the query heads when absent.
     pub num_key_value_heads: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Width of a head; `hidden_size / num_attention_heads` when absent.
     pub head_dim: Option<usize>,
     #[serde(default = "default_eps")]
+    /// Epsilon of the RMS norms.
     pub rms_norm_eps: f64,
     #[serde(default = "default_theta")]
+    /// Base of the rotary position embedding.
     pub rope_theta: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Llama 3.1+ scaling of the rotary embedding.
     pub rope_scaling: Option<RopeScaling>,
     /// transformers 5 writes `rope_theta` and the scaling here instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<serde_json::Value>,
     #[serde(default = "default_max_positions")]
+    /// The longest context the model supports.
     pub max_position_embeddings: usize,
     #[serde(default)]
+    /// The output head shares the embedding's weights.
     pub tie_word_embeddings: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bias on the q, k and v projections (Llama); Qwen2 always has it.
     pub attention_bias: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Beginning-of-sequence token id(s), as written.
     pub bos_token_id: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// End-of-sequence token id(s), as written: one id or a list.
     pub eos_token_id: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The dtype the weights were saved in, as written.
     pub torch_dtype: Option<String>,
 }
 
@@ -87,6 +110,8 @@ fn default_max_positions() -> usize {
 }
 
 impl ModelConfig {
+    /// Read and check `config.json`: refuses architectures and RoPE scalings forge does not run, naming
+    /// the field.
     pub fn read(path: &Path) -> Result<ModelConfig> {
         let text = fs_err::read_to_string(path)?;
         let mut config: ModelConfig = serde_json::from_str(&text)
@@ -121,6 +146,7 @@ impl ModelConfig {
         Ok(config)
     }
 
+    /// The architecture `model_type` names.
     pub fn arch(&self) -> Result<Arch> {
         match self.model_type.as_str() {
             "qwen2" => Ok(Arch::Qwen2),
@@ -129,10 +155,12 @@ impl ModelConfig {
         }
     }
 
+    /// Key/value heads.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
+    /// Width of a head.
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
     }

@@ -120,6 +120,7 @@ impl KvCache {
         self.layers.first().and_then(|l| l.as_ref()).map_or(0, |s| s.len)
     }
 
+    /// No position in the cache yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -193,6 +194,8 @@ impl KvCache {
     }
 }
 
+/// A Qwen2 or Llama decoder (embedding, layers, final norm, output head) over candle tensors: training
+/// with gradients, and inference with forge's decoding kernels and a [`KvCache`].
 pub struct Decoder {
     embed: Embedding,
     layers: Vec<Layer>,
@@ -206,6 +209,7 @@ pub struct Decoder {
     /// With activation checkpointing ([`Decoder::checkpoint_layers`]), where the checkpointed layers'
     /// backward passes leave their weight gradients.
     checkpoint: Option<checkpoint::LayerGrads>,
+    /// The checkpoint's `config.json`.
     pub config: ModelConfig,
 }
 
@@ -215,16 +219,21 @@ pub struct Decoder {
 /// (peft's convention: the base output is not scaled).
 #[derive(Clone)]
 pub struct Linear {
+    /// `[out, in]`.
     pub weight: Tensor,
     bias: Option<Tensor>,
+    /// A LoRA adapter on it, when one is trained.
     pub lora: Option<Lora>,
 }
 
 /// A low-rank update of a linear layer: `A` is `[rank, in]`, `B` is `[out, rank]`.
 #[derive(Clone)]
 pub struct Lora {
+    /// `[rank, in]`.
     pub a: Tensor,
+    /// `[out, rank]`, zero at the start.
     pub b: Tensor,
+    /// `alpha / rank`.
     pub scale: f64,
 }
 
@@ -329,6 +338,7 @@ impl Decoder {
         })
     }
 
+    /// The device the weights are on.
     pub fn device(&self) -> &Device {
         self.norm.device()
     }
@@ -355,6 +365,7 @@ impl Decoder {
         self.compute = dtype;
     }
 
+    /// The type activations and matrix products are computed in.
     pub fn compute_dtype(&self) -> DType {
         self.compute
     }

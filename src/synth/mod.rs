@@ -27,16 +27,22 @@ use crate::progress::Progress;
 use crate::report::StageReport;
 use crate::{Context, Outcome, OutputArgs};
 
+/// Problems generated when `--n` is not given.
 pub const DEFAULT_N: u64 = 1000;
+/// The default seed.
 pub const DEFAULT_SEED: u64 = 0;
+/// iGSM's default prime modulus.
 pub const DEFAULT_MODULUS: u64 = 23;
 /// Small primes keep the arithmetic doable by a tiny model (and far from overflow).
 pub const MAX_MODULUS: u64 = 1000;
+/// iGSM's default count of quantities that do not lead to the answer.
 pub const DEFAULT_DISTRACTORS: u64 = 2;
+/// Largest operand when `--max-operand` is not given.
 pub const DEFAULT_MAX_OPERAND: u64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+/// What `forge synth` generates.
 pub enum Task {
     /// Multi-step arithmetic: "Compute (17 + 25) * 3 - 8."
     Arith,
@@ -48,13 +54,17 @@ pub enum Task {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+/// How iGSM names its quantities.
 pub enum Names {
     #[default]
+    /// Words ("the number of lamps in Riverside Zoo")
     Words,
+    /// Letters ("A", "B", then "A1" once 26 are taken)
     Letters,
 }
 
 impl Task {
+    /// The task's name, as `--task` and the `source` column spell it.
     pub fn name(self) -> &'static str {
         match self {
             Task::Arith => "arith",
@@ -76,7 +86,9 @@ impl Task {
 /// An inclusive range of counts: `3` or `2..5`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
+    /// At least.
     pub min: u64,
+    /// At most.
     pub max: u64,
 }
 
@@ -209,6 +221,7 @@ impl SynthConfig {
 /// Rows generated per parallel chunk.
 const CHUNK: u64 = 4096;
 
+/// `forge synth`: generate `cfg.n` problems of the task, seeded, and write them to `out`.
 pub fn run(cfg: &SynthConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
     let started = Instant::now();
     let ops = cfg.check()?;

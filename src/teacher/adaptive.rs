@@ -56,10 +56,13 @@ fn per_round() -> u32 {
 }
 
 impl AdaptiveConfig {
+    /// Whether adaptive sampling was asked for (`--until-correct` or `--pass-rate`).
     pub fn active(&self) -> bool {
         self.until_correct.is_some() || self.pass_rate.is_some()
     }
 
+    /// Refuse settings adaptive sampling cannot run with (beam search, counts of 0, a confidence outside
+    /// (0, 1)).
     pub fn check(&self, sampling: &SamplingConfig) -> Result<()> {
         if sampling.beams > 1 {
             return Err(Error::usage("adaptive sampling draws samples; beam search's are the same every round")
@@ -101,8 +104,11 @@ impl Stop {
 /// What an adaptive run did.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Samples drawn.
     pub samples: u64,
+    /// Tokens generated.
     pub tokens: u64,
+    /// Samples that failed (HTTP teacher errors).
     pub errors: u64,
     /// Problems per reason they stopped (report keys, e.g. `stopped_correct`).
     pub stopped: BTreeMap<&'static str, u64>,
@@ -152,12 +158,19 @@ fn judge(t: &Trace, settings: &VerifySettings) -> Result<bool> {
 
 /// Everything [`write`] samples with.
 pub struct Run<'a> {
+    /// The teacher.
     pub teacher: &'a mut dyn Teacher,
+    /// How each sample is drawn.
     pub sampling: &'a SamplingConfig,
+    /// Budget forcing, if any.
     pub budget: &'a BudgetConfig,
+    /// How prompts are rendered.
     pub prompt: &'a super::traces::PromptConfig,
+    /// Samples at most per problem.
     pub n: u32,
+    /// Problems decoded together.
     pub batch_size: usize,
+    /// Where progress goes.
     pub progress: &'a Progress,
 }
 

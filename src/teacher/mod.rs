@@ -23,9 +23,11 @@ pub use sampling::SamplingConfig;
 pub struct Prompt {
     /// Seeds the samples' random streams (the problem id).
     pub key: String,
+    /// The conversation up to the assistant's turn.
     pub messages: Vec<Message>,
     /// Text the assistant's turn starts with (e.g. `<think>\n`); the completion continues it.
     pub prefill: String,
+    /// Samples to draw.
     pub n: u32,
     /// New tokens at most for this prompt's samples, when below the sampling's `max_new_tokens`
     /// (budget forcing continues each sample with what is left of its budget).
@@ -49,11 +51,14 @@ pub struct Sample {
     pub text: String,
     /// The thinking, when the server returned it apart from the text (`reasoning_content`, `reasoning`).
     pub reasoning: Option<String>,
+    /// Tokens in the rendered prompt.
     pub prompt_tokens: u32,
+    /// Tokens generated.
     pub completion_tokens: u32,
     /// The generated token ids, ending with the end-of-sequence token when the sample ended with one
     /// (the local teacher; empty from a server).
     pub tokens: Vec<u32>,
+    /// Why it ended.
     pub finish: Finish,
     /// Log-probability of each generated token under the model.
     pub logprobs: Vec<f32>,
@@ -83,6 +88,7 @@ impl Sample {
     }
 }
 
+/// A model that writes solutions: the local candle backend, or an OpenAI-compatible server.
 pub trait Teacher {
     /// `local:<path>` or `openai:<model>@<url>`, recorded in every trace.
     fn id(&self) -> &str;
@@ -127,9 +133,13 @@ pub fn render(template: &ChatTemplate, prompt: &Prompt) -> Result<String> {
 /// How to reach a teacher: the spec (`local:PATH`, `openai:URL`), and for an HTTP teacher the served model
 /// name, the client settings, and the run whose journal entries are its own.
 pub struct Connect<'a> {
+    /// `local:PATH` or `openai:URL`.
     pub spec: &'a str,
+    /// The served model name (`--model`); the server's only one when absent.
     pub model: Option<&'a str>,
+    /// The HTTP client's settings.
     pub http: &'a HttpConfig,
+    /// This run's id in the request journal.
     pub run: u64,
 }
 

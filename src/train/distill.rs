@@ -67,9 +67,12 @@ pub enum Tail {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
+/// `forge train-distill`'s settings (the `[train_distill]` section of a pipeline): the trainer's, and the
+/// loss and its teacher.
 pub struct DistillConfig {
     #[command(flatten)]
     #[serde(flatten)]
+    /// The trainer's settings, as `train-sft` takes them
     pub train: TrainConfig,
     /// Online distillation from this teacher (`local:DIR`, the same tokenizer as the student), run on each
     /// batch; without it, offline from the rows' `top_logprobs`
@@ -131,8 +134,11 @@ const ABSENT: f32 = -1e9;
 /// The teacher's distributions at a micro-batch's picked positions (offline): `[n, k]` token ids and
 /// log-probabilities (padding: id 0, [`ABSENT`]), and `[n]` 1 where the position has one, 0 where not.
 pub struct Sparse {
+    /// `[n, k]` token ids.
     pub ids: Tensor,
+    /// `[n, k]` log-probabilities.
     pub logprobs: Tensor,
+    /// `[n]`: 1 where the position has a distribution.
     pub has: Tensor,
     /// Positions with a distribution.
     pub count: usize,
@@ -166,14 +172,20 @@ impl Sparse {
 /// The settings of the loss, as the trainer applies them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Objective {
+    /// Which divergence.
     pub loss: Loss,
+    /// JSD's interpolation (`--beta`).
     pub beta: f64,
+    /// Softmax temperature of both distributions.
     pub temperature: f64,
+    /// Weight of the cross-entropy on the reply's tokens beside the divergence.
     pub ce_weight: f64,
+    /// What is done with the probability outside the teacher's top k.
     pub tail: Tail,
 }
 
 impl Objective {
+    /// The objective `cfg` asks for; an error on values out of range.
     pub fn of(cfg: &DistillConfig) -> Result<Objective> {
         if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
             return Err(Error::usage("`--temperature` must be positive"));
@@ -281,8 +293,11 @@ pub enum Source {
 
 /// The objective and its teacher: what the trainer calls for a micro-batch's summed loss.
 pub struct Distiller {
+    /// The loss.
     pub objective: Objective,
+    /// Where the teacher's distributions come from.
     pub source: Source,
+    /// On-policy steps (`--lambda`), when asked.
     pub on_policy: Option<OnPolicy>,
 }
 

@@ -11,18 +11,27 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Location, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One row of `metrics.csv`: one optimizer step.
 pub struct Row {
+    /// The step (1-based).
     pub step: u64,
+    /// The epoch it belongs to.
     pub epoch: u64,
+    /// Mean loss per trained token.
     pub loss: f64,
+    /// Loss on the held-out examples, at evaluation steps.
     pub eval_loss: Option<f64>,
+    /// The learning rate used.
     pub lr: f64,
+    /// The gradient's global norm before clipping.
     pub grad_norm: f64,
     /// Tokens read so far.
     pub tokens: u64,
+    /// Tokens read per second over this invocation.
     pub tokens_per_second: f64,
 }
 
+/// `metrics.csv`, appended to step by step (a resumed run continues it).
 pub struct Log {
     file: fs_err::File,
 }
@@ -57,6 +66,7 @@ impl Log {
         Ok(Log { file: fs_err::OpenOptions::new().append(true).open(&path)? })
     }
 
+    /// Append one row and flush it.
     pub fn push(&mut self, row: &Row) -> Result<()> {
         self.push_line(&line(row))
     }

@@ -42,6 +42,8 @@ use output::{Resume, TrainState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
+/// `forge train-sft`'s settings (the `[train_sft]` section of a pipeline; `train-distill` and `train-rl`
+/// build on them).
 pub struct TrainConfig {
     /// The checkpoint to start from (a Hugging Face directory: config, safetensors, tokenizer, chat template)
     #[arg(long, value_name = "DIR")]
@@ -243,7 +245,9 @@ mod defaults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
+    /// 32-bit floats throughout
     F32,
+    /// bfloat16 activations and matrix products (weights, gradients and AdamW stay f32)
     Bf16,
 }
 
@@ -267,24 +271,32 @@ pub struct TrainOutput {
 /// What a finished run reports (`train-report.json` in the output).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
+    /// Hash of the settings and inputs: the run this checkpoint belongs to.
     pub fingerprint: String,
+    /// Optimizer steps taken.
     pub steps: u64,
     /// Epochs begun (`--max-steps` can end a run before `--epochs`); the last one may be partial.
     pub epochs: u64,
+    /// Training examples.
     pub examples: usize,
+    /// Held-out examples (`--eval-split`).
     pub eval_examples: usize,
     /// Rows dropped because no trained token was left within `max_length`.
     pub dropped: usize,
-    /// Tokens the model read (padding aside) and tokens with a loss.
+    /// Tokens the model read (padding aside).
     pub tokens: u64,
+    /// Tokens with a loss.
     pub trained_tokens: u64,
+    /// Mean loss of the last step.
     pub final_loss: f64,
+    /// Loss on the held-out examples at the end, if any.
     pub final_eval_loss: Option<f64>,
-    /// Distillation: trained tokens that had a teacher distribution, and rows whose teacher lists did not
-    /// line up with their tokens (trained on their tokens alone).
+    /// Distillation: trained tokens that had a teacher distribution.
     #[serde(default)]
     pub distilled_tokens: u64,
     #[serde(default)]
+    /// Distillation: rows whose teacher lists did not line up with their tokens (trained on their tokens
+    /// alone).
     pub unaligned_rows: usize,
     /// On-policy distillation: steps trained on the student's own samples.
     #[serde(default)]
@@ -292,6 +304,7 @@ pub struct TrainReport {
     /// RL: the mean reward of the last step's rollouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_reward: Option<f64>,
+    /// Wall-clock seconds of this invocation.
     pub seconds: f64,
     /// Tokens read per second over this invocation's steps.
     pub tokens_per_second: f64,

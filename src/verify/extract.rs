@@ -22,13 +22,19 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
+    /// `<answer>…</answer>`.
     AnswerTag,
+    /// The last `\boxed{…}` (or `\fbox{…}`).
     Boxed,
+    /// "The final answer is …".
     FinalAnswerIs,
     /// "Final Answer: …", "**Final Answer** …".
     FinalAnswer,
+    /// "The answer is …".
     AnswerIs,
+    /// "Answer: …".
     AnswerColon,
+    /// GSM8K's `#### …`.
     Gsm8k,
     /// The last math span (`$…$`, `\\(…\\)`, `\\[…\\]`, `$$…$$`) with no number after it.
     LastSpan,
@@ -36,6 +42,7 @@ pub enum Rule {
     Whole,
     /// Code: a fenced block (the last one tagged Python, else the last untagged one).
     Fenced,
+    /// The last number in the output: the fallback.
     LastNumber,
 }
 
@@ -80,7 +87,9 @@ fn rfind(haystack: &str, needle: &'static str) -> Option<usize> {
 /// A model output split into reasoning and solution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split<'a> {
+    /// The thinking part, when there is one.
     pub reasoning: Option<&'a str>,
+    /// The part after it (the whole output without reasoning delimiters).
     pub solution: &'a str,
     /// The reasoning was opened but never closed (truncated or malformed).
     pub unclosed: bool,
@@ -253,7 +262,9 @@ fn sentence(tail: &str) -> &str {
 /// A math span: `$…$`, `$$…$$`, `\\(…\\)` or `\\[…\\]`, with its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span<'a> {
+    /// Byte range of the span, delimiters included.
     pub outer: std::ops::Range<usize>,
+    /// Its content, without the delimiters.
     pub content: &'a str,
 }
 

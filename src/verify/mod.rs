@@ -43,8 +43,11 @@ pub use extract::Rule;
 
 /// Recorded in every verdict, so a dataset says which verifier judged it.
 pub const VERIFIER: &str = concat!("forge-verify/", env!("CARGO_PKG_VERSION"));
+/// The gold answer's column when `--gold-col` is not given.
 pub const DEFAULT_GOLD_COL: &str = "answer";
+/// The output's column when `--output-col` is not given.
 pub const DEFAULT_OUTPUT_COL: &str = "completion";
+/// The prompt's column when `--prompt-col` is not given.
 pub const DEFAULT_PROMPT_COL: &str = "prompt";
 
 /// How answers are found and compared (shared by `forge verify`, the filter stage and rewards).
@@ -97,6 +100,7 @@ impl VerifySettings {
             .map_err(|e| Error::usage(format!("cannot start the verify threads: {e}")))
     }
 
+    /// Code runs at once (the sandbox's `--sandbox-concurrency`).
     pub fn sandbox_concurrency(&self) -> usize {
         self.sandbox_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
@@ -155,6 +159,7 @@ pub struct VerifyConfig {
     pub format: Option<Format>,
     #[command(flatten)]
     #[serde(flatten)]
+    /// How outputs are judged
     pub settings: VerifySettings,
 }
 
@@ -178,6 +183,7 @@ pub struct Verdict {
     /// Which rule found it (`answer_tag`, `boxed`, `final_answer_is`, `final_answer`, `answer_is`, `answer_colon`, `gsm8k`,
     /// `last_span`, `whole`, and `last_number` for the fallback).
     pub extraction_rule: Option<Rule>,
+    /// The answer is equivalent to the gold one (Countdown: the expression checks).
     pub correct: bool,
     /// How equivalence was decided (`exact`, `tolerance`, `rounding`, `structure`, `text`).
     pub match_method: Option<Method>,
@@ -189,6 +195,7 @@ pub struct Verdict {
     pub repetition: bool,
     /// The reasoning is in the prompt's language and script (null when there is no prompt).
     pub language_ok: Option<bool>,
+    /// Share of the reasoning's letters in a script other than the prompt's.
     pub foreign_script_share: Option<f64>,
     /// Code: the share of the problem's tests the program passed.
     pub tests_passed: Option<f64>,
@@ -196,6 +203,7 @@ pub struct Verdict {
     pub test_error: Option<String>,
     /// Every failed check (stable snake_case codes in the written verdict).
     pub failed: Vec<Failure>,
+    /// The verifier and its version (`forge-verify/X.Y.Z`).
     pub verifier: &'static str,
 }
 
@@ -239,6 +247,7 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The stable code, as the written verdict spells it.
     pub fn name(self) -> &'static str {
         match self {
             Failure::UnclosedReasoning => "unclosed_reasoning",
@@ -474,6 +483,7 @@ pub struct TraceRef<'a> {
     pub domain: Domain,
     /// Without one, the verdict has the checks but `correct` stays false and `match_method` null.
     pub gold: Option<&'a str>,
+    /// The text to judge.
     pub output: &'a str,
     /// For the language check (skipped without it).
     pub prompt: Option<&'a str>,
@@ -504,6 +514,7 @@ impl<'a> TraceRef<'a> {
 /// Countdown expression, the program against its tests), format and repetition checks. An `Err` names the
 /// column that is unusable and why.
 pub trait Verifier: Sync {
+    /// Judge one output; an `Err` names the unusable column and why.
     fn verify(&self, t: &TraceRef, settings: &VerifySettings) -> std::result::Result<Verdict, (&'static str, String)>;
 }
 

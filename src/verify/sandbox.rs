@@ -30,8 +30,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+/// Seconds a test program may run (wall clock) when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: f64 = 10.0;
+/// Memory a test program may use, in MiB, when not given.
 pub const DEFAULT_MEMORY_MB: u64 = 1024;
+/// The Python interpreter test programs run with, when not given.
 pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
 /// Processes and threads one sandbox may have at once.
 const MAX_PROCESSES: u32 = 32;
@@ -45,8 +48,11 @@ const NOBODY: u32 = 65534;
 /// How test programs run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
+    /// Wall-clock time a run may take.
     pub timeout: Duration,
+    /// Memory a run may use, in MiB.
     pub memory_mb: u64,
+    /// The Python interpreter.
     pub python: PathBuf,
     /// Runs at once, across all threads of the process.
     pub concurrency: usize,
@@ -70,8 +76,11 @@ pub enum Status {
 /// One finished run.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// How it ended.
     pub status: Status,
+    /// What it wrote to standard output (at most 1 MiB).
     pub stdout: Vec<u8>,
+    /// What it wrote to standard error (at most 1 MiB).
     pub stderr: Vec<u8>,
 }
 
@@ -187,8 +196,11 @@ impl Drop for Slot {
 /// module named `__sandbox__` (its `if __name__ == "__main__":` block skipped, as in HumanEval's harness).
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The Python source.
     pub program: String,
+    /// Its standard input.
     pub stdin: String,
+    /// Run as `__main__` (a script), else as a module whose main block is skipped.
     pub main: bool,
 }
 
