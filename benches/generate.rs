@@ -93,11 +93,11 @@ pub fn batching(c: &mut Criterion) {
     let slots = 8;
     let mut group = c.benchmark_group("batching");
     group.sample_size(10).measurement_time(Duration::from_secs(40));
-    let sets: [(&str, Box<dyn Fn(u32) -> u32>); 2] = [
-        ("uniform", Box::new(|i| 16 * (1 + (i * 7) % 10))),
-        ("math", Box::new(|i| MATH_SHAPED[(i as usize * 37) % 64])),
-    ];
-    for (name, budget) in sets {
+    for name in ["uniform", "math"] {
+        let budget = |i: u32| match name {
+            "uniform" => 16 * (1 + (i * 7) % 10),
+            _ => MATH_SHAPED[(i as usize * 37) % 64],
+        };
         let prompts: Vec<Prompt> = (0..64u32)
             .map(|i| Prompt {
                 key: format!("p{i}"),

@@ -2,6 +2,7 @@
 //! are kept in `benches/README.md`.
 
 #![allow(clippy::disallowed_methods)] // tests and benches may use std::fs: a failure names its test
+#![allow(missing_docs)] // `criterion_group!` writes an undocumented public function
 
 use criterion::{criterion_group, criterion_main};
 

@@ -1,7 +1,8 @@
 //! `forge eval`: how well a model solves a problems dataset. Generation as `forge generate` does it
 //! (greedy by default, or `n` samples), every sample checked by the verifiers, then per problem and per
 //! source: pass@1 (the mean share of correct samples), pass@n (unbiased estimator, Chen et al. 2021) and
-//! maj@n (the majority answer is correct), best-of-n by the model's own mean log-probability, the tokens
+//! maj@n (the majority answer is correct), best-of-n by the model's own mean log-probability (and, with
+//! `--reward-model`, by an outcome reward model: [`crate::teacher::reward_model`]), the tokens
 //! spent per problem, the mean completion length and the share cut at `--max-tokens`. The traces are
 //! kept in the output directory (a traces dataset, resumable like `forge generate`), with
 //! `eval-report.json` beside them. Code problems are scored by their tests in the sandbox (pass@1, pass@n
@@ -16,6 +17,7 @@
 //! ```text
 //! forge eval --model teacher/ --problems igsm-test/ -n 8 --json
 //! forge eval --model teacher/ --problems igsm-test/ --strategy maj@8 --sweep n=1,2,4,8
+//! forge eval --model teacher/ --problems igsm-test/ --strategy best-of-8 --reward-model rm/
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,16 +27,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Finish, Input, TableKind, Trace, WriteOptions};
 use crate::error::{Error, Result};
+use crate::model::chat::Message;
+use crate::progress::Progress;
 use crate::teacher::budget::BudgetConfig;
+use crate::teacher::reward_model::RewardModel;
 use crate::teacher::traces::{GenerateConfig, PromptConfig, write_traces};
 use crate::teacher::{HttpConfig, SamplingConfig};
 use crate::verify::vote::majority;
 use crate::verify::{DEFAULT_TOLERANCE, TraceRef, VerifySettings, verify_trace};
 use crate::{Context, OutputArgs};
 
+/// `forge eval`'s settings (the `[eval]` section of a pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-/// `forge eval`'s settings (the `[eval]` section of a pipeline).
 pub struct EvalConfig {
     /// The model: a checkpoint directory (`local:PATH` works too), or a server: `openai:URL` or
     /// `openai:NAME@URL`
@@ -58,6 +63,11 @@ pub struct EvalConfig {
     #[arg(long, value_name = "AXIS=LIST")]
     #[serde(default)]
     pub sweep: Option<Sweep>,
+    /// An outcome reward model (a `*ForSequenceClassification` checkpoint, e.g. Skywork-Reward) that
+    /// scores every sample; the report's `best_by_reward` is best-of-n with it picking (no gold needed)
+    #[arg(long, value_name = "DIR")]
+    #[serde(default)]
+    pub reward_model: Option<PathBuf>,
     /// Beam search scores `sum of log-probabilities / length^P` (`beam@W`)
     #[arg(long, default_value_t = length_penalty(), value_name = "P")]
     #[serde(default = "length_penalty")]
@@ -73,25 +83,25 @@ pub struct EvalConfig {
     #[arg(long = "max-tokens", default_value_t = max_tokens(), value_name = "N")]
     #[serde(default = "max_tokens")]
     pub max_new_tokens: u32,
+    /// Seed of the samples (with the problem id and sample index)
     #[arg(long, default_value_t = seed())]
     #[serde(default = "seed")]
-    /// Seed of the samples (with the problem id and sample index)
     pub seed: u64,
-    #[command(flatten)]
-    #[serde(flatten)]
     /// The prompt template and chat settings
-    pub prompt: PromptConfig,
     #[command(flatten)]
     #[serde(flatten)]
+    pub prompt: PromptConfig,
     /// Budget forcing (`--max-thinking-tokens`, `--min-thinking-tokens`)
+    #[command(flatten)]
+    #[serde(flatten)]
     pub budget: BudgetConfig,
     /// Problems decoded together
     #[arg(long, default_value_t = batch(), value_name = "N")]
     #[serde(default = "batch")]
     pub batch_size: usize,
+    /// How to reach an HTTP model
     #[command(flatten)]
     #[serde(flatten)]
-    /// How to reach an HTTP model
     pub http: HttpConfig,
     /// How samples are judged (`[verify]` in a pipeline): tolerance, and the sandbox code runs in
     #[command(flatten)]
@@ -274,6 +284,12 @@ impl EvalConfig {
                 "the strategy names its own count (`maj@8`, `best-of-8`, `beam@4`); `-n` goes with `sample`",
             ));
         }
+        let one =
+            matches!(strategy, Strategy::Greedy | Strategy::Beam(_)) || strategy == Strategy::Sample && self.n == 1;
+        if self.reward_model.is_some() && one {
+            return Err(Error::usage(format!("`--reward-model` picks among samples; `{strategy}` draws one"))
+                .with_hint("use `--strategy best-of-N` or `maj@K`, or `-n N` with `sample`"));
+        }
         if matches!(strategy, Strategy::Greedy | Strategy::Beam(_)) && self.temperature.is_some_and(|t| t > 0.0) {
             return Err(Error::usage(format!("`--temperature` with `--strategy {strategy}`, which does not sample")));
         }
@@ -307,6 +323,10 @@ pub struct Scores {
     /// model picking, no gold needed.
     #[serde(default)]
     pub best_by_logprob: Option<f64>,
+    /// The sample the reward model (`--reward-model`) scores highest is correct (with n > 1): best-of-n
+    /// with a reward model picking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_by_reward: Option<f64>,
     /// Tokens generated per problem (all its samples; a beam search: every beam's tokens).
     #[serde(default)]
     pub tokens_per_problem: f64,
@@ -396,6 +416,8 @@ struct Judged {
     /// Tokens generated for it, where more than its own (a beam search's, over all beams).
     spent: Option<u64>,
     mean_logprob: Option<f64>,
+    /// The reward model's score (`--reward-model`).
+    reward: Option<f32>,
     truncated: bool,
 }
 
@@ -410,6 +432,8 @@ struct Tally {
     pass_n: f64,
     maj: f64,
     by_logprob: f64,
+    by_reward: f64,
+    rewarded: bool,
     tokens: u64,
     spent: u64,
     truncated: u64,
@@ -430,12 +454,12 @@ impl Tally {
         {
             self.maj += 1.0;
         }
-        // the first of the highest mean log-probability (samples without one rank last)
-        let best = samples.iter().enumerate().max_by(|(i, a), (j, b)| {
-            let key = |s: &Judged| s.mean_logprob.unwrap_or(f64::NEG_INFINITY);
-            key(a).total_cmp(&key(b)).then(j.cmp(i))
-        });
-        self.by_logprob += f64::from(u8::from(best.is_some_and(|(_, s)| s.correct)));
+        let picked = |key: fn(&Judged) -> f64| f64::from(u8::from(first_best(samples, key).is_some_and(|s| s.correct)));
+        self.by_logprob += picked(|s| s.mean_logprob.unwrap_or(f64::NEG_INFINITY));
+        if samples.iter().any(|s| s.reward.is_some()) {
+            self.rewarded = true;
+            self.by_reward += picked(|s| s.reward.map_or(f64::NEG_INFINITY, f64::from));
+        }
         let tokens = samples.iter().map(|s| u64::from(s.tokens)).sum::<u64>();
         self.tokens += tokens;
         self.spent += samples.iter().filter_map(|s| s.spent).max().unwrap_or(tokens);
@@ -453,12 +477,19 @@ impl Tally {
             pass_at_n: (n > 1).then(|| self.pass_n / p),
             maj_at_n: (n > 1).then(|| self.maj / p),
             best_by_logprob: (n > 1).then(|| self.by_logprob / p),
+            best_by_reward: (n > 1 && self.rewarded).then(|| self.by_reward / p),
             tokens_per_problem: self.spent as f64 / p,
             mean_completion_tokens: self.tokens as f64 / s,
             truncated: self.truncated as f64 / s,
             no_answer: self.no_answer as f64 / s,
         }
     }
+}
+
+/// The first of the samples `key` ranks highest (samples without a score rank last).
+fn first_best(samples: &[Judged], key: fn(&Judged) -> f64) -> Option<&Judged> {
+    let best = samples.iter().enumerate().max_by(|(i, a), (j, b)| key(a).total_cmp(&key(b)).then(j.cmp(i)));
+    best.map(|(_, s)| s)
 }
 
 /// The scores of the first `k` samples of each problem, overall and per source.
@@ -491,12 +522,13 @@ pub fn default_output(cfg: &EvalConfig) -> PathBuf {
     PathBuf::from(format!("eval-{}-{}", name(Path::new(model.trim_end_matches('/'))), name(&cfg.problems)))
 }
 
-/// Generate `generate`'s traces into `dir` (unless up to date) and judge every sample; the flag says
-/// whether generation ran.
+/// Generate `generate`'s traces into `dir` (unless up to date) and judge every sample (and score it with
+/// the reward model, when given); the flag says whether generation ran.
 fn judge(
     generate: &GenerateConfig,
     dir: &Path,
     settings: &VerifySettings,
+    reward: Option<&RewardModel>,
     ctx: &Context,
 ) -> Result<(Judgements, bool)> {
     // an evaluation's traces are derived: a different evaluation into the same directory replaces them
@@ -507,6 +539,7 @@ fn judge(
 
     let input = Input::open(dir)?;
     let pool = settings.thread_pool()?;
+    let progress = Progress::rows("reward", if reward.is_some() { input.rows() } else { 0 }, ctx.quiet);
     let mut per_problem: BTreeMap<String, usize> = BTreeMap::new();
     let mut judged: Judgements = Vec::new();
     for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
@@ -530,7 +563,24 @@ fn judge(
                 })
                 .collect::<Result<_>>()
         })?;
-        for (t, verdict) in batch.into_iter().zip(verdicts) {
+        let rewards = match reward {
+            Some(model) => {
+                let conversations: Vec<Vec<Message>> = batch
+                    .iter()
+                    .map(|t| {
+                        let mut messages = generate.prompt.messages_of(&t.domain, &t.prompt);
+                        let reply = format!("{}{}", generate.prompt.prefill(), t.completion);
+                        messages.push(Message::new("assistant", &reply));
+                        messages
+                    })
+                    .collect();
+                let rewards = model.score(&conversations)?;
+                progress.inc(rewards.len() as u64);
+                rewards.into_iter().map(Some).collect()
+            }
+            None => vec![None; batch.len()],
+        };
+        for ((t, verdict), reward) in batch.into_iter().zip(verdicts).zip(rewards) {
             let at = *per_problem.entry(t.problem_id.clone()).or_insert_with(|| {
                 judged.push((t.source.clone(), Vec::new()));
                 judged.len() - 1
@@ -551,16 +601,19 @@ fn judge(
                 tokens: t.completion_tokens,
                 spent,
                 mean_logprob,
+                reward,
                 truncated: Finish::of(&t.finish_reason) == Some(Finish::Length),
             });
         }
     }
+    progress.finish();
     Ok((judged, ran))
 }
 
 /// Run the evaluation; the flag says whether generation ran (false: the traces were up to date).
 pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(EvalReport, bool)> {
     cfg.check()?;
+    let reward = cfg.reward_model.as_deref().map(RewardModel::open).transpose()?;
     let dir = output.map(Path::to_path_buf).unwrap_or_else(|| default_output(cfg));
     let strategy = cfg.strategy();
     let report = |strategy: Strategy,
@@ -580,7 +633,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
     };
     let Some(sweep) = &cfg.sweep else {
         let generate = cfg.generate();
-        let (judged, ran) = judge(&generate, &dir, &cfg.verify, ctx)?;
+        let (judged, ran) = judge(&generate, &dir, &cfg.verify, reward.as_ref(), ctx)?;
         let out = report(strategy, &generate, score(&judged, generate.n as usize), &dir);
         crate::dataset::write_atomic(&dir.join(REPORT), &serde_json::to_vec_pretty(&out).expect("json"))?;
         return Ok((out, ran));
@@ -594,7 +647,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
         Sweep::N(ns) if !matches!(strategy, Strategy::Beam(_)) => {
             let most = strategy.with(*ns.last().expect("a point"));
             let generate = cfg.generation(most, &cfg.budget);
-            let (judged, ran) = judge(&generate, &dir, &cfg.verify, ctx)?;
+            let (judged, ran) = judge(&generate, &dir, &cfg.verify, reward.as_ref(), ctx)?;
             any_ran |= ran;
             for &k in ns {
                 let s = strategy.with(k);
@@ -611,7 +664,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
             for &w in ns {
                 let s = strategy.with(w);
                 let (generate, at) = (cfg.generation(s, &cfg.budget), dir.join("sweep").join(s.to_string()));
-                let (judged, ran) = judge(&generate, &at, &cfg.verify, ctx)?;
+                let (judged, ran) = judge(&generate, &at, &cfg.verify, reward.as_ref(), ctx)?;
                 any_ran |= ran;
                 points.push((s.to_string(), s, generate, score(&judged, 1), at));
             }
@@ -620,7 +673,7 @@ pub fn run(cfg: &EvalConfig, output: Option<&Path>, ctx: &Context) -> Result<(Ev
             for &b in budgets {
                 let budget = BudgetConfig { max_thinking_tokens: Some(b), ..cfg.budget.clone() };
                 let (generate, at) = (cfg.generation(strategy, &budget), dir.join("sweep").join(format!("budget={b}")));
-                let (judged, ran) = judge(&generate, &at, &cfg.verify, ctx)?;
+                let (judged, ran) = judge(&generate, &at, &cfg.verify, reward.as_ref(), ctx)?;
                 any_ran |= ran;
                 let n = generate.n as usize;
                 points.push((format!("budget={b}"), strategy, generate, score(&judged, n), at));

@@ -28,6 +28,7 @@ use crate::dataset::{Input, Manifest, SegmentKind, TableKind};
 use crate::error::{Error, Result};
 use crate::formats::conversation::{Conversation, conversation, located};
 
+/// The layout `forge export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
@@ -41,6 +42,7 @@ pub enum Format {
     Jsonl,
 }
 
+/// How the reasoning is put into the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Reasoning {
@@ -52,11 +54,13 @@ pub enum Reasoning {
     None,
 }
 
+/// `forge export`'s settings (the `[export]` section of a pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
     /// The dataset to export (`sft`, `curated` or `traces`)
     pub input: PathBuf,
+    /// The layout to write
     #[arg(long, value_enum)]
     pub format: Format,
     /// How the reasoning is delimited in the assistant message

@@ -49,8 +49,8 @@ impl fmt::Display for Rational {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 /// An arithmetic operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// `+`
     Add,
@@ -110,8 +110,8 @@ impl Op {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
 /// An expression tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     /// A whole number.
     Num(i128),

@@ -28,18 +28,23 @@ pub struct InitConfig {
     #[arg(long, visible_alias = "arch", value_enum, default_value_t = qwen2())]
     #[serde(default = "qwen2", alias = "arch")]
     pub family: Arch,
+    /// Width of the residual stream
     #[arg(long, default_value_t = d64())]
     #[serde(default = "d64")]
     pub hidden: usize,
+    /// Width of the MLP's hidden layer
     #[arg(long, default_value_t = d128())]
     #[serde(default = "d128")]
     pub intermediate: usize,
+    /// Decoder layers
     #[arg(long, default_value_t = d2())]
     #[serde(default = "d2")]
     pub layers: usize,
+    /// Query heads
     #[arg(long, default_value_t = d4())]
     #[serde(default = "d4")]
     pub heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than the query heads)
     #[arg(long, default_value_t = d2())]
     #[serde(default = "d2")]
     pub kv_heads: usize,

@@ -83,6 +83,7 @@ pub struct OutputArgs {
     /// the N runs write into the same directory
     #[arg(long, value_name = "I/N", default_value = "0/1")]
     pub shard: Shard,
+    /// How the output is written
     #[command(flatten)]
     #[serde(flatten)]
     pub write: WriteOptions,
@@ -91,7 +92,9 @@ pub struct OutputArgs {
 /// How this invocation was made, for provenance and for how much to print.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
+    /// The command line, as given (recorded in provenance).
     pub command: Vec<String>,
+    /// Print nothing but errors and results (`--quiet`).
     pub quiet: bool,
 }
 
@@ -105,6 +108,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The output's manifest.
     pub fn manifest(&self) -> &Manifest {
         match self {
             Outcome::Written(m) | Outcome::UpToDate(m) => m,

@@ -3,9 +3,11 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// A progress bar on stderr (hidden with `--quiet` or when stderr is not a terminal).
 pub struct Progress(ProgressBar);
 
 impl Progress {
+    /// Rows of `total`, labelled `label`.
     pub fn rows(label: &str, total: u64, quiet: bool) -> Self {
         let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
         let bar = ProgressBar::with_draw_target(Some(total), target);
@@ -36,6 +38,7 @@ impl Progress {
         Progress(ProgressBar::hidden())
     }
 
+    /// `rows` more done.
     pub fn inc(&self, rows: u64) {
         self.0.inc(rows);
     }
@@ -45,6 +48,7 @@ impl Progress {
         self.0.set_message(text.to_string());
     }
 
+    /// Remove the bar.
     pub fn finish(&self) {
         self.0.finish_and_clear();
     }

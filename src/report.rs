@@ -6,21 +6,29 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// What a stage did: rows in and out, why rows were rejected or marked, how long it took. Written into
+/// the manifest and the stage's report file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
+    /// The stage (`filter`, `generate`, ...).
     pub stage: String,
+    /// Rows read.
     pub rows_in: u64,
+    /// Rows written.
     pub rows_out: u64,
     /// Rejected rows by reason code (snake_case, stable).
     pub rejected: BTreeMap<String, u64>,
     /// Rows kept but marked, by reason (e.g. `no_gold`: a problem without a gold answer).
     #[serde(default)]
     pub flagged: BTreeMap<String, u64>,
+    /// Wall-clock seconds.
     pub seconds: f64,
+    /// Rows read per second.
     pub rows_per_second: f64,
 }
 
 impl StageReport {
+    /// A report without reasons.
     pub fn new(stage: &str, rows_in: u64, rows_out: u64, seconds: f64) -> Self {
         StageReport {
             stage: stage.to_string(),

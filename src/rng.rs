@@ -2,9 +2,11 @@
 //! across versions of forge's dependencies; each row gets its own stream from (seed, task, row index),
 //! which makes rows independent of each other and of `--shard`.
 
+/// A small, fast random stream (SplitMix64) whose numbers do not change between versions.
 pub struct Rng(u64);
 
 impl Rng {
+    /// The stream of row `index` of `task` under `seed`.
     pub fn for_row(seed: u64, task: &str, index: u64) -> Self {
         let task = xxhash_rust::xxh3::xxh3_64(task.as_bytes());
         let mut rng = Rng(seed ^ task.rotate_left(17) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -12,6 +14,7 @@ impl Rng {
         rng
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -49,14 +52,17 @@ impl Rng {
         lo + self.below(hi - lo + 1)
     }
 
+    /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 
+    /// One of `items`, uniformly.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 
+    /// Shuffle `items` in place (Fisher–Yates).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             items.swap(i, self.below(i as u64 + 1) as usize);

@@ -40,6 +40,7 @@ use crate::teacher::engine::{Batch, Seq};
 use crate::teacher::local::{Local, Scored};
 use crate::teacher::{Finish, SamplingConfig};
 
+/// `forge serve`'s settings.
 #[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
 pub struct ServeConfig {
     /// The checkpoint to serve (a Hugging Face directory: config.json, safetensors, tokenizer.json,

@@ -27,6 +27,7 @@ pub trait Stage {
     /// Where the result goes and how it is shown (`-o DIR`, `--shard`, `--json`).
     type Target: Target;
 
+    /// Run the stage: read its inputs, write its output to `target`, say what it did.
     fn run(cfg: &Self::Config, target: &Self::Target, ctx: &Context) -> Result<Done>;
 
     /// A TOML file of settings named by the target's flags (`filter --config FILE`): read first, flags
@@ -65,7 +66,9 @@ pub trait Target: clap::Args + clap::FromArgMatches + Serialize + Debug + Clone 
 /// One phase of a pipeline step: `tasks` independent tasks; `step` names it where a stage has several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Phase {
+    /// The step's name (`signatures`, `buckets`, ...), where the stage has several.
     pub step: Option<&'static str>,
+    /// Independent tasks in the phase.
     pub tasks: u64,
 }
 
@@ -99,12 +102,15 @@ pub struct Done {
     /// The output already held this same run's finished result; nothing was done.
     #[serde(skip)]
     pub up_to_date: bool,
+    /// Rows read.
     pub rows_in: Option<u64>,
+    /// Rows written.
     pub rows_out: Option<u64>,
     /// Evaluations: pass@1.
     pub accuracy: Option<f64>,
     /// Training: the final training and held-out losses.
     pub loss: Option<f64>,
+    /// The final held-out loss.
     pub eval_loss: Option<f64>,
     /// Datasets: rows left out, by reason (`contaminated`, `incorrect`, ...).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]

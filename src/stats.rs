@@ -22,8 +22,8 @@ pub const MAX_DISTINCT: usize = 1000;
 pub const CATEGORICAL: usize = 50;
 const TOP: usize = 5;
 
-#[derive(Debug, Clone, Serialize)]
 /// What `forge stats` reports about a dataset.
+#[derive(Debug, Clone, Serialize)]
 pub struct DatasetStats {
     /// The dataset's directory or file.
     pub path: PathBuf,
@@ -37,8 +37,8 @@ pub struct DatasetStats {
     pub columns: Vec<ColumnStats>,
 }
 
-#[derive(Debug, Clone, Serialize)]
 /// One column's summary.
+#[derive(Debug, Clone, Serialize)]
 pub struct ColumnStats {
     /// The column's name.
     pub name: String,
@@ -58,8 +58,8 @@ pub struct ColumnStats {
     pub top: Vec<(String, u64)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
 /// Range of a numeric column.
+#[derive(Debug, Clone, Serialize)]
 pub struct NumberRange {
     /// Smallest value.
     pub min: f64,
@@ -69,8 +69,8 @@ pub struct NumberRange {
     pub mean: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
 /// Distribution of lengths: quantiles and mean.
+#[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     /// Shortest.
     pub min: f64,

@@ -9,9 +9,9 @@ use super::{Shard, TableKind};
 use crate::error::{Error, Location, Result};
 use crate::report::StageReport;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// `manifest.json`: what a dataset directory holds and how it was made; written last, so a directory
 /// with a manifest is complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The table kind.
     pub kind: TableKind,
@@ -29,8 +29,8 @@ pub struct Manifest {
     pub report: StageReport,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 /// One data file of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardFile {
     /// Relative to the dataset directory.
     pub path: String,
@@ -40,8 +40,8 @@ pub struct ShardFile {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// How a dataset was made: the stage, its command and settings, its inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The forge version that wrote it.
     pub forge_version: String,
@@ -77,8 +77,8 @@ impl Provenance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 /// A dataset a stage read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRef {
     /// Where it was.
     pub path: PathBuf,

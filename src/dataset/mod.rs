@@ -39,11 +39,14 @@ pub use write::{
 /// and manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// Which slice (0-based).
     pub index: u64,
+    /// How many slices.
     pub count: u64,
 }
 
 impl Shard {
+    /// The whole input: one slice.
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
     /// The rows of `0..total` this shard covers: contiguous, so order is kept and Parquet row groups

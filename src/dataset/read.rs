@@ -20,9 +20,9 @@ use crate::error::{Error, Location, Result};
 /// Rows per record batch when reading.
 pub const BATCH_ROWS: usize = 4096;
 
+/// A data file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-/// A data file's format.
 pub enum Format {
     /// Apache Parquet (`.parquet`, `.pq`)
     Parquet,
@@ -45,8 +45,8 @@ impl Format {
     }
 }
 
-#[derive(Debug, Clone)]
 /// One data file of an input.
+#[derive(Debug, Clone)]
 pub struct InputFile {
     /// Where it is.
     pub path: PathBuf,

@@ -176,8 +176,8 @@ pub struct TokenLogprob {
     pub logprob: f32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// How a sample was drawn (the traces table's `sampling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     /// Softmax temperature; 0 is greedy.
     pub temperature: f32,

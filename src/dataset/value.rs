@@ -74,6 +74,7 @@ fn check_value(value: &Value, field: &Field, path: &str) -> Result<(), Mismatch>
     }
 }
 
+/// How a JSON value's type is named in error messages (`a string`, `a number`, ...).
 pub fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",

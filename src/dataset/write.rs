@@ -29,6 +29,7 @@ pub const DEFAULT_ROWS_PER_SHARD: u64 = 100_000;
 /// Rows per Parquet row group: small enough that `--shard` slices skip most of a file undecoded.
 pub const ROW_GROUP_ROWS: usize = 16_384;
 
+/// How a dataset is written: shard size and compression (shared by every stage that writes one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct WriteOptions {
@@ -79,6 +80,8 @@ struct OpenShard {
     rows: u64,
 }
 
+/// Writes a dataset directory: rows into Parquet shards (each renamed into place once complete), then the
+/// manifest last; holds a lock on the directory while it lives.
 pub struct DatasetWriter {
     /// Held while this writer lives; dropped first, so that a fresh run's directory can be removed.
     lock: Option<Lock>,
@@ -180,6 +183,7 @@ impl DatasetWriter {
         self.schema = std::sync::Arc::new(arrow_schema::Schema::new(all));
     }
 
+    /// The schema rows are written with.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -222,6 +226,7 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Write `rows` (serialised by their field names into the schema's columns).
     pub fn write_rows<T: Serialize>(&mut self, rows: &[T]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -512,6 +517,7 @@ fn fingerprint(p: &Provenance, kind: TableKind, rows_per_shard: u64) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.to_string().as_bytes()))
 }
 
+/// The time now, RFC 3339 (UTC, seconds).
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

@@ -98,13 +98,17 @@ pub fn buckets(cfg: &FilterConfig, work: &Work, shard: Shard) -> Result<()> {
 /// The run's report: counts per reason, contamination per benchmark, clusters, votes.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// Rows read.
     pub rows_in: u64,
+    /// Rows kept.
     pub kept: u64,
+    /// Rows rejected, by reason.
     pub rejected: BTreeMap<String, u64>,
     /// Per benchmark: items hit, and rows per item.
     pub contamination: BTreeMap<String, BenchmarkHits>,
     /// Duplicate clusters with more than one surviving row, and the rows they removed.
     pub exact_duplicate_clusters: u64,
+    /// Near-duplicate clusters with more than one surviving row.
     pub near_duplicate_clusters: u64,
     /// Problems kept that others meant the same as (`--semantic-dedup`).
     pub semantic_duplicate_clusters: u64,
@@ -112,6 +116,7 @@ pub struct Report {
     pub judge_cleared: u64,
     /// Problems without gold whose majority answer became their gold, and those with no consensus.
     pub majority_gold_problems: u64,
+    /// Problems without gold and without a majority answer.
     pub no_consensus_problems: u64,
     /// Problems outside the pass-rate window.
     pub pass_rate_rejected_problems: u64,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// n for word n-grams, as s1 and open-r1.
 pub const DEFAULT_NGRAM: usize = 8;
 
+/// Word n-gram decontamination's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecontamConfig {
@@ -61,6 +62,7 @@ pub struct Index {
 }
 
 impl Index {
+    /// An empty index of evaluation n-grams.
     pub fn new(config: DecontamConfig) -> Self {
         Index { config, ..Default::default() }
     }

@@ -63,9 +63,9 @@ pub struct FilterConfig {
     #[arg(long = "decontaminate", value_name = "EVAL")]
     #[serde(default)]
     pub decontaminate: Vec<PathBuf>,
+    /// Word n-gram decontamination's settings.
     #[command(flatten)]
     #[serde(default)]
-    /// Word n-gram decontamination's settings.
     pub decontam: DecontamConfig,
     /// Drop rows whose prompt means the same as an evaluation item, worded otherwise: sentence embeddings
     /// (`--encoder`), cosine similarity at least `--semantic-threshold`; repeat for several
@@ -124,9 +124,9 @@ pub struct FilterConfig {
     #[arg(long)]
     #[serde(default)]
     pub near_dup: bool,
+    /// Near-duplicate detection's settings.
     #[command(flatten)]
     #[serde(default)]
-    /// Near-duplicate detection's settings.
     pub minhash: MinHashConfig,
     /// Which row of a duplicate cluster to keep
     #[arg(long, value_enum, default_value_t)]
@@ -160,9 +160,9 @@ pub struct FilterConfig {
     #[arg(long, default_value_t)]
     #[serde(default)]
     pub seed: u64,
+    /// How answers are verified (`--verify`).
     #[command(flatten)]
     #[serde(default)]
-    /// How answers are verified (`--verify`).
     pub verify: VerifySettings,
     /// How to reach an HTTP `--judge`
     #[command(flatten)]
@@ -486,9 +486,9 @@ pub struct FilterTarget {
     /// Run one map/reduce step (for `--shard` over machines); without it, all four run here
     #[arg(long, value_enum)]
     pub step: Option<FilterStep>,
+    /// Where to write, and whether to overwrite.
     #[command(flatten)]
     #[serde(flatten)]
-    /// Where to write, and whether to overwrite.
     pub output: OutputArgs,
 }
 

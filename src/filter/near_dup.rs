@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 const MERSENNE: u64 = (1 << 61) - 1;
 
+/// MinHash LSH settings of near-duplicate detection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct MinHashConfig {
@@ -60,6 +61,7 @@ pub struct MinHasher {
 }
 
 impl MinHasher {
+    /// A hasher with `config`'s shingles, bands and rows.
     pub fn new(config: MinHashConfig) -> Self {
         let mut state = config.seed;
         let mut next = || {

@@ -23,18 +23,25 @@ use crate::model::chat::Message;
 /// A labelled span of the trained completion (DESIGN.md: `segments`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Segment {
+    /// A [`crate::dataset::SegmentKind`] name.
     #[serde(default)]
     pub kind: String,
+    /// First character (Unicode scalar offset).
     pub start: usize,
+    /// One past the last character.
     pub end: usize,
+    /// Whether the loss covers it.
     pub train: bool,
 }
 
 /// A row as chat messages, which of them carry the loss, and the segments of the last trained one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
+    /// The messages, system and user turns included.
     pub messages: Vec<Message>,
+    /// Which messages carry the loss (one flag per message).
     pub trained: Vec<bool>,
+    /// The labelled spans of the last trained message, when the row has them.
     pub segments: Vec<Segment>,
 }
 

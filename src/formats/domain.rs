@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How an answer is judged (the problems table's `domain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Domain {
@@ -17,6 +18,7 @@ pub enum Domain {
 }
 
 impl Domain {
+    /// The domain's name, as the `domain` column spells it.
     pub fn name(self) -> &'static str {
         match self {
             Domain::Math => "math",

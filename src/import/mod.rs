@@ -35,6 +35,7 @@ use crate::progress::Progress;
 use crate::report::StageReport;
 use crate::{Context, Outcome, OutputArgs};
 
+/// A known dataset layout `forge import` converts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -63,6 +64,7 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The preset's name, as `--preset` and the `source` column spell it.
     pub fn name(self) -> &'static str {
         match self {
             Preset::Gsm8k => "gsm8k",
@@ -161,6 +163,7 @@ impl ImportConfig {
 /// Rows converted per batch.
 const CHUNK: usize = 4096;
 
+/// `forge import`: read the input in its layout, write a problems dataset to `out`.
 pub fn run(cfg: &ImportConfig, out: &OutputArgs, ctx: &Context) -> Result<Outcome> {
     let started = Instant::now();
     if cfg.preset.is_none() && cfg.prompt_col.is_none() {

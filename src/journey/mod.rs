@@ -73,9 +73,9 @@ pub fn render(segs: &[Seg]) -> (String, Vec<SegmentSpan>) {
     (text, spans)
 }
 
+/// How `forge journey` makes its solutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
-/// How `forge journey` makes its solutions.
 pub enum Strategy {
     /// Wrong steps of chosen types, each detected by its checkable reason and fixed
     Synthetic,
@@ -90,9 +90,9 @@ pub enum Strategy {
     Teacher,
 }
 
+/// How a detected error is marked in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
-/// How a detected error is marked in the text.
 pub enum Marker {
     /// A sentence that states the recomputation ("Wait, 12 + 11 is 23, not 24.")
     Wait,
@@ -100,17 +100,17 @@ pub enum Marker {
     Back,
 }
 
+/// `forge journey`'s settings (the `[journey]` section of a pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-/// `forge journey`'s settings (the `[journey]` section of a pipeline).
 pub struct JourneyConfig {
     /// Problems with reference steps that carry calculations (`forge synth`, `forge import --preset gsm8k`);
     /// with `--strategy splice` or `teacher`, traces from `forge generate`
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
+    /// How the solutions are made
     #[arg(long, value_enum, default_value_t = defaults::strategy())]
     #[serde(default = "defaults::strategy")]
-    /// How the solutions are made
     pub strategy: Strategy,
     /// Probability that a checkable step is first written wrong (per step)
     #[arg(long, default_value_t = defaults::error_rate(), value_name = "P")]
@@ -155,21 +155,21 @@ pub struct JourneyConfig {
     #[arg(long, default_value_t = defaults::temperature())]
     #[serde(default = "defaults::temperature")]
     pub temperature: f32,
+    /// New tokens at most per continuation (`--strategy teacher`)
     #[arg(long = "max-tokens", default_value_t = defaults::max_tokens(), value_name = "N")]
     #[serde(default = "defaults::max_tokens")]
-    /// New tokens at most per continuation (`--strategy teacher`)
     pub max_tokens: u32,
     /// Leave the wrong steps out of the loss (`train = false` on error segments)
     #[arg(long)]
     #[serde(default)]
     pub mask_errors: bool,
+    /// Seed of the error placement and of the teacher's samples
     #[arg(long, default_value_t = defaults::seed())]
     #[serde(default = "defaults::seed")]
-    /// Seed of the error placement and of the teacher's samples
     pub seed: u64,
+    /// How to reach an HTTP `--teacher`
     #[command(flatten)]
     #[serde(flatten)]
-    /// How to reach an HTTP `--teacher`
     pub http: crate::teacher::HttpConfig,
 }
 

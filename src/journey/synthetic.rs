@@ -287,8 +287,8 @@ pub struct Knobs<'a> {
 pub struct Inserted {
     /// The step it was made at (0-based).
     pub step: usize,
-    #[serde(rename = "type")]
     /// The type of error.
+    #[serde(rename = "type")]
     pub kind: ErrorType,
     /// The wrong value, as written.
     pub written: String,

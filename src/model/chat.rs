@@ -15,11 +15,14 @@ use crate::error::{Error, Location, Result};
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// `system`, `user` or `assistant`.
     pub role: String,
+    /// The message's text.
     pub content: String,
 }
 
 impl Message {
+    /// A message from its role and text.
     pub fn new(role: &str, content: &str) -> Message {
         Message { role: role.into(), content: content.into() }
     }

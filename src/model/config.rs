@@ -19,20 +19,20 @@ pub enum Arch {
 /// Llama 3.1+ `rope_scaling` (`rope_type = "llama3"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
-    #[serde(alias = "type")]
     /// `llama3` (the only scaling forge applies) or `default`.
+    #[serde(alias = "type")]
     pub rope_type: String,
-    #[serde(default = "one")]
     /// How much longer the context is than the original.
-    pub factor: f64,
     #[serde(default = "one")]
+    pub factor: f64,
     /// Wavelengths above `original / low_freq_factor` are scaled by `factor`.
+    #[serde(default = "one")]
     pub low_freq_factor: f64,
-    #[serde(default = "four")]
     /// Wavelengths below `original / high_freq_factor` are kept.
+    #[serde(default = "four")]
     pub high_freq_factor: f64,
-    #[serde(default = "eight_k")]
     /// The context length the model was pretrained with.
+    #[serde(default = "eight_k")]
     pub original_max_position_embeddings: usize,
 }
 
@@ -46,8 +46,8 @@ fn eight_k() -> usize {
     8192
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// A checkpoint's `config.json`: the fields forge reads (transformers' names and defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// `qwen2` or `llama`.
     pub model_type: String,
@@ -61,42 +61,49 @@ pub struct ModelConfig {
     pub num_hidden_layers: usize,
     /// Query heads.
     pub num_attention_heads: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Key/value heads (grouped-query attention); the query heads when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Width of a head; `hidden_size / num_attention_heads` when absent.
-    pub head_dim: Option<usize>,
-    #[serde(default = "default_eps")]
-    /// Epsilon of the RMS norms.
-    pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    /// Base of the rotary position embedding.
-    pub rope_theta: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Epsilon of the RMS norms.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Base of the rotary position embedding.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
     /// Llama 3.1+ scaling of the rotary embedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
     /// transformers 5 writes `rope_theta` and the scaling here instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<serde_json::Value>,
-    #[serde(default = "default_max_positions")]
     /// The longest context the model supports.
+    #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
-    #[serde(default)]
     /// The output head shares the embedding's weights.
+    #[serde(default)]
     pub tie_word_embeddings: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Bias on the q, k and v projections (Llama); Qwen2 always has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_bias: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Beginning-of-sequence token id(s), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     /// End-of-sequence token id(s), as written: one id or a list.
-    pub eos_token_id: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<serde_json::Value>,
     /// The dtype the weights were saved in, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch_dtype: Option<String>,
+    /// The transformers classes the checkpoint was saved from (`Qwen2ForCausalLM`, or a classifier's
+    /// `Qwen2ForSequenceClassification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    /// A classifier's labels; their count is the width of its `score` head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn default_eps() -> f64 {
@@ -144,6 +151,13 @@ impl ModelConfig {
             ));
         }
         Ok(config)
+    }
+
+    /// With a sequence classifier (`*ForSequenceClassification`: a reward model), the width of its
+    /// `score` head, which replaces the language-model head; `None` for a language model.
+    pub fn classifier_labels(&self) -> Option<usize> {
+        let classifier = self.architectures.iter().flatten().any(|a| a.ends_with("ForSequenceClassification"));
+        classifier.then(|| self.id2label.as_ref().map_or(1, serde_json::Map::len).max(1))
     }
 
     /// The architecture `model_type` names.

@@ -319,7 +319,9 @@ impl Decoder {
         }
         let norm = vb.get(h, "model.norm.weight")?;
         let norm_dtype = norm.dtype();
-        let lm_head = if config.tie_word_embeddings {
+        let lm_head = if let Some(labels) = config.classifier_labels() {
+            linear(&vb, h, labels, false, "score")?
+        } else if config.tie_word_embeddings {
             Linear::new(embed_w.clone(), None)
         } else {
             linear(&vb, h, config.vocab_size, false, "lm_head")?

@@ -62,6 +62,7 @@ impl CachedEncoder {
         Ok(CachedEncoder { encoder, store, cached: AtomicU64::new(0), computed: AtomicU64::new(0) })
     }
 
+    /// Width of the embeddings.
     pub fn dim(&self) -> usize {
         self.encoder.dim
     }

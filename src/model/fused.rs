@@ -22,8 +22,11 @@ type CResult<T> = candle_core::Result<T>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mask {
     ranges: Arc<Vec<(u32, u32)>>,
+    /// Rows of the batch.
     pub batch: usize,
+    /// Query positions per row.
     pub queries: usize,
+    /// Key positions per row.
     pub keys: usize,
 }
 
@@ -35,6 +38,7 @@ impl Mask {
         Mask { ranges: Arc::new(ranges), batch, queries, keys }
     }
 
+    /// The first and last key position query `q` of row `b` sees.
     pub fn range(&self, b: usize, q: usize) -> (u32, u32) {
         self.ranges[b * self.queries + q]
     }

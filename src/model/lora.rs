@@ -20,20 +20,27 @@ pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_pr
 /// What `adapter_config.json` holds (the fields forge reads and writes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
+    /// The rank.
     pub r: usize,
+    /// The scale's numerator: the update is `alpha / r · B A` (or `alpha / sqrt(r)` with rsLoRA).
     pub lora_alpha: f64,
+    /// Which projections carry an adapter (`q_proj`, `v_proj`, ...).
     pub target_modules: Vec<String>,
+    /// The checkpoint the adapter was trained on.
     #[serde(default)]
     pub base_model_name_or_path: Option<String>,
+    /// rsLoRA's scale `alpha / sqrt(r)`.
     #[serde(default)]
     pub use_rslora: bool,
 }
 
 impl AdapterConfig {
+    /// The update's scale.
     pub fn scale(&self) -> f64 {
         if self.use_rslora { self.lora_alpha / (self.r as f64).sqrt() } else { self.lora_alpha / self.r as f64 }
     }
 
+    /// Read `adapter_config.json` from `dir`.
     pub fn read(dir: &Path) -> Result<AdapterConfig> {
         let path = dir.join("adapter_config.json");
         let text = fs_err::read_to_string(&path)?;

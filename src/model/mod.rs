@@ -30,9 +30,13 @@ use crate::error::{Error, Location, Result};
 
 /// A loaded checkpoint: its config, its weights and the decoder over them.
 pub struct Checkpoint {
+    /// The checkpoint's directory.
     pub dir: PathBuf,
+    /// Its `config.json`.
     pub config: ModelConfig,
+    /// The weights as trainable variables, by name.
     pub vars: VarMap,
+    /// The decoder over the weights.
     pub model: Decoder,
 }
 

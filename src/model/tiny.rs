@@ -21,10 +21,15 @@ pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + messa
 /// Sizes of a tiny model.
 #[derive(Debug, Clone, Copy)]
 pub struct Size {
+    /// Width of the residual stream.
     pub hidden: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate: usize,
+    /// Decoder layers.
     pub layers: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key/value heads.
     pub kv_heads: usize,
 }
 

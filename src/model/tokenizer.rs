@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::error::{Error, Location, Result};
 
+/// A checkpoint's tokenizer (`tokenizer.json`) and its end-of-sequence ids.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -12,6 +13,7 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// Read `tokenizer.json` and the end-of-sequence ids from a checkpoint directory.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
@@ -38,6 +40,7 @@ impl Tokenizer {
         Ok(tokenizer)
     }
 
+    /// A tokenizer from its parts.
     pub fn from_inner(inner: tokenizers::Tokenizer, eos_ids: Vec<u32>) -> Tokenizer {
         Tokenizer { inner, eos_ids }
     }
@@ -64,6 +67,7 @@ impl Tokenizer {
         self.inner.get_added_tokens_decoder().into_values().filter(|t| t.special).map(|t| t.content).collect()
     }
 
+    /// The id of `token` (added tokens included), if it is one.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
@@ -73,10 +77,12 @@ impl Tokenizer {
         self.inner.get_vocab(true)
     }
 
+    /// Tokens in the vocabulary, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
+    /// Write `tokenizer.json` to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner.save(path, true).map_err(|e| Error::usage(format!("saving the tokenizer: {e}")))
     }

@@ -48,13 +48,17 @@ pub struct Pipeline {
     pub file: PathBuf,
     /// Where the stages write (`<dir>/<name>`), relative to the current directory.
     pub dir: PathBuf,
+    /// The stages, in the file's order.
     pub stages: Vec<Step>,
 }
 
 /// One stage of a pipeline: its name, its kind (the registry's key) and the stage ready to run.
 pub struct Step {
+    /// The stage's name in the file (`[name]`), also its output directory's.
     pub name: String,
+    /// Which stage it is (the registry's key: `generate`, `filter`, ...).
     pub kind: String,
+    /// The stage, its inputs resolved.
     pub stage: Box<dyn Planned>,
     /// Slices of the input its work is cut into (`shards`, default 1).
     pub shards: u64,
@@ -72,10 +76,13 @@ pub struct Step {
 /// What one stage did (a row of `pipeline-summary.json` and of the closing table).
 #[derive(Debug, Clone, Serialize)]
 pub struct StageSummary {
+    /// The stage's name in the file.
     pub name: String,
+    /// Which stage it is.
     pub kind: String,
     /// `ran` or `skipped` (up to date).
     pub status: String,
+    /// Wall-clock seconds (a skipped stage: the time to find it up to date).
     pub seconds: f64,
     /// Rows in and out, and the accuracy or losses of evaluation and training stages.
     #[serde(flatten)]

@@ -36,6 +36,7 @@ pub fn find(name: &str) -> Option<&'static dyn Entry> {
 
 /// A stage ready to run: its settings parsed and its target fixed.
 pub trait Planned {
+    /// Run the stage.
     fn run(&self, ctx: &Context) -> Result<Done>;
     /// The step's phases when its work is cut into `shards` slices (see [`Target::phases`]).
     fn phases(&self, shards: u64) -> std::result::Result<Vec<Phase>, String>;

@@ -75,12 +75,17 @@ impl Resources {
 /// One job array submitted (or, in a dry run, that would be).
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
+    /// The stage's name.
     pub stage: String,
+    /// The phase's index within the stage.
     pub phase: usize,
+    /// The step the phase runs (`--step`), where the stage has several.
     pub step: Option<&'static str>,
+    /// The array's task indices.
     pub tasks: Vec<u64>,
     /// Slurm's job id (`<stage>.<phase>` in a dry run).
     pub id: String,
+    /// The batch script submitted.
     pub script: String,
 }
 

@@ -8,9 +8,12 @@ use crate::dataset::Problem;
 use crate::expr::Expr;
 use crate::formats::countdown::{from_solution, solutions};
 
+/// The range the given numbers are drawn from.
 pub const NUMBERS: (u64, u64) = (1, 99);
+/// The range of targets.
 pub const TARGETS: (i128, i128) = (10, 100);
 
+/// A Countdown problem with `ops + 1` numbers whose target some expression over them reaches.
 pub fn problem(rng: &mut Rng, ops: u64, _cfg: &SynthConfig) -> Problem {
     loop {
         let nums: Vec<i128> = (0..=ops).map(|_| rng.range(NUMBERS.0, NUMBERS.1) as i128).collect();

@@ -40,9 +40,9 @@ pub const DEFAULT_DISTRACTORS: u64 = 2;
 /// Largest operand when `--max-operand` is not given.
 pub const DEFAULT_MAX_OPERAND: u64 = 20;
 
+/// What `forge synth` generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-/// What `forge synth` generates.
 pub enum Task {
     /// Multi-step arithmetic: "Compute (17 + 25) * 3 - 8."
     Arith,
@@ -52,12 +52,12 @@ pub enum Task {
     Countdown,
 }
 
+/// How iGSM names its quantities.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-/// How iGSM names its quantities.
 pub enum Names {
-    #[default]
     /// Words ("the number of lamps in Riverside Zoo")
+    #[default]
     Words,
     /// Letters ("A", "B", then "A1" once 26 are taken)
     Letters,

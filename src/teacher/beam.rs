@@ -25,10 +25,13 @@ struct Beam {
 pub struct Hypothesis {
     /// The generated tokens, without the end-of-sequence token it ended with (`eos`).
     pub tokens: Vec<u32>,
+    /// Log-probability of each token.
     pub logprobs: Vec<f32>,
+    /// The end-of-sequence token it ended with, if it did.
     pub eos: Option<u32>,
     /// `sum of log-probabilities / length^penalty`.
     pub score: f64,
+    /// Why it ended.
     pub finish: Finish,
 }
 
@@ -48,11 +51,14 @@ pub struct Search {
 
 /// How a candidate continuation ends, if it does.
 pub enum End {
+    /// An end-of-sequence token.
     Eos,
+    /// A stop string.
     Stop,
 }
 
 impl Search {
+    /// A search of `width` beams, scoring ended ones `sum / length^length_penalty`.
     pub fn new(width: usize, length_penalty: f32, max_new_tokens: usize) -> Search {
         Search {
             width: width.max(1),
@@ -65,6 +71,7 @@ impl Search {
         }
     }
 
+    /// No running beam can beat the hypotheses filed (or none runs, or no token may be generated).
     pub fn done(&self) -> bool {
         !self.improvable || self.running.is_empty() || self.max_new_tokens == 0
     }

@@ -69,6 +69,7 @@ impl Default for BudgetConfig {
 }
 
 impl BudgetConfig {
+    /// Whether a thinking budget was asked for.
     pub fn active(&self) -> bool {
         self.max_thinking_tokens.is_some() || self.min_thinking_tokens.is_some()
     }

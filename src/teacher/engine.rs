@@ -23,6 +23,7 @@ pub struct Seq {
     pub owner: usize,
     /// Which of the prompt's samples.
     pub sample: u32,
+    /// How it samples.
     pub cfg: Arc<SamplingConfig>,
     /// New tokens at most.
     pub limit: usize,
@@ -33,20 +34,26 @@ pub struct Seq {
     /// log-probabilities recorded stay the model's.
     pub bias: Arc<[(u32, f32)]>,
     rng: Rng,
+    /// Tokens in its prompt.
     pub prompt_tokens: u32,
     /// Generated so far (without an end-of-sequence token).
     pub tokens: Vec<u32>,
+    /// Log-probability of each generated token under the model.
     pub logprobs: Vec<f32>,
+    /// The most likely tokens at each generated position (`top_logprobs` of them; empty when not asked).
     pub top: Vec<Vec<(u32, f32)>>,
+    /// Why it ended, once it has.
     pub finish: Option<Finish>,
     /// The end-of-sequence token it ended with, and its log-probability.
     pub eos: Option<u32>,
+    /// The end-of-sequence token's log-probability.
     pub eos_logprob: f32,
     /// Which positions of the batch's cache are this sequence's (padding before them is not).
     valid: Vec<bool>,
 }
 
 impl Seq {
+    /// Sample `sample` of the caller's prompt `owner`, at most `limit` new tokens, drawn from `rng`.
     pub fn new(owner: usize, sample: u32, cfg: Arc<SamplingConfig>, limit: u32, rng: Rng) -> Seq {
         Seq {
             owner,
@@ -97,6 +104,7 @@ pub struct Prefilled {
 }
 
 impl Prefilled {
+    /// The sequences waiting to join.
     pub fn seqs(&self) -> &[Seq] {
         &self.seqs
     }
@@ -130,6 +138,7 @@ pub struct Batch<'t> {
 }
 
 impl<'t> Batch<'t> {
+    /// An empty batch over `local`'s model.
     pub fn new(local: &'t Local) -> Batch<'t> {
         Batch { local, cache: KvCache::default(), seqs: Vec::new(), next: Vec::new() }
     }
@@ -139,10 +148,12 @@ impl<'t> Batch<'t> {
         self.seqs.len()
     }
 
+    /// No sequence running.
     pub fn is_empty(&self) -> bool {
         self.seqs.is_empty()
     }
 
+    /// The sequences running, in the cache's row order.
     pub fn seqs(&self) -> &[Seq] {
         &self.seqs
     }

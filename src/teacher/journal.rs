@@ -34,7 +34,9 @@ struct Entry {
 /// A journaled response.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The server's response body.
     pub response: serde_json::Value,
+    /// Seconds the request took when it was sent.
     pub latency_s: f64,
 }
 
@@ -54,6 +56,8 @@ struct LineIn {
 
 type Ack = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
 
+/// An open journal: the index of every response in its directory, and the writer of this process's
+/// segment.
 pub struct Journal {
     dir: PathBuf,
     segments: Vec<std::fs::File>,
@@ -186,6 +190,7 @@ fn commit_loop(path: &Path, rx: &mpsc::Receiver<(String, Ack)>) {
     }
 }
 
+/// A handle that appends responses to this process's segment (group-committed by one writer thread).
 #[derive(Clone)]
 pub struct Appender {
     tx: mpsc::Sender<(String, Ack)>,

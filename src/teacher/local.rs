@@ -16,6 +16,8 @@ use crate::model::tokenizer::Tokenizer;
 use crate::model::{Checkpoint, Decoder, KvCache, ModelConfig, attention_mask, positions};
 use crate::progress::Progress;
 
+/// The local teacher: a checkpoint decoded with candle on the CPU (or a GPU), with continuous batching,
+/// beam search and budget forcing.
 pub struct Local {
     id: String,
     config: ModelConfig,
@@ -35,11 +37,19 @@ pub(super) fn candle(e: candle_core::Error) -> Error {
 }
 
 impl Local {
+    /// Load the checkpoint in `dir` (a LoRA adapter loads its base with the adapter attached).
     pub fn open(dir: &Path) -> Result<Local> {
         let device = crate::model::device();
         // Tokenizer and template first: they fail fast, before the weights load.
         let (tokenizer, chat) = (Tokenizer::from_dir(dir)?, ChatTemplate::from_dir(dir)?);
         let (config, model) = Checkpoint::load_frozen(dir, &device)?;
+        if config.classifier_labels().is_some() {
+            return Err(Error::usage(format!(
+                "`{}` is a sequence classifier (a reward model): it scores replies, it does not write them",
+                dir.display()
+            ))
+            .with_hint("give it to `forge eval --reward-model`"));
+        }
         Local::with_model(dir, config, model, tokenizer, chat)
     }
 

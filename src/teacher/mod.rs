@@ -8,6 +8,7 @@ pub mod engine;
 pub mod journal;
 pub mod local;
 pub mod openai;
+pub mod reward_model;
 pub mod sampling;
 pub mod traces;
 

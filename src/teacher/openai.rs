@@ -66,10 +66,13 @@ pub struct HttpConfig {
     pub no_logprobs: bool,
 }
 
+/// Which API an HTTP teacher is asked through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
+    /// `/v1/chat/completions`: the server renders the chat template
     Chat,
+    /// `/v1/completions`: forge renders the chat template (`--chat-template DIR`), so a `--prefill` works
     Completions,
 }
 
@@ -112,6 +115,8 @@ struct Stats {
     tokens: Cell<u64>,
 }
 
+/// The HTTP teacher: an OpenAI-compatible server (vLLM, SGLang, llama.cpp, a hosted API), or several
+/// sharing the requests, behind the request journal.
 pub struct OpenAi {
     id: String,
     model: String,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
 
+/// How samples are drawn: temperature and truncation, length, seed, stop strings, log-probabilities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplingConfig {

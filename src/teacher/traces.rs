@@ -26,6 +26,7 @@ use crate::progress::Progress;
 use crate::report::StageReport;
 use crate::{Context, Outcome, OutputArgs};
 
+/// `forge generate`'s settings (the `[generate]` section of a pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {
@@ -43,15 +44,19 @@ pub struct GenerateConfig {
     #[arg(short = 'n', long = "samples", default_value_t = one(), value_name = "N")]
     #[serde(default = "one")]
     pub n: u32,
+    /// How each sample is drawn
     #[command(flatten)]
     #[serde(default)]
     pub sampling: SamplingConfig,
+    /// How prompts are rendered
     #[command(flatten)]
     #[serde(flatten)]
     pub prompt: PromptConfig,
+    /// Budget forcing
     #[command(flatten)]
     #[serde(flatten)]
     pub budget: BudgetConfig,
+    /// Adaptive sampling
     #[command(flatten)]
     #[serde(flatten)]
     pub adaptive: AdaptiveConfig,
@@ -59,6 +64,7 @@ pub struct GenerateConfig {
     #[arg(long, default_value_t = eight(), value_name = "N")]
     #[serde(default = "eight")]
     pub batch_size: usize,
+    /// How to reach an HTTP teacher
     #[command(flatten)]
     #[serde(flatten)]
     pub http: HttpConfig,
@@ -94,11 +100,13 @@ fn unescape(s: &str) -> String {
 impl PromptConfig {
     /// The chat messages of `problem`.
     pub fn messages(&self, problem: &Problem) -> Vec<Message> {
+        self.messages_of(&problem.domain, &problem.prompt)
+    }
+
+    /// The chat messages of a problem of `domain` posed as `prompt` (the `domain` and `prompt` columns).
+    pub fn messages_of(&self, domain: &str, prompt: &str) -> Vec<Message> {
         let template = self.prompt_template.as_deref().map(unescape);
-        let user = template
-            .as_deref()
-            .unwrap_or(default_template(Domain::of(&problem.domain)))
-            .replace("{prompt}", &problem.prompt);
+        let user = template.as_deref().unwrap_or(default_template(Domain::of(domain))).replace("{prompt}", prompt);
         let mut out = Vec::new();
         if let Some(system) = &self.system {
             out.push(Message::new("system", &unescape(system)));

@@ -34,7 +34,9 @@ use crate::model::tokenizer::Tokenizer;
 /// A tokenized training row: `train[i]` says whether the loss covers predicting `ids[i]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// The token ids.
     pub ids: Vec<u32>,
+    /// Per token: whether the loss covers predicting it.
     pub train: Vec<bool>,
     /// The tokens of the last trained message and its end-of-turn token, as rendered (it may run past
     /// `ids` where the row was cut).
@@ -50,6 +52,7 @@ impl Example {
         Example { ids, train, reply: 0..0, teacher: Vec::new() }
     }
 
+    /// Tokens with a loss (the first token is never predicted).
     pub fn trained(&self) -> usize {
         self.train.iter().skip(1).filter(|&&t| t).count()
     }
@@ -64,11 +67,13 @@ pub struct Renderer {
 }
 
 impl Renderer {
+    /// A renderer cutting rows at `max_length` tokens.
     pub fn new(chat: ChatTemplate, tokenizer: Tokenizer, max_length: usize) -> Renderer {
         let specials = tokenizer.special_tokens();
         Renderer { chat, tokenizer, max_length, specials }
     }
 
+    /// The tokenizer it renders with.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

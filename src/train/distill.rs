@@ -65,14 +65,14 @@ pub enum Tail {
     Bucket,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
 /// `forge train-distill`'s settings (the `[train_distill]` section of a pipeline): the trainer's, and the
 /// loss and its teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
 pub struct DistillConfig {
+    /// The trainer's settings, as `train-sft` takes them
     #[command(flatten)]
     #[serde(flatten)]
-    /// The trainer's settings, as `train-sft` takes them
     pub train: TrainConfig,
     /// Online distillation from this teacher (`local:DIR`, the same tokenizer as the student), run on each
     /// batch; without it, offline from the rows' `top_logprobs`

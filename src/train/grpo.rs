@@ -84,8 +84,11 @@ pub fn token_weight(aggregation: Aggregation, len: usize, lengths: &[usize], max
 /// The clip range and the KL weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Clip {
+    /// The ratio's lower clip: `1 - epsilon_low`.
     pub epsilon_low: f64,
+    /// The ratio's upper clip: `1 + epsilon_high` (DAPO's clip-higher when above `epsilon_low`).
     pub epsilon_high: f64,
+    /// Weight of the KL penalty against the reference model.
     pub beta: f64,
 }
 

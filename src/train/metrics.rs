@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Location, Result};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// One row of `metrics.csv`: one optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// The step (1-based).
     pub step: u64,

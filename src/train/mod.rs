@@ -40,10 +40,10 @@ use data::{Example, Renderer};
 pub use optim::Schedule;
 use output::{Resume, TrainState};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
 /// `forge train-sft`'s settings (the `[train_sft]` section of a pipeline; `train-distill` and `train-rl`
 /// build on them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The checkpoint to start from (a Hugging Face directory: config, safetensors, tokenizer, chat template)
     #[arg(long, value_name = "DIR")]
@@ -294,9 +294,9 @@ pub struct TrainReport {
     /// Distillation: trained tokens that had a teacher distribution.
     #[serde(default)]
     pub distilled_tokens: u64,
-    #[serde(default)]
     /// Distillation: rows whose teacher lists did not line up with their tokens (trained on their tokens
     /// alone).
+    #[serde(default)]
     pub unaligned_rows: usize,
     /// On-policy distillation: steps trained on the student's own samples.
     #[serde(default)]

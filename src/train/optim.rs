@@ -26,6 +26,7 @@ pub enum Schedule {
     Cosine,
     /// A straight line from the peak to zero.
     Linear,
+    /// The peak throughout.
     Constant,
 }
 
@@ -52,13 +53,18 @@ struct Param {
     v: Vec<f32>,
 }
 
+/// AdamW with decoupled weight decay, as PyTorch's (`torch.optim.AdamW`), its state in f32.
 pub struct AdamW {
     params: Vec<Param>,
     /// Updates done.
     pub steps: u64,
+    /// Decay of the gradient's running mean.
     pub beta1: f64,
+    /// Decay of the squared gradient's running mean.
     pub beta2: f64,
+    /// Added to the denominator.
     pub eps: f64,
+    /// Decoupled weight decay (not on norms and biases).
     pub weight_decay: f64,
 }
 

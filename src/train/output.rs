@@ -24,9 +24,11 @@ use crate::model::lora::AdapterConfig;
 
 /// Where a run stands in its output directory.
 pub enum Resume {
+    /// Nothing to resume: start from the model.
     Fresh,
     /// Continue from this checkpoint directory.
     From(PathBuf),
+    /// The run is finished: its report.
     Finished(TrainReport),
 }
 
@@ -35,9 +37,13 @@ pub enum Resume {
 pub struct TrainState {
     /// Optimizer steps done; the data order is a function of the seed, so this is the data position too.
     pub step: u64,
+    /// Tokens read.
     pub tokens: u64,
+    /// Tokens with a loss.
     pub trained_tokens: u64,
+    /// The last held-out loss, if any.
     pub eval_loss: Option<f64>,
+    /// Distillation: trained tokens with a teacher distribution.
     #[serde(default)]
     pub distilled_tokens: u64,
 }

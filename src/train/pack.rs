@@ -55,10 +55,15 @@ fn best_fit_decreasing(lengths: &[usize], order: &[usize], capacity: usize) -> V
 /// positions of its own example), and the flat positions (into `b * t`) whose next token carries the
 /// loss, with those next tokens.
 pub struct Batch {
+    /// `[b, t]` token ids.
     pub ids: Tensor,
+    /// `[b, t]` positions, restarting at 0 for each packed example.
     pub positions: Tensor,
+    /// Which positions each position attends to.
     pub mask: Mask,
+    /// `[n]` flat positions whose next token carries the loss.
     pub picks: Tensor,
+    /// `[n]` those next tokens.
     pub targets: Tensor,
     /// The teacher's top-k distributions at the picked positions, where the examples carry them.
     pub teacher: Option<super::distill::Sparse>,
@@ -73,6 +78,7 @@ pub fn trained_tokens(examples: &[Example], rows: &[Vec<usize>]) -> usize {
     rows.iter().flatten().map(|&i| examples[i].trained()).sum()
 }
 
+/// Pack `rows` (each a list of indices into `examples`) into one micro-batch's inputs.
 pub fn batch(examples: &[Example], rows: &[Vec<usize>], device: &Device) -> candle_core::Result<Batch> {
     let width = rows.iter().map(|r| r.iter().map(|&i| examples[i].ids.len()).sum::<usize>()).max().unwrap_or(1);
     let (mut ids, mut positions, mut segment) = (Vec::new(), Vec::new(), Vec::new());

@@ -20,18 +20,26 @@ use crate::verify::Verdict;
 /// One signal a reward is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
+    /// 1 when the answer is right.
     Accuracy,
+    /// 1 when the answer and the reasoning delimiters are well formed.
     Format,
+    /// 1 minus the reasoning's share of letters in a foreign script.
     Language,
+    /// -1 when the text repeats itself.
     Repetition,
+    /// -1 when the sample was cut at its limit.
     Truncation,
+    /// Minus the sample's share of its token budget.
     Length,
 }
 
 impl Signal {
+    /// Every signal.
     pub const ALL: [Signal; 6] =
         [Signal::Accuracy, Signal::Format, Signal::Language, Signal::Repetition, Signal::Truncation, Signal::Length];
 
+    /// The signal's name, as `--reward` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Signal::Accuracy => "accuracy",

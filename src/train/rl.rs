@@ -42,6 +42,7 @@ use crate::teacher::traces::{PromptConfig, trace};
 use crate::teacher::{Prompt, Sample, SamplingConfig, Teacher};
 use crate::verify::{TraceRef, VerifySettings};
 
+/// `forge train-rl`'s settings (the `[train_rl]` section of a pipeline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RlConfig {
@@ -104,6 +105,7 @@ pub struct RlConfig {
     #[arg(long, default_value_t = defaults::temperature(), value_name = "T")]
     #[serde(default = "defaults::temperature")]
     pub temperature: f64,
+    /// How prompts are rendered
     #[command(flatten)]
     #[serde(flatten)]
     pub prompt: PromptConfig,
@@ -139,6 +141,7 @@ pub struct RlConfig {
     #[arg(long, default_value_t = defaults::seed(), value_name = "N")]
     #[serde(default = "defaults::seed")]
     pub seed: u64,
+    /// LoRA settings
     #[command(flatten)]
     #[serde(flatten)]
     pub adapter: super::AdapterArgs,

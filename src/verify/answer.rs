@@ -36,12 +36,18 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
+    /// The same text once normalised, or the same exact number.
     Exact,
+    /// Values that are not exact (`\sqrt`, `\pi`) within the relative tolerance.
     Tolerance,
+    /// A decimal that is a non-terminating exact value correctly rounded (to at least
+    /// [`MIN_DECIMAL_PLACES`] places).
     Rounding,
+    /// Tuples, intervals, sets and matrices whose elements are equivalent.
     Structure,
     /// Equal at every one of several exact random points (expressions with variables).
     Symbolic,
+    /// Equal as plain text (what is not math).
     Text,
     /// Code: the program passed every test.
     Tests,

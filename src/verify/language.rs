@@ -11,13 +11,16 @@ use serde::Serialize;
 /// Above this share of letters in another script, the reasoning is mixing languages.
 pub const DEFAULT_MAX_FOREIGN_SHARE: f64 = 0.05;
 
+/// The language-consistency check of one output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LanguageCheck {
     /// ISO 639-3 codes, when whatlang is confident.
     pub prompt_language: Option<String>,
+    /// The output's language (ISO 639-3), when whatlang is confident.
     pub output_language: Option<String>,
     /// Share of the output's letters written in a script other than the prompt's main one.
     pub foreign_script_share: f64,
+    /// The output keeps to the prompt's language and script.
     pub ok: bool,
 }
 

@@ -157,9 +157,9 @@ pub struct VerifyConfig {
     /// Output format when the extension does not say
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// How outputs are judged
     #[command(flatten)]
     #[serde(flatten)]
-    /// How outputs are judged
     pub settings: VerifySettings,
 }
 

@@ -9,11 +9,14 @@ use std::str::FromStr;
 /// Keep problems whose sample pass rate lies in `[lo, hi]` (`--pass-rate 0.1:0.9`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PassRate {
+    /// Lowest pass rate kept.
     pub lo: f64,
+    /// Highest pass rate kept.
     pub hi: f64,
 }
 
 impl PassRate {
+    /// Whether `passed` of `total` is a pass rate inside the window.
     pub fn contains(self, passed: usize, total: usize) -> bool {
         total > 0 && {
             let rate = passed as f64 / total as f64;
@@ -39,7 +42,9 @@ impl PassRate {
 /// Which side of the window a decided problem lies on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// Passes more often than `hi`.
     TooEasy,
+    /// Passes less often than `lo`.
     TooHard,
 }
 

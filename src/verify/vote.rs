@@ -10,6 +10,7 @@ use super::equivalent;
 pub struct Vote {
     /// The first-seen spelling of the winning answer.
     pub answer: String,
+    /// Samples that gave it.
     pub votes: usize,
     /// Answers that took part (samples without an extracted answer do not vote).
     pub total: usize,

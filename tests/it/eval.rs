@@ -233,3 +233,97 @@ fn strategies_and_sweeps_score_what_they_name() {
         assert!(code != 0 && err.contains(message), "{args:?}: {err}");
     }
 }
+
+/// Best-of-n with a reward model picking (`--reward-model`, the random one of
+/// `tests/fixtures/reward-model`): `best_by_reward` is the share of problems whose highest-scored sample
+/// (the first of equals) is right, the scores recomputed here from the kept traces with the same model and
+/// the conversations the policy saw; absent without `--reward-model`; refused with a one-sample strategy.
+#[test]
+fn best_of_n_by_a_reward_model() {
+    use forge::model::chat::Message;
+    use forge::teacher::reward_model::RewardModel;
+    let s = Scratch::new();
+    let problems = s.path("problems");
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &"16",
+        &"--ops",
+        &"2",
+        &"--max-operand",
+        &"20",
+        &"--seed",
+        &"7",
+        &"-o",
+        &problems,
+        &"-q",
+    ]);
+    let rm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reward-model");
+    let out = s.path("best");
+    let args = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"eval",
+            &"--model",
+            &"samples/tiny-teacher",
+            &"--problems",
+            &problems,
+            &"--strategy",
+            &"best-of-4",
+            &"--temperature",
+            &"1.0",
+            &"--max-tokens",
+            &"80",
+            &"--json",
+            &"-o",
+            &out,
+        ];
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    let report: Value = serde_json::from_str(&args(&[&"--reward-model", &rm])).unwrap();
+    let model = RewardModel::open(&rm).unwrap();
+    let prompt = forge::teacher::traces::PromptConfig::default();
+    let mut by_problem: BTreeMap<String, Vec<(u64, bool, f32)>> = BTreeMap::new();
+    let rows = records(&out);
+    let conversations: Vec<Vec<Message>> = rows
+        .iter()
+        .map(|t| {
+            let mut m = prompt.messages_of(t["domain"].as_str().unwrap(), t["prompt"].as_str().unwrap());
+            m.push(Message::new("assistant", t["completion"].as_str().unwrap()));
+            m
+        })
+        .collect();
+    for (t, reward) in rows.iter().zip(model.score(&conversations).unwrap()) {
+        let problem = t["problem_id"].as_str().unwrap().to_string();
+        by_problem.entry(problem).or_default().push((t["sample_index"].as_u64().unwrap(), verdict(t).0, reward));
+    }
+    let (mut right, mut lowest_right) = (0.0, 0.0);
+    for samples in by_problem.values_mut() {
+        samples.sort_by_key(|x| x.0);
+        let best = samples.iter().rev().max_by(|a, b| a.2.total_cmp(&b.2)).unwrap();
+        right += f64::from(u8::from(best.1));
+        lowest_right += f64::from(u8::from(samples.iter().min_by(|a, b| a.2.total_cmp(&b.2)).unwrap().1));
+    }
+    let want = right / by_problem.len() as f64;
+    assert!((report["overall"]["best_by_reward"].as_f64().unwrap() - want).abs() < 1e-9, "{report}");
+    // picking the lowest reward would score otherwise, or the test could not tell a pick from its opposite
+    assert_ne!(right, lowest_right, "{by_problem:?}");
+
+    let again: Value = serde_json::from_str(&args(&[])).unwrap();
+    assert!(again["overall"].get("best_by_reward").is_none(), "{again}");
+    assert_eq!(again["overall"]["pass_at_n"], report["overall"]["pass_at_n"], "the same traces, reused");
+    let (code, _, err) = crate::util::run(&[
+        &"eval",
+        &"--model",
+        &"samples/tiny-teacher",
+        &"--problems",
+        &problems,
+        &"--reward-model",
+        &rm,
+        &"-o",
+        &s.path("greedy"),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--reward-model") && err.contains("draws one"), "{err}");
+}

@@ -279,3 +279,39 @@ fn f16_checkpoints_load_with_the_logits_of_their_f32_weights() {
     assert!(worst > 0.0, "the f16 weights are rounded, so the logits move a little");
     assert!(worst <= 1e-2 * scale, "f16 logits off by {worst} (scale {scale})");
 }
+
+/// A transformers `Qwen2ForSequenceClassification` (one label: an outcome reward model's layout) with the
+/// sample teacher's tokenizer and chat template (`scripts/reward_model_fixtures.py`): forge's rewards of
+/// four conversations equal transformers', scored together (left-padded to the longest) and one by one.
+#[test]
+fn reward_model_scores_match_transformers() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reward-model");
+    let model = forge::teacher::reward_model::RewardModel::open(&dir).unwrap();
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = expected["cases"].as_array().unwrap();
+    let conversations: Vec<Vec<Message>> = cases
+        .iter()
+        .map(|c| {
+            vec![
+                Message::new("user", c["prompt"].as_str().unwrap()),
+                Message::new("assistant", c["reply"].as_str().unwrap()),
+            ]
+        })
+        .collect();
+    let together = model.score(&conversations).unwrap();
+    let lengths: Vec<usize> = cases.iter().map(|c| c["ids"].as_array().unwrap().len()).collect();
+    assert!(lengths.iter().any(|&l| l != lengths[0]), "the batch pads: {lengths:?}");
+    for (i, case) in cases.iter().enumerate() {
+        let want = case["reward"].as_f64().unwrap() as f32;
+        let alone = model.score(&conversations[i..=i]).unwrap()[0];
+        for got in [together[i], alone] {
+            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "case {i}: {got} against {want}");
+        }
+    }
+    // a language model is not a reward model, and a reward model does not generate
+    let lm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+    let err = forge::teacher::reward_model::RewardModel::open(&lm).err().unwrap().to_string();
+    assert!(err.contains("not a reward model"), "{err}");
+    let err = forge::teacher::local::Local::open(&dir).err().unwrap().to_string();
+    assert!(err.contains("reward model"), "{err}");
+}
