@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::model::chat::Message;
 use crate::progress::Progress;
 use crate::teacher::budget::BudgetConfig;
-use crate::teacher::reward_model::RewardModel;
+use crate::teacher::reward_model::{RewardModel, conversation};
 use crate::teacher::traces::{GenerateConfig, PromptConfig, write_traces};
 use crate::teacher::{HttpConfig, SamplingConfig};
 use crate::verify::vote::majority;
@@ -565,15 +565,8 @@ fn judge(
         })?;
         let rewards = match reward {
             Some(model) => {
-                let conversations: Vec<Vec<Message>> = batch
-                    .iter()
-                    .map(|t| {
-                        let mut messages = generate.prompt.messages_of(&t.domain, &t.prompt);
-                        let reply = format!("{}{}", generate.prompt.prefill(), t.completion);
-                        messages.push(Message::new("assistant", &reply));
-                        messages
-                    })
-                    .collect();
+                let conversations: Vec<Vec<Message>> =
+                    batch.iter().map(|t| conversation(&generate.prompt, &t.domain, &t.prompt, &t.completion)).collect();
                 let rewards = model.score(&conversations)?;
                 progress.inc(rewards.len() as u64);
                 rewards.into_iter().map(Some).collect()

@@ -421,6 +421,16 @@ impl Decoder {
         self.head(&self.hidden(ids, positions, mask, cache)?)
     }
 
+    /// Replace the language-model head with a fresh, trainable one-label `score` head (zeros, in `vars`
+    /// as `score.weight`): the model becomes a reward model, as transformers' `*ForSequenceClassification`
+    /// with one label. A resumed run restores the head's weights from its checkpoint by that name.
+    pub fn score_head(&mut self, vars: &candle_nn::VarMap) -> CResult<()> {
+        let h = self.config.hidden_size;
+        let w = vars.get((1, h), "score.weight", candle_nn::Init::Const(0.0), DType::F32, self.device())?;
+        self.lm_head = Linear::new(w, None);
+        Ok(())
+    }
+
     /// Logits (f32) of final hidden states `[.., hidden]`.
     pub fn head(&self, hidden: &Tensor) -> CResult<Tensor> {
         // rows of final states are one position each, as in a decoding step

@@ -22,6 +22,7 @@ pub static STAGES: &[&dyn Entry] = &[
     &Of::<crate::train::TrainSft>(PhantomData),
     &Of::<crate::train::distill::TrainDistill>(PhantomData),
     &Of::<crate::train::rl::TrainRl>(PhantomData),
+    &Of::<crate::train::rm::TrainRm>(PhantomData),
     &Of::<crate::eval::Eval>(PhantomData),
     &Of::<crate::merge_lora::MergeLora>(PhantomData),
     &Of::<crate::filter::Filter>(PhantomData),

@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::local::candle;
+use super::traces::PromptConfig;
 use crate::error::{Error, Location, Result};
 use crate::model::chat::{ChatTemplate, Message};
 use crate::model::tokenizer::Tokenizer;
@@ -52,8 +53,7 @@ impl RewardModel {
         for chunk in conversations.chunks(BATCH) {
             let mut ids = Vec::with_capacity(chunk.len());
             for messages in chunk {
-                let text = self.chat.render(messages, false, &Default::default())?;
-                let row = self.tokenizer.encode(&text)?;
+                let row = conversation_ids(&self.chat, &self.tokenizer, messages)?;
                 if row.is_empty() || row.len() > self.context {
                     return Err(Error::usage(format!(
                         "a conversation of {} tokens does not fit the reward model's context of {}",
@@ -80,4 +80,19 @@ impl RewardModel {
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
         Ok(self.model.head(&last)?.to_vec2::<f32>()?.into_iter().map(|r| r[0]).collect())
     }
+}
+
+/// The conversation a reward model scores for a sample: the messages the policy was given for the problem
+/// (`domain`, `prompt`: the traces table's columns) under `prompt`'s template, then the sample (after the
+/// prefill it continued) as the assistant's reply.
+pub fn conversation(prompt: &PromptConfig, domain: &str, problem: &str, completion: &str) -> Vec<Message> {
+    let mut messages = prompt.messages_of(domain, problem);
+    messages.push(Message::new("assistant", &format!("{}{completion}", prompt.prefill())));
+    messages
+}
+
+/// The tokens a reward model reads for `messages`: the whole conversation under its chat template (no
+/// generation prompt), as transformers' `apply_chat_template` gives them; the head reads the last one.
+pub fn conversation_ids(chat: &ChatTemplate, tokenizer: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+    tokenizer.encode(&chat.render(messages, false, &Default::default())?)
 }

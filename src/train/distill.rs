@@ -535,7 +535,7 @@ impl crate::stage::Stage for TrainDistill {
     type Target = TrainOutput;
 
     fn run(cfg: &DistillConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<crate::stage::Done> {
-        let (report, ran) = super::run(&cfg.train, Some(cfg), out, ctx)?;
+        let (report, ran) = super::run(&cfg.train, super::Task::Distill(cfg), out, ctx)?;
         Ok(super::done(&report, ran, out))
     }
 }

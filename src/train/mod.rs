@@ -21,6 +21,7 @@ pub mod output;
 pub mod pack;
 pub mod reward;
 pub mod rl;
+pub mod rm;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -378,17 +379,71 @@ pub fn nll_of_hidden(
 /// gradient graph is recorded and the fused head makes no gradients).
 ///
 /// [`Decoder::detached`]: crate::model::Decoder::detached
-fn eval_loss(model: &crate::model::Decoder, examples: &[Example], cfg: &TrainConfig, device: &Device) -> Result<f64> {
+fn eval_loss(
+    model: &crate::model::Decoder,
+    loss: Loss,
+    examples: &[Example],
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<f64> {
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
     let rows = pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, 0);
     let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
     let (mut sum, mut tokens) = (0.0, 0usize);
     for chunk in rows.chunks(per_micro) {
         let batch = pack::batch(examples, chunk, device).map_err(candle_err)?;
-        sum += f64::from(nll(model, &batch).map_err(candle_err)?.to_scalar::<f32>().map_err(candle_err)?);
+        let micro = loss.sum(model, &batch, examples, chunk, device).map_err(candle_err)?;
+        sum += f64::from(micro.to_scalar::<f32>().map_err(candle_err)?);
         tokens += batch.tokens;
     }
     Ok(sum / tokens.max(1) as f64)
+}
+
+/// What a training run optimises.
+#[derive(Clone, Copy)]
+pub enum Task<'a> {
+    /// Cross-entropy on the trained tokens (`train-sft`).
+    Sft,
+    /// A distillation objective (`train-distill`).
+    Distill(&'a distill::DistillConfig),
+    /// An outcome reward model (`train-rm`).
+    Reward(&'a rm::RmConfig),
+}
+
+/// The loss of a micro-batch.
+#[derive(Clone, Copy)]
+enum Loss<'a> {
+    /// Cross-entropy of the trained tokens (also the held-out loss of distillation).
+    Nll,
+    Distill(&'a distill::Distiller),
+    /// The logistic loss of the score at each example's last token against its label (`labels[i]` is
+    /// example `i`'s).
+    Reward(&'a [f32]),
+}
+
+impl Loss<'_> {
+    /// The summed loss of `batch` (`rows` of `examples`), a graph to backpropagate; distillation's
+    /// objective is the distiller's ([`distill::Distiller::loss`]), here its held-out cross-entropy.
+    fn sum(
+        self,
+        model: &crate::model::Decoder,
+        batch: &pack::Batch,
+        examples: &[Example],
+        rows: &[Vec<usize>],
+        device: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        match self {
+            Loss::Nll | Loss::Distill(_) => nll(model, batch),
+            Loss::Reward(labels) => {
+                // one pick per example, in the order the batch packs them
+                let y: Vec<f32> =
+                    rows.iter().flatten().filter(|&&i| examples[i].trained() > 0).map(|&i| labels[i]).collect();
+                let hidden = model.hidden(&batch.ids, &batch.positions, &batch.mask, None)?;
+                let scores = model.head(&hidden.flatten_to(1)?.index_select(&batch.picks, 0)?)?.squeeze(1)?;
+                rm::logistic_loss(&scores, &candle_core::Tensor::new(y, device)?)
+            }
+        }
+    }
 }
 
 pub(crate) fn candle_err(e: candle_core::Error) -> Error {
@@ -460,7 +515,7 @@ fn start(
 /// the summed loss and the tokens read.
 fn accumulate(
     model: &crate::model::Decoder,
-    distiller: Option<&distill::Distiller>,
+    loss: Loss,
     opt: &mut optim::AdamW,
     examples: &[Example],
     rows: &[Vec<usize>],
@@ -474,13 +529,13 @@ fn accumulate(
             continue;
         }
         seen += batch.seen as u64;
-        let sum = match distiller {
-            None => nll(model, &batch).map_err(candle_err)?,
-            Some(d) => {
+        let sum = match loss {
+            Loss::Distill(d) => {
                 let (sum, count) = d.loss(model, &batch).map_err(candle_err)?;
                 distilled += count as u64;
                 sum
             }
+            loss => loss.sum(model, &batch, examples, chunk, device).map_err(candle_err)?,
         };
         loss_sum += f64::from(sum.to_scalar::<f32>().map_err(candle_err)?);
         let grads = model.backward(&(sum / tokens as f64).map_err(candle_err)?).map_err(candle_err)?;
@@ -536,23 +591,23 @@ fn trainable(model: &Path, adapter: &AdapterArgs, seed: u64, device: &Device) ->
 /// Run (or resume) a training run; the flag is false when `out` already held this run's finished result
 /// (then nothing was done).
 ///
-/// With `distill` (its `train` being `cfg`), the loss is its distillation objective instead of the
-/// cross-entropy.
-pub fn run(
-    cfg: &TrainConfig,
-    distill: Option<&distill::DistillConfig>,
-    out: &TrainOutput,
-    ctx: &crate::Context,
-) -> Result<(TrainReport, bool)> {
+/// The loss is `task`'s (its config's `train` being `cfg`): cross-entropy, a distillation objective, or
+/// a reward model's logistic loss.
+pub fn run(cfg: &TrainConfig, task: Task, out: &TrainOutput, ctx: &crate::Context) -> Result<(TrainReport, bool)> {
     check(cfg)?;
+    let distill = match task {
+        Task::Distill(d) => Some(d),
+        _ => None,
+    };
     let objective = distill.map(distill::Objective::of).transpose()?;
     let started = Instant::now();
     let device = crate::model::device();
     let train_input: Vec<Input> = cfg.data.iter().map(|d| Input::open(d)).collect::<Result<_>>()?;
     let eval_input = cfg.eval_data.as_deref().map(Input::open).transpose()?;
-    let settings = match distill {
-        Some(d) => ("train-distill", serde_json::to_value(d)),
-        None => ("train-sft", serde_json::to_value(cfg)),
+    let settings = match task {
+        Task::Distill(d) => ("train-distill", serde_json::to_value(d)),
+        Task::Reward(r) => ("train-rm", serde_json::to_value(r)),
+        Task::Sft => ("train-sft", serde_json::to_value(cfg)),
     };
     let settings = (settings.0, settings.1.map_err(|e| Error::usage(e.to_string()))?);
     let fingerprint = output::fingerprint(settings, &cfg.model, &train_input, eval_input.as_ref())?;
@@ -562,15 +617,27 @@ pub fn run(
     };
     let online = distill.and_then(|d| d.teacher.as_deref());
     let offline = objective.is_some() && online.is_none();
-    let (loaded, eval_examples) = training_examples(cfg, &train_input, eval_input.as_ref(), offline)?;
-    let examples = loaded.examples;
+    let (loaded, examples, eval_examples, labels) = match task {
+        Task::Reward(r) => {
+            let (loaded, train, held) = rm::examples(r, &train_input, eval_input.as_ref())?;
+            (loaded, train.examples, held.examples, Some((train.labels, held.labels)))
+        }
+        _ => {
+            let (mut loaded, eval_examples) = training_examples(cfg, &train_input, eval_input.as_ref(), offline)?;
+            let examples = std::mem::take(&mut loaded.examples);
+            (loaded, examples, eval_examples, None)
+        }
+    };
 
     let steps = plan(cfg, &examples);
     let total = steps.len() as u64;
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
     let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
     let lora = cfg.adapter().config(&cfg.model);
-    let checkpoint = trainable(&cfg.model, &cfg.adapter(), cfg.seed, &device)?;
+    let mut checkpoint = trainable(&cfg.model, &cfg.adapter(), cfg.seed, &device)?;
+    if labels.is_some() {
+        checkpoint.model.score_head(&checkpoint.vars).map_err(candle_err)?;
+    }
     let distiller = match objective {
         None => None,
         Some(objective) => {
@@ -608,8 +675,13 @@ pub fn run(
         };
         let tokens = pack::trained_tokens(examples, rows);
         let model = &checkpoint.model;
+        let loss = match (&distiller, &labels) {
+            (Some(d), _) => Loss::Distill(d),
+            (None, Some((train, _))) => Loss::Reward(train),
+            (None, None) => Loss::Nll,
+        };
         let (loss_sum, seen, distilled) =
-            accumulate(model, distiller.as_ref(), &mut opt, examples, rows, (per_micro, tokens), &device)?;
+            accumulate(model, loss, &mut opt, examples, rows, (per_micro, tokens), &device)?;
         run_tokens += seen;
         state.distilled_tokens += distilled;
         state.tokens += seen;
@@ -620,7 +692,10 @@ pub fn run(
         state.trained_tokens += tokens as u64;
         let last = state.step == total;
         let eval = (!eval_examples.is_empty() && (last || (cfg.eval_every > 0 && state.step % cfg.eval_every == 0)))
-            .then(|| eval_loss(&checkpoint.model.detached(), &eval_examples, cfg, &device))
+            .then(|| {
+                let loss = labels.as_ref().map_or(Loss::Nll, |(_, held)| Loss::Reward(held));
+                eval_loss(&checkpoint.model.detached(), loss, &eval_examples, cfg, &device)
+            })
             .transpose()?;
         if eval.is_some() {
             state.eval_loss = eval;
@@ -662,6 +737,9 @@ pub fn run(
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     };
     output::finish(&out.output, &cfg.model, &checkpoint, &report, lora.as_ref())?;
+    if labels.is_some() {
+        rm::classifier_config(&out.output)?;
+    }
     Ok((report, true))
 }
 
@@ -709,7 +787,7 @@ impl crate::stage::Stage for TrainSft {
     type Target = TrainOutput;
 
     fn run(cfg: &TrainConfig, out: &TrainOutput, ctx: &crate::Context) -> Result<crate::stage::Done> {
-        let (report, ran) = run(cfg, None, out, ctx)?;
+        let (report, ran) = run(cfg, Task::Sft, out, ctx)?;
         Ok(done(&report, ran, out))
     }
 }

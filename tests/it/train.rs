@@ -453,3 +453,107 @@ fn init_model_takes_another_checkpoints_tokenizer() {
     assert_eq!(vocab(&out), vocab(teacher));
     assert_eq!(Checkpoint::load(&out, &Device::Cpu).unwrap().config.hidden_size, 32);
 }
+
+/// `forge train-rm` on the sample teacher's own samples of arithmetic (four per problem at temperature
+/// 1, judged by the verifier): the score head starts at zero (the first step's loss is ln 2), the loss
+/// falls, and the reward model written (a `Qwen2ForSequenceClassification` config) scores the right
+/// samples it was trained on above the wrong ones. Training data of one label only, and LoRA, are refused.
+#[test]
+fn train_rm_learns_to_tell_right_samples_from_wrong() {
+    use forge::model::chat::Message;
+    use forge::teacher::reward_model::{RewardModel, conversation};
+    let s = Scratch::new();
+    let (problems, samples, out) = (s.path("problems"), s.path("samples"), s.path("rm"));
+    ok(&[
+        &"synth",
+        &"arith",
+        &"--n",
+        &"40",
+        &"--ops",
+        &"2",
+        &"--max-operand",
+        &"20",
+        &"--seed",
+        &"7",
+        &"-o",
+        &problems,
+        &"-q",
+    ]);
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tiny-teacher");
+    let generate: Args = vec![
+        &"generate",
+        &"--teacher",
+        &"local:samples/tiny-teacher",
+        &"--problems",
+        &problems,
+        &"-n",
+        &"4",
+        &"--temperature",
+        &"1.0",
+        &"--max-tokens",
+        &"80",
+        &"-o",
+        &samples,
+        &"-q",
+    ];
+    ok(&generate);
+    let train: Args = vec![
+        &"train-rm",
+        &"--model",
+        &teacher,
+        &"--data",
+        &samples,
+        &"-o",
+        &out,
+        &"--epochs",
+        &"4",
+        &"--lr",
+        &"1e-3",
+        &"--batch-tokens",
+        &"4096",
+        &"--max-length",
+        &"256",
+        &"--eval-share",
+        &"0",
+        &"-q",
+    ];
+    ok(&train);
+    let rows = metrics::read(&out.join("metrics.csv")).unwrap();
+    assert!(
+        (rows[0].loss - std::f64::consts::LN_2).abs() < 1e-4,
+        "a zero head scores 0: loss ln 2, got {}",
+        rows[0].loss
+    );
+    let last = rows.last().unwrap().loss;
+    assert!(last < 0.5, "loss {} -> {last}", rows[0].loss);
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "Qwen2ForSequenceClassification");
+
+    let model = RewardModel::open(&out).unwrap();
+    let traces = crate::util::records(&samples);
+    let prompt = forge::teacher::traces::PromptConfig::default();
+    let conversations: Vec<Vec<Message>> = traces
+        .iter()
+        .map(|t| {
+            let text = |c: &str| t[c].as_str().unwrap().to_string();
+            conversation(&prompt, &text("domain"), &text("prompt"), &text("completion"))
+        })
+        .collect();
+    let (mut right, mut wrong) = (Vec::new(), Vec::new());
+    for (t, r) in traces.iter().zip(model.score(&conversations).unwrap()) {
+        if crate::util::verdict(t).0 { right.push(r) } else { wrong.push(r) }
+    }
+    assert!(right.len() >= 10 && wrong.len() >= 10, "{} right, {} wrong", right.len(), wrong.len());
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    assert!(mean(&right) > mean(&wrong) + 1.0, "right {} against wrong {}", mean(&right), mean(&wrong));
+
+    let lora_out = s.path("lora");
+    let lora: Args =
+        vec![&"train-rm", &"--model", &teacher, &"--data", &samples, &"-o", &lora_out, &"--lora-rank", &"4"];
+    let (code, _, err) = run(&lora);
+    assert!(code != 0 && err.contains("--lora-rank"), "{err}");
+    let right = |p: &str| crate::util::trace(p, 0, "What is 2 + 3?", Some("5"), "2 + 3 = 5\nThe answer is \\boxed{5}.");
+    let one_label = s.write("right.jsonl", crate::util::jsonl(&[right("a"), right("b")]));
+    let (code, _, err) = run(&[&"train-rm", &"--model", &teacher, &"--data", &one_label, &"-o", &s.path("x")]);
+    assert!(code != 0 && err.contains("needs right and wrong"), "{err}");
+}
