@@ -15,25 +15,8 @@ PY=${PYTHON:-python3}
 T=samples/tiny-teacher
 mkdir -p "$W"
 
-# The held-out problems: the scaling experiment's (its first part, verbatim in effect: same seeds, same rule).
-[ -d "$W/train-arith" ] || $F synth arith --n 10000 --seed 1 -o "$W/train-arith" -q
-[ -d "$W/train-easy" ] || $F synth arith --n 20000 --ops 1..2 --max-operand 9 --seed 3 -o "$W/train-easy" -q
-[ -d "$W/pool" ] || $F synth arith --n 4000 --ops 1..2 --max-operand 9 --seed 4000 -o "$W/pool" -q
-"$PY" - "$W" <<'PYEOF'
-import json, sys
-from pathlib import Path
-import pyarrow.dataset as ds
-w = Path(sys.argv[1])
-prompts = lambda d: set(ds.dataset(sorted(map(str, (w / d).glob("part-*.parquet")))).to_table(columns=["prompt"]).column("prompt").to_pylist())
-seen = prompts("train-arith") | prompts("train-easy")
-rows, kept = ds.dataset(sorted(map(str, (w / "pool").glob("part-*.parquet")))).to_table().to_pylist(), []
-for r in rows:
-    if r["prompt"] not in seen and r["prompt"] not in {k["prompt"] for k in kept}:
-        kept.append(r)
-kept = kept[:200]
-(w / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-print(f"held out: {len(kept)} problems (of {len(rows)} drawn; none in the teacher's {len(seen)} training prompts)")
-PYEOF
+# The held-out problems: the scaling experiment's.
+bash scripts/heldout_arith.sh "$F" "$W" "$PY"
 
 # The reward model's data: 2,000 of the teacher's own training problems (the first rows of `train-easy`),
 # 8 samples each.

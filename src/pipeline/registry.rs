@@ -227,6 +227,7 @@ mod tests {
             ("train-sft", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
             ("train-distill", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
             ("train-rl", &["--model", "m", "--problems", "p"], json!({ "model": "m", "problems": "p" })),
+            ("train-rm", &["--model", "m", "--data", "d"], json!({ "model": "m", "data": ["d"] })),
             ("eval", &["--model", "m", "--problems", "p"], json!({ "model": "m", "problems": "p" })),
             ("merge-lora", &["--adapter", "a"], json!({ "adapter": "a" })),
             ("filter", &["--input", "i"], json!({ "input": "i" })),
