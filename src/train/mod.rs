@@ -382,17 +382,15 @@ pub fn nll_of_hidden(
 fn eval_loss(
     model: &crate::model::Decoder,
     loss: Loss,
-    examples: &[Example],
+    (examples, rows): (&[Example], &[Vec<usize>]),
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<f64> {
-    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-    let rows = pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, 0);
     let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
     let (mut sum, mut tokens) = (0.0, 0usize);
     for chunk in rows.chunks(per_micro) {
         let batch = pack::batch(examples, chunk, device).map_err(candle_err)?;
-        let micro = loss.sum(model, &batch, examples, chunk, device).map_err(candle_err)?;
+        let micro = loss.sum(model, &batch, examples, chunk).map_err(candle_err)?;
         sum += f64::from(micro.to_scalar::<f32>().map_err(candle_err)?);
         tokens += batch.tokens;
     }
@@ -416,9 +414,9 @@ enum Loss<'a> {
     /// Cross-entropy of the trained tokens (also the held-out loss of distillation).
     Nll,
     Distill(&'a distill::Distiller),
-    /// The logistic loss of the score at each example's last token against its label (`labels[i]` is
-    /// example `i`'s).
-    Reward(&'a [f32]),
+    /// A reward model's loss of the scores at each example's last token against the labels (`labels[i]`
+    /// is example `i`'s), pointwise or pairwise ([`rm::loss`]).
+    Reward(&'a [f32], rm::Objective),
 }
 
 impl Loss<'_> {
@@ -430,17 +428,13 @@ impl Loss<'_> {
         batch: &pack::Batch,
         examples: &[Example],
         rows: &[Vec<usize>],
-        device: &Device,
     ) -> candle_core::Result<candle_core::Tensor> {
         match self {
             Loss::Nll | Loss::Distill(_) => nll(model, batch),
-            Loss::Reward(labels) => {
-                // one pick per example, in the order the batch packs them
-                let y: Vec<f32> =
-                    rows.iter().flatten().filter(|&&i| examples[i].trained() > 0).map(|&i| labels[i]).collect();
+            Loss::Reward(labels, objective) => {
                 let hidden = model.hidden(&batch.ids, &batch.positions, &batch.mask, None)?;
                 let scores = model.head(&hidden.flatten_to(1)?.index_select(&batch.picks, 0)?)?.squeeze(1)?;
-                rm::logistic_loss(&scores, &candle_core::Tensor::new(y, device)?)
+                rm::loss(&scores, examples, rows, labels, objective)
             }
         }
     }
@@ -535,13 +529,19 @@ fn accumulate(
                 distilled += count as u64;
                 sum
             }
-            loss => loss.sum(model, &batch, examples, chunk, device).map_err(candle_err)?,
+            loss => loss.sum(model, &batch, examples, chunk).map_err(candle_err)?,
         };
         loss_sum += f64::from(sum.to_scalar::<f32>().map_err(candle_err)?);
         let grads = model.backward(&(sum / tokens as f64).map_err(candle_err)?).map_err(candle_err)?;
         opt.accumulate(&grads).map_err(candle_err)?;
     }
     Ok((loss_sum, seen, distilled))
+}
+
+/// The held-out examples in rows, as the first epoch packs training examples.
+fn eval_rows(cfg: &TrainConfig, examples: &[Example]) -> Vec<Vec<usize>> {
+    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    pack::epoch_rows(&lengths, cfg.max_length, cfg.packing, cfg.seed, 0)
 }
 
 /// The whole run's steps, fixed up front: each is its epoch and a list of rows, each row a list of
@@ -617,25 +617,31 @@ pub fn run(cfg: &TrainConfig, task: Task, out: &TrainOutput, ctx: &crate::Contex
     };
     let online = distill.and_then(|d| d.teacher.as_deref());
     let offline = objective.is_some() && online.is_none();
-    let (loaded, examples, eval_examples, labels) = match task {
+    // a reward model's examples come labelled, and (pairwise) in rows of one problem each
+    let (loaded, examples, eval_examples, steps, eval_rows, reward) = match task {
         Task::Reward(r) => {
             let (loaded, train, held) = rm::examples(r, &train_input, eval_input.as_ref())?;
-            (loaded, train.examples, held.examples, Some((train.labels, held.labels)))
+            let (steps, eval_rows) = match r.objective {
+                rm::Objective::Pairwise => (rm::plan(cfg, &train), rm::problem_rows(&held, cfg.max_length)),
+                rm::Objective::Pointwise => (plan(cfg, &train.examples), eval_rows(cfg, &held.examples)),
+            };
+            let reward = Some((train.labels, held.labels, r.objective));
+            (loaded, train.examples, held.examples, steps, eval_rows, reward)
         }
         _ => {
             let (mut loaded, eval_examples) = training_examples(cfg, &train_input, eval_input.as_ref(), offline)?;
             let examples = std::mem::take(&mut loaded.examples);
-            (loaded, examples, eval_examples, None)
+            let (steps, eval_rows) = (plan(cfg, &examples), eval_rows(cfg, &eval_examples));
+            (loaded, examples, eval_examples, steps, eval_rows, None)
         }
     };
 
-    let steps = plan(cfg, &examples);
     let total = steps.len() as u64;
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
     let per_micro = (cfg.micro_batch_tokens / cfg.max_length).max(1);
     let lora = cfg.adapter().config(&cfg.model);
     let mut checkpoint = trainable(&cfg.model, &cfg.adapter(), cfg.seed, &device)?;
-    if labels.is_some() {
+    if reward.is_some() {
         checkpoint.model.score_head(&checkpoint.vars).map_err(candle_err)?;
     }
     let distiller = match objective {
@@ -675,9 +681,9 @@ pub fn run(cfg: &TrainConfig, task: Task, out: &TrainOutput, ctx: &crate::Contex
         };
         let tokens = pack::trained_tokens(examples, rows);
         let model = &checkpoint.model;
-        let loss = match (&distiller, &labels) {
+        let loss = match (&distiller, &reward) {
             (Some(d), _) => Loss::Distill(d),
-            (None, Some((train, _))) => Loss::Reward(train),
+            (None, Some((train, _, objective))) => Loss::Reward(train, *objective),
             (None, None) => Loss::Nll,
         };
         let (loss_sum, seen, distilled) =
@@ -693,8 +699,8 @@ pub fn run(cfg: &TrainConfig, task: Task, out: &TrainOutput, ctx: &crate::Contex
         let last = state.step == total;
         let eval = (!eval_examples.is_empty() && (last || (cfg.eval_every > 0 && state.step % cfg.eval_every == 0)))
             .then(|| {
-                let loss = labels.as_ref().map_or(Loss::Nll, |(_, held)| Loss::Reward(held));
-                eval_loss(&checkpoint.model.detached(), loss, &eval_examples, cfg, &device)
+                let loss = reward.as_ref().map_or(Loss::Nll, |(_, held, objective)| Loss::Reward(held, *objective));
+                eval_loss(&checkpoint.model.detached(), loss, (&eval_examples, &eval_rows), cfg, &device)
             })
             .transpose()?;
         if eval.is_some() {
@@ -737,7 +743,7 @@ pub fn run(cfg: &TrainConfig, task: Task, out: &TrainOutput, ctx: &crate::Contex
         tokens_per_second: run_tokens as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     };
     output::finish(&out.output, &cfg.model, &checkpoint, &report, lora.as_ref())?;
-    if labels.is_some() {
+    if reward.is_some() {
         rm::classifier_config(&out.output)?;
     }
     Ok((report, true))

@@ -2,9 +2,11 @@
 //! samples judged by forge's verifiers. Each sample of a traces dataset is verified against its gold
 //! answer (right: label 1, wrong: 0) and rendered as the conversation the policy saw with the sample as
 //! the reply ([`crate::teacher::reward_model::conversation`]); the model reads it whole and a one-label
-//! `score` head, replacing the language-model head, is trained with the logistic loss at its last token.
-//! Everything else is `forge train-sft`'s trainer (packing, AdamW, checkpoints and resume, metrics,
-//! held-out loss). The output is a `*ForSequenceClassification` checkpoint that transformers loads, and
+//! `score` head, replacing the language-model head, reads its last token. By default the scores of a
+//! problem's right samples are trained to exceed those of its wrong ones (pairwise, Bradley-Terry: what
+//! best-of-n needs); `--objective pointwise` fits each score to its label with the logistic loss, as
+//! Cobbe et al. did. Everything else is `forge train-sft`'s trainer (packing, AdamW, checkpoints and
+//! resume, metrics, held-out loss). The output is a `*ForSequenceClassification` checkpoint that transformers loads, and
 //! that `forge eval --reward-model` picks best-of-n with on problems without gold.
 
 use serde::{Deserialize, Serialize};
@@ -31,15 +33,36 @@ pub struct RmConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub prompt: PromptConfig,
+    /// How the head learns: `pairwise` (a problem's right samples against its wrong ones) or `pointwise`
+    /// (each sample against its label)
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default)]
+    pub objective: Objective,
 }
 
-/// Training examples with their labels (1 right, 0 wrong), in the same order.
+/// How the score head is trained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// For every right and wrong sample of the same problem, `-log σ(score(right) - score(wrong))`
+    /// (Bradley-Terry, as preference reward models are trained): the head learns to rank a problem's
+    /// samples, what best-of-n asks of it. A problem's samples share a row; problems with samples of one
+    /// label only teach nothing and are left out
+    #[default]
+    Pairwise,
+    /// Each sample on its own, the logistic loss of its score against its label (Cobbe et al. 2021)
+    Pointwise,
+}
+
+/// Training examples with their labels (1 right, 0 wrong) and problems, in the same order.
 pub struct Labelled {
     /// The examples: the conversation's tokens, then one more whose place marks the last token as the
     /// one the head reads.
     pub examples: Vec<Example>,
     /// Each example's label.
     pub labels: Vec<f32>,
+    /// Each example's problem (an index, the same for samples of one problem).
+    pub problems: Vec<u32>,
 }
 
 /// The training and held-out examples of `cfg` (held out: `--eval-data`, or `--eval-share` of the
@@ -57,15 +80,19 @@ pub(super) fn examples(cfg: &RmConfig, train: &[Input], eval: Option<&Input>) ->
         t.eval_data.is_none() && crate::rng::Rng::for_row(t.seed, "eval", row).uniform() < t.eval_share
     };
     let (mut kept, mut held, mut dropped) = (empty(), empty(), 0usize);
+    let mut problems: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut read = |inputs: &[Input], split: bool| -> Result<()> {
         for input in inputs {
             for batch in input.rows_of::<Trace>(TableKind::Traces, 0..input.rows()) {
                 for trace in batch? {
                     let to = if !split || held_out(&trace.problem_id) { &mut held } else { &mut kept };
+                    let next = problems.len() as u32;
+                    let problem = *problems.entry(trace.problem_id.clone()).or_insert(next);
                     match example(cfg, &chat, &tokenizer, &trace)? {
                         Some((e, label)) => {
                             to.examples.push(e);
                             to.labels.push(label);
+                            to.problems.push(problem);
                         }
                         None => dropped += 1,
                     }
@@ -96,7 +123,53 @@ pub(super) fn examples(cfg: &RmConfig, train: &[Input], eval: Option<&Input>) ->
 }
 
 fn empty() -> Labelled {
-    Labelled { examples: Vec::new(), labels: Vec::new() }
+    Labelled { examples: Vec::new(), labels: Vec::new(), problems: Vec::new() }
+}
+
+/// The pairwise objective's rows: each problem with right and wrong samples, its samples packed in order
+/// into rows of at most `max_length` tokens (pairs are formed within a row).
+pub(super) fn problem_rows(l: &Labelled, max_length: usize) -> Vec<Vec<usize>> {
+    let mut by_problem: std::collections::BTreeMap<u32, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, &p) in l.problems.iter().enumerate() {
+        by_problem.entry(p).or_default().push(i);
+    }
+    let mut rows = Vec::new();
+    for samples in by_problem.into_values() {
+        let right = samples.iter().filter(|&&i| l.labels[i] > 0.5).count();
+        if right == 0 || right == samples.len() {
+            continue;
+        }
+        let (mut row, mut length) = (Vec::new(), 0);
+        for i in samples {
+            let len = l.examples[i].ids.len();
+            if length + len > max_length && !row.is_empty() {
+                rows.push(std::mem::take(&mut row));
+                length = 0;
+            }
+            row.push(i);
+            length += len;
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// The pairwise objective's steps: every epoch the problem rows in a seeded order, `--batch-tokens`
+/// worth per step; `--max-steps` cuts it short.
+pub(super) fn plan(cfg: &TrainConfig, l: &Labelled) -> Vec<(u64, Vec<Vec<usize>>)> {
+    let per_step = (cfg.batch_tokens / cfg.max_length).max(1);
+    let mut steps = Vec::new();
+    for epoch in 0..cfg.epochs {
+        let mut rows = problem_rows(l, cfg.max_length);
+        crate::rng::Rng::for_row(cfg.seed, "rm-rows", epoch).shuffle(&mut rows);
+        for chunk in rows.chunks(per_step) {
+            if cfg.max_steps.is_some_and(|m| steps.len() as u64 >= m) {
+                return steps;
+            }
+            steps.push((epoch, chunk.to_vec()));
+        }
+    }
+    steps
 }
 
 /// One trace as an example and its label; `None` for a row with no sample (an HTTP teacher's error row)
@@ -123,11 +196,55 @@ fn example(cfg: &RmConfig, chat: &ChatTemplate, tokenizer: &Tokenizer, t: &Trace
     Ok(Some((Example::new(ids, train), if verdict.correct { 1.0 } else { 0.0 })))
 }
 
-/// The summed logistic loss of scores `x` against labels `y` (both `[n]`): `log(1 + e^x) - x·y`, computed
-/// as `max(x, 0) - x·y + log(1 + e^-|x|)` so that it stays finite.
+/// The logistic loss of scores `x` against labels `y` (both `[n]`), per element: `log(1 + e^x) - x·y`,
+/// computed as `max(x, 0) - x·y + log(1 + e^-|x|)` so that it stays finite.
 pub fn logistic_loss(x: &candle_core::Tensor, y: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
     let soft = ((x.abs()?.neg()?.exp()? + 1.0)?.log()? + x.relu()?)?;
-    (soft - (x * y)?)?.sum_all()
+    soft - (x * y)?
+}
+
+/// The summed loss of a micro-batch's `scores` (`[n]`, one per example of `rows`, row by row) against the
+/// examples' `labels`: pointwise, the logistic loss of each; pairwise, for each row's right and wrong
+/// pairs the logistic loss of the difference (label 1), a row's pairs weighted to count as many as its
+/// samples (so the step's mean over samples is a mean over rows of their pairs' mean).
+pub(super) fn loss(
+    scores: &candle_core::Tensor,
+    examples: &[Example],
+    rows: &[Vec<usize>],
+    labels: &[f32],
+    objective: Objective,
+) -> candle_core::Result<candle_core::Tensor> {
+    let device = scores.device();
+    // each pick's row and label, in the order the batch packs them
+    let picks: Vec<(usize, f32)> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(r, row)| row.iter().filter(|&&i| examples[i].trained() > 0).map(move |&i| (r, labels[i])))
+        .collect();
+    if objective == Objective::Pointwise {
+        let y = candle_core::Tensor::new(picks.iter().map(|p| p.1).collect::<Vec<_>>(), device)?;
+        return logistic_loss(scores, &y)?.sum_all();
+    }
+    let (mut right, mut wrong, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rows.len() {
+        let of_row: Vec<(u32, bool)> =
+            picks.iter().enumerate().filter(|(_, p)| p.0 == r).map(|(k, p)| (k as u32, p.1 > 0.5)).collect();
+        let good: Vec<u32> = of_row.iter().filter(|p| p.1).map(|p| p.0).collect();
+        let bad: Vec<u32> = of_row.iter().filter(|p| !p.1).map(|p| p.0).collect();
+        let pairs = good.len() * bad.len();
+        for (g, b) in good.iter().flat_map(|&g| bad.iter().map(move |&b| (g, b))) {
+            right.push(g);
+            wrong.push(b);
+            weight.push(of_row.len() as f32 / pairs as f32);
+        }
+    }
+    if right.is_empty() {
+        return scores.sum_all()? * 0.0;
+    }
+    let pick = |k: Vec<u32>| scores.index_select(&candle_core::Tensor::new(k, device)?, 0);
+    let differences = (pick(right)? - pick(wrong)?)?;
+    let ones = candle_core::Tensor::ones(weight.len(), candle_core::DType::F32, device)?;
+    (logistic_loss(&differences, &ones)? * candle_core::Tensor::new(weight, device)?)?.sum_all()
 }
 
 /// Write `out/config.json` as transformers' one-label sequence classifier over the base's architecture.
@@ -158,8 +275,11 @@ impl crate::stage::Stage for TrainRm {
          is verified, labelled 1 when right and 0 when wrong, and rendered as the conversation the policy \
          saw (`--prompt-template`, `--system`, `--prefill` as given to `forge generate`) with the sample as \
          the reply. The model (`--model`, usually the policy itself or a sibling) reads the whole \
-         conversation; its language-model head is replaced by a one-label `score` head, trained with the \
-         logistic loss at the last token, together with the rest of the weights. Everything else is \
+         conversation; its language-model head is replaced by a one-label `score` head read at the last \
+         token, trained with the rest of the weights. `--objective pairwise` (the default) trains each \
+         problem's right samples to score above its wrong ones (Bradley-Terry over the pairs; problems \
+         whose samples are all right or all wrong are left out); `pointwise` fits each score to its label \
+         with the logistic loss, which also learns which problems are easy. Everything else is \
          `forge train-sft`'s trainer: packing, AdamW, checkpoints and resume, metrics.csv, loss.png, the \
          held-out loss.\n\n\
          OUT is a `Qwen2ForSequenceClassification` / `LlamaForSequenceClassification` checkpoint: \

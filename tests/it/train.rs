@@ -454,12 +454,13 @@ fn init_model_takes_another_checkpoints_tokenizer() {
     assert_eq!(Checkpoint::load(&out, &Device::Cpu).unwrap().config.hidden_size, 32);
 }
 
-/// `forge train-rm` on the sample teacher's own samples of arithmetic (four per problem at temperature
-/// 1, judged by the verifier): the score head starts at zero (the first step's loss is ln 2), the loss
-/// falls, and the reward model written (a `Qwen2ForSequenceClassification` config) scores the right
-/// samples it was trained on above the wrong ones. Training data of one label only, and LoRA, are refused.
+/// `forge train-rm` on the sample teacher's own samples of arithmetic (six per problem at temperature
+/// 1, judged by the verifier): the score head starts at zero (the first step's loss is ln 2, pairwise and
+/// pointwise), the loss falls, and the reward model written (a `Qwen2ForSequenceClassification` config)
+/// ranks the right samples of a problem above its wrong ones. Training data of one label only, and LoRA,
+/// are refused.
 #[test]
-fn train_rm_learns_to_tell_right_samples_from_wrong() {
+fn train_rm_learns_to_rank_right_samples_above_wrong() {
     use forge::model::chat::Message;
     use forge::teacher::reward_model::{RewardModel, conversation};
     let s = Scratch::new();
@@ -468,7 +469,7 @@ fn train_rm_learns_to_tell_right_samples_from_wrong() {
         &"synth",
         &"arith",
         &"--n",
-        &"40",
+        &"60",
         &"--ops",
         &"2",
         &"--max-operand",
@@ -487,7 +488,7 @@ fn train_rm_learns_to_tell_right_samples_from_wrong() {
         &"--problems",
         &problems,
         &"-n",
-        &"4",
+        &"6",
         &"--temperature",
         &"1.0",
         &"--max-tokens",
@@ -497,28 +498,30 @@ fn train_rm_learns_to_tell_right_samples_from_wrong() {
         &"-q",
     ];
     ok(&generate);
-    let train: Args = vec![
-        &"train-rm",
-        &"--model",
-        &teacher,
-        &"--data",
-        &samples,
-        &"-o",
-        &out,
-        &"--epochs",
-        &"4",
-        &"--lr",
-        &"1e-3",
-        &"--batch-tokens",
-        &"4096",
-        &"--max-length",
-        &"256",
-        &"--eval-share",
-        &"0",
-        &"-q",
-    ];
-    ok(&train);
-    let rows = metrics::read(&out.join("metrics.csv")).unwrap();
+    let train = |out: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut args: Args = vec![
+            &"train-rm",
+            &"--model",
+            &teacher,
+            &"--data",
+            &samples,
+            &"-o",
+            &out,
+            &"--lr",
+            &"1e-3",
+            &"--batch-tokens",
+            &"4096",
+            &"--max-length",
+            &"1024",
+            &"--eval-share",
+            &"0",
+            &"-q",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        metrics::read(&out.join("metrics.csv")).unwrap()
+    };
+    let rows = train(&out, &[&"--epochs", &"6"]);
     assert!(
         (rows[0].loss - std::f64::consts::LN_2).abs() < 1e-4,
         "a zero head scores 0: loss ln 2, got {}",
@@ -526,6 +529,8 @@ fn train_rm_learns_to_tell_right_samples_from_wrong() {
     );
     let last = rows.last().unwrap().loss;
     assert!(last < 0.5, "loss {} -> {last}", rows[0].loss);
+    let pointwise = train(&s.path("pointwise"), &[&"--objective", &"pointwise", &"--max-steps", &"1"]);
+    assert!((pointwise[0].loss - std::f64::consts::LN_2).abs() < 1e-4, "pointwise: {}", pointwise[0].loss);
     let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "Qwen2ForSequenceClassification");
 
@@ -539,13 +544,21 @@ fn train_rm_learns_to_tell_right_samples_from_wrong() {
             conversation(&prompt, &text("domain"), &text("prompt"), &text("completion"))
         })
         .collect();
-    let (mut right, mut wrong) = (Vec::new(), Vec::new());
+    let mut by_problem: std::collections::BTreeMap<String, Vec<(bool, f32)>> = Default::default();
     for (t, r) in traces.iter().zip(model.score(&conversations).unwrap()) {
-        if crate::util::verdict(t).0 { right.push(r) } else { wrong.push(r) }
+        by_problem.entry(t["problem_id"].as_str().unwrap().into()).or_default().push((crate::util::verdict(t).0, r));
     }
-    assert!(right.len() >= 10 && wrong.len() >= 10, "{} right, {} wrong", right.len(), wrong.len());
-    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-    assert!(mean(&right) > mean(&wrong) + 1.0, "right {} against wrong {}", mean(&right), mean(&wrong));
+    let (mut pairs, mut ordered) = (0, 0);
+    for samples in by_problem.values() {
+        for (a, b) in samples.iter().flat_map(|a| samples.iter().map(move |b| (a, b))) {
+            if a.0 && !b.0 {
+                pairs += 1;
+                ordered += usize::from(a.1 > b.1);
+            }
+        }
+    }
+    assert!(pairs >= 10, "{pairs} right-wrong pairs");
+    assert!(ordered as f64 >= 0.9 * pairs as f64, "{ordered} of {pairs} pairs ranked right above wrong");
 
     let lora_out = s.path("lora");
     let lora: Args =
