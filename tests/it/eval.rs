@@ -241,7 +241,7 @@ fn strategies_and_sweeps_score_what_they_name() {
 #[test]
 fn best_of_n_by_a_reward_model() {
     use forge::model::chat::Message;
-    use forge::teacher::reward_model::RewardModel;
+    use forge::teacher::reward_model::{RewardModel, conversation};
     let s = Scratch::new();
     let problems = s.path("problems");
     ok(&[
@@ -286,13 +286,10 @@ fn best_of_n_by_a_reward_model() {
     let prompt = forge::teacher::traces::PromptConfig::default();
     let mut by_problem: BTreeMap<String, Vec<(u64, bool, f32)>> = BTreeMap::new();
     let rows = records(&out);
+    let text = |t: &serde_json::Map<String, Value>, c: &str| t[c].as_str().unwrap().to_string();
     let conversations: Vec<Vec<Message>> = rows
         .iter()
-        .map(|t| {
-            let mut m = prompt.messages_of(t["domain"].as_str().unwrap(), t["prompt"].as_str().unwrap());
-            m.push(Message::new("assistant", t["completion"].as_str().unwrap()));
-            m
-        })
+        .map(|t| conversation(&prompt, &text(t, "domain"), &text(t, "prompt"), &text(t, "completion")))
         .collect();
     for (t, reward) in rows.iter().zip(model.score(&conversations).unwrap()) {
         let problem = t["problem_id"].as_str().unwrap().to_string();
