@@ -41,7 +41,7 @@ use data::{Example, Renderer};
 pub use optim::Schedule;
 use output::{Resume, TrainState};
 
-/// `forge train-sft`'s settings (the `[train_sft]` section of a pipeline; `train-distill` and `train-rl`
+/// `forge train-sft`'s settings (the `[train_sft]` section of a pipeline; `train-distill` and `train-rm`
 /// build on them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -280,7 +280,7 @@ pub struct TrainReport {
     pub epochs: u64,
     /// Training examples.
     pub examples: usize,
-    /// Held-out examples (`--eval-split`).
+    /// Held-out examples (`--eval-data`, or `--eval-share` of the training rows).
     pub eval_examples: usize,
     /// Rows dropped because no trained token was left within `max_length`.
     pub dropped: usize,
@@ -620,7 +620,8 @@ pub fn run(cfg: &TrainConfig, task: Task, out: &TrainOutput, ctx: &crate::Contex
     // a reward model's examples come labelled, and (pairwise) in rows of one problem each
     let (loaded, examples, eval_examples, steps, eval_rows, reward) = match task {
         Task::Reward(r) => {
-            let (loaded, train, held) = rm::examples(r, &train_input, eval_input.as_ref())?;
+            let (dropped, train, held) = rm::examples(r, &train_input, eval_input.as_ref())?;
+            let loaded = Loaded { examples: Vec::new(), dropped, unaligned: 0 };
             let (steps, eval_rows) = match r.objective {
                 rm::Objective::Pairwise => (rm::plan(cfg, &train), rm::problem_rows(&held, cfg.max_length)),
                 rm::Objective::Pointwise => (plan(cfg, &train.examples), eval_rows(cfg, &held.examples)),

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::data::Example;
-use super::{Loaded, TrainConfig, TrainOutput, TrainReport};
+use super::{TrainConfig, TrainOutput, TrainReport};
 use crate::dataset::{Finish, Input, TableKind, Trace};
 use crate::error::{Error, Result};
 use crate::model::chat::ChatTemplate;
@@ -68,7 +68,7 @@ pub struct Labelled {
 /// The training and held-out examples of `cfg` (held out: `--eval-data`, or `--eval-share` of the
 /// problems drawn by seed, all samples of a problem on one side), and the rows dropped (too long, or an
 /// HTTP teacher's error rows).
-pub(super) fn examples(cfg: &RmConfig, train: &[Input], eval: Option<&Input>) -> Result<(Loaded, Labelled, Labelled)> {
+pub(super) fn examples(cfg: &RmConfig, train: &[Input], eval: Option<&Input>) -> Result<(usize, Labelled, Labelled)> {
     let t = &cfg.train;
     if t.lora_rank.is_some() {
         return Err(Error::usage("`forge train-rm` trains every weight; `--lora-rank` is not supported"));
@@ -118,8 +118,7 @@ pub(super) fn examples(cfg: &RmConfig, train: &[Input], eval: Option<&Input>) ->
         ))
         .with_hint("sample more per problem (`forge generate -n 8` at a temperature), or harder problems"));
     }
-    let loaded = Loaded { examples: Vec::new(), dropped, unaligned: 0 };
-    Ok((loaded, kept, held))
+    Ok((dropped, kept, held))
 }
 
 fn empty() -> Labelled {
