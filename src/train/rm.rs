@@ -214,27 +214,33 @@ pub(super) fn loss(
     objective: Objective,
 ) -> candle_core::Result<candle_core::Tensor> {
     let device = scores.device();
-    // each pick's row and label, in the order the batch packs them
-    let picks: Vec<(usize, f32)> = rows
+    // each row's picks (their index among the batch's, in the order it packs them) and whether right
+    let mut next = 0u32;
+    let by_row: Vec<Vec<(u32, bool)>> = rows
         .iter()
-        .enumerate()
-        .flat_map(|(r, row)| row.iter().filter(|&&i| examples[i].trained() > 0).map(move |&i| (r, labels[i])))
+        .map(|row| {
+            let trained = row.iter().filter(|&&i| examples[i].trained() > 0);
+            trained
+                .map(|&i| {
+                    next += 1;
+                    (next - 1, labels[i] > 0.5)
+                })
+                .collect()
+        })
         .collect();
     if objective == Objective::Pointwise {
-        let y = candle_core::Tensor::new(picks.iter().map(|p| p.1).collect::<Vec<_>>(), device)?;
-        return logistic_loss(scores, &y)?.sum_all();
+        let y: Vec<f32> = by_row.iter().flatten().map(|&(_, right)| f32::from(u8::from(right))).collect();
+        return logistic_loss(scores, &candle_core::Tensor::new(y, device)?)?.sum_all();
     }
     let (mut right, mut wrong, mut weight) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..rows.len() {
-        let of_row: Vec<(u32, bool)> =
-            picks.iter().enumerate().filter(|(_, p)| p.0 == r).map(|(k, p)| (k as u32, p.1 > 0.5)).collect();
-        let good: Vec<u32> = of_row.iter().filter(|p| p.1).map(|p| p.0).collect();
-        let bad: Vec<u32> = of_row.iter().filter(|p| !p.1).map(|p| p.0).collect();
+    for row in &by_row {
+        let good: Vec<u32> = row.iter().filter(|p| p.1).map(|p| p.0).collect();
+        let bad: Vec<u32> = row.iter().filter(|p| !p.1).map(|p| p.0).collect();
         let pairs = good.len() * bad.len();
         for (g, b) in good.iter().flat_map(|&g| bad.iter().map(move |&b| (g, b))) {
             right.push(g);
             wrong.push(b);
-            weight.push(of_row.len() as f32 / pairs as f32);
+            weight.push(row.len() as f32 / pairs as f32);
         }
     }
     if right.is_empty() {
