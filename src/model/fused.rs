@@ -658,6 +658,27 @@ impl Dims {
     fn blocks(&self) -> usize {
         self.t.div_ceil(BLOCK)
     }
+
+    /// The first element of kv head `kh` of batch row `b` in [`Dims::transposed`]'s layout (`[d, t]`).
+    fn kt(&self, b: usize, kh: usize) -> usize {
+        (b * self.kv + kh) * self.d * self.t
+    }
+
+    /// Keys (or values) `[batch, seq, kv * d]` as `[batch, kv, d, seq]`: the products with them
+    /// transposed (`Q Kᵀ`, `dO Vᵀ`) then read rows, not columns, which gemm runs about half again as
+    /// fast at these block sizes.
+    fn transposed(&self, x: &[f32]) -> Vec<f32> {
+        let Dims { t, kv, d, .. } = *self;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d * t).enumerate().for_each(|(unit, dst)| {
+            let (b, kh) = (unit / kv, unit % kv);
+            for j in 0..t {
+                let row = &x[self.k(b, j, kh)..][..d];
+                row.iter().enumerate().for_each(|(e, &x)| dst[e * t + j] = x);
+            }
+        });
+        out
+    }
 }
 
 impl FlashAttention {
@@ -700,12 +721,13 @@ impl FlashAttention {
         }
     }
 
-    /// Queries `qb` of batch row `b`, head `h`: their outputs (written to `out`) and log-sum-exps.
+    /// Queries `qb` of batch row `b`, head `h`: their outputs (written to `out`) and log-sum-exps. The keys
+    /// come [`Dims::transposed`].
     #[allow(clippy::too_many_arguments)]
     fn forward_block(
         &self,
         dims: Dims,
-        (q, k, v): (&[f32], &[f32], &[f32]),
+        (q, kt, v): (&[f32], &[f32], &[f32]),
         b: usize,
         h: usize,
         qb: usize,
@@ -725,7 +747,7 @@ impl FlashAttention {
             let nk = BLOCK.min(hi + 1 - k0);
             let s = &mut s[..nq * nk];
             // scores = Q Kᵀ
-            matmul([nq, nk, d], (s, [nk, 1]), queries, (&k[dims.k(b, k0, kh)..], [1, kv * d]), Write::SET);
+            matmul([nq, nk, d], (s, [nk, 1]), queries, (&kt[dims.kt(b, kh) + k0..], [dims.t, 1]), Write::SET);
             // the new running maxima, and the old sums and outputs rescaled to them
             for i in 0..nq {
                 let (a, z) = ranges[i];
@@ -767,7 +789,7 @@ impl FlashAttention {
     fn backward_block(
         &self,
         dims: Dims,
-        [q, k, v, dout, lse, delta]: [&[f32]; 6],
+        [q, k, kt, vt, dout, lse, delta]: [&[f32]; 7],
         b: usize,
         kh: usize,
         kb: usize,
@@ -777,7 +799,8 @@ impl FlashAttention {
         let groups = heads / kv;
         let k0 = kb * BLOCK;
         let nk = BLOCK.min(t - k0);
-        let (keys, values) = ((&k[dims.k(b, k0, kh)..], [kv * d, 1]), (&v[dims.k(b, k0, kh)..], [kv * d, 1]));
+        let keys = (&k[dims.k(b, k0, kh)..], [kv * d, 1]);
+        let (keys_t, values_t) = ((&kt[dims.kt(b, kh) + k0..], [t, 1]), (&vt[dims.kt(b, kh) + k0..], [t, 1]));
         let (mut gk, mut gv) = (vec![0f32; nk * d], vec![0f32; nk * d]);
         let (mut p, mut dp, mut sums) = (vec![0f32; BLOCK * nk], vec![0f32; BLOCK * nk], vec![0f32; BLOCK]);
         for qb in 0..dims.blocks() {
@@ -792,12 +815,12 @@ impl FlashAttention {
                 let (queries, grads) = ((&q[at..], [heads * d, 1]), (&dout[at..], [heads * d, 1]));
                 let lse: Vec<f32> = (0..nq).map(|i| lse[dims.q(b, q0 + i, h) / d]).collect();
                 // P, recomputed from the scores and the log-sum-exps
-                matmul([nq, nk, d], (p, [nk, 1]), queries, (keys.0, [1, kv * d]), Write::SET);
+                matmul([nq, nk, d], (p, [nk, 1]), queries, keys_t, Write::SET);
                 self.probabilities(p, nk, k0, &ranges, &lse, &mut sums[..nq]);
                 // dV += Pᵀ dO
                 matmul([nk, d, nq], (&mut gv, [d, 1]), (p, [1, nk]), grads, Write::ADD);
                 // dP = dO Vᵀ, then dS = P (dP − delta) in its place
-                matmul([nq, nk, d], (dp, [nk, 1]), grads, (values.0, [1, kv * d]), Write::SET);
+                matmul([nq, nk, d], (dp, [nk, 1]), grads, values_t, Write::SET);
                 for (i, (dp, p)) in dp.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate() {
                     let delta = delta[dims.q(b, q0 + i, h) / d];
                     dp.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - delta));
@@ -834,7 +857,9 @@ impl CustomOp3 for FlashAttention {
         vl: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let dims = Dims::new(ql.shape(), kl.shape(), vl.shape(), self.heads, &self.mask)?;
-        let inputs = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
+        let (q, k, v) = (f32_slice(qs, ql)?, f32_slice(ks, kl)?, f32_slice(vs, vl)?);
+        let kt = dims.transposed(k);
+        let inputs = (q, &kt[..], v);
         let mut out = vec![0f32; inputs.0.len()];
         let mut lse = vec![0f32; inputs.0.len() / dims.d];
         let (at, at_lse) = (SharedOut(out.as_mut_ptr()), SharedOut(lse.as_mut_ptr()));
@@ -871,13 +896,14 @@ impl CustomOp3 for FlashAttention {
         let mut dq = vec![0f32; q_.len()];
         let at_q = SharedOut(dq.as_mut_ptr());
         let (kv, groups) = (dims.kv, dims.heads / dims.kv);
+        let (kt, vt) = (dims.transposed(k_), dims.transposed(v_));
         // One task per batch row and kv head, its key blocks in order: the queries' gradients of a kv head
         // sum over its key blocks in a fixed order, so training stays deterministic.
         (0..self.mask.batch * kv).into_par_iter().for_each(|unit| {
             let (b, kh) = (unit / kv, unit % kv);
             let mut local = vec![0f32; dims.t * groups * d];
             for kb in 0..dims.blocks() {
-                let inputs = [q_, k_, v_, g_, &lse[..], &delta[..]];
+                let inputs = [q_, k_, &kt, &vt, g_, &lse[..], &delta[..]];
                 self.backward_block(dims, inputs, b, kh, kb, (&mut local, at_k, at_v));
             }
             for (i, rows) in local.chunks_exact(groups * d).enumerate() {
