@@ -597,6 +597,9 @@ impl CustomOp2 for HeadNll {
 /// blocks of keys with an online softmax, so no `[batch, heads, seq, seq]` scores or probabilities
 /// exist, and blocks outside every query's range are skipped (nearly half of them under a causal mask).
 /// The backward pass recomputes each block's probabilities from the log-sum-exps the forward pass keeps.
+/// Inside, each pass makes a transposed copy of the keys (and the backward pass of the values) for the
+/// products that use them transposed (`Dims::transposed`); the backward pass makes its own rather than
+/// keep the forward pass's, which would hold one more key-sized buffer per layer until then.
 pub fn flash_attention(
     q: &Tensor,
     k: &Tensor,
