@@ -13,39 +13,39 @@ use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::checkpoint;
 use super::config::ModelConfig;
 use super::fused::{self, Mask, range_softmax};
 use super::infer;
+use super::layer_node;
 
 type CResult<T> = candle_core::Result<T>;
 
 #[derive(Clone)]
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
+pub(super) struct Attention {
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) o: Linear,
+    pub(super) heads: usize,
+    pub(super) kv_heads: usize,
+    pub(super) head_dim: usize,
 }
 
 #[derive(Clone)]
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+pub(super) struct Mlp {
+    pub(super) gate: Linear,
+    pub(super) up: Linear,
+    pub(super) down: Linear,
 }
 
 /// One decoder block: pre-norm attention and MLP, each added to the residual stream.
 #[derive(Clone)]
 pub(super) struct Layer {
-    input_norm: Tensor,
-    attn: Attention,
-    post_norm: Tensor,
-    mlp: Mlp,
-    eps: f64,
+    pub(super) input_norm: Tensor,
+    pub(super) attn: Attention,
+    pub(super) post_norm: Tensor,
+    pub(super) mlp: Mlp,
+    pub(super) eps: f64,
 }
 
 /// Keys and values of the positions seen so far, per layer, in buffers with room to grow
@@ -206,9 +206,13 @@ pub struct Decoder {
     /// The type activations and matrix products are computed in (f32, or bf16 on a GPU); weights keep
     /// their own type and are cast where they are used.
     compute: DType,
-    /// With activation checkpointing ([`Decoder::checkpoint_layers`]), where the checkpointed layers'
-    /// backward passes leave their weight gradients.
-    checkpoint: Option<checkpoint::LayerGrads>,
+    /// Where the layers' nodes leave their weight gradients in a backward pass ([`layer_node`]).
+    layer_grads: layer_node::LayerGrads,
+    /// Activation checkpointing ([`Decoder::checkpoint_layers`]).
+    checkpoint: bool,
+    /// Each layer's fused kernels as graph nodes of their own instead of one node per layer: the
+    /// reference the layer nodes are tested against.
+    pub(super) per_op: bool,
     /// The checkpoint's `config.json`.
     pub config: ModelConfig,
 }
@@ -221,7 +225,7 @@ pub struct Decoder {
 pub struct Linear {
     /// `[out, in]`.
     pub weight: Tensor,
-    bias: Option<Tensor>,
+    pub(super) bias: Option<Tensor>,
     /// A LoRA adapter on it, when one is trained.
     pub lora: Option<Lora>,
 }
@@ -335,7 +339,9 @@ impl Decoder {
             eps: config.rms_norm_eps,
             inv_freq,
             compute: norm_dtype,
-            checkpoint: None,
+            layer_grads: Default::default(),
+            checkpoint: false,
+            per_op: false,
             config: config.clone(),
         })
     }
@@ -357,7 +363,9 @@ impl Decoder {
             eps: self.eps,
             inv_freq: self.inv_freq.clone(),
             compute: self.compute,
-            checkpoint: None,
+            layer_grads: Default::default(),
+            checkpoint: false,
+            per_op: false,
             config: self.config.clone(),
         }
     }
@@ -373,17 +381,15 @@ impl Decoder {
     }
 
     /// Activation checkpointing from now on: in a pass without a cache each layer keeps only its input
-    /// for the backward pass, which runs it again ([`checkpoint`]). Gradients then come from
-    /// [`Decoder::backward`].
+    /// for the backward pass, which runs it again ([`layer_node`]).
     pub fn checkpoint_layers(&mut self) {
-        self.checkpoint = Some(checkpoint::LayerGrads::default());
+        self.checkpoint = true;
     }
 
-    /// The gradients of `loss`: `loss.backward()`, plus the weight gradients the checkpointed layers'
-    /// backward passes computed on the side.
+    /// The gradients of `loss`: `loss.backward()`, plus the weight gradients the layers' nodes computed
+    /// on the side ([`layer_node`]). `loss.backward()` alone misses those.
     pub fn backward(&self, loss: &Tensor) -> CResult<GradStore> {
-        let Some(side) = &self.checkpoint else { return loss.backward() };
-        let take = || std::mem::take(&mut *side.lock().expect("not poisoned"));
+        let take = || std::mem::take(&mut *self.layer_grads.lock().expect("not poisoned"));
         take(); // left over by a backward pass that failed half-way
         let mut grads = loss.backward()?;
         grads.extend(take())?;
@@ -470,9 +476,11 @@ impl Decoder {
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let past = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = match &self.checkpoint {
-                Some(grads) if past.is_none() => checkpoint::layer(layer, &x, [&cos, &sin], mask, grads)?,
-                _ => layer.forward(&x, &cos, &sin, mask, past)?,
+            let node = past.is_none() && (self.checkpoint || (!self.per_op && layer_node::applies(layer, &x)));
+            x = if node {
+                layer_node::layer(layer, &x, [&cos, &sin], mask, &self.layer_grads, self.checkpoint)?
+            } else {
+                layer.forward(&x, &cos, &sin, mask, past)?
             };
         }
         rms_norm(&x, &self.norm, self.eps)

@@ -179,13 +179,27 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grad(x, w, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl RmsNorm {
+    /// The gradients of `x` and the weight, from the output's.
+    fn grad(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> CResult<(Tensor, Tensor)> {
         let (n, h) = (x.elem_count(), w.elem_count());
         let both = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormGrad(RmsNorm { eps: self.eps }))?;
         // the weight's gradient copied out: a view would keep the whole buffer (x's size) alive for as long
         // as the gradient store holds it
         let dw = both.narrow(0, n, h)?.force_contiguous()?.reshape(w.shape())?;
-        Ok((Some(both.narrow(0, 0, n)?.reshape(x.shape())?), Some(dw)))
+        Ok((both.narrow(0, 0, n)?.reshape(x.shape())?, dw))
     }
+}
+
+/// [`rms_norm`]'s gradients of `x` and `weight` from the output's, `grad` (a backward pass written by
+/// hand: [`super::layer_node`]).
+pub(super) fn rms_norm_grad(x: &Tensor, weight: &Tensor, eps: f64, grad: &Tensor) -> CResult<(Tensor, Tensor)> {
+    RmsNorm { eps: eps as f32 }.grad(&x.contiguous()?, &weight.contiguous()?, grad)
 }
 
 /// RMSNorm's gradients from `(x, weight, dy)`, both in one buffer: `dx` (x's elements), then `dweight`.
@@ -317,6 +331,11 @@ impl CustomOp3 for Rope {
     }
 }
 
+/// [`rope`]'s gradient of `x` from the output's: the inverse rotation of `grad`.
+pub(super) fn rope_grad(grad: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+    grad.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope { inverse: true })
+}
+
 /// `silu(gate) * up`, the gated MLP's activation; differentiable in both.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, SiluMul)
@@ -355,10 +374,16 @@ impl CustomOp2 for SiluMul {
     }
 
     fn bwd(&self, gate: &Tensor, up: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let n = gate.elem_count();
-        let both = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SiluMulGrad)?;
-        Ok((Some(both.narrow(0, 0, n)?.reshape(gate.shape())?), Some(both.narrow(0, n, n)?.reshape(up.shape())?)))
+        let (dgate, dup) = silu_mul_grad(gate, up, grad)?;
+        Ok((Some(dgate), Some(dup)))
     }
+}
+
+/// [`silu_mul`]'s gradients of `gate` and `up` from the output's.
+pub(super) fn silu_mul_grad(gate: &Tensor, up: &Tensor, grad: &Tensor) -> CResult<(Tensor, Tensor)> {
+    let n = gate.elem_count();
+    let both = gate.contiguous()?.apply_op3_no_bwd(&up.contiguous()?, &grad.contiguous()?, &SiluMulGrad)?;
+    Ok((both.narrow(0, 0, n)?.reshape(gate.shape())?, both.narrow(0, n, n)?.reshape(up.shape())?))
 }
 
 /// `o = g / (1 + exp(-g)) * u`, eight lanes at a time.
@@ -608,15 +633,18 @@ pub fn flash_attention(
     mask: &Mask,
     scale: f64,
 ) -> CResult<Tensor> {
-    let op = FlashAttention { heads, mask: mask.clone(), scale: scale as f32, lse: Mutex::new(None) };
+    let op = FlashAttention::new(heads, mask, scale);
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    if [&q, &k, &v].iter().any(|t| t.track_op()) { q.apply_op3(&k, &v, op) } else { q.apply_op3_no_bwd(&k, &v, &op) }
+    if [&q, &k, &v].iter().any(|t| t.track_op()) { q.apply_op3(&k, &v, op) } else { op.forward(&q, &k, &v) }
 }
 
 /// Queries, and keys, per block of [`flash_attention`].
 const BLOCK: usize = 64;
 
-struct FlashAttention {
+/// One call of [`flash_attention`]; it keeps the log-sum-exps its backward pass reads. [`FlashAttention::forward`]
+/// and [`FlashAttention::grad`] are the two passes without a graph node, for a backward pass written by
+/// hand ([`super::layer_node`]).
+pub(super) struct FlashAttention {
     /// Query heads and kv heads.
     heads: [usize; 2],
     mask: Mask,
@@ -685,6 +713,16 @@ impl Dims {
 }
 
 impl FlashAttention {
+    /// Attention of `[heads, kv_heads]` heads within `mask`, scores scaled by `scale`.
+    pub(super) fn new(heads: [usize; 2], mask: &Mask, scale: f64) -> FlashAttention {
+        FlashAttention { heads, mask: mask.clone(), scale: scale as f32, lse: Mutex::new(None) }
+    }
+
+    /// The attention of `q` over `k` and `v` (contiguous), keeping the log-sum-exps for [`FlashAttention::grad`].
+    pub(super) fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> CResult<Tensor> {
+        q.apply_op3_no_bwd(k, v, self)
+    }
+
     /// The key ranges of the queries of block `qb` of row `b`, and the union of them.
     fn ranges(&self, dims: Dims, b: usize, qb: usize) -> (Vec<(usize, usize)>, usize, usize) {
         let rows = qb * BLOCK..((qb + 1) * BLOCK).min(dims.t);
@@ -883,6 +921,14 @@ impl CustomOp3 for FlashAttention {
         out: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dq, dk, dv] = self.grad(q, k, v, out, grad)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+impl FlashAttention {
+    /// The gradients of `q`, `k` and `v` from the output's (`out` is the output of the forward pass).
+    pub(super) fn grad(&self, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, grad: &Tensor) -> CResult<[Tensor; 3]> {
         let Some(lse) = self.lse.lock().expect("not poisoned").take() else {
             candle_core::bail!("flash attention: a second backward pass through the same call");
         };
@@ -915,11 +961,11 @@ impl CustomOp3 for FlashAttention {
             }
         });
         let dev = q.device();
-        Ok((
-            Some(Tensor::from_vec(dq, q.shape(), dev)?),
-            Some(Tensor::from_vec(dk, k.shape(), dev)?),
-            Some(Tensor::from_vec(dv, v.shape(), dev)?),
-        ))
+        Ok([
+            Tensor::from_vec(dq, q.shape(), dev)?,
+            Tensor::from_vec(dk, k.shape(), dev)?,
+            Tensor::from_vec(dv, v.shape(), dev)?,
+        ])
     }
 }
 
@@ -1015,43 +1061,82 @@ impl Linear {
         Ok((CpuStorage::F32(y), Shape::from(shape)))
     }
 
+    /// The gradients of `x` (when `want_x`) and of each layer's weight and bias (where they record a
+    /// graph) for `layers` of `(weight, bias, output gradient)` that all read `x`; `x`'s gradient is the
+    /// sum over the layers, each product adding into one buffer.
+    #[allow(clippy::type_complexity)]
+    fn grads(
+        x: &Tensor,
+        layers: &[(&Tensor, Option<&Tensor>, &Tensor)],
+        want_x: bool,
+    ) -> CResult<(Option<Tensor>, Vec<[Option<Tensor>; 2]>)> {
+        let x = x.contiguous()?;
+        let xg = x.storage_and_layout();
+        let xs = cpu_f32_slice(&xg)?;
+        let (dev, inputs) = (x.device(), x.dims().last().copied().unwrap_or(0));
+        let mut dx = if want_x { Some(vec![0f32; xs.len()]) } else { None };
+        let mut out = Vec::with_capacity(layers.len());
+        for (i, &(w, bias, grad)) in layers.iter().enumerate() {
+            let [rows, _, n] = Linear::dims(x.shape(), w.shape())?;
+            let (w, grad) = (w.contiguous()?, grad.contiguous()?);
+            if grad.elem_count() != rows * n {
+                candle_core::bail!(
+                    "linear: a gradient {:?} for x {:?} and weight {:?}",
+                    grad.shape(),
+                    x.shape(),
+                    w.shape()
+                );
+            }
+            let guards = [&w, &grad].map(|t| t.storage_and_layout());
+            let [ws, gs] = [0, 1].map(|i| cpu_f32_slice(&guards[i]));
+            let (ws, gs) = (ws?, gs?);
+            if let Some(dx) = &mut dx {
+                let how = Write { add: i > 0, ..Write::ALL };
+                matmul([rows, inputs, n], (&mut dx[..], [inputs, 1]), (gs, [n, 1]), (ws, [inputs, 1]), how);
+            }
+            let dw = if w.track_op() {
+                let mut dw = vec![0f32; n * inputs];
+                matmul([n, inputs, rows], (&mut dw, [inputs, 1]), (gs, [1, n]), (xs, [inputs, 1]), Write::ALL);
+                Some(Tensor::from_vec(dw, w.shape(), dev)?)
+            } else {
+                None
+            };
+            let db = match bias {
+                Some(b) if b.track_op() => {
+                    // column sums by blocks of columns, each over the rows in order (deterministic)
+                    let mut db = vec![0f32; n];
+                    db.par_chunks_mut(64).enumerate().for_each(|(c, sums)| {
+                        for row in gs.chunks_exact(n) {
+                            sums.iter_mut().zip(&row[c * 64..]).for_each(|(s, g)| *s += g);
+                        }
+                    });
+                    Some(Tensor::from_vec(db, b.shape(), dev)?)
+                }
+                _ => None,
+            };
+            out.push([dw, db]);
+        }
+        let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
+        Ok((dx, out))
+    }
+
     /// The gradients of `x`, `weight` and (given) `bias`, each only where it records a graph.
     fn backward(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, grad: &Tensor) -> CResult<[Option<Tensor>; 3]> {
-        let [rows, inputs, out] = Linear::dims(x.shape(), w.shape())?;
-        let grad = grad.contiguous()?;
-        let guards = [x, w, &grad].map(|t| t.storage_and_layout());
-        let [xs, ws, gs] = [0, 1, 2].map(|i| cpu_f32_slice(&guards[i]));
-        let (xs, ws, gs) = (xs?, ws?, gs?);
-        let dev = x.device();
-        let dx = if x.track_op() {
-            let mut dx = vec![0f32; rows * inputs];
-            matmul([rows, inputs, out], (&mut dx, [inputs, 1]), (gs, [out, 1]), (ws, [inputs, 1]), Write::ALL);
-            Some(Tensor::from_vec(dx, x.shape(), dev)?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            let mut dw = vec![0f32; out * inputs];
-            matmul([out, inputs, rows], (&mut dw, [inputs, 1]), (gs, [1, out]), (xs, [inputs, 1]), Write::ALL);
-            Some(Tensor::from_vec(dw, w.shape(), dev)?)
-        } else {
-            None
-        };
-        let db = match bias {
-            Some(b) if b.track_op() => {
-                // column sums by blocks of columns, each over the rows in order (deterministic)
-                let mut db = vec![0f32; out];
-                db.par_chunks_mut(64).enumerate().for_each(|(c, sums)| {
-                    for row in gs.chunks_exact(out) {
-                        sums.iter_mut().zip(&row[c * 64..]).for_each(|(s, g)| *s += g);
-                    }
-                });
-                Some(Tensor::from_vec(db, b.shape(), dev)?)
-            }
-            _ => None,
-        };
+        let (dx, mut layers) = Linear::grads(x, &[(w, bias, grad)], x.track_op())?;
+        let [dw, db] = layers.pop().expect("one layer");
         Ok([dx, dw, db])
     }
+}
+
+/// The gradients of [`linear`] layers that read the same `x`, given as `(weight, bias, output gradient)`:
+/// `x`'s (summed over the layers), and each layer's weight and bias where they record a graph.
+#[allow(clippy::type_complexity)]
+pub(super) fn linear_grads(
+    x: &Tensor,
+    layers: &[(&Tensor, Option<&Tensor>, &Tensor)],
+) -> CResult<(Tensor, Vec<[Option<Tensor>; 2]>)> {
+    let (dx, grads) = Linear::grads(x, layers, true)?;
+    Ok((dx.expect("asked for"), grads))
 }
 
 impl CustomOp2 for Linear {

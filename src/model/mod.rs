@@ -6,13 +6,13 @@
 //! back to a checkpoint transformers loads ([`Checkpoint::save`]).
 
 pub mod chat;
-mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod embeddings;
 pub mod encoder;
 pub mod fused;
 pub mod infer;
+mod layer_node;
 pub mod lora;
 pub mod tiny;
 pub mod tokenizer;
@@ -250,7 +250,7 @@ mod tests {
             let logits = ck.model.forward(&x, &positions(&valid, 0), &mask, None).unwrap();
             let targets = ids(&[vec![2, 3, 4, 5, 6, 7], vec![0, 0, 8, 9, 10, 11]]).flatten_all().unwrap();
             let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1).unwrap(), &targets).unwrap();
-            let grads = loss.backward().unwrap();
+            let grads = ck.model.backward(&loss).unwrap();
             let data = ck.vars.data().lock().unwrap();
             assert_eq!(data.len(), if arch == "qwen2" { 2 + 2 * 12 } else { 3 + 2 * 9 });
             for (name, var) in data.iter() {
@@ -261,12 +261,13 @@ mod tests {
         }
     }
 
-    /// With activation checkpointing the loss and every gradient are those of the plain backward pass:
-    /// full fine-tuning (the embedding trained through the layers' input gradients) and LoRA (frozen
-    /// embedding: the first layer's input records no graph, its adapters are trained all the same); rows
-    /// with left padding and with two examples packed into one.
+    /// The layers as one node each with a hand-written backward pass ([`layer_node`], the default), and
+    /// checkpointed, give the loss and every gradient of the graph with a node per fused kernel: full
+    /// fine-tuning (the embedding trained through the layers' input gradients; Qwen2's q/k/v biases) and
+    /// LoRA (frozen embedding: the first layer's input records no graph, its adapters are trained all the
+    /// same); rows with left padding and with two examples packed into one.
     #[test]
-    fn checkpointed_layers_give_the_gradients_of_the_plain_backward_pass() {
+    fn layer_nodes_and_checkpointed_layers_give_the_gradients_of_the_per_op_graph() {
         let dev = Device::Cpu;
         let valid = vec![vec![true; 6], vec![false, false, true, true, true, true]];
         let x = ids(&[vec![1, 2, 3, 4, 5, 6], vec![0, 0, 7, 8, 9, 10]]);
@@ -315,7 +316,10 @@ mod tests {
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out
             };
-            let plain = gradients(&ck.model);
+            let nodes = gradients(&ck.model);
+            ck.model.per_op = true;
+            let per_op = gradients(&ck.model);
+            ck.model.per_op = false;
             ck.model.checkpoint_layers();
             let checkpointed = gradients(&ck.model);
             let params = match (lora, arch) {
@@ -323,12 +327,20 @@ mod tests {
                 (false, "qwen2") => 2 + 2 * 12,
                 (false, _) => 3 + 2 * 9,
             };
-            assert_eq!(plain.len(), 1 + params, "{arch}");
-            for ((name, a), (_, b)) in plain.iter().zip(&checkpointed) {
-                // the two backward passes sum a tensor's gradient contributions in different orders
-                let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-                assert!(worst <= 1e-5 * scale, "{arch} lora {lora}: {name} differs by {worst:e} (largest {scale:e})");
+            assert_eq!(per_op.len(), 1 + params, "{arch}");
+            for (way, got) in [("layer nodes", &nodes), ("checkpointed", &checkpointed)] {
+                assert_eq!(got.len(), per_op.len(), "{arch} lora {lora} {way}");
+                for ((name, a), (_, b)) in per_op.iter().zip(got) {
+                    // the backward passes sum a tensor's gradient contributions in different orders
+                    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                    assert!(
+                        worst <= 1e-5 * scale,
+                        "{arch} lora {lora} {way}: {name} differs by {worst:e} (largest {scale:e})"
+                    );
+                }
+            }
+            for (name, a) in &per_op {
                 if name.ends_with("lora_B.weight") || !lora {
                     assert!(a.iter().any(|&v| v != 0.0), "{arch} lora {lora}: zero gradient for {name}");
                 }

@@ -367,19 +367,16 @@ fn checkpointed_layers_train_to_the_same_weights() {
     for (a, b) in plain_rows.iter().zip(&rows) {
         assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss, "step {}: {} vs {} checkpointed", a.step, a.loss, b.loss);
     }
+    // Both run the layers' hand-written backward pass (`model/layer_node.rs`), the checkpointed one after
+    // recomputing the layer's forward pass, which is deterministic: the weights agree to the bit today.
+    // That the flag takes effect shows in peak memory (benches/README.md), not here.
     let (a, b) = (plain.vars.data().lock().unwrap(), checkpointed.vars.data().lock().unwrap());
-    let mut moved = 0;
     for (name, var) in a.iter() {
         let x: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let y: Vec<f32> = b[name].as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let worst = x.iter().zip(&y).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "{name}: weights differ by {worst:e}");
-        moved += x.iter().zip(&y).filter(|(x, y)| x != y).count();
     }
-    // The recomputing backward pass sums each layer's input gradient in its own order, so some weights
-    // differ in their last bits (up to ~8e-7 here): were all equal, the flag would not have reached the
-    // trainer and the comparison above would prove nothing.
-    assert!(moved > 0, "--checkpoint-layers changed nothing: is it applied?");
 }
 
 /// `--packing false`: one example per row, so a step of `--batch-tokens / --max-length` rows takes that many
