@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -73,7 +74,8 @@ fn gguf(s: &Scratch) -> PathBuf {
     out
 }
 
-/// A running llama-server, stopped by its PID when dropped.
+/// A running server, stopped when dropped: it and every process of its group (vLLM's engine runs in
+/// processes of its own, which outlive a killed API server).
 pub(crate) struct Server {
     pub(crate) child: Child,
     port: u16,
@@ -136,6 +138,7 @@ impl Server {
             .env("VLLM_NO_USAGE_STATS", "1")
             .env("HF_HUB_OFFLINE", "1")
             .env("VLLM_CACHE_ROOT", s.path("vllm-cache"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -185,6 +188,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on a process group; one that does not exist (a server not spawned as a group
+        // leader) is an error ignored here
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
