@@ -1,7 +1,8 @@
 //! The Qwen2 / Llama decoder, written so the trainers can backpropagate through it: candle-transformers'
 //! models use fused ops without a backward pass (`softmax_last_dim`, fused `rms_norm`, `rope`), where the
 //! gradient silently stops (`../shared/notes/training.md`). On the CPU in f32 it takes forge's fused
-//! kernels, each with its backward pass ([`super::fused`]); elsewhere differentiable candle primitives,
+//! kernels, each with its backward pass ([`super::fused`]), and a layer that records a gradient graph is one
+//! node of it with a backward pass written by hand (`model/layer_node.rs`); elsewhere differentiable candle primitives,
 //! which are also the reference the kernels are tested against. Inference takes kernels without a
 //! backward pass for attention and decoding ([`super::infer`]). Weights live under transformers' exact
 //! tensor names, so checkpoints load and save as they are.
@@ -381,13 +382,13 @@ impl Decoder {
     }
 
     /// Activation checkpointing from now on: in a pass without a cache each layer keeps only its input
-    /// for the backward pass, which runs it again ([`layer_node`]).
+    /// for the backward pass, which runs it again (`model/layer_node.rs`).
     pub fn checkpoint_layers(&mut self) {
         self.checkpoint = true;
     }
 
     /// The gradients of `loss`: `loss.backward()`, plus the weight gradients the layers' nodes computed
-    /// on the side ([`layer_node`]). `loss.backward()` alone misses those.
+    /// on the side (`model/layer_node.rs`). `loss.backward()` alone misses those.
     pub fn backward(&self, loss: &Tensor) -> CResult<GradStore> {
         let take = || std::mem::take(&mut *self.layer_grads.lock().expect("not poisoned"));
         take(); // left over by a backward pass that failed half-way
