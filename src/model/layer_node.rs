@@ -35,12 +35,11 @@ pub(super) type LayerGrads = Arc<Mutex<GradStore>>;
 /// Whether `layer` over `x` runs as one node with the hand-written backward pass: a graph is recorded, and
 /// the fused kernels apply (CPU, f32, no adapter).
 pub(super) fn applies(layer: &Layer, x: &Tensor) -> bool {
-    let linears = linears(layer);
-    let tracks = x.track_op() || weights(layer).iter().any(|w| w.track_op());
-    tracks
-        && linears.iter().all(|l| l.lora.is_none())
-        && fused::cpu_f32(&[x, &layer.input_norm, &layer.post_norm])
-        && linears.iter().all(|l| fused::cpu_f32(&[&l.weight]) && l.bias.as_ref().is_none_or(|b| fused::cpu_f32(&[b])))
+    let weights = weights(layer);
+    (x.track_op() || weights.iter().any(|w| w.track_op()))
+        && linears(layer).iter().all(|l| l.lora.is_none())
+        && fused::cpu_f32(&[x])
+        && fused::cpu_f32(&weights)
 }
 
 /// `layer` over `x` (no cache) as one node of the gradient graph; `checkpoint` keeps only `x` for the
